@@ -1,0 +1,30 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Each creates its own
+# virtual environment (.venv) and installs the project with pip; nothing else is needed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision pinned to the releases this project is tested with; override for your CUDA.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_WORKERS ?= 2
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/metauas demo --out demo-out
+
+test: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+bench: install
+	$(VENV)/bin/metauas bench all
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,77 @@
+"""The `metauas` command line: one typer app, each part registering its own commands.
+
+Command modules import heavy libraries (torch, timm) inside the command bodies, so
+`metauas generate --help` and OpenCV-only generation start without importing torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from metauas import __version__
+from metauas.errors import UserError
+
+app = typer.Typer(
+    name="metauas",
+    help="Synthetic change pairs -> MetaUAS training -> one-prompt anomaly segmentation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(
+    help="Benchmarks: each prints its figures as ratios measured in one run.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"metauas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Synthetic change pairs -> MetaUAS training -> one-prompt anomaly segmentation."""
+
+
+def _register_all() -> None:
+    from metauas.changegen import commands as changegen_commands
+    from metauas.trainer import eval_commands, train_commands
+
+    changegen_commands.register(app, bench_app)
+    train_commands.register(app, bench_app)
+    eval_commands.register(app, bench_app)
+    from metauas import demo
+
+    demo.register(app, bench_app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status.
+
+    typer's standalone mode handles --help and usage errors; a `UserError` from a
+    command becomes one red line on stderr and status 2 instead of a traceback.
+    """
+    try:
+        app(args=argv, prog_name="metauas")
+    except SystemExit as ex:
+        return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    except UserError as err:
+        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
