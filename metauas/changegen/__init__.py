@@ -1,0 +1,14 @@
+"""changegen: synthetic change pairs (prompt, query, mask) written as WebDataset shards.
+
+Python API (what `metauas generate` calls):
+
+    from metauas.changegen import GenerateConfig, generate_dataset
+    index_json = generate_dataset(GenerateConfig(out="pairs", num_pairs=240, builtin_split="train"))
+
+Importing this package never imports torch; only the `lama` inpainter does.
+"""
+
+from metauas.changegen.config import CHANGE_TYPES, GenerateConfig
+from metauas.changegen.run import generate_dataset
+
+__all__ = ["CHANGE_TYPES", "GenerateConfig", "generate_dataset"]

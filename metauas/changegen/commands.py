@@ -1,9 +1,128 @@
-"""Command registration for this part of the CLI (filled in by its owner)."""
+"""`metauas generate`, `metauas preview` and `metauas bench generate|perlin`.
+
+Only typer is imported at module level; each command imports its machinery when it
+runs, so `metauas --help` stays fast and OpenCV generation never imports torch.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from metauas.errors import UserError
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} wants comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} wants positive integers, got {text!r}")
+    return values
+
+
+def generate(
+    out: Path = typer.Option(..., "--out", help="Output folder for the shards and index.json (created if missing)."),
+    num_pairs: int = typer.Option(..., "--num-pairs", help="Number of change pairs in the dataset."),
+    source: str = typer.Option("builtin", "--source", help="Where images come from: builtin | coco | folder."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (with --source folder); searched recursively."),
+    coco_images: Optional[Path] = typer.Option(None, "--coco-images", help="COCO images folder (with --source coco)."),
+    coco_annotations: Optional[Path] = typer.Option(None, "--coco-annotations", help="COCO instances JSON (with --source coco)."),
+    builtin_split: str = typer.Option("all", "--builtin-split", help="Builtin photos and scenes: train | heldout | all (disjoint train/heldout; see docs/usage.md)."),
+    size: int = typer.Option(256, "--size", help="Output side in px: shorter side scaled to SIZE, centre square cropped."),
+    shard_size: int = typer.Option(1000, "--shard-size", help="Samples per shard."),
+    prefix: str = typer.Option("shard", "--prefix", help="Shard names are PREFIX-NNNNNN.tar."),
+    image_format: str = typer.Option("jpg", "--image-format", help="Prompt/query encoding: jpg | png | webp (masks are always png)."),
+    jpeg_quality: int = typer.Option(95, "--quality", help="Quality of jpg/webp encoding (1-100)."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes; never changes the bytes written."),
+    seed: int = typer.Option(0, "--seed", help="Dataset seed; sample i uses an RNG seeded by (seed, i)."),
+    inpainter: str = typer.Option("opencv", "--inpainter", help="Inpainting backend: opencv (Telea) | opencv-ns | lama."),
+    lama_model: Optional[Path] = typer.Option(None, "--lama-model", help="big-lama TorchScript file for --inpainter lama (or set LAMA_MODEL)."),
+    change_weights: Optional[str] = typer.Option(None, "--change-weights", help="e.g. disappear=1,appear=1,exchange=1,local=1,none=0.5; unnamed types get 0. Default 0.25,0.25,0.2,0.2,0.1."),
+    shards: Optional[str] = typer.Option(None, "--shards", help="Make only shard ids A:B (B exclusive); combine with RANK/WORLD_SIZE."),
+    min_side: int = typer.Option(64, "--min-side", help="Skip source images whose shorter side is below this (counted as too_small)."),
+    min_area: float = typer.Option(0.01, "--min-area", help="Smallest instance kept, as a fraction of the output image."),
+    max_area: float = typer.Option(0.35, "--max-area", help="Largest instance kept, as a fraction of the output image."),
+    max_exchange: int = typer.Option(3, "--max-exchange", help="exchange pastes 1..N instances."),
+    start_method: Optional[str] = typer.Option(None, "--start-method", help="multiprocessing start method: spawn (default) | fork | forkserver."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with pairs/s and ETA on stderr."),
+) -> None:
+    """Generate synthetic change pairs as WebDataset shards (schema changepair/1)."""
+    from metauas.changegen.config import DEFAULT_WEIGHTS, GenerateConfig, parse_change_weights
+    from metauas.changegen.run import generate_dataset
+
+    cfg = GenerateConfig(
+        out=out, num_pairs=num_pairs, source=source, images=images, coco_images=coco_images,
+        coco_annotations=coco_annotations, builtin_split=builtin_split, size=size, shard_size=shard_size,
+        prefix=prefix, image_format=image_format, jpeg_quality=jpeg_quality, seed=seed, inpainter=inpainter,
+        lama_model=lama_model, change_weights=parse_change_weights(change_weights) if change_weights else dict(DEFAULT_WEIGHTS),
+        min_side=min_side, min_area=min_area, max_area=max_area, max_exchange=max_exchange,
+        workers=workers, shards=shards, progress=progress, start_method=start_method,
+    )
+    index = generate_dataset(cfg)
+    typer.echo(str(index))
+
+
+def preview(
+    shards: list[Path] = typer.Argument(..., help="Shard .tar files to preview, in order."),
+    out: Path = typer.Option(..., "--out", help="Contact sheet image to write (.png or .jpg)."),
+    n: int = typer.Option(16, "--n", help="Number of samples on the sheet (the first N)."),
+) -> None:
+    """Draw a contact sheet: prompt | query | mask over query, with the change type."""
+    from metauas.changegen.preview import write_preview
+
+    if n < 1:
+        raise UserError("--n must be at least 1")
+    typer.echo(str(write_preview(shards, out, n)))
+
+
+def bench_generate(
+    sizes: str = typer.Option("256,512", "--sizes", help="Comma-separated output sides to measure."),
+    workers: str = typer.Option("1,2", "--workers", help="Comma-separated worker counts to measure."),
+    pairs: int = typer.Option(32, "--pairs", help="Pairs per cell (split across workers); raise for steadier figures."),
+    source: str = typer.Option("builtin", "--source", help="builtin | coco | folder, as for generate."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (with --source folder)."),
+    coco_images: Optional[Path] = typer.Option(None, "--coco-images", help="COCO images folder (with --source coco)."),
+    coco_annotations: Optional[Path] = typer.Option(None, "--coco-annotations", help="COCO instances JSON (with --source coco)."),
+    inpainter: str = typer.Option("opencv", "--inpainter", help="Inpainting backend to measure."),
+    lama_model: Optional[Path] = typer.Option(None, "--lama-model", help="big-lama TorchScript file for --inpainter lama."),
+    image_format: str = typer.Option("jpg", "--image-format", help="Encoding measured: jpg | png | webp."),
+) -> None:
+    """Pairs/s per change type and overall, beside the I/O floor (decode+resize+encode)."""
+    from metauas.changegen.bench import bench_cell_row, format_rows
+    from metauas.changegen.config import GenerateConfig
+
+    rows = []
+    for side in _int_list(sizes, "--sizes"):
+        cfg = GenerateConfig(
+            out=Path("."), num_pairs=1, source=source, images=images, coco_images=coco_images,
+            coco_annotations=coco_annotations, size=side, inpainter=inpainter, lama_model=lama_model,
+            image_format=image_format,
+        )
+        cfg.validate()
+        for w in _int_list(workers, "--workers"):
+            rows.append(bench_cell_row(cfg, w, max(pairs, w)))
+            typer.echo(format_rows(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_rows(rows))
+    typer.echo("\npairs/s; floor = load source + encode the pair, no synthesis\n")
+    typer.echo(format_rows(rows))
+
+
+def bench_perlin(
+    sizes: str = typer.Option("256,512", "--sizes", help="Comma-separated mask sides to measure."),
+    repeats: int = typer.Option(40, "--repeats", help="Masks per method and size (pnoise2 does 1/8 of them)."),
+) -> None:
+    """Milliseconds per Perlin mask: vectorised numpy vs noise.pnoise2 per pixel vs coarse grid."""
+    from metauas.changegen.bench import bench_perlin as run
+
+    typer.echo(run(_int_list(sizes, "--sizes"), max(1, repeats)))
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach this part's commands to the main app and the `bench` sub-app."""
+    app.command("generate")(generate)
+    app.command("preview")(preview)
+    bench_app.command("generate")(bench_generate)
+    bench_app.command("perlin")(bench_perlin)

@@ -1,0 +1,136 @@
+"""The one typed description of a generation run, shared by the CLI, the Python API,
+the workers and index.json.
+
+Everything that changes the bytes of a shard lives here, so that `index.json` can
+record it and a rerun can tell whether it is resuming the same dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metauas.errors import UserError
+
+GENERATOR_NAME = "metauas.changegen"
+# Bump when the same config + seed would give different bytes.
+GENERATOR_VERSION = "1.0.0"
+SCHEMA = "changepair/1"
+
+CHANGE_TYPES = ("disappear", "appear", "exchange", "local", "none")
+DEFAULT_WEIGHTS = {"disappear": 0.25, "appear": 0.25, "exchange": 0.2, "local": 0.2, "none": 0.1}
+SOURCES = ("builtin", "coco", "folder")
+IMAGE_FORMATS = ("jpg", "png", "webp")
+BUILTIN_SPLITS = ("train", "heldout", "all")
+
+
+@dataclass
+class GenerateConfig:
+    """A generation run. `out`, `num_pairs` and the source decide the dataset; the
+    fields under "how" (workers, shards, progress) never change a byte of it."""
+
+    out: Path
+    num_pairs: int
+    source: str = "builtin"
+    images: Path | None = None  # folder source
+    coco_images: Path | None = None
+    coco_annotations: Path | None = None
+    builtin_split: str = "all"
+    size: int = 256
+    shard_size: int = 1000
+    prefix: str = "shard"
+    image_format: str = "jpg"
+    jpeg_quality: int = 95
+    seed: int = 0
+    inpainter: str = "opencv"
+    lama_model: Path | None = None
+    change_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    min_side: int = 64  # source images with a shorter side are skipped as too small
+    min_area: float = 0.01  # instance area bounds, as a fraction of the image
+    max_area: float = 0.35
+    max_exchange: int = 3  # exchange pastes 1..max_exchange instances
+    # how (never changes the bytes)
+    workers: int = 1
+    shards: str | None = None  # "A:B" shard-id range
+    progress: bool = True
+    start_method: str | None = None  # multiprocessing start method; None = platform default
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for name in ("images", "coco_images", "coco_annotations", "lama_model"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
+
+    def validate(self) -> None:
+        """Reject impossible settings with one clear line before any work starts."""
+        checks = [
+            (self.num_pairs > 0, "--num-pairs must be positive"),
+            (self.source in SOURCES, f"--source must be one of {', '.join(SOURCES)}"),
+            (self.size >= 16, "--size must be at least 16"),
+            (self.shard_size > 0, "--shard-size must be positive"),
+            (self.image_format in IMAGE_FORMATS, f"--image-format must be one of {', '.join(IMAGE_FORMATS)}"),
+            (self.builtin_split in BUILTIN_SPLITS, f"--builtin-split must be one of {', '.join(BUILTIN_SPLITS)}"),
+            (self.workers >= 1, "--workers must be at least 1"),
+            (0 <= self.min_area < self.max_area <= 1, "area bounds need 0 <= min < max <= 1"),
+            (self.max_exchange >= 1, "max_exchange must be at least 1"),
+            ("." not in self.prefix and "/" not in self.prefix and self.prefix, "--prefix must be a plain name without dots"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        validate_weights(self.change_weights)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_pairs // self.shard_size)
+
+    def dataset_fields(self) -> dict:
+        """The fields that decide the bytes of the dataset, as JSON-ready values."""
+        skip = {"workers", "shards", "progress", "start_method", "out"}
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name in skip:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def validate_weights(weights: dict[str, float]) -> None:
+    unknown = set(weights) - set(CHANGE_TYPES)
+    if unknown:
+        raise UserError(f"unknown change type(s) in --change-weights: {', '.join(sorted(unknown))}; known: {', '.join(CHANGE_TYPES)}")
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise UserError("--change-weights must be non-negative with a positive sum")
+
+
+def parse_change_weights(text: str) -> dict[str, float]:
+    """`disappear=1,appear=1,local=0.5` -> dict; types not named get weight 0."""
+    weights = {name: 0.0 for name in CHANGE_TYPES}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise UserError(f"--change-weights wants name=weight pairs, got {part!r}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"--change-weights: {value!r} is not a number") from None
+    validate_weights(weights)
+    return weights
+
+
+def parse_shard_range(text: str | None, num_shards: int) -> range:
+    """`A:B` (B exclusive, either side may be empty) -> range of shard ids."""
+    if text is None:
+        return range(num_shards)
+    start, sep, stop = text.partition(":")
+    try:
+        a = int(start) if start else 0
+        b = int(stop) if stop else num_shards
+    except ValueError:
+        raise UserError(f"--shards wants A:B with integers, got {text!r}") from None
+    if not sep or not 0 <= a < b or b > num_shards:
+        raise UserError(f"--shards {text!r} is not a non-empty range within 0:{num_shards}")
+    return range(a, b)

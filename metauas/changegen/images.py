@@ -1,0 +1,91 @@
+"""Reading, resizing and encoding images: the I/O that every pair pays for.
+
+Resize/crop policy for `--size S` (documented in docs/usage.md): the shorter side is
+scaled to S (area interpolation when shrinking, bilinear when enlarging), then the
+centre S x S square is cropped. Instance masks go through the same geometry with
+nearest-neighbour interpolation, so a mask pixel always matches an image pixel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class SkipSource(Exception):
+    """A source image (or instance) that cannot be used; `reason` is counted in index.json."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def to_rgb(img: np.ndarray) -> np.ndarray:
+    """Grey, RGBA (composited on white) or RGB uint8 -> contiguous RGB uint8."""
+    if img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[..., None], 3, axis=2))
+    if img.shape[2] == 4:
+        alpha = img[..., 3:4].astype(np.float32) / 255
+        return (img[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def read_rgb(path: Path, min_side: int) -> np.ndarray:
+    """Decode an image file to RGB uint8, or raise SkipSource('unreadable'|'too_small')."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.zeros(0, np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None or img.ndim not in (2, 3):
+        raise SkipSource("unreadable", str(path))
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if min(img.shape[:2]) < min_side:
+        raise SkipSource("too_small", str(path))
+    return to_rgb(img)
+
+
+def fit_square(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """Scale the shorter side to `size`, crop the centre square (the `--size` policy)."""
+    h, w = img.shape[:2]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if nearest:
+        interp = cv2.INTER_NEAREST
+    else:
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    if (nh, nw) != (h, w):
+        img = cv2.resize(img, (nw, nh), interpolation=interp)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return np.ascontiguousarray(img[top : top + size, left : left + size])
+
+
+def fit_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    return fit_square(mask.astype(np.uint8), size, nearest=True).astype(bool)
+
+
+def encode(img: np.ndarray, fmt: str, quality: int = 95) -> bytes:
+    """RGB (or single-channel) uint8 -> file bytes. png is lossless, jpg/webp lossy."""
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    params = {
+        "jpg": [cv2.IMWRITE_JPEG_QUALITY, quality],
+        "webp": [cv2.IMWRITE_WEBP_QUALITY, quality],
+        "png": [cv2.IMWRITE_PNG_COMPRESSION, 3],
+    }[fmt]
+    ok, buf = cv2.imencode("." + fmt, img, params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {fmt} image")
+    return buf.tobytes()
+
+
+def decode(data: bytes, grey: bool = False) -> np.ndarray:
+    """File bytes -> RGB uint8 (or single channel with grey=True)."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("undecodable image bytes")
+    return img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

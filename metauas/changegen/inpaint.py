@@ -1,0 +1,109 @@
+"""Inpainting backends behind one interface: fill `hole` pixels of each image.
+
+`opencv` (Telea) and `opencv-ns` (Navier-Stokes) are the offline default; `lama` runs
+the TorchScript big-lama model that simple-lama-inpainting uses. Callers composite the
+result back only inside the hole, so a backend that touches other pixels (LaMa does)
+never changes pixels outside the change mask.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from metauas.errors import UserError
+
+BACKENDS = ("opencv", "opencv-ns", "lama")
+LAMA_ENV = "LAMA_MODEL"
+
+
+class Inpainter:
+    name = "inpainter"
+
+    def inpaint_many(self, images: list[np.ndarray], holes: list[np.ndarray]) -> list[np.ndarray]:
+        """RGB uint8 images and boolean holes of the same size -> filled RGB uint8 images."""
+        raise NotImplementedError
+
+
+class OpenCVInpainter(Inpainter):
+    """cv2.inpaint. Its cost grows with hole area, so holes are filled at a working
+    side of at most WORK_SIDE px and upscaled: the fill is a smooth guess either way."""
+
+    WORK_SIDE = 256
+    RADIUS = 3
+
+    def __init__(self, flags: int = cv2.INPAINT_TELEA, name: str = "opencv"):
+        self.flags, self.name = flags, name
+
+    def _one(self, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        scale = min(1.0, self.WORK_SIDE / max(h, w))
+        hole8 = hole.astype(np.uint8)
+        if scale == 1.0:
+            return cv2.inpaint(image, hole8, self.RADIUS, self.flags)
+        size = (round(w * scale), round(h * scale))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        small_hole = cv2.dilate(cv2.resize(hole8, size, interpolation=cv2.INTER_NEAREST), np.ones((3, 3), np.uint8))
+        filled = cv2.inpaint(small, small_hole, self.RADIUS, self.flags)
+        return cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def inpaint_many(self, images, holes):
+        return [self._one(i, m) for i, m in zip(images, holes)]
+
+
+def resolve_lama_path(path: Path | None) -> Path:
+    """The model path from --lama-model or $LAMA_MODEL; one clear error if missing."""
+    chosen = path or (Path(os.environ[LAMA_ENV]) if os.environ.get(LAMA_ENV) else None)
+    if chosen is None or not chosen.is_file():
+        where = f"{chosen} does not exist" if chosen else "no model file given"
+        raise UserError(
+            f"the lama inpainter needs the big-lama TorchScript file ({where}): "
+            f"pass --lama-model PATH or set {LAMA_ENV}=PATH"
+        )
+    return chosen
+
+
+class LamaInpainter(Inpainter):
+    """TorchScript LaMa: model(image, mask) with float tensors in [0, 1], image Bx3xHxW,
+    mask Bx1xHxW, sides padded (symmetric) to a multiple of 8 and cropped back.
+    Images of a call are batched, on CUDA when present."""
+
+    name = "lama"
+    MULTIPLE = 8
+
+    def __init__(self, path: Path):
+        import torch  # imported here: OpenCV-only generation never loads torch
+
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        except (RuntimeError, ValueError) as err:
+            raise UserError(f"--lama-model {path} is not a TorchScript model ({err})") from None
+
+    def inpaint_many(self, images, holes):
+        if not images:
+            return []
+        torch = self.torch
+        h, w = images[0].shape[:2]
+        ph, pw = -h % self.MULTIPLE, -w % self.MULTIPLE
+        pad = ((0, 0), (0, ph), (0, pw))
+        img = np.stack([np.pad(i.transpose(2, 0, 1), pad, mode="symmetric") for i in images]).astype(np.float32) / 255
+        msk = np.stack([np.pad(m[None].astype(np.float32), pad, mode="symmetric") for m in holes])
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(img).to(self.device), torch.from_numpy(msk).to(self.device))
+        out = out[:, :, :h, :w].clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [np.ascontiguousarray(o) for o in out]
+
+
+def make_inpainter(name: str, lama_model: Path | None) -> Inpainter:
+    if name == "opencv":
+        return OpenCVInpainter(cv2.INPAINT_TELEA, "opencv")
+    if name == "opencv-ns":
+        return OpenCVInpainter(cv2.INPAINT_NS, "opencv-ns")
+    if name == "lama":
+        return LamaInpainter(resolve_lama_path(lama_model))
+    raise UserError(f"--inpainter must be one of {', '.join(BACKENDS)}")

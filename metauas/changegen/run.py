@@ -1,0 +1,124 @@
+"""Running a generation: choose this process's shards, make the missing ones in 1..N
+worker processes with a progress bar, and write index.json.
+
+Which shards: `--shards A:B` (default all), then, under torchrun (RANK/WORLD_SIZE in
+the environment), every WORLD_SIZE-th one starting at RANK. Shards already complete
+are skipped, which is how a killed run resumes. Workers only decide which process
+makes a shard, never its bytes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import sys
+from pathlib import Path
+
+from metauas.changegen.builtin import open_source
+from metauas.changegen.config import GenerateConfig, parse_shard_range
+from metauas.changegen.inpaint import make_inpainter, resolve_lama_path
+from metauas.changegen.pairs import Synthesizer
+from metauas.changegen.shards import (
+    ShardWriter,
+    is_complete,
+    prepare_output,
+    sample_members,
+    shard_indices,
+    shard_name,
+    shard_summary,
+    write_index,
+)
+from metauas.errors import UserError
+
+CHUNK = 8  # samples advanced together: one inpainting batch
+
+
+def rank_shards(cfg: GenerateConfig, env: dict[str, str] | None = None) -> list[int]:
+    """Shard ids for this process: the --shards range, split round-robin by rank."""
+    env = os.environ if env is None else env
+    ids = parse_shard_range(cfg.shards, cfg.num_shards)
+    try:
+        rank, world = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise UserError("RANK and WORLD_SIZE must be integers") from None
+    if not 0 <= rank < world:
+        raise UserError(f"RANK={rank} is not within WORLD_SIZE={world}")
+    return [s for s in ids if (s - ids.start) % world == rank]
+
+
+def make_shard(cfg: GenerateConfig, synth: Synthesizer, shard_id: int, report=lambda n: None) -> dict:
+    """Synthesise, encode and atomically write one shard; returns its summary."""
+    writer = ShardWriter(cfg.out, shard_name(cfg.prefix, shard_id))
+    made = []  # (change, skips) per sample; the pixels are dropped once written
+    indices = shard_indices(cfg, shard_id)
+    for start in range(0, len(indices), CHUNK):
+        samples = synth.make(indices[start : start + CHUNK])
+        for sample in samples:
+            for name, data in sample_members(cfg, sample):
+                writer.add(name, data)
+            made.append((sample.pair.change, sample.skips))
+        report(len(samples))
+    return writer.commit(shard_summary(made))
+
+
+def _build(cfg: GenerateConfig) -> Synthesizer:
+    return Synthesizer(cfg, open_source(cfg), make_inpainter(cfg.inpainter, cfg.lama_model))
+
+
+# --- worker processes -------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _worker_init(cfg: GenerateConfig, progress: mp.Queue) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # processes are the parallelism; avoid oversubscription
+    _WORKER.update(cfg=cfg, synth=_build(cfg), progress=progress)
+
+
+def _worker_shard(shard_id: int) -> dict:
+    return make_shard(_WORKER["cfg"], _WORKER["synth"], shard_id, _WORKER["progress"].put)
+
+
+def _run_pool(cfg: GenerateConfig, todo: list[int], bar) -> None:
+    # spawn by default: a forked child of a process that already ran OpenCV's thread
+    # pool can deadlock in it (seen here when a demo generates twice in one process).
+    ctx = mp.get_context(cfg.start_method or "spawn")
+    progress = ctx.Queue()
+    with ctx.Pool(min(cfg.workers, len(todo)), _worker_init, (cfg, progress)) as pool:
+        pending = [pool.apply_async(_worker_shard, (s,)) for s in todo]
+        while pending:
+            try:
+                bar.update(progress.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            for result in [r for r in pending if r.ready()]:
+                result.get()  # re-raises a worker's exception here
+                pending.remove(result)
+        while not progress.empty():
+            bar.update(progress.get())
+
+
+def generate_dataset(cfg: GenerateConfig) -> Path:
+    """Generate (or resume) the dataset described by `cfg`; returns index.json's path.
+
+    All user mistakes are raised as UserError before any shard is started."""
+    from tqdm import tqdm
+
+    cfg.validate()
+    if cfg.inpainter == "lama":
+        cfg.lama_model = resolve_lama_path(cfg.lama_model)
+    mine = rank_shards(cfg)
+    prepare_output(cfg)
+    synth = _build(cfg)  # validates the source (missing files, empty) up front
+    todo = [s for s in mine if not is_complete(cfg, s)]
+    total = sum(len(shard_indices(cfg, s)) for s in todo)
+    with tqdm(total=total, unit="pair", file=sys.stderr, disable=not cfg.progress, dynamic_ncols=True,
+              desc=f"generate {len(todo)}/{len(mine)} shards") as bar:
+        if cfg.workers == 1 or len(todo) <= 1:
+            for s in todo:
+                make_shard(cfg, synth, s, bar.update)
+        else:
+            _run_pool(cfg, todo, bar)
+    return write_index(cfg)

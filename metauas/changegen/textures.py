@@ -1,0 +1,71 @@
+"""Textures for procedural scenes and for the `local` change's fill.
+
+Two kinds, both made from the RNG alone so nothing is read from the network: tinted
+crops of the grey textures scikit-image ships (brick, grass, gravel), and colour
+fields blended by Perlin noise (smooth blotches) or stripes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+
+from metauas.changegen.perlin import perlin_numpy
+
+SKIMAGE_TEXTURES = ("brick", "grass", "gravel")
+
+
+@functools.lru_cache(maxsize=None)
+def skimage_texture(name: str) -> np.ndarray:
+    """A grey texture shipped with scikit-image, as float32 in [0, 1]."""
+    from skimage import data
+
+    return getattr(data, name)().astype(np.float32) / 255
+
+
+def random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, size=3).astype(np.float32)
+
+
+def _tint(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """Map a field t in [0, 1] to RGB between two random colours."""
+    lo, hi = random_colour(rng), random_colour(rng)
+    return lo + t[..., None] * (hi - lo)
+
+
+def tinted_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random crop of a scikit-image texture, rescaled, turned and tinted."""
+    tex = skimage_texture(SKIMAGE_TEXTURES[int(rng.integers(len(SKIMAGE_TEXTURES)))])
+    crop = int(rng.integers(min(64, tex.shape[0]), tex.shape[0] + 1))
+    y, x = (int(v) for v in rng.integers(0, tex.shape[0] - crop + 1, size=2))
+    patch = np.rot90(tex[y : y + crop, x : x + crop], int(rng.integers(4)))
+    return _tint(rng, cv2.resize(patch, (w, h), interpolation=cv2.INTER_LINEAR))
+
+
+def blotch_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Two colours blended by low-frequency Perlin noise."""
+    res = 2 ** int(rng.integers(0, 4))
+    side = -(-max(h, w) // res) * res
+    return _tint(rng, np.clip(perlin_numpy(rng, side, (res, res))[:h, :w] * 0.7 + 0.5, 0, 1))
+
+
+def stripe_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Soft stripes of two colours at a random angle and period."""
+    period = float(rng.uniform(4, max(6, max(h, w) / 4)))
+    angle = float(rng.uniform(0, np.pi))
+    k = np.float32(2 * np.pi / period)
+    ramp = np.arange(w, dtype=np.float32)[None, :] * np.float32(np.cos(angle)) + np.arange(h, dtype=np.float32)[:, None] * np.float32(np.sin(angle))
+    return _tint(rng, 0.5 + 0.5 * np.sin(ramp * k))
+
+
+_KINDS = (tinted_texture, blotch_texture, stripe_texture)
+
+
+def random_texture(rng: np.random.Generator, h: int, w: int | None = None) -> np.ndarray:
+    """h x w (default square) RGB uint8 texture of a random kind, with a little grain."""
+    w = h if w is None else w
+    tex = _KINDS[int(rng.integers(len(_KINDS)))](rng, h, w)
+    grain = rng.standard_normal((h, w), dtype=np.float32) * np.float32(rng.uniform(0, 8))
+    return np.clip(tex + grain[..., None], 0, 255).astype(np.uint8)
