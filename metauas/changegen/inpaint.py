@@ -9,6 +9,7 @@ never changes pixels outside the change mask.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -80,7 +81,9 @@ class LamaInpainter(Inpainter):
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            self.model = torch.jit.load(str(path), map_location=self.device).eval()
+            with warnings.catch_warnings():  # big-lama ships as TorchScript; its deprecation is not the user's
+                warnings.simplefilter("ignore", FutureWarning)
+                self.model = torch.jit.load(str(path), map_location=self.device).eval()
         except (RuntimeError, ValueError) as err:
             raise UserError(f"--lama-model {path} is not a TorchScript model ({err})") from None
 

@@ -72,11 +72,16 @@ def perlin_pnoise2(rng: np.random.Generator, side: int, res: tuple[int, int]) ->
     return _pnoise_grid(rng, np.arange(side) * ry / side, np.arange(side) * rx / side)
 
 
+def _aligned(res: int, side: int) -> np.ndarray:
+    """Lattice coordinates of COARSE_POINTS_PER_CELL samples per cell, placed where
+    cv2.resize's pixel-centre mapping puts them among the `side` output pixels."""
+    n = res * COARSE_POINTS_PER_CELL
+    return ((np.arange(n) + 0.5) * side / n - 0.5) * res / side
+
+
 def perlin_coarse(rng: np.random.Generator, side: int, res: tuple[int, int]) -> np.ndarray:
-    ry, rx = res
-    ny, nx = ry * COARSE_POINTS_PER_CELL + 1, rx * COARSE_POINTS_PER_CELL + 1
-    grid = _pnoise_grid(rng, np.linspace(0, ry, ny), np.linspace(0, rx, nx))
-    return cv2.resize(grid.astype(np.float32), (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float64)
+    grid = _pnoise_grid(rng, _aligned(res[0], side), _aligned(res[1], side))
+    return cv2.resize(grid.astype(np.float32), (side, side), interpolation=cv2.INTER_CUBIC)
 
 
 _IMPLEMENTATIONS = {"numpy": perlin_numpy, "pnoise2": perlin_pnoise2, "coarse": perlin_coarse}

@@ -110,8 +110,8 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
     if cfg.inpainter == "lama":
         cfg.lama_model = resolve_lama_path(cfg.lama_model)
     mine = rank_shards(cfg)
-    prepare_output(cfg)
     synth = _build(cfg)  # validates the source (missing files, empty) up front
+    prepare_output(cfg)
     todo = [s for s in mine if not is_complete(cfg, s)]
     total = sum(len(shard_indices(cfg, s)) for s in todo)
     with tqdm(total=total, unit="pair", file=sys.stderr, disable=not cfg.progress, dynamic_ncols=True,
