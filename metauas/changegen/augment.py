@@ -14,8 +14,10 @@ Aug = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def gamma_contrast(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per-channel gamma in [0.5, 2], through a 256-entry lookup table."""
     gamma = rng.uniform(0.5, 2.0, size=3)
-    return (255 * (img / 255.0) ** gamma).round().astype(np.uint8)
+    lut = (255 * (np.arange(256)[:, None] / 255.0) ** gamma).round().astype(np.uint8)
+    return cv2.LUT(img, lut.reshape(256, 1, 3))
 
 
 def brightness(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -52,9 +54,12 @@ def invert(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def autocontrast(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    lo = img.min(axis=(0, 1), keepdims=True).astype(np.float32)
-    hi = img.max(axis=(0, 1), keepdims=True).astype(np.float32)
-    return ((img - lo) * (255 / np.maximum(hi - lo, 1))).round().astype(np.uint8)
+    """Stretch each channel to 0..255 (PIL's autocontrast without cutoff)."""
+    lut = np.empty((256, 1, 3), np.uint8)
+    for c, channel in enumerate(cv2.split(img)):
+        lo, hi = (int(v) for v in cv2.minMaxLoc(channel)[:2])
+        lut[:, 0, c] = np.clip((np.arange(256) - lo) * (255 / max(hi - lo, 1)), 0, 255).round()
+    return cv2.LUT(img, lut)
 
 
 def equalize(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

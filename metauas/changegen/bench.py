@@ -91,15 +91,18 @@ def bench_cell_row(cfg: GenerateConfig, workers: int, pairs: int) -> BenchRow:
     return BenchRow(cfg.size, workers, floor, rates)
 
 
-def format_rows(rows: list[BenchRow]) -> str:
-    head = ["size", "workers", "floor", *CHANGE_TYPES, "overall", "overall/floor"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [str(r.size), str(r.workers), f"{r.floor:.1f}"]
-        cells += [f"{r.rates[c]:.1f}" for c in (*CHANGE_TYPES, "overall")]
-        cells.append(f"{r.rates['overall'] / r.floor:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+HEADER = ["size", "workers", "floor", *CHANGE_TYPES, "overall", "overall/floor"]
+
+
+def table_head() -> str:
+    return "| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER)
+
+
+def table_row(r: BenchRow) -> str:
+    cells = [str(r.size), str(r.workers), f"{r.floor:.1f}"]
+    cells += [f"{r.rates[c]:.1f}" for c in (*CHANGE_TYPES, "overall")]
+    cells.append(f"{r.rates['overall'] / r.floor:.2f}")
+    return "| " + " | ".join(cells) + " |"
 
 
 def bench_perlin(sizes: list[int], repeats: int) -> str:

@@ -2,10 +2,11 @@
 
 `builtin` needs no files and no network: the photographs scikit-image ships go through
 the `folder` path (unsupervised object candidates), and procedural scenes add variety.
+(page.png is left out: libpng warns about its colour profile on every read.)
 It has two disjoint splits so a demo can train on one and test on another:
 
-- train:   12 photos (chelsea, coffee, motorcycle_left, motorcycle_right, camera,
-           hubble_deep_field, ihc, retina, moon, clock_motion, cell, page) and
+- train:   11 photos (chelsea, coffee, motorcycle_left, motorcycle_right, camera,
+           hubble_deep_field, ihc, retina, moon, clock_motion, cell) and
            scenes of namespace 1;
 - heldout: 3 photos (astronaut, rocket, coins) and scenes of namespace 2
            (scene seeds are (SCENE_SEED, namespace, j), so no scene is in both);
@@ -21,7 +22,7 @@ from metauas.changegen.sources import CocoSource, ConcatSource, FolderSource, Sc
 
 TRAIN_PHOTOS = (
     "chelsea.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png", "camera.png",
-    "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "moon.png", "clock_motion.png", "cell.png", "page.png",
+    "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "moon.png", "clock_motion.png", "cell.png",
 )
 HELDOUT_PHOTOS = ("astronaut.png", "rocket.jpg", "coins.png")
 SCENES = {"train": (1, 10000), "heldout": (2, 2000)}  # namespace, count

@@ -82,7 +82,7 @@ def preview(
 def bench_generate(
     sizes: str = typer.Option("256,512", "--sizes", help="Comma-separated output sides to measure."),
     workers: str = typer.Option("1,2", "--workers", help="Comma-separated worker counts to measure."),
-    pairs: int = typer.Option(32, "--pairs", help="Pairs per cell (split across workers); raise for steadier figures."),
+    pairs: int = typer.Option(64, "--pairs", help="Pairs per cell (split across workers); raise for steadier figures."),
     source: str = typer.Option("builtin", "--source", help="builtin | coco | folder, as for generate."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (with --source folder)."),
     coco_images: Optional[Path] = typer.Option(None, "--coco-images", help="COCO images folder (with --source coco)."),
@@ -92,10 +92,11 @@ def bench_generate(
     image_format: str = typer.Option("jpg", "--image-format", help="Encoding measured: jpg | png | webp."),
 ) -> None:
     """Pairs/s per change type and overall, beside the I/O floor (decode+resize+encode)."""
-    from metauas.changegen.bench import bench_cell_row, format_rows
+    from metauas.changegen.bench import bench_cell_row, table_head, table_row
     from metauas.changegen.config import GenerateConfig
 
-    rows = []
+    typer.echo("pairs/s; floor = load source + encode the pair, no synthesis")
+    typer.echo(table_head())
     for side in _int_list(sizes, "--sizes"):
         cfg = GenerateConfig(
             out=Path("."), num_pairs=1, source=source, images=images, coco_images=coco_images,
@@ -104,10 +105,7 @@ def bench_generate(
         )
         cfg.validate()
         for w in _int_list(workers, "--workers"):
-            rows.append(bench_cell_row(cfg, w, max(pairs, w)))
-            typer.echo(format_rows(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_rows(rows))
-    typer.echo("\npairs/s; floor = load source + encode the pair, no synthesis\n")
-    typer.echo(format_rows(rows))
+            typer.echo(table_row(bench_cell_row(cfg, w, max(pairs, w))))
 
 
 def bench_perlin(
