@@ -31,9 +31,10 @@ class Inpainter:
 
 class OpenCVInpainter(Inpainter):
     """cv2.inpaint. Its cost grows with hole area, so holes are filled at a working
-    side of at most WORK_SIDE px and upscaled: the fill is a smooth guess either way."""
+    side of at most WORK_SIDE px and upscaled: a Telea fill is smooth at any scale, and this
+    cuts its cost ~4x at 256 px (docs/benchmarks.md)."""
 
-    WORK_SIDE = 256
+    WORK_SIDE = 128
     RADIUS = 3
 
     def __init__(self, flags: int = cv2.INPAINT_TELEA, name: str = "opencv"):
