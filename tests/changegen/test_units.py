@@ -72,3 +72,18 @@ def test_config_records_only_what_changes_the_bytes():
     a = GenerateConfig(out="x", num_pairs=5, workers=1).dataset_fields()
     b = GenerateConfig(out="y", num_pairs=5, workers=4, shards="0:1").dataset_fields()
     assert a == b and "workers" not in a
+
+
+def test_coco_source_reads_polygon_and_rle_and_counts_what_it_skips(coco_set):
+    from metauas.changegen.images import SkipSource
+    from metauas.changegen.sources import CocoSource
+
+    images, annotations = coco_set
+    source = CocoSource(images, annotations, min_side=64, min_area=0.01, max_area=0.35)
+    first = source.load(0, 64)  # polygon + RLE disc, a crowd instance, a two-point polygon
+    assert len(first.instances) == 2 and all(m.shape == (64, 64) and m.any() for m in first.instances)
+    assert first.skips == {"iscrowd": 1, "degenerate_polygon": 1}
+    assert first.ident == {"kind": "coco", "image_id": 1, "file": "000.jpg"}
+    with pytest.raises(SkipSource) as skipped:
+        source.load(len(source) - 1, 64)  # the listed image that is not an image
+    assert skipped.value.reason == "unreadable"
