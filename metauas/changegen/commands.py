@@ -14,6 +14,15 @@ import typer
 from metauas.errors import UserError
 
 
+# Options shared by `generate` and `bench generate` (one definition, one help text).
+_SOURCE = typer.Option("builtin", "--source", help="Where images come from: builtin | coco | folder.")
+_IMAGES = typer.Option(None, "--images", help="Folder of images (with --source folder); searched recursively.")
+_COCO_IMAGES = typer.Option(None, "--coco-images", help="COCO images folder (with --source coco).")
+_COCO_ANNOTATIONS = typer.Option(None, "--coco-annotations", help="COCO instances JSON (with --source coco).")
+_INPAINTER = typer.Option("opencv", "--inpainter", help="Inpainting backend: opencv (Telea) | opencv-ns | patchmatch (optional package) | lama.")
+_LAMA_MODEL = typer.Option(None, "--lama-model", help="big-lama TorchScript file for --inpainter lama (or set LAMA_MODEL).")
+
+
 def _int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -27,10 +36,10 @@ def _int_list(text: str, flag: str) -> list[int]:
 def generate(
     out: Path = typer.Option(..., "--out", help="Output folder for the shards and index.json (created if missing)."),
     num_pairs: int = typer.Option(..., "--num-pairs", help="Number of change pairs in the dataset."),
-    source: str = typer.Option("builtin", "--source", help="Where images come from: builtin | coco | folder."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (with --source folder); searched recursively."),
-    coco_images: Optional[Path] = typer.Option(None, "--coco-images", help="COCO images folder (with --source coco)."),
-    coco_annotations: Optional[Path] = typer.Option(None, "--coco-annotations", help="COCO instances JSON (with --source coco)."),
+    source: str = _SOURCE,
+    images: Optional[Path] = _IMAGES,
+    coco_images: Optional[Path] = _COCO_IMAGES,
+    coco_annotations: Optional[Path] = _COCO_ANNOTATIONS,
     builtin_split: str = typer.Option("all", "--builtin-split", help="Builtin photos and scenes: train | heldout | all (disjoint train/heldout; see docs/usage.md)."),
     size: int = typer.Option(256, "--size", help="Output side in px: shorter side scaled to SIZE, centre square cropped."),
     shard_size: int = typer.Option(1000, "--shard-size", help="Samples per shard."),
@@ -39,8 +48,8 @@ def generate(
     jpeg_quality: int = typer.Option(95, "--quality", help="Quality of jpg/webp encoding (1-100)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes; never changes the bytes written."),
     seed: int = typer.Option(0, "--seed", help="Dataset seed; sample i uses an RNG seeded by (seed, i)."),
-    inpainter: str = typer.Option("opencv", "--inpainter", help="Inpainting backend: opencv (Telea) | opencv-ns | lama."),
-    lama_model: Optional[Path] = typer.Option(None, "--lama-model", help="big-lama TorchScript file for --inpainter lama (or set LAMA_MODEL)."),
+    inpainter: str = _INPAINTER,
+    lama_model: Optional[Path] = _LAMA_MODEL,
     change_weights: Optional[str] = typer.Option(None, "--change-weights", help="e.g. disappear=1,appear=1,exchange=1,local=1,none=0.5; unnamed types get 0. Default 0.25,0.25,0.2,0.2,0.1."),
     shards: Optional[str] = typer.Option(None, "--shards", help="Make only shard ids A:B (B exclusive); combine with RANK/WORLD_SIZE."),
     min_side: int = typer.Option(64, "--min-side", help="Skip source images whose shorter side is below this (counted as too_small)."),
@@ -83,12 +92,12 @@ def bench_generate(
     sizes: str = typer.Option("256,512", "--sizes", help="Comma-separated output sides to measure."),
     workers: str = typer.Option("1,2", "--workers", help="Comma-separated worker counts to measure."),
     pairs: int = typer.Option(64, "--pairs", help="Pairs per cell (split across workers); raise for steadier figures."),
-    source: str = typer.Option("builtin", "--source", help="builtin | coco | folder, as for generate."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (with --source folder)."),
-    coco_images: Optional[Path] = typer.Option(None, "--coco-images", help="COCO images folder (with --source coco)."),
-    coco_annotations: Optional[Path] = typer.Option(None, "--coco-annotations", help="COCO instances JSON (with --source coco)."),
-    inpainter: str = typer.Option("opencv", "--inpainter", help="Inpainting backend to measure."),
-    lama_model: Optional[Path] = typer.Option(None, "--lama-model", help="big-lama TorchScript file for --inpainter lama."),
+    source: str = _SOURCE,
+    images: Optional[Path] = _IMAGES,
+    coco_images: Optional[Path] = _COCO_IMAGES,
+    coco_annotations: Optional[Path] = _COCO_ANNOTATIONS,
+    inpainter: str = _INPAINTER,
+    lama_model: Optional[Path] = _LAMA_MODEL,
     image_format: str = typer.Option("jpg", "--image-format", help="Encoding measured: jpg | png | webp."),
 ) -> None:
     """Pairs/s per change type and overall, beside the I/O floor (decode+resize+encode)."""
