@@ -19,6 +19,7 @@ import numpy as np
 
 from metauas.changegen.config import CHANGE_TYPES, GenerateConfig
 from metauas.changegen.images import encode
+from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import sample_members
 
 _STATE: dict = {}
@@ -27,10 +28,10 @@ _STATE: dict = {}
 def _init(cfg: GenerateConfig) -> None:
     import cv2
 
-    from metauas.changegen.run import _build
+    from metauas.changegen.run import build_synthesizer
 
     cv2.setNumThreads(1)
-    synth = _build(cfg)
+    synth = build_synthesizer(cfg)
     synth.source.prime(cfg.size)
     _STATE.update(cfg=cfg, synth=synth)
 
@@ -48,9 +49,10 @@ def _floor_task(args: tuple[int, int]) -> int:
 
 def _gen_task(args: tuple[int, int, str]) -> int:
     start, count, change = args
-    synth, cfg = _STATE["synth"], _STATE["cfg"]
-    weights = cfg.change_weights if change == "overall" else {c: float(c == change) for c in CHANGE_TYPES}
-    synth.weights = np.array([weights.get(c, 0.0) for c in CHANGE_TYPES]) / sum(weights.values())
+    base, cfg = _STATE["synth"], _STATE["cfg"]
+    if change != "overall":
+        cfg = dataclasses.replace(cfg, change_weights={c: float(c == change) for c in CHANGE_TYPES})
+    synth = Synthesizer(cfg, base.source, base.inpainter)  # shares the primed source
     for sample in synth.make(list(range(start, start + count))):
         sample_members(cfg, sample)
     return count

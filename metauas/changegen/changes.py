@@ -2,8 +2,9 @@
 Pair, or None to ask for a redraw.
 
 Changes that need inpainting are generators: they `yield` an InpaintRequest and get the
-filled image back, so pairs.py can batch the requests of many samples into one call
-(LaMa on a GPU) without the change code knowing. Every change writes the query as the
+filled image back (the others are wrapped as generators that yield nothing), so
+pairs.py can batch the requests of many samples into one call (LaMa on a GPU)
+without the change code knowing. Every change writes the query as the
 prompt outside its mask, so "outside the mask nothing changed" holds by construction.
 """
 
@@ -95,7 +96,7 @@ def _cut_instance(donor: SourceItem, rng: np.random.Generator, size: int) -> tup
     return rgb, alpha, {"donor": donor.ident, "instance": j, "scale": round(scale, 4), "flip": flip, "feather": round(feather, 3)}
 
 
-def exchange(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Synth:
+def exchange(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Pair:
     """Paste 1..max_exchange instances cut from other images at random places."""
     size = item.image.shape[0]
     query = item.image.copy()
@@ -111,10 +112,9 @@ def exchange(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Synth:
         mask[y : y + h, x : x + w] |= alpha > 0
         pasted.append({**params, "at": [y, x]})
     return Pair(item.image, query, mask, "exchange", {"pasted": pasted})
-    yield  # pragma: no cover - makes this a generator like the others
 
 
-def local(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Synth:
+def local(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Pair | None:
     """DRAEM: Perlin mask, filled from another image or a texture after 3 augmenters,
     blended as I(1-m) + (1-b) m A + b I m with b ~ U[0, 0.8)."""
     size = item.image.shape[0]
@@ -137,18 +137,31 @@ def local(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Synth:
     np.copyto(query, blended, where=mask[..., None])
     params = {"perlin": noise_params, "fill": fill_src, "augmenters": augs, "beta": round(beta, 4)}
     return Pair(item.image, query, mask, "local", params)
-    yield  # pragma: no cover
 
 
-def none(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Synth:
+def none(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Pair:
     """Identical content and an empty mask: teaches the model silence."""
     size = item.image.shape[0]
     return Pair(item.image, item.image.copy(), np.zeros((size, size), bool), "none", {})
-    yield  # pragma: no cover
+
+
+def _without_inpainting(change: Callable[[Context, np.random.Generator, SourceItem], Pair | None]):
+    """Adapt a change that needs no inpainting to the generator protocol of SYNTHS."""
+
+    def synth(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Synth:
+        yield from ()
+        return change(ctx, rng, item)
+
+    synth.__name__ = change.__name__
+    return synth
 
 
 SYNTHS: dict[str, Callable[[Context, np.random.Generator, SourceItem], Synth]] = {
-    "disappear": disappear, "appear": appear, "exchange": exchange, "local": local, "none": none,
+    "disappear": disappear,
+    "appear": appear,
+    "exchange": _without_inpainting(exchange),
+    "local": _without_inpainting(local),
+    "none": _without_inpainting(none),
 }
 NEEDS_INSTANCES = {"disappear", "appear"}
 

@@ -62,7 +62,8 @@ def make_shard(cfg: GenerateConfig, synth: Synthesizer, shard_id: int, report=la
     return writer.commit(shard_summary(made))
 
 
-def _build(cfg: GenerateConfig) -> Synthesizer:
+def build_synthesizer(cfg: GenerateConfig) -> Synthesizer:
+    """Source + inpainter + synthesizer for a config (raises UserError for bad input)."""
     return Synthesizer(cfg, open_source(cfg), make_inpainter(cfg.inpainter, cfg.lama_model))
 
 
@@ -74,7 +75,7 @@ def _worker_init(cfg: GenerateConfig, progress: mp.Queue) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # processes are the parallelism; avoid oversubscription
-    _WORKER.update(cfg=cfg, synth=_build(cfg), progress=progress)
+    _WORKER.update(cfg=cfg, synth=build_synthesizer(cfg), progress=progress)
 
 
 def _worker_shard(shard_id: int) -> dict:
@@ -110,7 +111,7 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
     if cfg.inpainter == "lama":
         cfg.lama_model = resolve_lama_path(cfg.lama_model)
     mine = rank_shards(cfg)
-    synth = _build(cfg)  # validates the source (missing files, empty) up front
+    synth = build_synthesizer(cfg)  # validates the source (missing files, empty) up front
     prepare_output(cfg)
     todo = [s for s in mine if not is_complete(cfg, s)]
     total = sum(len(shard_indices(cfg, s)) for s in todo)

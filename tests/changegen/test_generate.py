@@ -93,3 +93,14 @@ def test_fork_and_spawn_workers_write_the_same_bytes(tmp_path):
         run_cli("generate", "--num-pairs", "24", "--shard-size", "6", "--size", "48", "--workers", "2",
                 "--start-method", method, "--out", str(tmp_path / method), "--no-progress")
     assert shas(tmp_path / "fork") == shas(tmp_path / "spawn")
+
+
+def test_python_api_heldout_split_uses_only_heldout_photos_and_scenes(tmp_path):
+    from metauas.changegen import GenerateConfig, generate_dataset
+    from metauas.changegen.builtin import HELDOUT_PHOTOS
+
+    index = generate_dataset(GenerateConfig(out=tmp_path / "held", num_pairs=24, size=48, builtin_split="heldout", progress=False))
+    assert index == tmp_path / "held" / "index.json" and index.is_file()
+    for s in read_back(tmp_path / "held"):
+        src = s["json"]["source"]
+        assert src.get("file") in HELDOUT_PHOTOS if src["kind"] == "folder" else src["namespace"] == 2
