@@ -69,24 +69,29 @@ def build_synthesizer(cfg: GenerateConfig) -> Synthesizer:
 
 # --- worker processes -------------------------------------------------------------
 _WORKER: dict = {}
+# The parent's synthesizer. A forked worker inherits it (sharing e.g. a parsed COCO
+# file copy-on-write); a spawned one starts with None here and builds its own.
+_PARENT: dict = {}
 
 
 def _worker_init(cfg: GenerateConfig, progress: mp.Queue) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # processes are the parallelism; avoid oversubscription
-    _WORKER.update(cfg=cfg, synth=build_synthesizer(cfg), progress=progress)
+    synth = _PARENT.get("synth") or build_synthesizer(cfg)
+    _WORKER.update(cfg=cfg, synth=synth, progress=progress)
 
 
 def _worker_shard(shard_id: int) -> dict:
     return make_shard(_WORKER["cfg"], _WORKER["synth"], shard_id, _WORKER["progress"].put)
 
 
-def _run_pool(cfg: GenerateConfig, todo: list[int], bar) -> None:
+def _run_pool(cfg: GenerateConfig, synth: Synthesizer, todo: list[int], bar) -> None:
     # spawn by default: a forked child of a process that already ran OpenCV's thread
     # pool can deadlock in it (seen here when a demo generates twice in one process).
     ctx = mp.get_context(cfg.start_method or "spawn")
     progress = ctx.Queue()
+    _PARENT["synth"] = synth
     with ctx.Pool(min(cfg.workers, len(todo)), _worker_init, (cfg, progress)) as pool:
         pending = [pool.apply_async(_worker_shard, (s,)) for s in todo]
         while pending:
@@ -121,5 +126,8 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
             for s in todo:
                 make_shard(cfg, synth, s, bar.update)
         else:
-            _run_pool(cfg, todo, bar)
+            try:
+                _run_pool(cfg, synth, todo, bar)
+            finally:
+                _PARENT.clear()
     return write_index(cfg)
