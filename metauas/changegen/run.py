@@ -9,6 +9,7 @@ makes a shard, never its bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -91,7 +92,8 @@ def _run_pool(cfg: GenerateConfig, synth: Synthesizer, todo: list[int], bar) -> 
     # pool can deadlock in it (seen here when a demo generates twice in one process).
     ctx = mp.get_context(cfg.start_method or "spawn")
     progress = ctx.Queue()
-    _PARENT["synth"] = synth
+    if cfg.inpainter != "lama":  # a CUDA model does not survive a fork
+        _PARENT["synth"] = synth
     with ctx.Pool(min(cfg.workers, len(todo)), _worker_init, (cfg, progress)) as pool:
         pending = [pool.apply_async(_worker_shard, (s,)) for s in todo]
         while pending:
@@ -114,7 +116,7 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
 
     cfg.validate()
     if cfg.inpainter == "lama":
-        cfg.lama_model = resolve_lama_path(cfg.lama_model)
+        cfg = dataclasses.replace(cfg, lama_model=resolve_lama_path(cfg.lama_model))
     mine = rank_shards(cfg)
     synth = build_synthesizer(cfg)  # validates the source (missing files, empty) up front
     prepare_output(cfg)
