@@ -6,6 +6,7 @@ runs, so `metauas --help` stays fast and OpenCV generation never imports torch.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,9 @@ _COCO_IMAGES = typer.Option(None, "--coco-images", help="COCO images folder (wit
 _COCO_ANNOTATIONS = typer.Option(None, "--coco-annotations", help="COCO instances JSON (with --source coco).")
 _INPAINTER = typer.Option("opencv", "--inpainter", help="Inpainting backend: opencv (Telea) | opencv-ns | patchmatch (optional package) | lama.")
 _LAMA_MODEL = typer.Option(None, "--lama-model", help="big-lama TorchScript file for --inpainter lama (or set LAMA_MODEL).")
+
+
+_ONE_AND_ALL_CORES = ",".join(str(n) for n in sorted({1, os.cpu_count() or 1}))
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -90,7 +94,7 @@ def preview(
 
 def bench_generate(
     sizes: str = typer.Option("256,512", "--sizes", help="Comma-separated output sides to measure."),
-    workers: str = typer.Option("1,2", "--workers", help="Comma-separated worker counts to measure."),
+    workers: str = typer.Option(_ONE_AND_ALL_CORES, "--workers", help="Comma-separated worker counts to measure (default: 1 and every core)."),
     pairs: int = typer.Option(64, "--pairs", help="Pairs per cell (split across workers); raise for steadier figures."),
     source: str = _SOURCE,
     images: Optional[Path] = _IMAGES,

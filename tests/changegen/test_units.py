@@ -87,3 +87,13 @@ def test_coco_source_reads_polygon_and_rle_and_counts_what_it_skips(coco_set):
     with pytest.raises(SkipSource) as skipped:
         source.load(len(source) - 1, 64)  # the listed image that is not an image
     assert skipped.value.reason == "unreadable"
+
+
+def test_bench_commands_print_a_row_per_cell():
+    proc = run_cli("bench", "generate", "--sizes", "32", "--workers", "1", "--pairs", "4")
+    lines = proc.stdout.strip().splitlines()
+    assert lines[1].startswith("| size | workers | floor | disappear |")
+    row = lines[-1].strip("| ").split(" | ")
+    assert row[:2] == ["32", "1"] and len(row) == 10 and all(float(v) > 0 for v in row[2:])
+    perlin = run_cli("bench", "perlin", "--sizes", "32", "--repeats", "2").stdout
+    assert {line.split(" | ")[0].strip("| ") for line in perlin.splitlines()[2:]} == {"numpy", "pnoise2", "coarse"}
