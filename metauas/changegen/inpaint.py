@@ -25,6 +25,7 @@ LAMA_ENV = "LAMA_MODEL"
 
 class Inpainter:
     name = "inpainter"
+    chunk = 8  # samples synthesised together, so up to this many holes per call
 
     def inpaint_many(self, images: list[np.ndarray], holes: list[np.ndarray]) -> list[np.ndarray]:
         """RGB uint8 images and boolean holes of the same size -> filled RGB uint8 images."""
@@ -113,6 +114,7 @@ class LamaInpainter(Inpainter):
 
     name = "lama"
     MULTIPLE = 8
+    chunk = 32  # ~half the samples need a hole: GPU batches of ~16
 
     def __init__(self, path: Path):
         import torch  # imported here: OpenCV-only generation never loads torch

@@ -32,7 +32,6 @@ from metauas.changegen.shards import (
 )
 from metauas.errors import UserError
 
-CHUNK = 8  # samples advanced together: one inpainting batch
 
 
 def rank_shards(cfg: GenerateConfig, env: dict[str, str] | None = None) -> list[int]:
@@ -53,8 +52,9 @@ def make_shard(cfg: GenerateConfig, synth: Synthesizer, shard_id: int, report=la
     writer = ShardWriter(cfg.out, shard_name(cfg.prefix, shard_id))
     made = []  # (change, skips) per sample; the pixels are dropped once written
     indices = shard_indices(cfg, shard_id)
-    for start in range(0, len(indices), CHUNK):
-        samples = synth.make(indices[start : start + CHUNK])
+    chunk = synth.inpainter.chunk  # samples advanced together: one inpainting batch
+    for start in range(0, len(indices), chunk):
+        samples = synth.make(indices[start : start + chunk])
         for sample in samples:
             for name, data in sample_members(cfg, sample):
                 writer.add(name, data)
