@@ -41,7 +41,12 @@ def test_inpainter_pads_batches_and_crops_back(tiny_lama):
     holes = [np.zeros((60, 60), bool) for _ in range(3)]
     for h, y in zip(holes, (5, 20, 40)):
         h[y : y + 10, 10:30] = True
-    out = LamaInpainter(tiny_lama).inpaint_many(images, holes)
+    inpainter = LamaInpainter(tiny_lama)
+    calls = []
+    scripted = inpainter.model
+    inpainter.model = lambda image, mask: calls.append((tuple(image.shape), tuple(mask.shape))) or scripted(image, mask)
+    out = inpainter.inpaint_many(images, holes)
+    assert calls == [((3, 3, 64, 64), (3, 1, 64, 64))]  # one batched call, sides padded to 64
     assert [o.shape for o in out] == [(60, 60, 3)] * 3
     for img, hole, o in zip(images, holes, out):
         assert np.abs(o[~hole].astype(int) - img[~hole]).max() <= 1
