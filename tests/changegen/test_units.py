@@ -97,3 +97,21 @@ def test_bench_commands_print_a_row_per_cell():
     assert row[:2] == ["32", "1"] and len(row) == 10 and all(float(v) > 0 for v in row[2:])
     perlin = run_cli("bench", "perlin", "--sizes", "32", "--repeats", "2").stdout
     assert {line.split(" | ")[0].strip("| ") for line in perlin.splitlines()[2:]} == {"numpy", "pnoise2", "coarse"}
+
+
+def test_grey_16_bit_and_rgba_images_load_as_rgb(tmp_path):
+    import cv2
+
+    from metauas.changegen.sources import FolderSource
+
+    grey16 = (np.arange(96 * 96, dtype=np.uint32).reshape(96, 96) * 7 % 65536).astype(np.uint16)
+    rgba = np.zeros((96, 96, 4), np.uint8)
+    rgba[..., 2] = 200  # red in BGRA
+    rgba[:48, :, 3] = 255  # top half opaque, bottom half transparent (-> white)
+    cv2.imwrite(str(tmp_path / "grey16.png"), grey16)
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    source = FolderSource.from_dir(tmp_path, min_side=64, min_area=0.01, max_area=0.35)
+    images = {source.paths[k].name: source.load(k, 64).image for k in range(len(source))}
+    assert all(im.shape == (64, 64, 3) and im.dtype == np.uint8 for im in images.values())
+    assert images["grey16.png"].max() > 200  # scaled to 8 bits, not truncated
+    assert tuple(images["rgba.png"][5, 5]) == (200, 0, 0) and tuple(images["rgba.png"][60, 5]) == (255, 255, 255)
