@@ -71,7 +71,7 @@ class FolderSource(Source):
     def __init__(self, paths: list[Path], min_side: int, min_area: float, max_area: float):
         self.paths = paths
         self.min_side, self.min_area, self.max_area = min_side, min_area, max_area
-        self._segments: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._segments: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
     def from_dir(cls, root: Path, **kw) -> FolderSource:
@@ -99,14 +99,18 @@ class FolderSource(Source):
     def load(self, k: int, size: int) -> SourceItem:
         image = self._image(k, size)
         # Segmentation is a pure function of the file and dominates the cost of a
-        # load, so it is cached per process (bounded, oldest out first).
-        instances = self._segments.get((k, size))
-        if instances is None:
-            instances = object_candidates(image, self.min_area, self.max_area)
+        # load, so it is cached per process (bounded, oldest out first) as one
+        # uint8 label map: the candidates are disjoint regions of one segmentation.
+        labels = self._segments.get((k, size))
+        if labels is None:
+            labels = np.zeros((size, size), np.uint8)
+            for j, mask in enumerate(object_candidates(image, self.min_area, self.max_area)):
+                labels[mask] = j + 1
             if len(self._segments) >= SEGMENT_CACHE:
                 self._segments.pop(next(iter(self._segments)))
-            self._segments[(k, size)] = instances
-        return SourceItem(image, list(instances), {"kind": "folder", "file": self.paths[k].name})
+            self._segments[(k, size)] = labels
+        instances = [labels == j for j in range(1, int(labels.max()) + 1)]
+        return SourceItem(image, instances, {"kind": "folder", "file": self.paths[k].name})
 
 
 class CocoSource(Source):
