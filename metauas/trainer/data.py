@@ -134,27 +134,29 @@ class StreamConfig:
     workers: int = 2
     shuffle_buffer: int = 1000
     resampled: bool = False  # draw shards with replacement (multi-node; no epochs)
-    seed: int = 0
+    seed: int = 0  # shard order (same on every rank) and, mixed with rank/step, augmentation
+    start_step: int = 0  # a resumed run draws new augmentations, not the first run's again
     augment: AugmentConfig = AugmentConfig()
 
 
 class _Augmenter:
     """Picklable per-sample map for the workers, with a per-process RNG.
 
-    The RNG is seeded lazily from torch's per-worker seed, which the DataLoader derives
-    from the main process's seed (set per rank by the trainer): workers and ranks differ.
+    Seeded from (seed, rank, start step, worker id), so ranks, workers and resumed runs
+    all draw different augmentations.
     """
 
-    def __init__(self, size: int, augment: AugmentConfig) -> None:
+    def __init__(self, size: int, augment: AugmentConfig, seed: list[int]) -> None:
         self.size = size
         self.augment = augment
+        self.seed = seed
         self.rng: np.random.Generator | None = None
 
     def __call__(self, sample: dict) -> dict:
         if self.rng is None:
-            self.rng = np.random.default_rng(torch.initial_seed() % 2**63)
-        pair = decode_pair(sample)
-        pair = augment_pair(pair, self.size, self.augment, self.rng)
+            info = torch.utils.data.get_worker_info()
+            self.rng = np.random.default_rng([*self.seed, info.id if info else 0])
+        pair = augment_pair(decode_pair(sample), self.size, self.augment, self.rng)
         return _to_tensors(pair)
 
 
@@ -180,7 +182,8 @@ def train_dataset(cfg: StreamConfig):
     stages += [
         wds.tarfile_to_samples(handler=log_and_continue),
         wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100)),
-        wds.map(_Augmenter(cfg.size, cfg.augment), handler=log_and_continue),
+        wds.map(_Augmenter(cfg.size, cfg.augment, [cfg.seed, rank, cfg.start_step]),
+                handler=log_and_continue),
         wds.batched(cfg.batch_size, partial=False),
     ]
     pipeline = wds.DataPipeline(*stages)
