@@ -1,9 +1,31 @@
-"""Segmentation and detection metrics shared by validation, evaluation and the demo."""
+"""Segmentation and detection metrics shared by validation, evaluation and the demo.
+
+Every curve metric here (AUROC, AP, F1max, AUPRO) is computed from one `Counts` table:
+per distinct score level, how many negatives and positives sit at that level and, for
+PRO, the sum over positive pixels of 1 / (size of the pixel's defect region). PRO at a
+threshold is the mean over regions of the fraction of the region above it, which is
+linear in pixels, so it accumulates like a histogram and never needs the maps kept.
+
+Levels are either the exact distinct scores (`bins=0`; matches scikit-learn to float
+precision) or a fixed grid of `bins` equal bins over [0, 1], which streams any number of
+pixels in O(bins) memory and is exact for maps quantised to that grid (docs/evaluation.md
+measures the difference). Two protocols (docs/evaluation.md):
+- ``exact`` (default): scores as they are, masks as given, anomalib-style AUPRO (every
+  level a threshold, interpolated at FPR 0.3, divided by 0.3), AUROC never flipped.
+- ``official``: the MetaUAS/cflow-ad evaluation: per-class min-max maps, PRO at 200 even
+  thresholds with FPR < 0.3 re-scaled to [0, 1], and 1 - AUROC whenever AUROC < 0.5.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+
+METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
+PROTOCOLS = ("exact", "official")
 
 
 def pixel_auroc_ap(probs: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
@@ -18,3 +40,249 @@ def pixel_auroc_ap(probs: torch.Tensor, masks: torch.Tensor) -> tuple[float, flo
     if labels.min() == labels.max():
         return float("nan"), float("nan")
     return float(roc_auc_score(labels, scores)), float(average_precision_score(labels, scores))
+
+
+@dataclass
+class Counts:
+    """Per score level, in ascending score order: negatives, positives, region weights."""
+
+    neg: np.ndarray
+    pos: np.ndarray
+    region_weight: np.ndarray
+    regions: int = 0
+
+    def descending(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cumulative (false positives, true positives, PRO sum) for thresholds high -> low."""
+        return (np.cumsum(self.neg[::-1]), np.cumsum(self.pos[::-1]),
+                np.cumsum(self.region_weight[::-1]))
+
+
+def counts_from_scores(scores: np.ndarray, labels: np.ndarray,
+                       weights: np.ndarray | None = None, regions: int = 0) -> Counts:
+    """Exact counts: one level per distinct score (ties share a level, as in sklearn)."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel().astype(bool)
+    levels, inverse = np.unique(scores, return_inverse=True)
+    n = len(levels)
+    w = np.zeros_like(scores) if weights is None else np.asarray(weights, np.float64).ravel()
+    return Counts(
+        neg=np.bincount(inverse[~labels], minlength=n).astype(np.float64),
+        pos=np.bincount(inverse[labels], minlength=n).astype(np.float64),
+        region_weight=np.bincount(inverse, weights=w, minlength=n),
+        regions=regions,
+    )
+
+
+def auroc(c: Counts) -> float:
+    """Area under the ROC curve (trapezoid over distinct thresholds, sklearn's definition)."""
+    fp, tp, _ = c.descending()
+    if tp[-1] == 0 or fp[-1] == 0:
+        return float("nan")
+    fpr = np.concatenate([[0.0], fp / fp[-1]])
+    tpr = np.concatenate([[0.0], tp / tp[-1]])
+    return float(np.trapezoid(tpr, fpr))
+
+
+def _precision_recall(c: Counts) -> tuple[np.ndarray, np.ndarray]:
+    fp, tp, _ = c.descending()
+    keep = (tp + fp) > 0
+    return tp[keep] / (tp[keep] + fp[keep]), tp[keep] / tp[-1]
+
+
+def average_precision(c: Counts) -> float:
+    """sum_n (R_n - R_{n-1}) P_n over thresholds high -> low (sklearn's AP)."""
+    if c.pos.sum() == 0:
+        return float("nan")
+    precision, recall = _precision_recall(c)
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def f1_max(c: Counts) -> float:
+    """Best F1 over all thresholds."""
+    if c.pos.sum() == 0:
+        return float("nan")
+    precision, recall = _precision_recall(c)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(f1.max())
+
+
+def aupro(c: Counts, fpr_limit: float = 0.3) -> float:
+    """Area under the PRO curve up to `fpr_limit`, divided by it (anomalib / MVTec style).
+
+    The curve runs through every level's (FPR, PRO) point from (0, 0); the last segment
+    is interpolated at exactly `fpr_limit`.
+    """
+    fp, _, pro_sum = c.descending()
+    if c.regions == 0 or fp[-1] == 0:
+        return float("nan")
+    fpr = np.concatenate([[0.0], fp / fp[-1]])
+    pro = np.concatenate([[0.0], pro_sum / c.regions])
+    end = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    x, y = fpr[:end], pro[:end]
+    if end < len(fpr) and x[-1] < fpr_limit:
+        x0, x1, y0, y1 = fpr[end - 1], fpr[end], pro[end - 1], pro[end]
+        x = np.append(x, fpr_limit)
+        y = np.append(y, y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0))
+    return float(np.trapezoid(y, x) / fpr_limit)
+
+
+def official_pro(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """cflow-ad / MetaUAS PRO: points with FPR < limit, FPRs min-max re-scaled, trapezoid."""
+    keep = fpr < fpr_limit
+    x, y = fpr[keep], pro[keep]
+    if len(x) < 2 or x.max() == x.min():
+        return float("nan")
+    x = (x - x.min()) / (x.max() - x.min())
+    # integrate in threshold order, as sklearn.metrics.auc does on the reference's arrays
+    # (thresholds ascending = FPR non-increasing): sorting by FPR would reorder the points
+    # of equal FPR and change the area
+    return float(-np.trapezoid(y, x))
+
+
+def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected defect regions (8-connectivity, as skimage.measure.label's default)."""
+    import cv2
+
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return labels, n - 1
+
+
+def region_weights(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per pixel 1 / (area of its region), 0 outside defects; and the number of regions."""
+    labels, n = label_regions(mask)
+    areas = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    areas[0] = np.inf
+    return (1.0 / areas)[labels], n
+
+
+class PixelAccumulator:
+    """Streams (map, mask) pairs into `Counts` for exact-protocol pixel metrics.
+
+    `bins > 0`: fixed equal bins over [0, 1] (scores clipped), O(bins) memory whatever
+    the number of pixels. `bins == 0`: keeps every pixel and uses its exact score.
+    """
+
+    def __init__(self, bins: int = 1 << 20) -> None:
+        self.bins = bins
+        self.regions = 0
+        if bins > 0:
+            self.neg = np.zeros(bins)
+            self.pos = np.zeros(bins)
+            self.weight = np.zeros(bins)
+        else:
+            self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, score_map: np.ndarray, mask: np.ndarray) -> None:
+        mask = np.asarray(mask, bool)
+        weights, n = region_weights(mask)
+        self.regions += n
+        scores = np.asarray(score_map, np.float64).ravel()
+        if self.bins == 0:
+            self.parts.append((scores, mask.ravel(), weights.ravel()))
+            return
+        idx = np.clip((scores * self.bins).astype(np.int64), 0, self.bins - 1)
+        flat = mask.ravel()
+        self.neg += np.bincount(idx[~flat], minlength=self.bins)
+        self.pos += np.bincount(idx[flat], minlength=self.bins)
+        self.weight += np.bincount(idx, weights=weights.ravel(), minlength=self.bins)
+
+    def counts(self) -> Counts:
+        if self.bins > 0:
+            return Counts(self.neg, self.pos, self.weight, self.regions)
+        if not self.parts:
+            return counts_from_scores(np.zeros(0), np.zeros(0, bool))
+        scores, labels, weights = (np.concatenate(p) for p in zip(*self.parts))
+        return counts_from_scores(scores, labels, weights, self.regions)
+
+
+class OfficialProAccumulator:
+    """cflow-ad PRO on min-max normalised maps: `binary = map > th` for 200 even thresholds
+    in [0, 1), streamed as counts of pixels above each threshold (no per-threshold loop)."""
+
+    def __init__(self, steps: int = 200) -> None:
+        self.thresholds = np.arange(0.0, 1.0, 1.0 / steps)
+        self.neg_above = np.zeros(len(self.thresholds) + 1)
+        self.pro_above = np.zeros(len(self.thresholds) + 1)
+        self.negatives = 0
+        self.regions = 0
+
+    def add(self, score_map: np.ndarray, mask: np.ndarray) -> None:
+        mask = np.asarray(mask, bool)
+        weights, n = region_weights(mask)
+        self.regions += n
+        # pixel counts for thresholds 0..idx-1, since score > th_i exactly for i < idx
+        idx = np.searchsorted(self.thresholds, np.asarray(score_map, np.float64).ravel(), "left")
+        size = len(self.thresholds) + 1
+        self.neg_above += np.bincount(idx[~mask.ravel()], minlength=size)
+        self.pro_above += np.bincount(idx, weights=weights.ravel(), minlength=size)
+        self.negatives += int((~mask).sum())
+
+    def value(self, fpr_limit: float = 0.3) -> float:
+        if self.regions == 0 or self.negatives == 0:
+            return float("nan")
+        above = lambda h: np.cumsum(h[::-1])[::-1][1:]  # noqa: E731  (count with idx > i)
+        fpr = above(self.neg_above) / self.negatives
+        pro = above(self.pro_above) / self.regions
+        return official_pro(fpr, pro, fpr_limit)
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    """How maps become the seven numbers (see the module docstring for the protocols)."""
+
+    protocol: str = "exact"  # exact | official
+    image_score: str = "max"  # max | topk (mean of the `topk` highest pixels)
+    topk: int = 100
+    pixel_bins: int = 1 << 20  # 0 = exact distinct scores (memory grows with pixels)
+    fpr_limit: float = 0.3
+
+
+def image_score(score_map: np.ndarray, cfg: MetricConfig) -> float:
+    """The image-level anomaly score of one map: its max (paper) or mean of top-k pixels."""
+    flat = np.asarray(score_map, np.float64).ravel()
+    if cfg.image_score == "max":
+        return float(flat.max())
+    k = min(cfg.topk, flat.size)
+    return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())
+
+
+def _flip(value: float, cfg: MetricConfig) -> float:
+    """The official code reports 1 - AUROC below 0.5; the exact protocol never does."""
+    if cfg.protocol == "official" and value < 0.5:
+        return 1.0 - value
+    return value
+
+
+def compute_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
+                    labels: Sequence[int] | None = None,
+                    cfg: MetricConfig = MetricConfig()) -> dict[str, float]:
+    """The seven metrics of one class from in-memory maps (HxW floats) and masks (HxW bool).
+
+    `labels` default to "mask has a defect pixel". A mask of None counts as empty for a
+    normal image (label 0) and, for an anomalous one, leaves the image out of the pixel
+    metrics (its image score still counts). NaN where a metric is undefined.
+    """
+    if labels is None:
+        labels = [int(m is not None and bool(np.any(m))) for m in masks]
+    lo, hi = 0.0, 1.0
+    if cfg.protocol == "official":  # per-class min-max normalisation of all maps
+        lo = min(float(np.min(m)) for m in maps)
+        hi = max(float(np.max(m)) for m in maps)
+    scale = 1.0 / (hi - lo) if hi > lo else 1.0
+    scores, pixels, pro = [], PixelAccumulator(cfg.pixel_bins), OfficialProAccumulator()
+    for score_map, mask, label in zip(maps, masks, labels, strict=True):
+        m = (np.asarray(score_map, np.float64) - lo) * scale if cfg.protocol == "official" else score_map
+        scores.append(image_score(m, cfg))
+        if mask is None and label:
+            continue
+        gt = np.zeros(np.shape(m), bool) if mask is None else np.asarray(mask, bool)
+        pixels.add(m, gt)
+        if cfg.protocol == "official":
+            pro.add(m, gt)
+    img = counts_from_scores(np.array(scores), np.array(labels, bool))
+    pix = pixels.counts()
+    return {
+        "I-AUROC": _flip(auroc(img), cfg), "I-AP": average_precision(img), "I-F1max": f1_max(img),
+        "P-AUROC": _flip(auroc(pix), cfg), "P-AP": average_precision(pix), "P-F1max": f1_max(pix),
+        "P-AUPRO": pro.value(cfg.fpr_limit) if cfg.protocol == "official" else aupro(pix, cfg.fpr_limit),
+    }

@@ -1,0 +1,78 @@
+"""Which normal image(s) each query is compared with (paper §3.4, §4.1).
+
+- ``random``: K training images per class drawn with an RNG seeded by (seed, class name),
+  the same for every query of the class; repeated over seeds for mean ± std.
+- ``best`` (MetaUAS★): per query, the K training images of its class whose globally
+  pooled last-stage encoder features have the highest cosine similarity to the query's.
+- ``pool``: class-agnostic; one random prompt per class forms a pool and each query takes
+  the K closest prompts of the pool, whatever their class.
+- a prompts file replays published prompt lists exactly (`read_prompt_file`).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metauas.errors import UserError
+
+MODES = ("random", "best", "pool")
+
+
+def random_prompts(train: Sequence[Path], shots: int, seed: int, class_name: str) -> list[Path]:
+    """K distinct training images, reproducible from (seed, class name) alone."""
+    if len(train) < shots:
+        raise UserError(f"class {class_name}: {len(train)} normal training image(s), "
+                        f"--shots {shots} needs at least {shots}")
+    rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
+    return [train[i] for i in sorted(rng.choice(len(train), size=shots, replace=False))]
+
+
+@torch.no_grad()
+def global_features(encoder: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """N x C unit vectors: the last stage's features averaged over positions."""
+    return F.normalize(encoder(images)[-1].mean(dim=(2, 3)), dim=1)
+
+
+def closest(query_vecs: torch.Tensor, bank_vecs: torch.Tensor, shots: int) -> torch.Tensor:
+    """N x K indices into the bank, most similar first (cosine of unit vectors)."""
+    if bank_vecs.shape[0] < shots:
+        raise UserError(f"{bank_vecs.shape[0]} prompt candidate(s), --shots {shots} needs more")
+    return (query_vecs @ bank_vecs.T).topk(shots, dim=1).indices
+
+
+def _resolve(name: str, roots: Sequence[Path]) -> Path:
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [r / path for r in roots]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise UserError(f"prompt image {name!r} not found (looked in {', '.join(map(str, roots))})")
+
+
+def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Path]]]:
+    """Prompt lists by seed: {"cls": "img" | ["img", ...]} (one run, seed 0) or
+    {"<seed>": {"cls": ...}, ...}. Paths are absolute, or relative to the data root or to
+    the file's folder."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read prompts file {path}: {err}") from None
+    if not isinstance(data, dict) or not data:
+        raise UserError(f"prompts file {path} must be a JSON object of class -> image(s)")
+    per_seed = all(k.lstrip("-").isdigit() and isinstance(v, dict) for k, v in data.items())
+    runs = {int(k): v for k, v in data.items()} if per_seed else {0: data}
+    roots = [Path(data_root), Path(path).parent]
+    out: dict[int, dict[str, list[Path]]] = {}
+    for seed, classes in runs.items():
+        out[seed] = {
+            cls: [_resolve(n, roots) for n in ([names] if isinstance(names, str) else names)]
+            for cls, names in classes.items()
+        }
+    return out

@@ -1,0 +1,197 @@
+"""Benchmark readers: MVTec AD, VisA, meta.json (AnomalyCLIP/VAND) and a plain folder.
+
+Every reader yields the same thing per class: the normal training images (prompt
+candidates) and the test samples (path, label, mask path). A reader only lists files;
+problems it can see without decoding (an anomalous image without a mask) are collected
+in `Benchmark.problems` and the sample keeps `mask=None`, so the evaluation leaves it out
+of pixel metrics and says so, never scoring it against an empty mask. Wrong-size masks
+are found when the mask is read (`load_mask`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from metauas.changegen.images import IMAGE_SUFFIXES
+from metauas.errors import UserError
+
+FORMATS = ("mvtec", "visa", "meta", "folder")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One test image: label 1 = anomalous; `mask` None when it has (or needs) none."""
+
+    path: Path
+    label: int
+    mask: Path | None
+    defect: str = "good"
+
+
+@dataclass
+class ClassData:
+    name: str
+    train: list[Path]
+    test: list[Sample]
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Benchmark:
+    classes: list[ClassData]
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for c in self.classes for p in c.problems]
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _checked_mask(path: Path | None, image: Path, problems: list[str]) -> Path | None:
+    if path is not None and path.is_file():
+        return path
+    problems.append(f"anomalous image without a mask (left out of pixel metrics): {image}")
+    return None
+
+
+def _mvtec_class(folder: Path) -> ClassData:
+    test: list[Sample] = []
+    problems: list[str] = []
+    for defect_dir in sorted(p for p in (folder / "test").iterdir() if p.is_dir()):
+        defect = defect_dir.name
+        for image in _images(defect_dir):
+            if defect == "good":
+                test.append(Sample(image, 0, None, defect))
+                continue
+            mask = folder / "ground_truth" / defect / f"{image.stem}_mask.png"
+            test.append(Sample(image, 1, _checked_mask(mask, image, problems), defect))
+    return ClassData(folder.name, _images(folder / "train" / "good"), test, problems)
+
+
+def read_mvtec(root: Path) -> list[ClassData]:
+    """`<cls>/train/good`, `<cls>/test/<defect>`, `<cls>/ground_truth/<defect>/*_mask.png`;
+    ROOT may be the dataset folder or one class folder."""
+    if (root / "test").is_dir():
+        return [_mvtec_class(root)]
+    return [_mvtec_class(p) for p in sorted(root.iterdir()) if (p / "test").is_dir()]
+
+
+def read_visa(root: Path) -> list[ClassData]:
+    """`split_csv/1cls.csv` with columns object, split, label, image, mask (paths from ROOT)."""
+    table = root / "split_csv" / "1cls.csv"
+    if not table.is_file():
+        raise UserError(f"VisA split file not found: {table}")
+    classes: dict[str, ClassData] = {}
+    with open(table, newline="") as f:
+        for row in csv.DictReader(f):
+            name = row["object"]
+            data = classes.setdefault(name, ClassData(name, [], []))
+            image = root / row["image"]
+            label = int(row["label"].strip().lower() in ("anomaly", "1", "abnormal"))
+            if row["split"].strip() == "train":
+                if not label:
+                    data.train.append(image)
+                continue
+            mask_name = (row.get("mask") or "").strip()
+            mask = _checked_mask(root / mask_name if mask_name else None, image, data.problems) if label else None
+            data.test.append(Sample(image, label, mask, "anomaly" if label else "good"))
+    return list(classes.values())
+
+
+def read_meta(root: Path) -> list[ClassData]:
+    """AnomalyCLIP/VAND `meta.json`: {"train"|"test": {cls: [{img_path, mask_path, cls_name,
+    specie_name, anomaly}]}} with paths relative to ROOT."""
+    path = root / "meta.json" if root.is_dir() else root
+    root = path.parent
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read meta.json {path}: {err}") from None
+    classes: dict[str, ClassData] = {}
+    for name, items in meta.get("test", {}).items():
+        data = classes.setdefault(name, ClassData(name, [], []))
+        for item in items:
+            image, label = root / item["img_path"], int(item["anomaly"])
+            mask = None
+            if label:
+                mask = _checked_mask(root / item["mask_path"] if item.get("mask_path") else None,
+                                     image, data.problems)
+            data.test.append(Sample(image, label, mask, item.get("specie_name") or "good"))
+    for name, items in meta.get("train", {}).items():
+        data = classes.setdefault(name, ClassData(name, [], []))
+        data.train.extend(root / i["img_path"] for i in items if not int(i["anomaly"]))
+    return list(classes.values())
+
+
+def _folder_class(folder: Path) -> ClassData:
+    problems: list[str] = []
+    masks = folder / "masks"
+    test = [Sample(p, 0, None) for p in _images(folder / "normal")]
+    for image in _images(folder / "anomaly"):
+        if not masks.is_dir():
+            test.append(Sample(image, 1, None, "anomaly"))
+            continue
+        found = [m for m in (masks / f"{image.stem}.png", masks / f"{image.stem}_mask.png") if m.is_file()]
+        test.append(Sample(image, 1, _checked_mask(found[0] if found else None, image, problems), "anomaly"))
+    if not masks.is_dir() and (folder / "anomaly").is_dir():
+        problems.append(f"{folder}: no masks/ folder, pixel metrics not computed for this class")
+    return ClassData(folder.name, _images(folder / "train"), test, problems)
+
+
+def read_folder(root: Path) -> list[ClassData]:
+    """ROOT[/<cls>]/{train (normal prompts), normal, anomaly, masks (<stem>[_mask].png)}."""
+    if (root / "anomaly").is_dir() or (root / "normal").is_dir():
+        return [_folder_class(root)]
+    folders = [p for p in sorted(root.iterdir()) if (p / "anomaly").is_dir() or (p / "normal").is_dir()]
+    return [_folder_class(p) for p in folders]
+
+
+def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None) -> Benchmark:
+    """List a benchmark's classes, keeping `classes` (all when None) in the order found."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"data folder not found: {root}")
+    readers = {"mvtec": read_mvtec, "visa": read_visa, "meta": read_meta, "folder": read_folder}
+    if fmt not in readers:
+        raise UserError(f"unknown format {fmt!r}: use {'|'.join(FORMATS)}")
+    found = readers[fmt](root)
+    if classes:
+        unknown = sorted(set(classes) - {c.name for c in found})
+        if unknown:
+            raise UserError(f"classes not in {root}: {', '.join(unknown)} "
+                            f"(found: {', '.join(c.name for c in found) or 'none'})")
+        found = [c for c in found if c.name in classes]
+    found = [c for c in found if c.test]
+    if not found:
+        raise UserError(f"no test images found in {root} as --format {fmt}")
+    return Benchmark(found)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 of an image file; an unreadable file is a UserError naming it."""
+    from metauas.changegen.images import SkipSource, read_rgb
+
+    try:
+        return read_rgb(Path(path), 1)
+    except SkipSource:
+        raise UserError(f"cannot read image {path} (missing, not an image, or corrupt)") from None
+
+
+def load_mask(path: Path, image_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The mask as uint8 (0..255), or None when it cannot be read or its size differs from
+    the image's (the caller reports that)."""
+    data = np.fromfile(str(path), np.uint8)
+    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if mask is None or mask.shape[:2] != tuple(image_shape[:2]):
+        return None
+    return mask

@@ -1,0 +1,157 @@
+"""Turning (prompt, query) images into anomaly maps, for the model and the lookup baseline.
+
+Both methods share one frozen encoder pass: the model's encoder is the baseline's, so
+features are computed once per image and each method pays only its own head. Timing is
+kept per method (encoder time counted for both) for the efficiency line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from metauas.errors import UserError
+from metauas.trainer.lookup import LookupConfig, lookup_from_features
+from metauas.trainer.readers import read_image
+
+METHODS = ("model", "lookup")
+SHOT_FUSIONS = ("features", "mean", "max")
+
+
+def load_tensor(path: Path, size: int) -> torch.Tensor:
+    return to_tensor(read_image(path), size)
+
+
+def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """3 x size x size float RGB in [0, 1] (whole image resized, no crop: defects at the
+    border stay in the evaluated frame)."""
+    interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
+    rgb = cv2.resize(rgb, (size, size), interpolation=interp)
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)
+
+
+def methods_for(name: str) -> tuple[str, ...]:
+    if name == "both":
+        return METHODS
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}: use model|lookup|both")
+    return (name,)
+
+
+@dataclass
+class Scorer:
+    """Anomaly maps B x 1 x H x W in [0, 1] per method, from features computed once."""
+
+    encoder: torch.nn.Module
+    model: torch.nn.Module | None = None
+    methods: tuple[str, ...] = METHODS
+    shot_fusion: str = "features"  # K prompts: average aligned features | mean | max of maps
+    lookup: LookupConfig = field(default_factory=LookupConfig)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seconds: dict[str, float] = field(default_factory=lambda: {"encoder": 0.0, "model": 0.0, "lookup": 0.0})
+    images: int = 0
+
+    def __post_init__(self) -> None:
+        if "model" in self.methods and self.model is None:
+            raise UserError("--method model needs --checkpoint (or use --method lookup)")
+        if self.shot_fusion not in SHOT_FUSIONS:
+            raise UserError(f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}")
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        start = time.perf_counter()
+        feats = self.encoder(images.to(self.device))
+        self._sync()
+        self.seconds["encoder"] += time.perf_counter() - start
+        return feats
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    @torch.no_grad()
+    def _model_map(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats, size) -> torch.Tensor:
+        if len(prompt_feats) == 1 or self.shot_fusion == "features":
+            pf = prompt_feats[0] if len(prompt_feats) == 1 else prompt_feats
+            return torch.sigmoid(self.model.segment(pf, query_feats, size=size))
+        maps = torch.stack([torch.sigmoid(self.model.segment(p, query_feats, size=size)) for p in prompt_feats])
+        return maps.mean(0) if self.shot_fusion == "mean" else maps.amax(0)
+
+    @torch.no_grad()
+    def maps(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats: Sequence[torch.Tensor],
+             size: Sequence[int]) -> dict[str, torch.Tensor]:
+        """`prompt_feats`: one feature list per shot, each with batch 1 (shared) or B."""
+        out = {}
+        for method in self.methods:
+            start = time.perf_counter()
+            if method == "model":
+                out[method] = self._model_map(prompt_feats, query_feats, tuple(size)).float()
+            else:
+                out[method] = lookup_from_features(prompt_feats, query_feats, size, self.lookup).float()
+            self._sync()
+            self.seconds[method] += time.perf_counter() - start
+        self.images += query_feats[0].shape[0]
+        return out
+
+    def efficiency(self, size: int) -> dict[str, dict]:
+        """Per method: parameters, ms per query image (encoder included), device."""
+        n = max(self.images, 1)
+        info = {}
+        for method in self.methods:
+            params = self.model.parameter_counts() if method == "model" else None
+            ms = 1000 * (self.seconds["encoder"] + self.seconds[method]) / n
+            info[method] = {"parameters": params, "ms_per_image": ms, "size": size,
+                            "device": device_name(self.device)}
+        return info
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device available")
+    return torch.device(name)
+
+
+def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion: str,
+                 lookup: LookupConfig, device: torch.device) -> tuple[Scorer, dict]:
+    """Load the checkpoint (when the model is evaluated) or the default offline encoder."""
+    meta: dict = {}
+    model = None
+    if "model" in methods:
+        if checkpoint is None:
+            raise UserError("--method model needs --checkpoint (or use --method lookup)")
+        from metauas.trainer.checkpoint import load_model
+
+        model, meta = load_model(checkpoint, map_location="cpu")
+        model = model.to(device).eval()
+        encoder = model.encoder
+    elif checkpoint is not None:
+        from metauas.trainer.checkpoint import load_model
+
+        model, meta = load_model(checkpoint, map_location="cpu")
+        encoder, model = model.encoder.to(device), None
+    else:
+        from metauas.trainer.encoder import EncoderConfig, build_encoder
+
+        encoder = build_encoder(EncoderConfig()).to(device)
+    scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device)
+    return scorer, meta
+
+
+def map_to_numpy(m: torch.Tensor) -> np.ndarray:
+    return m.detach().float().cpu().numpy().reshape(m.shape[-2], m.shape[-1])
