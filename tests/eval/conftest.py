@@ -64,3 +64,11 @@ def checkpoint(tmp_path_factory) -> Path:
 
     model = MetaUAS(ModelConfig(encoder=EncoderConfig(weights="none"), decoder_channels=(32, 16, 16, 8, 8)))
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, size=64, step=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_worker():
+    """pytest -n 2 on 2 cores: one torch thread per worker avoids oversubscription."""
+    import torch
+
+    torch.set_num_threads(1)
