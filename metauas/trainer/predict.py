@@ -69,6 +69,9 @@ def list_queries(query: Path) -> list[Path]:
     paths = _images(query)
     if not paths:
         raise UserError(f"no images in query folder {query}")
+    for p in paths:  # header check only: a broken file fails before hours of work, not after
+        if not cv2.haveImageReader(str(p)):
+            raise UserError(f"cannot read image {p} (not an image or corrupt)")
     return paths
 
 
