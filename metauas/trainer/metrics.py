@@ -7,9 +7,9 @@ threshold is the mean over regions of the fraction of the region above it, which
 linear in pixels, so it accumulates like a histogram and never needs the maps kept.
 
 Levels are either the exact distinct scores (`bins=0`; matches scikit-learn to float
-precision) or a fixed grid of `bins` equal bins over [0, 1], which streams any number of
-pixels in O(bins) memory and is exact for maps quantised to that grid (docs/evaluation.md
-measures the difference). Two protocols (docs/evaluation.md):
+precision) or fixed levels over [0, 1] (`bins` equal ones above 2^-8, log-spaced ones
+below so saturated sigmoid maps keep their ranking), which stream any number of pixels
+in O(bins) memory (docs/evaluation.md measures the difference). Two protocols (docs/evaluation.md):
 - ``exact`` (default): scores as they are, masks as given, anomalib-style AUPRO (every
   level a threshold, interpolated at FPR 0.3, divided by 0.3), AUROC never flipped.
 - ``official``: the MetaUAS/cflow-ad evaluation: per-class min-max maps, PRO at 200 even
@@ -155,20 +155,41 @@ def region_weights(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return (1.0 / areas)[labels], n
 
 
+# Below LOG_FLOOR scores are binned by the top bits of their float32 pattern (monotone for
+# non-negative floats): log-spaced levels, 2^-13 relative precision, down to LOG_MIN (lower
+# scores tie), so the many near-zero probabilities of a confident sigmoid keep their order;
+# above it, `bins` linear levels. Linear bins alone over [0, 1] tie every pixel under
+# 1/bins: on maps with median probability ~1e-7 that moved P-AUROC from 0.96 to 0.43.
+LOG_FLOOR, LOG_MIN = 2.0**-8, 2.0**-40
+_LOG_SHIFT = 10
+_LOG_BASE = int(np.float32(LOG_MIN).view(np.uint32)) >> _LOG_SHIFT
+_LOG_LEVELS = (int(np.float32(LOG_FLOOR).view(np.uint32)) >> _LOG_SHIFT) - _LOG_BASE
+
+
+def score_levels(scores: np.ndarray, bins: int) -> np.ndarray:
+    """Monotone level index of scores in [0, 1] (clipped): log-spaced in [LOG_MIN,
+    LOG_FLOOR), then `bins` equal levels up to 1; `_LOG_LEVELS + bins` levels in all."""
+    s = np.clip(np.asarray(scores, np.float64), LOG_MIN, 1.0)
+    low = (s.astype(np.float32).view(np.uint32).astype(np.int64) >> _LOG_SHIFT) - _LOG_BASE
+    high = _LOG_LEVELS + ((s - LOG_FLOOR) * (bins / (1.0 - LOG_FLOOR))).astype(np.int64)
+    return np.where(s < LOG_FLOOR, np.clip(low, 0, _LOG_LEVELS - 1), np.minimum(high, _LOG_LEVELS + bins - 1))
+
+
 class PixelAccumulator:
     """Streams (map, mask) pairs into `Counts` for exact-protocol pixel metrics.
 
-    `bins > 0`: fixed equal bins over [0, 1] (scores clipped), O(bins) memory whatever
-    the number of pixels. `bins == 0`: keeps every pixel and uses its exact score.
+    `bins > 0`: fixed levels over [0, 1] (scores clipped; see `score_levels`), O(bins)
+    memory whatever the number of pixels. `bins == 0`: keeps every pixel's exact score.
     """
 
     def __init__(self, bins: int = 1 << 20) -> None:
         self.bins = bins
         self.regions = 0
         if bins > 0:
-            self.neg = np.zeros(bins)
-            self.pos = np.zeros(bins)
-            self.weight = np.zeros(bins)
+            self.levels = _LOG_LEVELS + bins
+            self.neg = np.zeros(self.levels)
+            self.pos = np.zeros(self.levels)
+            self.weight = np.zeros(self.levels)
         else:
             self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -180,11 +201,11 @@ class PixelAccumulator:
         if self.bins == 0:
             self.parts.append((scores, mask.ravel(), weights.ravel()))
             return
-        idx = np.clip((scores * self.bins).astype(np.int64), 0, self.bins - 1)
+        idx = score_levels(scores, self.bins)
         flat = mask.ravel()
-        self.neg += np.bincount(idx[~flat], minlength=self.bins)
-        self.pos += np.bincount(idx[flat], minlength=self.bins)
-        self.weight += np.bincount(idx, weights=weights.ravel(), minlength=self.bins)
+        self.neg += np.bincount(idx[~flat], minlength=self.levels)
+        self.pos += np.bincount(idx[flat], minlength=self.levels)
+        self.weight += np.bincount(idx, weights=weights.ravel(), minlength=self.levels)
 
     def counts(self) -> Counts:
         if self.bins > 0:
