@@ -91,7 +91,27 @@ def predict_command(
     typer.echo(f"wrote {predict(cfg)}")
 
 
+def bench_metrics_command(
+    images: int = typer.Option(200, "--images", help="Synthetic 256x256 maps in the class (pixels = images x 65536)."),
+    bins: str = typer.Option("65536,1048576", "--bins", help="Comma-separated histogram sizes to compare with the exact path."),
+    sklearn: bool = typer.Option(True, "--sklearn/--no-sklearn", help="Also time scikit-learn's AUROC + AP on the same pixels."),
+) -> None:
+    """Pixel metrics: streaming histograms vs exact scores vs scikit-learn (time, memory, error)."""
+    from metauas.trainer.metric_bench import MetricBenchConfig, run_metric_bench
+
+    rows = run_metric_bench(MetricBenchConfig(images=images, bins=_ints(bins, "--bins"), sklearn=sklearn))
+    typer.echo(f"{images} maps x 256 x 256 = {images * 65536 / 1e6:.1f}M pixels")
+    typer.echo("| method | seconds | peak MiB | max abs diff vs exact | P-AUROC | P-AP | P-F1max | P-AUPRO |")
+    typer.echo("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m = r["metrics"]
+        cells = [f"{m[k]:.6f}" if k in m else "-" for k in ("P-AUROC", "P-AP", "P-F1max", "P-AUPRO")]
+        typer.echo(f"| {r['method']} | {r['seconds']:.2f} | {r['peak_mib']:.0f} | {r['max_abs_diff']:.2e} | "
+                   + " | ".join(cells) + " |")
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Attach `evaluate` and `predict` to the main app."""
+    """Attach `evaluate` and `predict` to the main app, `metrics` to `bench`."""
     app.command("evaluate")(evaluate_command)
     app.command("predict")(predict_command)
+    bench_app.command("metrics")(bench_metrics_command)
