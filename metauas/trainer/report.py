@@ -99,11 +99,22 @@ def efficiency_line(e: Mapping) -> str:
     return "; ".join(parts)
 
 
+def _no_nan(value):
+    """NaN (an undefined metric) as JSON null, so strict JSON readers accept the file."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
+
+
 def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
     """metrics.json (everything), metrics.csv (one line per class/method) and metrics.md."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "csv": out / "metrics.csv", "md": out / "metrics.md"}
-    paths["json"].write_text(json.dumps(result, indent=2, allow_nan=True))
+    paths["json"].write_text(json.dumps(_no_nan(result), indent=2))
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "method", *METRICS, *(f"{m} std" for m in METRICS)])

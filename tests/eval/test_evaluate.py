@@ -22,7 +22,8 @@ def _run(args, capsys):
 def test_both_methods_every_prompt_mode(mode, mvtec_root, checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--method", "both",
-            "--prompt-mode", mode, "--seeds", "1,3" if mode == "random" else "5", "--out", str(out)]
+            "--prompt-mode", mode, "--seeds", "1,3" if mode == "random" else "5", "--out", str(out),
+            "--shots", "2" if mode == "pool" else "1"]  # pool: K-shot with per-query prompts
     code, stdout, err = _run(args, capsys)
     assert code == 0, err
     result = json.loads((out / "metrics.json").read_text())
