@@ -145,3 +145,13 @@ def test_validation_helper_keeps_its_contract():
     masks = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
     assert pixel_auroc_ap(probs, masks) == (1.0, 1.0)
     assert all(np.isnan(v) for v in pixel_auroc_ap(probs, torch.zeros(2, 2)))
+
+
+def test_bench_metrics_command_reports_every_method(capsys):
+    from metauas.cli import main
+
+    assert main(["bench", "metrics", "--images", "6", "--bins", "4096", "--no-sklearn"]) == 0
+    out = capsys.readouterr().out
+    assert "exact (bins=0)" in out and "binned (4096 bins)" in out and "scikit-learn" not in out
+    row = next(line for line in out.splitlines() if line.startswith("| binned"))
+    assert float(row.split("|")[4]) < 1e-3  # max abs diff vs exact
