@@ -64,7 +64,7 @@ def evaluate_command(
     if result["problems"]:
         typer.secho(f"warning: {len(result['problems'])} data problem(s), listed in {out / 'metrics.md'}",
                     err=True, fg=typer.colors.YELLOW)
-    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv, metrics.md")
+    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv, metrics.md, report.html")
 
 
 def predict_command(

@@ -24,7 +24,7 @@ from metauas.trainer.lookup import LookupConfig
 from metauas.trainer.metrics import METRICS, PROTOCOLS, MetricConfig, compute_metrics
 from metauas.trainer.prompts import MODES, closest, global_features, random_prompts, read_prompt_file
 from metauas.trainer.readers import ClassData, Sample, load_mask, read_benchmark, read_image
-from metauas.trainer.report import overlay_row, write_png, write_tables
+from metauas.trainer.report import overlay_row, write_html_report, write_png, write_tables
 from metauas.trainer.scoring import Scorer, build_scorer, load_tensor, map_to_numpy, methods_for, pick_device, to_tensor
 
 
@@ -250,6 +250,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     runs = _runs(cfg, bench.classes)
     per_run: dict[str, dict[str, dict[str, dict]]] = {}
     pools: dict[str, PromptBank] = {}
+    overlays: list[str] = []
     for r, (run, fixed) in enumerate(runs.items()):
         per_run[run] = {}
         for data in bench.classes:
@@ -258,7 +259,8 @@ def evaluate(cfg: EvalConfig) -> dict:
             per_run[run][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, [s.label for s in cm.samples],
                                                           cfg.metric) for m in methods}
             if r == 0 and cfg.overlays > 0:
-                write_overlays(cfg.out, data.name, cm, size, cfg.overlays)
+                overlays += [str(p.relative_to(cfg.out)) for p in write_overlays(cfg.out, data.name, cm, size,
+                                                                                 cfg.overlays)]
     config = {**asdict(cfg), "size": size, "seeds": list(runs), "protocol": cfg.metric.protocol,
               "image_score": cfg.metric.image_score if cfg.metric.image_score == "max"
               else f"mean of top-{cfg.metric.topk}"}
@@ -269,6 +271,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         "runs": per_run,
         "efficiency": scorer.efficiency(size),
         "problems": problems,
+        "overlays": overlays,
     }
     write_tables(cfg.out, result)
+    write_html_report(cfg.out, result)
     return result

@@ -138,3 +138,28 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         text += ["", f"Data problems ({len(result['problems'])}):", *(f"- {p}" for p in result["problems"])]
     paths["md"].write_text("\n".join(text) + "\n")
     return paths
+
+
+def write_html_report(out: Path, result: Mapping) -> Path:
+    """report.html: the metric table, the efficiency line and the overlays, in one file."""
+    import html
+
+    from metauas.html_report import image_tag, table, write_html
+
+    cfg = result["config"]
+    rows = [[r["class"], r["method"], *(_fmt(r["metrics"][m], (r.get("std") or {}).get(m)) for m in METRICS)]
+            for r in result["rows"]]
+    summary = (f'<p class="note">protocol <b>{cfg["protocol"]}</b> · prompts {cfg["prompt_mode"]}, '
+               f'{cfg["shots"]}-shot · runs {", ".join(cfg["seeds"])} · size {cfg["size"]} · image score '
+               f'{cfg["image_score"]}</p><p class="note">{html.escape(efficiency_line(result["efficiency"]))}</p>')
+    sections = [("Metrics (%)", summary + table(["class", "method", *METRICS], rows))]
+    images = []
+    for rel in result.get("overlays", []):
+        rgb = cv2.cvtColor(cv2.imread(str(out / rel)), cv2.COLOR_BGR2RGB)
+        images.append(f"<p class='note'>{html.escape(rel)}</p>{image_tag(rgb, rel)}")
+    if images:
+        sections.append(("Overlays: prompt | query | ground truth | prediction", "".join(images)))
+    if result.get("problems"):
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in result["problems"])
+        sections.append((f"Data problems ({len(result['problems'])})", f"<ul>{items}</ul>"))
+    return write_html(out / "report.html", f"MetaUAS evaluation: {cfg['data']}", sections)

@@ -41,6 +41,8 @@ def test_both_methods_every_prompt_mode(mode, mvtec_root, checkpoint, tmp_path, 
     header = next(csv.reader(open(out / "metrics.csv")))
     assert header[2:9] == list(METRICS)
     assert list((out / "overlays" / "model" / "tile").glob("worst-*.png"))
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(result["overlays"]) > 0 and "exact" in page
     assert "| mean | lookup |" in stdout
 
 
