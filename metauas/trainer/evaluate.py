@@ -181,7 +181,7 @@ def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int) -> li
 def _runs(cfg: EvalConfig, classes: list[ClassData]) -> dict[str, dict[str, list[Path] | None]]:
     """Run label -> class -> fixed prompt paths (None: chosen per query from a bank)."""
     if cfg.prompts_file is not None:
-        table = read_prompt_file(cfg.prompts_file, cfg.data)
+        table = read_prompt_file(cfg.prompts_file, cfg.data if cfg.data.is_dir() else cfg.data.parent)
         missing = [c.name for c in classes if any(c.name not in t for t in table.values())]
         if missing:
             raise UserError(f"prompts file {cfg.prompts_file} has no prompts for: {', '.join(missing)}")
