@@ -1,0 +1,112 @@
+"""Training: it learns, the encoder never moves, resume continues, 2-process gloo DDP."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from trainer_helpers import tiny_model_config, write_shards
+
+from metauas.errors import UserError
+from metauas.trainer.augment import AugmentConfig
+from metauas.trainer.checkpoint import load_model, read_checkpoint
+from metauas.trainer.model import MetaUAS
+from metauas.trainer.train import TrainConfig, train
+
+NO_AUGMENT = AugmentConfig(swap=0.0, affine=0.0, jitter=0.0)
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _config(shard_dir, out, **overrides):
+    fields = dict(train=str(shard_dir / "train"), val=str(shard_dir / "val"), out=str(out),
+                  model=tiny_model_config(), size=64, batch_size=4, steps=6, workers=0,
+                  val_every=100, save_every=3, log_every=1, progress=False, warmup_steps=1)
+    return TrainConfig(**{**fields, **overrides})
+
+
+def test_overfits_a_few_pairs_and_leaves_the_encoder_untouched(tmp_path):
+    write_shards(tmp_path / "few", shards=1, per_shard=4, seed=5)
+    cfg = TrainConfig(train=str(tmp_path / "few"), val=str(tmp_path / "few"), out=str(tmp_path / "run"),
+                      model=tiny_model_config(), size=64, batch_size=4, steps=100, workers=0, lr=5e-3, min_lr_ratio=0.2,
+                      warmup_steps=1, shuffle_buffer=1, augment=NO_AUGMENT, log_every=5, val_every=100,
+                      save_every=100, progress=False)
+    path = train(cfg)
+    rows = _rows(tmp_path / "run")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    val = [r for r in rows if "val_p_ap" in r]
+    assert val[0]["step"] == 0 and val[-1]["step"] == 100
+    assert val[-1]["val_p_ap"] > val[0]["val_p_ap"] + 0.2
+
+    torch.manual_seed(cfg.seed)  # train() builds its model right after this seeding
+    initial = MetaUAS(cfg.model).encoder.state_dict()
+    trained, meta = load_model(path)
+    assert meta["step"] == 100
+    for key, value in trained.encoder.state_dict().items():
+        assert torch.equal(value, initial[key]), key
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_config(shard_dir, run, steps=4, save_every=2))
+    first = read_checkpoint(run / "last.pt")
+    assert first["meta"]["step"] == 4
+    with pytest.raises(UserError, match="--resume"):
+        train(_config(shard_dir, run, steps=8))
+    train(_config(shard_dir, run, steps=7, resume=True))
+    rows = [r for r in _rows(run) if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    again = read_checkpoint(run / "last.pt")
+    assert again["meta"]["step"] == 7
+    assert again["training"]["optimizer"]["state"]  # Adam moments carried on
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(shard_dir, run, steps, *extra):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()), "-m", "metauas.cli", "train",
+           "--train", str(shard_dir / "train"), "--val", str(shard_dir / "val"), "--out", str(run),
+           "--encoder-weights", "none", "--size", "64", "--batch-size", "2", "--steps", str(steps),
+           "--workers", "0", "--save-every", "2", "--log-every", "1", "--val-every", "1000",
+           "--warmup", "1", "--no-progress", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_process_gloo_ddp_trains_is_killed_and_resumes(shard_dir, tmp_path):
+    run = tmp_path / "ddp"
+    proc = _torchrun(shard_dir, run, 10_000)
+    deadline = time.monotonic() + 120
+    while not (run / "last.pt").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)  # kill mid-run: torchrun kills both ranks, then exits
+    proc.wait(timeout=60)
+    saved = read_checkpoint(run / "last.pt")["meta"]["step"]
+    assert saved >= 2 and saved % 2 == 0
+
+    proc = _torchrun(shard_dir, run, saved + 3, "--resume")
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, output
+    final = read_checkpoint(run / "last.pt")
+    assert final["meta"]["step"] == saved + 3
+    steps = [r["step"] for r in _rows(run) if "loss" in r]
+    assert steps[-3:] == [saved + 1, saved + 2, saved + 3]
+    pairs_per_step = [r["pairs_per_s"] for r in _rows(run) if "loss" in r]
+    assert all(p > 0 for p in pairs_per_step)
