@@ -73,4 +73,8 @@ def train_command(
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach this part's commands to the main app and the `bench` sub-app."""
+    from metauas.trainer.bench_commands import bench_model_command, bench_train_command
+
     app.command("train")(train_command)
+    bench_app.command("train")(bench_train_command)
+    bench_app.command("model")(bench_model_command)
