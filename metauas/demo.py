@@ -45,10 +45,6 @@ class DemoConfig:
         return self.out / "run"
 
 
-def shard_urls(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.glob("*.tar"))
-
-
 def make_data(cfg: DemoConfig) -> None:
     """Generate (or resume) both splits of builtin change pairs."""
     from metauas.changegen import GenerateConfig, generate_dataset
@@ -73,7 +69,7 @@ def train_model(cfg: DemoConfig) -> Path:
 
     typer.echo(f"[demo] training for {cfg.minutes:g} min -> {cfg.run_dir}", err=True)
     return train(TrainConfig(
-        train=tuple(shard_urls(cfg.train_dir)), val=tuple(shard_urls(cfg.heldout_dir)),
+        train=str(cfg.train_dir), val=str(cfg.heldout_dir),
         out=str(cfg.run_dir), model=ModelConfig(), size=cfg.size, batch_size=cfg.batch_size,
         max_minutes=cfg.minutes, val_every=100, val_pairs=cfg.heldout_pairs, save_every=100,
         seed=cfg.seed, resume=(cfg.run_dir / "last.pt").exists(),
@@ -101,7 +97,7 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
     untrained = MetaUAS(ModelConfig.from_dict(meta["config"]))
     methods = {"MetaUAS (trained)": trained.eval(), "MetaUAS (step 0)": untrained.eval()}
-    pairs = list(iter_pairs(shard_urls(cfg.heldout_dir), cfg.size))
+    pairs = list(iter_pairs(str(cfg.heldout_dir), cfg.size))
     maps: dict[str, list] = {name: [] for name in [*methods, "lookup baseline"]}
     with torch.inference_mode():
         for i in range(0, len(pairs), 16):
@@ -158,6 +154,7 @@ def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
     from metauas import html_report as H
     from metauas.changegen.preview import contact_sheet
     from metauas.trainer.checkpoint import load_model
+    from metauas.trainer.data import expand_urls
 
     model, meta = load_model(checkpoint)
     counts = model.parameter_counts()
@@ -179,7 +176,7 @@ def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
         ("Training loss", H.line_chart({"BCE loss": loss}, "step", "loss")),
         ("Validation during training", H.line_chart(val, "step", "held-out pixel metric")),
         ("Training pairs (prompt | query | change mask)",
-         H.image_tag(contact_sheet([Path(u) for u in shard_urls(cfg.train_dir)], 8), "training pairs")),
+         H.image_tag(contact_sheet([Path(u) for u in expand_urls(str(cfg.train_dir))], 8), "training pairs")),
         ("Held-out heatmaps (prompt | query | truth | trained model | lookup baseline)",
          "".join(H.image_tag(r, "heatmap") for r in _heatmap_rows(scores, cfg.heatmaps))),
     ]
