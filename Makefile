@@ -24,7 +24,7 @@ test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 bench: install
-	for b in generate perlin train model metrics; do $(VENV)/bin/metauas bench $$b || exit 1; done
+	$(VENV)/bin/metauas bench all
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -49,9 +49,10 @@ def _register_all() -> None:
     changegen_commands.register(app, bench_app)
     train_commands.register(app, bench_app)
     eval_commands.register(app, bench_app)
-    from metauas import demo
+    from metauas import bench_all, demo
 
     demo.register(app, bench_app)
+    bench_all.register(app, bench_app)
 
 
 _register_all()

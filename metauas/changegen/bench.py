@@ -107,18 +107,24 @@ def table_row(r: BenchRow) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def bench_perlin(sizes: list[int], repeats: int) -> str:
-    """Milliseconds per Perlin mask, per method and size, and the fraction of pixels
-    above 0.5 (to check that the methods agree in what they produce)."""
+def perlin_rows(sizes: list[int], repeats: int) -> list[tuple[str, int, float, float]]:
+    """(method, size, ms per mask, fraction of pixels above 0.5) per method and size; the
+    coverage checks that the methods agree in what they produce."""
     from metauas.changegen.perlin import METHODS, perlin_noise
 
-    lines = ["| method | size | ms per mask | mask coverage |", "|---|---|---|---|"]
+    rows = []
     for size in sizes:
         for method in METHODS:
             rng = np.random.default_rng(0)
             n = max(1, repeats // 8) if method == "pnoise2" else repeats
             t = time.perf_counter()
             cover = [float((perlin_noise(rng, size, size, method)[0] > 0.5).mean()) for _ in range(n)]
-            ms = (time.perf_counter() - t) / n * 1000
-            lines.append(f"| {method} | {size} | {ms:.2f} | {np.mean(cover):.3f} |")
+            rows.append((method, size, (time.perf_counter() - t) / n * 1000, float(np.mean(cover))))
+    return rows
+
+
+def bench_perlin(sizes: list[int], repeats: int) -> str:
+    """Milliseconds per Perlin mask as a markdown table."""
+    lines = ["| method | size | ms per mask | mask coverage |", "|---|---|---|---|"]
+    lines += [f"| {m} | {s} | {ms:.2f} | {c:.3f} |" for m, s, ms, c in perlin_rows(sizes, repeats)]
     return "\n".join(lines)
