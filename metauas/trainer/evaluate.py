@@ -38,7 +38,7 @@ class EvalConfig:
     prompt_mode: str = "random"  # random | best | pool
     shots: int = 1
     shot_fusion: str = "features"  # features | mean | max
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (1, 3, 5, 7, 9)  # the paper's five
     size: int | None = None  # None: the checkpoint's training size, else 256
     classes: tuple[str, ...] = ()
     prompts_file: Path | None = None

@@ -92,9 +92,8 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
 def efficiency_line(e: Mapping) -> str:
     parts = []
     for method, info in e.items():
-        params = info.get("parameters")
-        p = (f"{params['total'] / 1e6:.2f}M params ({params['learnable'] / 1e6:.2f}M learnable), "
-             if params else "no learnable params, ")
+        params = info["parameters"]
+        p = f"{params['total'] / 1e6:.2f}M params ({params['learnable'] / 1e6:.2f}M learnable), "
         parts.append(f"{method}: {p}{info['ms_per_image']:.1f} ms/image at {info['size']} px on {info['device']}")
     return "; ".join(parts)
 

@@ -103,8 +103,10 @@ class Scorer:
         """Per method: parameters, ms per query image (encoder included), device."""
         n = max(self.images, 1)
         info = {}
-        for method in self.methods:
-            params = self.model.parameter_counts() if method == "model" else None
+        encoder_params = sum(p.numel() for p in self.encoder.parameters())
+        for method in self.methods:  # the baseline's only parameters are the frozen encoder's
+            params = (self.model.parameter_counts() if method == "model"
+                      else {"total": encoder_params, "learnable": 0})
             ms = 1000 * (self.seconds["encoder"] + self.seconds[method]) / n
             info[method] = {"parameters": params, "ms_per_image": ms, "size": size,
                             "device": device_name(self.device)}

@@ -37,9 +37,12 @@ def test_missing_and_corrupt_checkpoints_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_model(tmp_path / "nothing.pt")
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(UserError, match="corrupt"):
-        load_model(bad)
+    # plain text and random bytes make torch raise KeyError / UnpicklingError / RuntimeError
+    for content in (b"not a checkpoint at all", b"hello\n", bytes(range(256)) * 3):
+        bad.write_bytes(content)
+        with pytest.raises(UserError, match="corrupt or not a checkpoint") as caught:
+            load_model(bad)
+        assert "\n" not in str(caught.value)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(UserError, match="not a metauas checkpoint"):
