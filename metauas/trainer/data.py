@@ -175,19 +175,22 @@ def train_dataset(cfg: StreamConfig):
     readers = world * max(cfg.workers, 1)
     resampled = cfg.resampled or len(urls) < readers
     if resampled:  # every reader draws shards at random: no node/worker split needed
-        stages = [wds.ResampledShards(urls, seed=cfg.seed + rank)]
-    else:  # each node, then each worker, takes every n-th shard; reshuffled per epoch
-        stages = [wds.SimpleShardList(urls), wds.detshuffle(len(urls), seed=cfg.seed),
-                  wds.split_by_node, wds.split_by_worker]
-    stages += [
-        wds.tarfile_to_samples(handler=log_and_continue),
+        samples = wds.DataPipeline(wds.ResampledShards(urls, seed=cfg.seed + rank),
+                                   wds.tarfile_to_samples(handler=log_and_continue))
+    else:  # each node, then each worker, takes every n-th shard; reshuffled per epoch.
+        # Epochs repeat the samples, not the batches: a reader whose share is smaller than
+        # a batch still fills batches across epochs instead of ending the stream.
+        samples = wds.DataPipeline(
+            wds.SimpleShardList(urls), wds.detshuffle(len(urls), seed=cfg.seed),
+            wds.split_by_node, wds.split_by_worker, wds.tarfile_to_samples(handler=log_and_continue),
+        ).repeat(nepochs=10**9)
+    return wds.DataPipeline(
+        samples,
         wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100)),
         wds.map(_Augmenter(cfg.size, cfg.augment, [cfg.seed, rank, cfg.start_step]),
                 handler=log_and_continue),
         wds.batched(cfg.batch_size, partial=False),
-    ]
-    pipeline = wds.DataPipeline(*stages)
-    return pipeline if resampled else pipeline.repeat(nepochs=10**9)
+    )
 
 
 def train_loader(cfg: StreamConfig) -> torch.utils.data.DataLoader:

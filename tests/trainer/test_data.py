@@ -102,3 +102,15 @@ def test_warp_drops_change_that_the_prompt_does_not_show():
     kept = [augment_pair({"prompt": prompt, "query": prompt, "mask": mask}, 64, cfg, rng)["mask"].mean()
             for _ in range(20)]
     assert min(kept) < 0.8  # a large prompt shift removes change it cannot see
+
+
+def test_stream_fills_batches_larger_than_a_readers_share_of_the_data(tmp_path):
+    from metauas.trainer.data import train_loader
+
+    write_shards(tmp_path, shards=2, per_shard=3, size=32)  # 2 workers x 3 pairs, batch 8
+    cfg = StreamConfig((str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")),
+                       size=32, batch_size=8, workers=2, shuffle_buffer=4)
+    batches = iter(train_loader(cfg))
+    for _ in range(3):
+        batch = next(batches)
+        assert batch["prompt"].shape == (8, 3, 32, 32) and batch["mask"].shape[0] == 8
