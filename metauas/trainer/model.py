@@ -21,22 +21,30 @@ from torch import nn
 from metauas.errors import UserError
 from metauas.trainer.encoder import EncoderConfig, build_encoder
 
-ALIGNMENTS = ("soft", "hard", "none")
-FUSIONS = ("cat", "add", "absdiff")
+ALIGNMENTS = ("soft", "hard", "none", "sparsemax", "topk")
+# fusion = "+"-joined parts, each a function of (query, aligned prompt) and its channel count
+FUSIONS = ("cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos")
 Features = list[torch.Tensor]
+AlignedPair = tuple[torch.Tensor, torch.Tensor]  # (query feature, aligned prompt feature)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that decides the model's shapes and behaviour; saved in checkpoints."""
+    """Everything that decides the model's shapes and behaviour; saved in checkpoints.
+
+    Fields added later have defaults that reproduce the earlier model, so `from_dict`
+    loads older checkpoints unchanged.
+    """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    alignment: str = "soft"  # soft | hard | none
-    fusion: str = "cat"  # cat | add | absdiff
+    alignment: str = "soft"  # soft | hard | none | sparsemax | topk (normaliser over prompt positions)
+    fusion: str = "cat"  # one of FUSIONS: cat | add | absdiff | cat+absdiff | cat+cos | cat+absdiff+cos
     decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
     attention: str = "scse"  # scse | none (decoder block attention)
     aligned_stages: int = 3  # how many of the deepest stages are aligned and fused
     scale_similarity: bool = False  # divide query·prompt similarity by sqrt(channels)
+    topk: int = 8  # `topk` alignment: softmax over this many most similar prompt positions
+    learn_temperature: bool = False  # a learnable similarity temperature per aligned stage
 
     def __post_init__(self) -> None:
         if self.alignment not in ALIGNMENTS:
@@ -47,6 +55,8 @@ class ModelConfig:
             raise UserError(f"unknown decoder attention {self.attention!r}: use scse|none")
         if len(self.decoder_channels) != 5:
             raise UserError("decoder channels must be five numbers (one per encoder stage)")
+        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
+            raise UserError(f"--topk must be a positive whole number, got {self.topk}")
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
@@ -66,32 +76,96 @@ class Alignment(nn.Module):
 
     The projection only computes similarities (as the official model does): the aligned
     output is made of the prompt's original encoder features, so `cat` fusion doubles
-    the stage's channels and `add`/`absdiff` keep them.
+    the stage's channels and `add`/`absdiff` keep them. With `learn_temperature` the
+    similarity is divided by exp(log_temperature), learned from 0 (temperature 1), so
+    training can choose how peaked the lookup is instead of inheriting the features' scale.
     """
 
-    def __init__(self, channels: int, mode: str, scale: bool) -> None:
+    def __init__(self, channels: int, cfg: ModelConfig) -> None:
         super().__init__()
-        # `none` compares nothing, so it has no projection (DDP rejects unused parameters)
-        self.project = nn.Conv2d(channels, channels // 2, kernel_size=1) if mode != "none" else None
-        self.mode = mode
-        self.scale = scale
+        self.mode, self.scale, self.topk = cfg.alignment, cfg.scale_similarity, cfg.topk
+        # `none` compares nothing, so it has no parameters (DDP rejects unused parameters)
+        learns = self.mode != "none"
+        self.project = nn.Conv2d(channels, channels // 2, kernel_size=1) if learns else None
+        self.log_temperature = nn.Parameter(torch.zeros(())) if learns and cfg.learn_temperature else None
 
-    def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """Prompt features (B or 1 x C x h' x w') re-arranged onto the query's grid."""
-        if self.mode == "none":
-            return align(prompt, prompt, query, "none")
-        return align(prompt, self.project(prompt), self.project(query), self.mode, self.scale)
+    def forward(self, prompts: torch.Tensor | Sequence[torch.Tensor], query: torch.Tensor) -> torch.Tensor:
+        """Prompt features (each B or 1 x C x h' x w') re-arranged onto the query's grid.
+
+        Several prompts form ONE dictionary: their positions are concatenated, so each
+        query position looks up the best match among all K·h'·w' prompt positions.
+        """
+        prompts = [prompts] if isinstance(prompts, torch.Tensor) else list(prompts)
+        if self.mode == "none":  # no lookup to share: the prompts' mean, resized
+            return torch.stack([align(p, p, query, "none") for p in prompts]).mean(dim=0)
+        temperature = self.log_temperature.exp() if self.log_temperature is not None else None
+        return align(dictionary(prompts), dictionary([self.project(p) for p in prompts]),
+                     self.project(query), self.mode, self.scale, topk=self.topk,
+                     shots=len(prompts), temperature=temperature)
+
+
+def dictionary(features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """K feature maps (each B or 1 x C x h x w) as one B' x C x (K·h·w) set of positions."""
+    if len(features) == 1:
+        return features[0]
+    batch = max(f.shape[0] for f in features)
+    return torch.cat([f.flatten(2).expand(batch, -1, -1) for f in features], dim=2)
+
+
+def sparsemax(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each row (last dim) onto the probability simplex.
+
+    Martins & Astudillo 2016: sort descending, the support is the largest k with
+    1 + k·z_k > sum_{j<=k} z_j, and the threshold tau = (sum of the support - 1) / k;
+    the output is max(x - tau, 0), so weak matches get exactly zero weight. Autograd
+    through sort/gather/clamp gives sparsemax's exact Jacobian. Computed in float32:
+    the cumulative sums lose the support in half precision.
+    """
+    z = x.float()
+    z = z - z.amax(dim=-1, keepdim=True)
+    ordered = z.sort(dim=-1, descending=True).values
+    cumsum = ordered.cumsum(dim=-1)
+    k = torch.arange(1, z.shape[-1] + 1, device=z.device, dtype=z.dtype)
+    support = (1 + k * ordered > cumsum).sum(dim=-1, keepdim=True)
+    tau = (cumsum.gather(-1, support - 1) - 1) / support
+    return (z - tau).clamp(min=0).to(x.dtype)
+
+
+def topk_softmax(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Softmax over the k largest entries of each row (last dim); zero elsewhere."""
+    if k >= x.shape[-1]:
+        return x.softmax(dim=-1)
+    top = x.topk(k, dim=-1)
+    return torch.full_like(x, float("-inf")).scatter(-1, top.indices, top.values).softmax(dim=-1)
+
+
+def normalise(sim: torch.Tensor, mode: str, *, topk: int = 8, shots: int = 1) -> torch.Tensor:
+    """Lookup weights over the prompt positions (last dim) of query·key similarities.
+
+    With K prompts in one dictionary (`shots` = K) the sparse normalisers are set so that
+    K identical prompts give exactly the 1-shot weights: top-k keeps k·K entries, and
+    sparsemax projects onto the simplex scaled by K (one unit of mass per prompt), i.e.
+    sparsemax(sim / K); softmax needs nothing (duplicates share their weight).
+    """
+    if mode == "sparsemax":
+        return sparsemax(sim / shots)
+    if mode == "topk":
+        return topk_softmax(sim, topk * shots)
+    return sim.softmax(dim=-1)  # soft, and hard's straight-through gradient
 
 
 def align(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mode: str,
-          scale: bool = False) -> torch.Tensor:
+          scale: bool = False, *, topk: int = 8, shots: int = 1,
+          temperature: torch.Tensor | None = None) -> torch.Tensor:
     """For each query position, the prompt `values` at the positions whose `keys` match it.
 
-    soft: the softmax (over prompt positions) of query·key similarity weights a mean of
-    the values, a convex combination; hard: the value of the most similar position; none:
-    the values as they are (resized to the query's grid). argmax has no gradient, so in
+    soft / sparsemax / topk: weights from `normalise` (softmax, sparse projection, softmax
+    over the top k) over prompt positions of the query·key similarity make a convex
+    combination of the values; hard: the value of the most similar position; none: the
+    values as they are (resized to the query's grid). argmax has no gradient, so in
     training hard alignment passes the soft alignment's gradient to the projection
-    (straight-through). A batch-1 prompt is shared by all B queries.
+    (straight-through). A batch-1 prompt is shared by all B queries. `values` and `keys`
+    may be flattened (B x C x M) dictionaries of several prompts (see `dictionary`).
     """
     b, _, h, w = query.shape
     if mode == "none":
@@ -105,22 +179,41 @@ def align(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mode: s
     sim = torch.bmm(q, k)  # B x N x M
     if scale:
         sim = sim * query.shape[1] ** -0.5
-    soft = torch.bmm(sim.softmax(dim=-1), v) if mode == "soft" or torch.is_grad_enabled() else None
-    if mode == "soft":
-        out = soft
+    if temperature is not None:
+        sim = sim / temperature
+    if mode != "hard":
+        out = torch.bmm(normalise(sim, mode, topk=topk, shots=shots).to(v.dtype), v)
     else:
         out = torch.gather(v, 1, sim.argmax(dim=-1, keepdim=True).expand(-1, -1, c))
-        if soft is not None:  # straight-through: hard values forward, soft gradients back
+        if torch.is_grad_enabled():  # straight-through: hard values forward, soft gradients back
+            soft = torch.bmm(sim.softmax(dim=-1).to(v.dtype), v)
             out = out + (soft - soft.detach())
     return out.transpose(1, 2).reshape(b, c, h, w)
 
 
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - cos over channels (dim 1), keeping a 1-channel axis: B x 1 x h x w."""
+    return 1 - F.cosine_similarity(a, b, dim=1, eps=1e-6).unsqueeze(1)
+
+
+# each fusion part: (function of query and aligned prompt -> tensors, channels per input channel C)
+_FUSION_PARTS = {
+    "cat": (lambda q, p: [q, p], lambda c: 2 * c),
+    "add": (lambda q, p: [q + p], lambda c: c),
+    "absdiff": (lambda q, p: [(q - p).abs()], lambda c: c),  # FDSL's feature discrepancy
+    "cos": (lambda q, p: [cosine_distance(q, p)], lambda c: 1),
+}
+
+
 def fuse(query: torch.Tensor, prompt: torch.Tensor, mode: str) -> torch.Tensor:
-    if mode == "cat":
-        return torch.cat([query, prompt], dim=1)
-    if mode == "add":
-        return query + prompt
-    return (query - prompt).abs()
+    """Decoder input from query and aligned prompt features: the parts of `mode`, concatenated."""
+    parts = [t for name in mode.split("+") for t in _FUSION_PARTS[name][0](query, prompt)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def fused_channels(channels: int, mode: str) -> int:
+    """Channels `fuse` gives for a stage of `channels`."""
+    return sum(_FUSION_PARTS[name][1](channels) for name in mode.split("+"))
 
 
 class SCSE(nn.Module):
@@ -196,10 +289,8 @@ class MetaUAS(nn.Module):
         self.encoder = build_encoder(cfg.encoder)
         channels = self.encoder.channels
         n = cfg.aligned_stages
-        self.alignments = nn.ModuleList(
-            Alignment(c, cfg.alignment, cfg.scale_similarity) for c in channels[-n:]
-        )
-        fused = [c * (2 if cfg.fusion == "cat" else 1) for c in channels[-n:]]
+        self.alignments = nn.ModuleList(Alignment(c, cfg) for c in channels[-n:])
+        fused = [fused_channels(c, cfg.fusion) for c in channels[-n:]]
         self.decoder = UnetDecoder([*channels[:-n], *fused], cfg.decoder_channels, cfg.attention)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 1, kernel_size=1)
 
@@ -214,34 +305,60 @@ class MetaUAS(nn.Module):
         b = prompt.shape[0]
         return [f[:b] for f in feats], [f[b:] for f in feats]
 
-    def fused_stages(self, prompt_feats: Features | list[Features], query_feats: Features) -> Features:
-        """Shallow query stages + fused deep stages. K prompts: aligned features averaged."""
+    def aligned_pairs(self, prompt_feats: Features | list[Features], query_feats: Features,
+                      joint: bool = False) -> list[AlignedPair]:
+        """(query feature, aligned prompt feature) for each aligned (deep) stage.
+
+        K prompts (a list of K feature lists): `joint` aligns against one dictionary of
+        all K prompts' positions (DictAS); otherwise each prompt is aligned on its own and
+        the K aligned features are averaged (the official code's K-shot).
+        """
         shots = prompt_feats if isinstance(prompt_feats[0], (list, tuple)) else [prompt_feats]
         n = self.cfg.aligned_stages
-        out = list(query_feats[:-n])
+        pairs = []
         for i, module in enumerate(self.alignments):
             level = len(query_feats) - n + i
             query = query_feats[level]
-            aligned = torch.stack([module(shot[level], query) for shot in shots]).mean(dim=0)
-            out.append(fuse(query, aligned, self.cfg.fusion))
-        return out
+            if joint:
+                aligned = module([shot[level] for shot in shots], query)
+            else:
+                aligned = torch.stack([module(shot[level], query) for shot in shots]).mean(dim=0)
+            pairs.append((query, aligned))
+        return pairs
+
+    def _fuse(self, query_feats: Features, pairs: list[AlignedPair]) -> Features:
+        """Shallow query stages + the fused deep stages: the decoder's input."""
+        shallow = query_feats[:-self.cfg.aligned_stages]
+        return [*shallow, *(fuse(q, a, self.cfg.fusion) for q, a in pairs)]
+
+    def fused_stages(self, prompt_feats: Features | list[Features], query_feats: Features,
+                     joint: bool = False) -> Features:
+        """Shallow query stages + fused deep stages (K prompts: see `aligned_pairs`)."""
+        return self._fuse(query_feats, self.aligned_pairs(prompt_feats, query_feats, joint))
+
+    def _decode(self, stages: Features, query_feats: Features, size: Sequence[int] | None) -> torch.Tensor:
+        if size is None:
+            size = [s * self.encoder.reductions[0] for s in query_feats[0].shape[-2:]]
+        return self.head(self.decoder(stages, size))
 
     def segment(self, prompt_feats: Features | list[Features], query_feats: Features,
-                size: Sequence[int] | None = None) -> torch.Tensor:
+                size: Sequence[int] | None = None, joint: bool = False) -> torch.Tensor:
         """Logits B x 1 x H x W at the query's input resolution (`size`, default 2x stage 0
-        times its reduction). Prompt features with batch 1 are shared by all B queries."""
-        if size is None:
-            first = query_feats[0]
-            size = [s * self.encoder.reductions[0] for s in first.shape[-2:]]
-        x = self.decoder(self.fused_stages(prompt_feats, query_feats), size)
-        return self.head(x)
+        times its reduction). Prompt features with batch 1 are shared by all B queries;
+        K prompts (a list of feature lists) are averaged, or one dictionary if `joint`."""
+        return self._decode(self.fused_stages(prompt_feats, query_feats, joint), query_feats, size)
 
-    def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def forward(self, prompt: torch.Tensor, query: torch.Tensor, return_aligned: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[AlignedPair]]:
+        """Logits; with `return_aligned` also the (query, aligned prompt) features of each
+        aligned stage, for losses in the frozen feature space (no second forward)."""
         if prompt.shape[0] == query.shape[0]:
             pf, qf = self.encode_pair(prompt, query)
         else:  # one prompt shared by many queries
             pf, qf = self.encode(prompt), self.encode(query)
-        return self.segment(pf, qf, size=query.shape[-2:])
+        pairs = self.aligned_pairs(pf, qf)
+        logits = self._decode(self._fuse(qf, pairs), qf, size=query.shape[-2:])
+        return (logits, pairs) if return_aligned else logits
 
     @torch.inference_mode()
     def predict(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
