@@ -5,6 +5,9 @@ independent random affine warps (the mask follows the query). A change is only a
 if it is visible in both images, so the mask keeps only pixels whose source point lands
 inside the warped prompt too. Resizing to the training size is folded into the same
 warp, so each image is resampled once.
+
+Prompt-only augmentations (rotations, flips, coarse dropout; DictAS/FDSL use them so one
+prompt serves queries in any orientation) come after that warp and are off by default.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from metauas.errors import UserError
+
+IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,18 @@ class AugmentConfig:
     translate: float = 0.2  # fraction of the side
     scale: tuple[float, float] = (0.8, 1.5)
     jitter: float = 0.1  # brightness, contrast, saturation and hue, per image
+    # prompt-only, after the warp (see augment_prompt); probabilities, 0 = off
+    prompt_rot90: float = 0.0  # rotate the prompt by 90, 180 or 270 degrees
+    prompt_rotate: float = 0.0  # rotate the prompt by an angle uniform in 30..270 degrees
+    prompt_flip: float = 0.0  # flip the prompt horizontally or vertically
+    prompt_dropout: float = 0.0  # fill 1-4 random rectangles of the prompt with its mean colour
+
+    def __post_init__(self) -> None:
+        for name in ("swap", "affine", "prompt_rot90", "prompt_rotate", "prompt_flip", "prompt_dropout"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                option = "--" + name.replace("_", "-")
+                raise UserError(f"{option} is a probability: give a value in 0..1, got {value}")
 
 
 def _random_affine(rng: np.random.Generator, size: int, cfg: AugmentConfig) -> np.ndarray:
@@ -81,14 +100,75 @@ def resize_pair(pair: dict, size: int) -> dict:
             "mask": resize(pair["mask"], cv2.INTER_NEAREST)}
 
 
+def _fires(rng: np.random.Generator, probability: float) -> bool:
+    """A coin flip that draws nothing when the option is off, so default configs keep
+    the random stream (and so the augmentations) they had before these options existed."""
+    return probability > 0 and rng.random() < probability
+
+
+def _rotate_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
+                   angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate the prompt about its centre, and drop change the rotated prompt no longer shows.
+
+    The rotation pushes the prompt's corners out of the frame. A query pixel y shows
+    content that sits at prompt pixel query_to_prompt(y), which the rotation moves to
+    R(query_to_prompt(y)); where that is outside the frame the prompt lost it, and a
+    change there is no longer visible in both images, so it leaves the mask.
+    """
+    size = prompt.shape[0]
+    rotation = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
+    # dst(y) = ones(M y) with M = rotation ∘ query_to_prompt: 1 where the content survives
+    visible = cv2.warpAffine(np.ones((size, size), np.uint8), _compose(rotation, query_to_prompt),
+                             (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    return _warp(prompt, rotation, size, cv2.INTER_LINEAR), mask * visible
+
+
+def coarse_dropout(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """1-4 rectangles, each side 1/10..1/4 of the image's, filled with its mean colour."""
+    out = image.copy()
+    h, w = image.shape[:2]
+    mean = image.reshape(-1, image.shape[2]).mean(axis=0).round().astype(image.dtype)
+    for _ in range(rng.integers(1, 5)):
+        rh, rw = (int(rng.uniform(0.1, 0.25) * side) for side in (h, w))
+        y, x = rng.integers(0, h - rh + 1), rng.integers(0, w - rw + 1)
+        out[y:y + rh, x:x + rw] = mean
+    return out
+
+
+def augment_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
+                   cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt-only rotation, rot90, flip and coarse dropout of a square, warped pair.
+
+    The mask lives on the query, so changing only the prompt leaves it as it is, except
+    where the rule "a change is only a change if visible in both images" needs it: the
+    arbitrary-angle rotation crops the prompt's corners, so change whose counterpart left
+    the frame is dropped (see `_rotate_prompt`; `query_to_prompt` maps query to prompt
+    pixels, 2x3). rot90 and flips permute a square frame and keep all content. Dropout
+    hides prompt content without moving it: the mask stays, so the model learns that a
+    region the prompt does not show is no evidence of change. The rotation comes first:
+    after a flip its cropped corners would no longer match `query_to_prompt`.
+    """
+    if _fires(rng, cfg.prompt_rotate):
+        prompt, mask = _rotate_prompt(prompt, mask, query_to_prompt, rng.uniform(30, 270))
+    if _fires(rng, cfg.prompt_rot90):
+        prompt = np.rot90(prompt, k=int(rng.integers(1, 4)))
+    if _fires(rng, cfg.prompt_flip):
+        prompt = np.flip(prompt, axis=int(rng.integers(0, 2)))
+    if _fires(rng, cfg.prompt_dropout):
+        prompt = coarse_dropout(prompt, rng)
+    return np.ascontiguousarray(prompt), mask
+
+
 def augment_pair(pair: dict, size: int, cfg: AugmentConfig, rng: np.random.Generator) -> dict:
-    """Swap, warp prompt vs query+mask independently, jitter colours, resize to `size`."""
+    """Swap, warp prompt vs query+mask independently, augment the prompt alone, jitter
+    colours; everything at `size` x `size`."""
     prompt, query, mask = pair["prompt"], pair["query"], pair["mask"]
     if rng.random() < cfg.swap:
         prompt, query = query, prompt
     if rng.random() >= cfg.affine:
         out = resize_pair({**pair, "prompt": prompt, "query": query, "mask": mask}, size)
         prompt, query, mask = out["prompt"], out["query"], out["mask"]
+        query_to_prompt = IDENTITY
     else:
         h, w = mask.shape
         resize = _resize_matrix(h, w, size)
@@ -100,6 +180,8 @@ def augment_pair(pair: dict, size: int, cfg: AugmentConfig, rng: np.random.Gener
         prompt = _warp(prompt, to_prompt, size, cv2.INTER_LINEAR)
         query = _warp(query, to_query, size, cv2.INTER_LINEAR)
         mask = _warp(mask * visible, to_query, size, cv2.INTER_NEAREST)
+        query_to_prompt = _compose(to_prompt, cv2.invertAffineTransform(to_query))
+    prompt, mask = augment_prompt(prompt, mask, query_to_prompt, cfg, rng)
     prompt = color_jitter(prompt, rng, cfg.jitter)
     query = color_jitter(query, rng, cfg.jitter)
     return {**pair, "prompt": prompt, "query": query, "mask": mask}
