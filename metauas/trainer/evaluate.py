@@ -34,10 +34,12 @@ class EvalConfig:
     fmt: str = "mvtec"
     out: Path = Path("eval-out")
     checkpoint: Path | None = None
-    method: str = "both"  # model | lookup | both
+    method: str = "both"  # model | lookup | mix | both (model, lookup) | all
     prompt_mode: str = "random"  # random | best | pool
     shots: int = 1
-    shot_fusion: str = "features"  # features | mean | max
+    shot_fusion: str = "features"  # features | joint | mean | max
+    prompt_rotations: tuple[int, ...] = (0,)  # each prompt also seen rotated by these degrees
+    mix_weight: float = 0.5  # the lookup map's weight in the `mix` method
     seeds: tuple[int, ...] = (1, 3, 5, 7, 9)  # the paper's five
     size: int | None = None  # None: the checkpoint's training size, else 256
     classes: tuple[str, ...] = ()
@@ -108,9 +110,18 @@ def _choose(cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None,
     return [[bank.paths[i] for i in row] for row in idx]
 
 
+def check_rotations(rotations: Sequence[int]) -> tuple[int, ...]:
+    """Prompt rotations must be exact (multiples of 90 degrees keep the whole image)."""
+    if not rotations or any(r % 90 for r in rotations):
+        raise UserError(f"--prompt-rotations takes multiples of 90 degrees, got {list(rotations)}")
+    return tuple(dict.fromkeys(r % 360 for r in rotations))
+
+
 def _prompt_feats(scorer: Scorer, chosen: list[list[Path]], load,
-                  cache: dict[tuple[Path, ...], list[list[torch.Tensor]]]) -> list[list[torch.Tensor]]:
-    """Per shot, encoder features with batch 1 when all queries share the prompt (then
+                  cache: dict[tuple[Path, ...], list[list[torch.Tensor]]],
+                  rotations: Sequence[int] = (0,)) -> list[list[torch.Tensor]]:
+    """Per shot (and per rotation of each prompt, test-time augmentation for rotation-
+    variant parts), encoder features with batch 1 when all queries share the prompt (then
     computed once per class and cached)."""
     shared = all(c == chosen[0] for c in chosen)
     if shared and tuple(chosen[0]) in cache:
@@ -118,7 +129,8 @@ def _prompt_feats(scorer: Scorer, chosen: list[list[Path]], load,
     shots = []
     for k in range(len(chosen[0])):
         paths = [chosen[0][k]] if shared else [c[k] for c in chosen]
-        shots.append(scorer.features(torch.stack([load(p) for p in paths])))
+        images = torch.stack([load(p) for p in paths])
+        shots += [scorer.features(torch.rot90(images, r // 90, dims=(2, 3))) for r in rotations]
     if shared:
         cache[tuple(chosen[0])] = shots
     return shots
@@ -137,7 +149,8 @@ def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
         queries = torch.stack([to_tensor(rgb, size) for rgb in images])
         query_feats = scorer.features(queries)
         chosen = _choose(cfg, fixed, bank, query_feats)
-        maps = scorer.maps(_prompt_feats(scorer, chosen, loader.tensor, cache), query_feats, (size, size))
+        prompt_feats = _prompt_feats(scorer, chosen, loader.tensor, cache, cfg.prompt_rotations)
+        maps = scorer.maps(prompt_feats, query_feats, (size, size))
         for method, m in maps.items():
             result.maps[method].extend(map_to_numpy(x) for x in m)
         result.samples.extend(batch)
@@ -163,7 +176,7 @@ def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int) -> li
     """prompt | query | truth | prediction strips of the n best and n worst anomalous queries."""
     written = []
     for method, maps in cm.maps.items():
-        # model maps are probabilities; lookup distances are coloured up to the class max
+        # model maps are probabilities; lookup distances (and blends) are coloured up to the class max
         vmax = 1.0 if method == "model" else max(float(m.max()) for m in maps)
         ranked = _per_image_quality(maps, cm)
         worst = ranked[:n]
@@ -242,9 +255,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise UserError(f"unknown protocol {cfg.metric.protocol!r}: use {'|'.join(PROTOCOLS)}")
     if cfg.shots < 1:
         raise UserError("--shots must be at least 1")
+    check_rotations(cfg.prompt_rotations)
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
-    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, pick_device(cfg.device))
+    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, pick_device(cfg.device),
+                                cfg.mix_weight)
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)
     runs = _runs(cfg, bench.classes)

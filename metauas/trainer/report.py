@@ -98,6 +98,17 @@ def efficiency_line(e: Mapping) -> str:
     return "; ".join(parts)
 
 
+def _extras(cfg: Mapping) -> str:
+    """Non-default prompt rotations and the mix weight, when they shaped the numbers."""
+    text = ""
+    rotations = list(cfg.get("prompt_rotations") or [0])
+    if rotations != [0]:
+        text += f" · prompt rotations {rotations} ({cfg['shot_fusion']})"
+    if "mix" in cfg.get("method", "") or cfg.get("method") == "all":
+        text += f" · mix weight {cfg.get('mix_weight')}"
+    return text
+
+
 def _no_nan(value):
     """NaN (an undefined metric) as JSON null, so strict JSON readers accept the file."""
     if isinstance(value, float) and math.isnan(value):
@@ -126,7 +137,7 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         f"# MetaUAS evaluation: {cfg['data']} ({cfg['fmt']})",
         "",
         f"Protocol: **{cfg['protocol']}** · prompts: {cfg['prompt_mode']}, {cfg['shots']}-shot"
-        f"{' (' + cfg['shot_fusion'] + ')' if cfg['shots'] > 1 else ''} · seeds: {cfg['seeds']} · "
+        f"{' (' + cfg['shot_fusion'] + ')' if cfg['shots'] > 1 else ''}{_extras(cfg)} · seeds: {cfg['seeds']} · "
         f"size {cfg['size']} · image score: {cfg['image_score']}",
         "",
         markdown_table(result["rows"]),

@@ -20,8 +20,9 @@ from metauas.errors import UserError
 from metauas.trainer.lookup import LookupConfig, lookup_from_features
 from metauas.trainer.readers import read_image
 
-METHODS = ("model", "lookup")
-SHOT_FUSIONS = ("features", "mean", "max")
+METHODS = ("model", "lookup", "mix")  # mix: (1 - w) * model + w * lookup, a fixed blend
+METHOD_SETS = {"both": ("model", "lookup"), "all": METHODS}
+SHOT_FUSIONS = ("features", "joint", "mean", "max")
 
 
 def load_tensor(path: Path, size: int) -> torch.Tensor:
@@ -37,10 +38,10 @@ def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
 
 
 def methods_for(name: str) -> tuple[str, ...]:
-    if name == "both":
-        return METHODS
+    if name in METHOD_SETS:
+        return METHOD_SETS[name]
     if name not in METHODS:
-        raise UserError(f"unknown method {name!r}: use model|lookup|both")
+        raise UserError(f"unknown method {name!r}: use {'|'.join([*METHODS, *METHOD_SETS])}")
     return (name,)
 
 
@@ -51,17 +52,21 @@ class Scorer:
     encoder: torch.nn.Module
     model: torch.nn.Module | None = None
     methods: tuple[str, ...] = METHODS
-    shot_fusion: str = "features"  # K prompts: average aligned features | mean | max of maps
+    # K prompts: average aligned features | one joint dictionary | mean | max of per-prompt maps
+    shot_fusion: str = "features"
     lookup: LookupConfig = field(default_factory=LookupConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    seconds: dict[str, float] = field(default_factory=lambda: {"encoder": 0.0, "model": 0.0, "lookup": 0.0})
+    mix_weight: float = 0.5  # weight of the lookup map in the `mix` method
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("encoder", *METHODS), 0.0))
     images: int = 0
 
     def __post_init__(self) -> None:
-        if "model" in self.methods and self.model is None:
-            raise UserError("--method model needs --checkpoint (or use --method lookup)")
+        if {"model", "mix"} & set(self.methods) and self.model is None:
+            raise UserError(f"--method {'|'.join(self.methods)} needs --checkpoint (or use --method lookup)")
         if self.shot_fusion not in SHOT_FUSIONS:
             raise UserError(f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}")
+        if not 0.0 <= self.mix_weight <= 1.0:
+            raise UserError(f"--mix-weight must be in [0, 1], got {self.mix_weight}")
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -77,25 +82,35 @@ class Scorer:
 
     @torch.no_grad()
     def _model_map(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats, size) -> torch.Tensor:
-        if len(prompt_feats) == 1 or self.shot_fusion == "features":
+        if len(prompt_feats) == 1 or self.shot_fusion in ("features", "joint"):
             pf = prompt_feats[0] if len(prompt_feats) == 1 else prompt_feats
-            return torch.sigmoid(self.model.segment(pf, query_feats, size=size))
+            return torch.sigmoid(self.model.segment(pf, query_feats, size=size, joint=self.shot_fusion == "joint"))
         maps = torch.stack([torch.sigmoid(self.model.segment(p, query_feats, size=size)) for p in prompt_feats])
         return maps.mean(0) if self.shot_fusion == "mean" else maps.amax(0)
 
     @torch.no_grad()
     def maps(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats: Sequence[torch.Tensor],
              size: Sequence[int]) -> dict[str, torch.Tensor]:
-        """`prompt_feats`: one feature list per shot, each with batch 1 (shared) or B."""
-        out = {}
-        for method in self.methods:
-            start = time.perf_counter()
-            if method == "model":
-                out[method] = self._model_map(prompt_feats, query_feats, tuple(size)).float()
-            else:
-                out[method] = lookup_from_features(prompt_feats, query_feats, size, self.lookup).float()
-            self._sync()
-            self.seconds[method] += time.perf_counter() - start
+        """`prompt_feats`: one feature list per shot, each with batch 1 (shared) or B.
+        `mix` reuses the model and lookup maps of the same batch (computed once)."""
+        computed: dict[str, torch.Tensor] = {}
+
+        def compute(method: str) -> torch.Tensor:
+            if method not in computed:
+                start = time.perf_counter()
+                if method == "model":
+                    computed[method] = self._model_map(prompt_feats, query_feats, tuple(size)).float()
+                elif method == "lookup":
+                    computed[method] = lookup_from_features(prompt_feats, query_feats, size, self.lookup).float()
+                else:
+                    model, lookup = compute("model"), compute("lookup")
+                    start = time.perf_counter()  # the blend's own cost; its inputs are counted above
+                    computed[method] = (1 - self.mix_weight) * model + self.mix_weight * lookup
+                self._sync()
+                self.seconds[method] += time.perf_counter() - start
+            return computed[method]
+
+        out = {method: compute(method) for method in self.methods}
         self.images += query_feats[0].shape[0]
         return out
 
@@ -104,10 +119,11 @@ class Scorer:
         n = max(self.images, 1)
         info = {}
         encoder_params = sum(p.numel() for p in self.encoder.parameters())
+        needs = {"model": ("model",), "lookup": ("lookup",), "mix": ("model", "lookup", "mix")}
         for method in self.methods:  # the baseline's only parameters are the frozen encoder's
-            params = (self.model.parameter_counts() if method == "model"
+            params = (self.model.parameter_counts() if method in ("model", "mix")
                       else {"total": encoder_params, "learnable": 0})
-            ms = 1000 * (self.seconds["encoder"] + self.seconds[method]) / n
+            ms = 1000 * (self.seconds["encoder"] + sum(self.seconds[m] for m in needs[method])) / n
             info[method] = {"parameters": params, "ms_per_image": ms, "size": size,
                             "device": device_name(self.device)}
         return info
@@ -130,13 +146,13 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion: str,
-                 lookup: LookupConfig, device: torch.device) -> tuple[Scorer, dict]:
+                 lookup: LookupConfig, device: torch.device, mix_weight: float = 0.5) -> tuple[Scorer, dict]:
     """Load the checkpoint (when the model is evaluated) or the default offline encoder."""
     meta: dict = {}
     model = None
-    if "model" in methods:
+    if {"model", "mix"} & set(methods):
         if checkpoint is None:
-            raise UserError("--method model needs --checkpoint (or use --method lookup)")
+            raise UserError(f"--method {'|'.join(methods)} needs --checkpoint (or use --method lookup)")
         from metauas.trainer.checkpoint import load_model
 
         model, meta = load_model(checkpoint, map_location="cpu")
@@ -151,7 +167,7 @@ def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion:
         from metauas.trainer.encoder import EncoderConfig, build_encoder
 
         encoder = build_encoder(EncoderConfig()).to(device)
-    scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device)
+    scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight)
     return scorer, meta
 
 
