@@ -53,6 +53,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
     dice_weight: float = 0.0  # loss = BCE + dice_weight * soft Dice
+    lookup_weight: float = 0.0  # + lookup_weight * (L_query + 0.1 L_CQC), see lookup_losses
+    cqc_margin: float = 0.1  # CQC hinge margin, in 1 - cos units (0..2)
     amp: str = "auto"  # auto (bf16, else fp16, on CUDA; off on CPU) | bf16 | fp16 | off
     compile: bool = False
     workers: int = 2  # DataLoader processes per training process
@@ -67,6 +69,28 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        """Reject impossible settings up front, not an hour into a run."""
+        positive = {"--size": self.size, "--batch-size": self.batch_size, "--val-every": self.val_every,
+                    "--val-pairs": self.val_pairs, "--save-every": self.save_every,
+                    "--log-every": self.log_every, "--lr": self.lr, "--steps": self.steps,
+                    "--epochs": self.epochs, "--minutes": self.max_minutes}
+        for option, value in positive.items():
+            if value is not None and value <= 0:
+                raise UserError(f"{option} must be positive, got {value}")
+        for option, value in {"--weight-decay": self.weight_decay, "--warmup": self.warmup_steps,
+                              "--dice": self.dice_weight, "--workers": self.workers,
+                              "--lookup-weight": self.lookup_weight, "--cqc-margin": self.cqc_margin,
+                              "--shuffle-buffer": self.shuffle_buffer}.items():
+            if value < 0:
+                raise UserError(f"{option} must not be negative, got {value}")
+        if self.size < 32:
+            raise UserError(f"--size must be at least 32 (the encoder downsamples 32x), got {self.size}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise UserError(f"unknown --amp {self.amp!r}: use auto|bf16|fp16|off")
+        if self.lookup_weight > 0 and self.model.alignment == "none":
+            raise UserError("--lookup-weight needs a lookup to train: use an alignment other than none")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -88,6 +112,64 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, dice_weight: fl
         dice = 1 - (2 * (probs * target).sum(1) + 1) / (probs.sum(1) + target.sum(1) + 1)
         loss = loss + dice_weight * dice.mean()
     return loss
+
+
+CQC_WEIGHT = 0.1  # DictAS's weight of the contrastive query constraint beside L_query
+
+
+def stage_masks(masks: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unchanged and changed positions (B x h x w bools) of a feature stage.
+
+    A stage position covers a cell of input pixels; its changed fraction comes from area
+    pooling. Unchanged = no changed pixel in the cell (L_query must not pull a changed
+    pixel's lookup towards the query); changed = at least half the cell changed. Mixed
+    cells at change borders are in neither set: their features mix both.
+    """
+    fraction = F.adaptive_avg_pool2d(masks.float(), size)[:, 0]
+    return fraction == 0, fraction >= 0.5
+
+
+def lookup_losses(pairs: list[tuple[torch.Tensor, torch.Tensor]], masks: torch.Tensor,
+                  margin: float) -> dict[str, torch.Tensor]:
+    """DictAS's visual lookup constraints, supervised by the change masks; stage means.
+
+    In the frozen feature space, with distance d = 1 - cos(query feature, aligned prompt
+    feature) per position: L_query = mean d over unchanged positions (an unchanged
+    position's lookup should retrieve its own content); L_CQC = mean over pairs of
+    relu(mean unchanged d - mean changed d + margin), only over pairs with both kinds of
+    position at the stage's resolution (a change should not be found in the prompt, so
+    its distance must exceed the unchanged distance by the margin).
+    """
+    queries, cqcs = [], []
+    for query, aligned in pairs:
+        dist = 1 - F.cosine_similarity(query.float(), aligned.float(), dim=1, eps=1e-6)  # B x h x w
+        unchanged, changed = stage_masks(masks, dist.shape[-2:])
+        queries.append((dist * unchanged).sum() / unchanged.sum().clamp(min=1))
+        both = unchanged.flatten(1).any(1) & changed.flatten(1).any(1)
+        gap = _masked_mean(dist, unchanged) - _masked_mean(dist, changed) + margin
+        cqcs.append((gap.relu() * both).sum() / both.sum().clamp(min=1))
+    return {"loss_query": torch.stack(queries).mean(), "loss_cqc": torch.stack(cqcs).mean()}
+
+
+def _masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean of x (B x h x w) over `keep` positions (0 where none)."""
+    return (x * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp(min=1)
+
+
+def training_loss(logits: torch.Tensor, pairs: list | None, masks: torch.Tensor,
+                  cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss to minimise and its parts for the log (`loss` is the total; the BCE/Dice
+    part `loss_seg` and the lookup parts are logged only when the lookup losses are on)."""
+    loss = segmentation_loss(logits, masks, cfg.dice_weight)
+    parts = {"loss": loss}
+    if pairs is not None:
+        lookup = lookup_losses(pairs, masks, cfg.cqc_margin)
+        parts["loss_seg"] = loss
+        parts["loss_lookup"] = lookup["loss_query"] + CQC_WEIGHT * lookup["loss_cqc"]
+        parts.update(lookup)
+        loss = loss + cfg.lookup_weight * parts["loss_lookup"]
+        parts["loss"] = loss
+    return loss, parts
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -250,6 +332,9 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     run_dir, payload = _prepare_run_dir(cfg, d)
     torch.manual_seed(cfg.seed + d.rank)
     model, optimizer, scaler, amp, state = _build(cfg, payload, d)
+    if payload is not None and _progress(cfg, state, total, state.elapsed_s, time.monotonic()) >= 1.0:
+        log.info("%s is already complete (step %d): nothing to resume", run_dir / CHECKPOINT, state.step)
+        return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate or re-log
     net = _wrap(model, cfg, d)
     validator = Validator(cfg.val, cfg.size, cfg.val_pairs) if cfg.val and d.main else None
     runlog = RunLog(run_dir, d.main)
@@ -280,7 +365,7 @@ def _loop(cfg, d, net, model, optimizer, scaler, amp, state, total, batches, val
     t0, start_elapsed = time.monotonic(), state.elapsed_s
     bar = tqdm(total=total, initial=state.step, disable=not (d.main and cfg.progress),
                unit="step", dynamic_ncols=True)
-    window_loss, window_steps, window_t = 0.0, 0, time.monotonic()
+    window_sums, window_steps, window_t = {}, 0, time.monotonic()
     channels_last = d.device.type == "cuda"
     while True:
         progress = _progress(cfg, state, total, start_elapsed, t0)
@@ -297,8 +382,11 @@ def _loop(cfg, d, net, model, optimizer, scaler, amp, state, total, batches, val
         masks = batch["mask"].to(d.device, non_blocking=True).float()
         autocast = torch.autocast(d.device.type, dtype=amp) if amp is not None else nullcontext()
         with autocast:
-            logits = net(prompt, query)
-        loss = segmentation_loss(logits, masks, cfg.dice_weight)
+            if cfg.lookup_weight > 0:
+                logits, pairs = net(prompt, query, return_aligned=True)
+            else:
+                logits, pairs = net(prompt, query), None
+        loss, parts = training_loss(logits, pairs, masks, cfg)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -307,15 +395,18 @@ def _loop(cfg, d, net, model, optimizer, scaler, amp, state, total, batches, val
         scaler.update()
         state.step += 1
         state.elapsed_s = start_elapsed + time.monotonic() - t0
-        window_loss, window_steps = window_loss + loss.item(), window_steps + 1
+        values = torch.stack([v.detach().float() for v in parts.values()]).tolist()  # one sync
+        window_sums = {k: window_sums.get(k, 0.0) + v for k, v in zip(parts, values)}
+        window_steps += 1
         bar.update(1)
         if state.step % cfg.log_every == 0 or state.step == total:
             pairs_per_s = window_steps * cfg.batch_size * d.world / (time.monotonic() - window_t)
-            row = {"step": state.step, "elapsed_s": round(state.elapsed_s, 2), "loss": window_loss / window_steps,
+            row = {"step": state.step, "elapsed_s": round(state.elapsed_s, 2),
+                   **{k: v / window_steps for k, v in window_sums.items()},
                    "lr": optimizer.param_groups[0]["lr"], "pairs_per_s": pairs_per_s}
             runlog.row(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", pairs_s=f"{pairs_per_s:.1f}")
-            window_loss, window_steps, window_t = 0.0, 0, time.monotonic()
+            window_sums, window_steps, window_t = {}, 0, time.monotonic()
         if validator is not None and state.step % cfg.val_every == 0:
             runlog.row({"step": state.step, "elapsed_s": round(state.elapsed_s, 2),
                         **validator(model, d.device, cfg.batch_size)})
