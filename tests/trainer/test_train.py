@@ -69,6 +69,9 @@ def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
     again = read_checkpoint(run / "last.pt")
     assert again["meta"]["step"] == 7
     assert again["training"]["optimizer"]["state"]  # Adam moments carried on
+    saved, logged = (run / "last.pt").stat().st_mtime_ns, (run / "metrics.jsonl").read_text()
+    train(_config(shard_dir, run, steps=7, resume=True))  # complete: nothing to do
+    assert (run / "last.pt").stat().st_mtime_ns == saved and (run / "metrics.jsonl").read_text() == logged
 
 
 def _free_port() -> int:
@@ -110,3 +113,21 @@ def test_two_process_gloo_ddp_trains_is_killed_and_resumes(shard_dir, tmp_path):
     assert steps[-3:] == [saved + 1, saved + 2, saved + 3]
     pairs_per_step = [r["pairs_per_s"] for r in _rows(run) if "loss" in r]
     assert all(p > 0 for p in pairs_per_step)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "--batch-size must be positive"),
+    ("--steps", "-5", "--steps must be positive"),
+    ("--size", "16", "--size must be at least 32"),
+    ("--lr", "0", "--lr must be positive"),
+    ("--workers", "-1", "--workers must not be negative"),
+    ("--amp", "fp8", "unknown --amp"),
+])
+def test_impossible_training_options_are_one_line_errors(tmp_path, capsys, option, value, message):
+    from metauas.cli import main
+
+    args = ["train", "--train", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "3", option, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
