@@ -84,6 +84,20 @@ class HeldoutScores:
     maps: dict[str, list]
 
 
+def pair_maps(methods: dict, pairs: list[dict], batch: int = 16) -> HeldoutScores:
+    """Maps of each method (name -> fn(prompt, query) -> B x 1 x H x W) on decoded pairs."""
+    import torch
+
+    maps: dict[str, list] = {name: [] for name in methods}
+    with torch.inference_mode():
+        for i in range(0, len(pairs), batch):
+            prompt = torch.stack([p["prompt"] for p in pairs[i:i + batch]])
+            query = torch.stack([p["query"] for p in pairs[i:i + batch]])
+            for name, method in methods.items():
+                maps[name] += list(method(prompt, query)[:, 0].numpy())
+    return HeldoutScores(pairs, maps)
+
+
 def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     """Maps of the trained model, the same model untrained, and the lookup baseline."""
     import torch
@@ -95,19 +109,10 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
 
     trained, meta = load_model(checkpoint)
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
-    untrained = MetaUAS(ModelConfig.from_dict(meta["config"]))
-    methods = {"MetaUAS (trained)": trained.eval(), "MetaUAS (step 0)": untrained.eval()}
-    pairs = list(iter_pairs(str(cfg.heldout_dir), cfg.size))
-    maps: dict[str, list] = {name: [] for name in [*methods, "lookup baseline"]}
-    with torch.inference_mode():
-        for i in range(0, len(pairs), 16):
-            chunk = pairs[i:i + 16]
-            prompt = torch.stack([p["prompt"] for p in chunk])
-            query = torch.stack([p["query"] for p in chunk])
-            for name, model in methods.items():
-                maps[name] += list(model.predict(prompt, query)[:, 0].numpy())
-            maps["lookup baseline"] += list(lookup_map(trained.encoder, prompt, query)[:, 0].numpy())
-    return HeldoutScores(pairs, maps)
+    untrained = MetaUAS(ModelConfig.from_dict(meta["config"])).eval()
+    methods = {"MetaUAS (trained)": trained.predict, "MetaUAS (step 0)": untrained.predict,
+               "lookup baseline": lambda prompt, query: lookup_map(trained.encoder, prompt, query)}
+    return pair_maps(methods, list(iter_pairs(str(cfg.heldout_dir), cfg.size)))
 
 
 METRIC_COLUMNS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")

@@ -11,6 +11,7 @@ Only alignment projections, decoder and head learn; see docs/model.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ ALIGNMENTS = ("soft", "hard", "none", "sparsemax", "topk")
 # fusion = "+"-joined parts, each a function of (query, aligned prompt) and its channel count
 FUSIONS = ("cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos")
 Features = list[torch.Tensor]
+CHANGE_PRIOR = 0.05  # fraction of changed pixels the head starts at (builtin pairs: ~7%)
 AlignedPair = tuple[torch.Tensor, torch.Tensor]  # (query feature, aligned prompt feature)
 
 
@@ -293,6 +295,9 @@ class MetaUAS(nn.Module):
         fused = [fused_channels(c, cfg.fusion) for c in channels[-n:]]
         self.decoder = UnetDecoder([*channels[:-n], *fused], cfg.decoder_channels, cfg.attention)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 1, kernel_size=1)
+        # Start at the prior of a changed pixel (Lin et al. 2017): a fresh head predicts
+        # ~0.5 everywhere and its first hundreds of steps would only learn this bias.
+        nn.init.constant_(self.head.bias, math.log(CHANGE_PRIOR / (1 - CHANGE_PRIOR)))
 
     def encode(self, images: torch.Tensor) -> Features:
         """Frozen encoder features of RGB images in [0, 1] (no gradients)."""

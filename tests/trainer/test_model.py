@@ -97,3 +97,10 @@ def test_official_b4_layout_has_the_papers_learnable_parameter_count():
     # the paper reports 4.6M learnable (alignment + decoder + head) with b4
     assert 4.5e6 < counts["learnable"] < 4.7e6
     assert counts["total"] > 20e6
+
+
+def test_a_fresh_model_starts_near_the_change_prior_not_at_one_half():
+    torch.manual_seed(0)
+    model = MetaUAS(tiny_model_config()).eval()
+    probs = model.predict(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert 0.01 < probs.mean().item() < 0.2
