@@ -22,7 +22,7 @@ def bench_model_command(
 
     configs = [("default (lite0)", ModelConfig(encoder=EncoderConfig(weights="none")))]
     if paper:
-        configs.append(("paper (b4, official)", ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"))))
+        configs.append(("paper (b4, official)", ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"), fusion="cat")))
     typer.echo(f"size {size}, {pairs} pairs per batch, {torch.get_num_threads()} threads; ms per pair")
     typer.echo("| config | total / learnable params | encoder ms | alignment ms | decoder ms "
                "| reference pairs/s | ours pairs/s | speedup | shared prompt: ref / ours | speedup | max diff |")

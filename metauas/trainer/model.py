@@ -40,7 +40,9 @@ class ModelConfig:
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     alignment: str = "soft"  # soft | hard | none | sparsemax | topk (normaliser over prompt positions)
-    fusion: str = "cat"  # one of FUSIONS: cat | add | absdiff | cat+absdiff | cat+cos | cat+absdiff+cos
+    # decoder input per aligned stage; cat+absdiff+cos won the ablation (docs/ablations.md),
+    # plain cat is the paper's
+    fusion: str = "cat+absdiff+cos"  # one of FUSIONS: cat | add | absdiff | cat+absdiff | cat+cos | cat+absdiff+cos
     decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
     attention: str = "scse"  # scse | none (decoder block attention)
     aligned_stages: int = 3  # how many of the deepest stages are aligned and fused

@@ -12,8 +12,9 @@ WEIGHTS_HELP = "Encoder weights: auto | offline | timm | none | path to a state 
 LAYOUT_HELP = "Encoder stages: features (timm features_only) | official (MetaUAS b4: stem 48@/2)."
 ALIGNMENT_HELP = ("Normaliser of the prompt lookup: soft (softmax, paper) | hard (argmax) | none | "
                   "sparsemax (DictAS) | topk (softmax over the --topk best prompt positions).")
-FUSION_HELP = ("Decoder input per deep stage: cat (query, aligned prompt) | add | absdiff | "
-               "cat+absdiff (+|query-aligned|) | cat+cos (+1-cos channel) | cat+absdiff+cos.")
+FUSION_HELP = ("Decoder input per deep stage: cat (query, aligned prompt; the paper's) | add | absdiff | "
+               "cat+absdiff (+|query-aligned|) | cat+cos (+1-cos channel) | cat+absdiff+cos (default: "
+               "best in docs/ablations.md).")
 SCALE_HELP = ("Divide query-prompt similarities by sqrt(channels). Default: on for sparsemax "
               "(as DictAS), off for the others (as the paper).")
 PROB_HELP = "Probability (0 = off) of training prompts (only) getting "
@@ -50,7 +51,7 @@ def train_command(
     scale_similarity: bool | None = typer.Option(None, "--scale-similarity/--no-scale-similarity", help=SCALE_HELP),
     learn_temperature: bool = typer.Option(False, "--learn-temperature/--no-learn-temperature",
                                            help="Learn a similarity temperature per aligned stage (from 1)."),
-    fusion: str = typer.Option("cat", "--fusion", help=FUSION_HELP),
+    fusion: str = typer.Option("cat+absdiff+cos", "--fusion", help=FUSION_HELP),
     size: int = typer.Option(256, "--size", help="Training input side in px (pairs are resized to it)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step per process."),
     steps: int = typer.Option(None, "--steps", help="Optimiser steps in total (resumed runs count the saved ones)."),

@@ -92,7 +92,7 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_values():
 
 
 def test_official_b4_layout_has_the_papers_learnable_parameter_count():
-    cfg = ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"))
+    cfg = ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"), fusion="cat")
     counts = MetaUAS(cfg).parameter_counts()
     # the paper reports 4.6M learnable (alignment + decoder + head) with b4
     assert 4.5e6 < counts["learnable"] < 4.7e6
