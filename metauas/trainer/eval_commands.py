@@ -76,7 +76,7 @@ def predict_command(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained checkpoint (.pt); not needed for --method lookup."),
     prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
     prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
-    method: str = typer.Option("model", "--method", help="model | lookup (training-free baseline)."),
+    method: str = typer.Option("model", "--method", help="model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup)."),
     use_all_prompts: bool = typer.Option(False, "--use-all-prompts", help="Use every prompt as K shots instead of the closest one."),
     shot_fusion: str = typer.Option("features", "--shot-fusion", help="With --use-all-prompts: features | joint | mean | max."),
     size: int = typer.Option(None, "--size", help="Inference size (default: the checkpoint's training size, else 256)."),

@@ -105,7 +105,7 @@ def predict(cfg: PredictConfig) -> Path:
         raise UserError(f"unknown map format {cfg.map_format!r}: use {'|'.join(MAP_FORMATS)}")
     methods = methods_for(cfg.method)
     if len(methods) != 1:
-        raise UserError("predict takes one method: --method model or --method lookup")
+        raise UserError("predict takes one method: --method model, lookup or mix")
     prompts, queries = list_prompts(cfg), list_queries(cfg.query)
     for p in prompts:
         read_image(p)  # an unreadable prompt is an error before any work
