@@ -8,7 +8,6 @@ individual commands' defaults so the whole table takes a few minutes on a laptop
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,15 +50,10 @@ def perlin_headline(size: int, repeats: int) -> Headline:
 
 
 def train_headline(size: int, pairs: int) -> Headline:
-    from metauas.changegen.config import GenerateConfig
-    from metauas.changegen.run import generate_dataset
-    from metauas.trainer.bench_train import bench_train
+    from metauas.trainer.bench_train import bench_train_builtin
     from metauas.trainer.model import ModelConfig
 
-    with tempfile.TemporaryDirectory() as tmp:
-        generate_dataset(GenerateConfig(out=tmp, num_pairs=pairs, size=size, shard_size=max(1, pairs // 4),
-                                        progress=False))
-        r = bench_train(tmp, ModelConfig(), size, batch_size=8, workers=2, batches=8, steps=2)
+    r = bench_train_builtin(pairs, ModelConfig(), size, batch_size=8, workers=2, batches=8, steps=2)
     return Headline("train", f"loader vs training pairs/s at {size} px, batch 8", f"{r.loader_pairs_s:.1f}",
                     f"{r.train_pairs_s:.2f} (training)", r.ratio, ">= 3")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 
 import typer
 
@@ -44,16 +43,12 @@ def bench_train_command(
     steps: int = typer.Option(3, "--steps", help="Training steps timed."),
 ) -> None:
     """Loader pairs/s (decode + augment) vs training pairs/s, and their ratio (target >= 3)."""
-    from metauas.trainer.bench_train import bench_train
+    from metauas.trainer.bench_train import bench_train, bench_train_builtin
     from metauas.trainer.model import ModelConfig
 
-    with tempfile.TemporaryDirectory() as tmp:
-        if shards is None:
-            from metauas.changegen.config import GenerateConfig
-            from metauas.changegen.run import generate_dataset
-
-            generate_dataset(GenerateConfig(out=tmp, num_pairs=256, size=size, shard_size=64, progress=False))
-            shards = tmp
+    if shards is None:
+        r = bench_train_builtin(256, ModelConfig(), size, batch_size, workers, batches, steps)
+    else:
         r = bench_train(shards, ModelConfig(), size, batch_size, workers, batches, steps)
     typer.echo(f"size {size}, batch {batch_size}, {workers} loader workers")
     typer.echo(f"loader: {r.loader_pairs_s:.1f} pairs/s   training: {r.train_pairs_s:.2f} pairs/s   "

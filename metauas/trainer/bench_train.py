@@ -61,3 +61,17 @@ def bench_train(shards: str, cfg: ModelConfig, size: int, batch_size: int, worke
                 batches: int, steps: int) -> TrainBenchResult:
     loader, kept = loader_rate(expand_urls(shards), size, batch_size, workers, batches)
     return TrainBenchResult(loader_pairs_s=loader, train_pairs_s=step_rate(cfg, kept[-1], steps))
+
+
+def bench_train_builtin(pairs: int, cfg: ModelConfig, size: int, batch_size: int, workers: int,
+                        batches: int, steps: int) -> TrainBenchResult:
+    """`bench_train` on `pairs` builtin pairs generated to a temporary folder (4 shards)."""
+    import tempfile
+
+    from metauas.changegen.config import GenerateConfig
+    from metauas.changegen.run import generate_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_dataset(GenerateConfig(out=tmp, num_pairs=pairs, size=size, shard_size=max(1, pairs // 4),
+                                        progress=False))
+        return bench_train(tmp, cfg, size, batch_size, workers, batches, steps)
