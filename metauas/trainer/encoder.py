@@ -13,6 +13,11 @@ Weights come from one of four places, chosen by `EncoderConfig.weights`:
 Features are taken with timm's `forward_intermediates` on the full model (head pruned), so
 one code path serves timm's `features_only` layout and the official MetaUAS layout for b4
 (smp's lukemelas encoder: stem 48@/2 instead of the first block's 24@/2).
+
+`static_pad_size` reproduces lukemelas's padding for the official checkpoint: its
+TF-"same" convs pad as computed once for a fixed image size (380 for b4), where timm's
+`tf_` models pad from the actual input, and a stride-2 conv then shifts its sampling grid
+by one pixel whenever the two sizes' parity differs (docs/model.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metauas.errors import UserError
@@ -40,6 +46,8 @@ class EncoderConfig:
     name: str = "tf_efficientnet_lite0"
     weights: str = "auto"  # auto | offline | timm | none | path to a state dict file
     layout: str = "features"  # features (timm features_only) | official (MetaUAS b4)
+    # 0: "same" padding from the actual input (timm); N: as for an N px input, fixed (lukemelas)
+    static_pad_size: int = 0
 
 
 class FrozenEncoder(nn.Module):
@@ -167,9 +175,55 @@ def _stage_indices(model: nn.Module, name: str, layout: str) -> tuple[list[int] 
     return 5, False  # the last five stages, as timm numbers them for this model
 
 
+class StaticSameConv2d(nn.Conv2d):
+    """A conv whose TF-"same" padding was fixed for one input size, as lukemelas's
+    `Conv2dStaticSamePadding`; same parameters (and state dict keys) as the conv it replaces."""
+
+    def __init__(self, conv: nn.Conv2d, pad: tuple[int, int, int, int]) -> None:
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                         0, conv.dilation, conv.groups, conv.bias is not None)
+        self.weight, self.bias, self.pad = conv.weight, conv.bias, pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pad))
+
+
+def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TF "same" padding (before, after) of one axis: output ceil(size / stride)."""
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def freeze_same_padding(model: nn.Module, size: int) -> None:
+    """Replace every dynamic-"same" conv (timm `Conv2dSame`) by a `StaticSameConv2d` padded
+    for the input it sees when the model runs on a `size` px image."""
+    from timm.layers import Conv2dSame
+
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, Conv2dSame)}
+    if not convs:  # nothing to fix: the setting would silently do nothing
+        raise UserError("a static padding size needs an encoder with TF 'same' padding (timm tf_*)")
+    seen: dict[str, torch.Size] = {}
+
+    def record(name: str):  # a pre-hook's return value would replace the input: return None
+        return lambda _module, args: seen.update({name: args[0].shape[-2:]})
+
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in convs.items()]
+    with torch.no_grad():  # eval: the probe must not move BatchNorm statistics
+        model.eval().forward_features(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    for name, conv in convs.items():
+        (h, w), (kh, kw) = seen[name], conv.kernel_size
+        top, bottom = _same_pad(h, kh, conv.stride[0], conv.dilation[0])
+        left, right = _same_pad(w, kw, conv.stride[1], conv.dilation[1])
+        model.set_submodule(name, StaticSameConv2d(conv, (left, right, top, bottom)))
+
+
 def build_encoder(cfg: EncoderConfig = EncoderConfig()) -> FrozenEncoder:
     """Create, load and freeze the encoder described by `cfg`."""
     model = load_pretrained(cfg)
+    if cfg.static_pad_size:
+        freeze_same_padding(model, cfg.static_pad_size)
     indices, extra_blocks = _stage_indices(model, cfg.name, cfg.layout)
     prune_kwargs = {"extra_blocks": True} if extra_blocks else {}
     model.prune_intermediate_layers(indices, prune_head=True, **prune_kwargs)
