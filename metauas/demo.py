@@ -110,12 +110,14 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
 
     from metauas.trainer.checkpoint import load_model
     from metauas.trainer.data import iter_pairs
+    from metauas.trainer.inference import prepare_for_inference
     from metauas.trainer.lookup import lookup_map
     from metauas.trainer.model import MetaUAS, ModelConfig
 
     trained, meta = load_model(checkpoint)
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
-    untrained = MetaUAS(ModelConfig.from_dict(meta["config"])).eval()
+    untrained = prepare_for_inference(MetaUAS(ModelConfig.from_dict(meta["config"])))
+    trained = prepare_for_inference(trained)
     methods = {"MetaUAS (trained)": trained.predict, "MetaUAS (step 0)": untrained.predict,
                "lookup baseline": lambda prompt, query: lookup_map(trained.encoder, prompt, query)}
     return pair_maps(methods, list(iter_pairs(str(cfg.heldout_dir), cfg.size)))

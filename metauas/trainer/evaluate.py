@@ -49,6 +49,7 @@ class EvalConfig:
     batch_size: int = 8
     overlays: int = 2  # best and worst anomalous queries per class and method (first run)
     device: str = "auto"
+    compile: bool = False  # torch.compile the model (see trainer/inference.py)
     progress: bool = True
 
 
@@ -259,7 +260,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
     scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, pick_device(cfg.device),
-                                cfg.mix_weight)
+                                cfg.mix_weight, compile=cfg.compile)
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)
     runs = _runs(cfg, bench.classes)

@@ -235,7 +235,8 @@ class SCSE(nn.Module):
         self.spatial_gate = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.channel_gate(x) + x * self.spatial_gate(x)
+        # = x·cSE(x) + x·sSE(x), with one full-size product instead of two (memory-bound on CPU)
+        return x * (self.channel_gate(x) + self.spatial_gate(x))
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:

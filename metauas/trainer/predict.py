@@ -42,6 +42,7 @@ class PredictConfig:
     batch_size: int = 8
     overlay_side: int = 768  # longest side of overlay tiles
     device: str = "auto"
+    compile: bool = False  # torch.compile the model (see trainer/inference.py)
     progress: bool = True
 
 
@@ -109,7 +110,8 @@ def predict(cfg: PredictConfig) -> Path:
     prompts, queries = list_prompts(cfg), list_queries(cfg.query)
     for p in prompts:
         read_image(p)  # an unreadable prompt is an error before any work
-    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, LookupConfig(), pick_device(cfg.device))
+    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, LookupConfig(), pick_device(cfg.device),
+                                compile=cfg.compile)
     size = cfg.size or int(meta.get("size", 256))
     bank, cache = PromptBank(prompts, size, scorer), {}
     names = output_names(queries)

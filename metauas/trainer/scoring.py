@@ -57,6 +57,8 @@ class Scorer:
     lookup: LookupConfig = field(default_factory=LookupConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     mix_weight: float = 0.5  # weight of the lookup map in the `mix` method
+    # the trained model's counts (None: count `model`; a prepared model has folded layers)
+    model_parameters: dict[str, int] | None = None
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("encoder", *METHODS), 0.0))
     images: int = 0
 
@@ -67,6 +69,8 @@ class Scorer:
             raise UserError(f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}")
         if not 0.0 <= self.mix_weight <= 1.0:
             raise UserError(f"--mix-weight must be in [0, 1], got {self.mix_weight}")
+        if self.model is not None and self.model_parameters is None:
+            self.model_parameters = self.model.parameter_counts()
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -121,7 +125,7 @@ class Scorer:
         encoder_params = sum(p.numel() for p in self.encoder.parameters())
         needs = {"model": ("model",), "lookup": ("lookup",), "mix": ("model", "lookup", "mix")}
         for method in self.methods:  # the baseline's only parameters are the frozen encoder's
-            params = (self.model.parameter_counts() if method in ("model", "mix")
+            params = (self.model_parameters if method in ("model", "mix")
                       else {"total": encoder_params, "learnable": 0})
             ms = 1000 * (self.seconds["encoder"] + sum(self.seconds[m] for m in needs[method])) / n
             info[method] = {"parameters": params, "ms_per_image": ms, "size": size,
@@ -146,28 +150,31 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion: str,
-                 lookup: LookupConfig, device: torch.device, mix_weight: float = 0.5) -> tuple[Scorer, dict]:
-    """Load the checkpoint (when the model is evaluated) or the default offline encoder."""
+                 lookup: LookupConfig, device: torch.device, mix_weight: float = 0.5,
+                 compile: bool = False) -> tuple[Scorer, dict]:
+    """Load the checkpoint (made inference-only and faster, see `inference`) or the
+    default offline encoder."""
+    from metauas.trainer.inference import keep_freed_buffers, prepare_for_inference
+
+    keep_freed_buffers()  # also for the lookup baseline alone (see inference.py)
     meta: dict = {}
-    model = None
-    if {"model", "mix"} & set(methods):
-        if checkpoint is None:
-            raise UserError(f"--method {'|'.join(methods)} needs --checkpoint (or use --method lookup)")
+    model, counts = None, None
+    needs_model = bool({"model", "mix"} & set(methods))
+    if needs_model and checkpoint is None:
+        raise UserError(f"--method {'|'.join(methods)} needs --checkpoint (or use --method lookup)")
+    if checkpoint is not None:
         from metauas.trainer.checkpoint import load_model
 
         model, meta = load_model(checkpoint, map_location="cpu")
-        model = model.to(device).eval()
+        counts = model.parameter_counts()  # before folding merges layers and freezes all
+        model = prepare_for_inference(model.to(device), compile=compile)
         encoder = model.encoder
-    elif checkpoint is not None:
-        from metauas.trainer.checkpoint import load_model
-
-        model, meta = load_model(checkpoint, map_location="cpu")
-        encoder, model = model.encoder.to(device), None
+        model, counts = (model, counts) if needs_model else (None, None)
     else:
         from metauas.trainer.encoder import EncoderConfig, build_encoder
 
-        encoder = build_encoder(EncoderConfig()).to(device)
-    scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight)
+        encoder = build_encoder(EncoderConfig()).to(device).to(memory_format=torch.channels_last)
+    scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight, model_parameters=counts)
     return scorer, meta
 
 

@@ -73,3 +73,12 @@ def test_evaluate_all_methods_with_rotations_end_to_end(mvtec_root, checkpoint, 
     assert "prompt rotations [0, 180] (joint)" in md and "mix weight 0.3" in md
     assert main(["evaluate", "--data", str(mvtec_root), "--method", "mix", "--out", str(tmp_path / "x")]) == 2
     assert "needs --checkpoint" in capsys.readouterr().err
+
+
+def test_scorer_reports_the_trained_models_parameters_not_the_folded_ones(checkpoint):
+    from metauas.trainer.scoring import build_scorer
+
+    scorer, meta = build_scorer(checkpoint, ("model", "lookup"), "features", LookupConfig(), torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scorer.model.decoder.modules())  # prepared
+    assert scorer.efficiency(64)["model"]["parameters"] == meta["parameters"]
+    assert meta["parameters"]["learnable"] > 0
