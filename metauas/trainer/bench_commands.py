@@ -11,8 +11,14 @@ def bench_model_command(
     pairs: int = typer.Option(4, "--pairs", help="Pairs per timed batch."),
     repeats: int = typer.Option(2, "--repeats", help="Timed repeats (the fastest counts)."),
     paper: bool = typer.Option(True, "--paper/--no-paper", help="Also the paper's b4 configuration (official layout)."),
+    compile: bool = typer.Option(False, "--compile", help="Also torch.compile our path (inductor, frozen weights; "
+                                 "adds about a minute of compilation per config and input shape on 2 CPU cores)."),
 ) -> None:
-    """Time split encoder/alignment/decoder and inference pairs/s vs a naive reference."""
+    """Time split encoder/alignment/decoder and inference pairs/s vs a naive reference.
+
+    'ours' is the model as predict/evaluate run it (batched prompt+query encoder call,
+    inference_mode, decoder BatchNorm folded, channels_last; with --compile also compiled);
+    the reference runs the same weights image by image with autograd on."""
     import torch
 
     from metauas.trainer.bench_model import bench_model
@@ -22,12 +28,13 @@ def bench_model_command(
     configs = [("default (lite0)", ModelConfig(encoder=EncoderConfig(weights="none")))]
     if paper:
         configs.append(("paper (b4, official)", ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"), fusion="cat")))
-    typer.echo(f"size {size}, {pairs} pairs per batch, {torch.get_num_threads()} threads; ms per pair")
+    typer.echo(f"size {size}, {pairs} pairs per batch, {torch.get_num_threads()} threads, "
+               f"{'compiled' if compile else 'eager'}; ms per pair")
     typer.echo("| config | total / learnable params | encoder ms | alignment ms | decoder ms "
                "| reference pairs/s | ours pairs/s | speedup | shared prompt: ref / ours | speedup | max diff |")
     typer.echo("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, cfg in configs:
-        r = bench_model(name, cfg, size=size, pairs=pairs, repeats=repeats)
+        r = bench_model(name, cfg, size=size, pairs=pairs, repeats=repeats, compile=compile)
         typer.echo(f"| {name} | {r.total_params / 1e6:.2f}M / {r.learnable_params / 1e6:.2f}M | {r.encoder_ms:.1f} "
                    f"| {r.alignment_ms:.1f} | {r.decoder_ms:.1f} | {r.reference_pairs_s:.2f} | {r.fast_pairs_s:.2f} "
                    f"| {r.speedup:.2f}x | {r.reference_shared_pairs_s:.2f} / {r.fast_shared_pairs_s:.2f} "

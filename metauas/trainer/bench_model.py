@@ -3,21 +3,25 @@
 For one model configuration, measured in one run on the same weights:
 - the time split of one batch of pairs: encoder / alignment (projection, similarity,
   fusion) / decoder (+ head);
-- inference pairs/s of `MetaUAS.predict` (prompt and query in one batched encoder call,
-  inference_mode, channels_last where it helps) against a naive reference that calls the
-  encoder once per image, pair by pair, with autograd on and default memory format;
+- inference pairs/s of `MetaUAS.predict` on the model `prepare_for_inference` makes (prompt
+  and query in one batched encoder call, inference_mode, decoder BatchNorm folded,
+  channels_last, optionally torch.compile) against a naive reference of the same weights
+  that calls the encoder once per image, pair by pair, with autograd on and the default
+  memory format;
 - the same with many queries sharing one prompt (features computed once vs per query);
 - the largest difference between the two paths' probabilities (must stay below 1e-4).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from metauas.trainer.inference import prepare_for_inference
 from metauas.trainer.model import MetaUAS, ModelConfig
 
 
@@ -46,13 +50,24 @@ class ModelBenchResult:
 
 def _best_of(fn: Callable[[], object], repeats: int) -> float:
     """Fastest of `repeats` timed calls after one warm-up (the least disturbed run)."""
-    fn()
-    best = float("inf")
+    return _interleaved_best({"fn": fn}, repeats)[0]["fn"]
+
+
+def _interleaved_best(fns: dict[str, Callable[[], object]], repeats: int
+                      ) -> tuple[dict[str, float], dict[str, object]]:
+    """Fastest of `repeats` calls of each function, taking turns (A B C A B C ...), and
+    each function's warm-up result.
+
+    On a shared machine the speed drifts over seconds; timing the paths in turn exposes
+    each to the same drift, so their ratio holds where back-to-back blocks would not."""
+    results = {name: fn() for name, fn in fns.items()}  # warm-up: allocator, oneDNN, compilation
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best, results
 
 
 def reference_predict(model: MetaUAS, prompts: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -85,24 +100,25 @@ def time_split(model: MetaUAS, prompts: torch.Tensor, queries: torch.Tensor, rep
 
 
 def bench_model(name: str, cfg: ModelConfig, size: int = 256, pairs: int = 4, repeats: int = 2,
-                channels_last: bool = False, seed: int = 0) -> ModelBenchResult:
+                compile: bool = False, seed: int = 0) -> ModelBenchResult:
+    """Time split of the prepared model, and both paths' pairs/s, in one run."""
     torch.manual_seed(seed)
     model = MetaUAS(cfg).eval()
     prompts, queries = torch.rand(pairs, 3, size, size), torch.rand(pairs, 3, size, size)
-    enc, ali, dec = time_split(model, prompts, queries, repeats)
+    shared_prompts = prompts[:1].expand_as(queries)
 
-    reference = reference_predict(model, prompts, queries)
-    ref_s = _best_of(lambda: reference_predict(model, prompts, queries), repeats)
-    ref_shared_s = _best_of(lambda: reference_predict(model, prompts[:1].expand_as(queries), queries), repeats)
-    shared_reference = reference_predict(model, prompts[:1].expand_as(queries), queries)
-
-    fast_model = model.to(memory_format=torch.channels_last) if channels_last else model
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    p_fast, q_fast = prompts.contiguous(memory_format=fmt), queries.contiguous(memory_format=fmt)
-    fast = fast_model.predict(p_fast, q_fast)
-    fast_s = _best_of(lambda: fast_model.predict(p_fast, q_fast), repeats)
-    shared = shared_predict(fast_model, p_fast[0], q_fast)
-    fast_shared_s = _best_of(lambda: shared_predict(fast_model, p_fast[0], q_fast), repeats)
+    fast_model = prepare_for_inference(copy.deepcopy(model), compile=compile)
+    enc, ali, dec = time_split(fast_model, prompts, queries, repeats)
+    paths = {
+        "reference": lambda: reference_predict(model, prompts, queries),
+        "shared_reference": lambda: reference_predict(model, shared_prompts, queries),
+        "fast": lambda: fast_model.predict(prompts, queries),
+        "shared": lambda: shared_predict(fast_model, prompts[0], queries),
+    }
+    seconds, out = _interleaved_best(paths, repeats)
+    ref_s, ref_shared_s = seconds["reference"], seconds["shared_reference"]
+    fast_s, fast_shared_s = seconds["fast"], seconds["shared"]
+    reference, shared_reference, fast, shared = (out[k] for k in paths)
 
     diff = max((fast - reference).abs().max().item(), (shared - shared_reference).abs().max().item())
     counts = model.parameter_counts()
