@@ -37,6 +37,16 @@ def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)
 
 
+def uses_model(methods: Sequence[str]) -> bool:
+    """Whether these methods need the trained model (`mix` blends its map in)."""
+    return bool({"model", "mix"} & set(methods))
+
+
+def require_checkpoint(methods: Sequence[str], given: bool) -> None:
+    if uses_model(methods) and not given:
+        raise UserError(f"--method {'|'.join(methods)} needs --checkpoint (or use --method lookup)")
+
+
 def methods_for(name: str) -> tuple[str, ...]:
     if name in METHOD_SETS:
         return METHOD_SETS[name]
@@ -63,8 +73,7 @@ class Scorer:
     images: int = 0
 
     def __post_init__(self) -> None:
-        if {"model", "mix"} & set(self.methods) and self.model is None:
-            raise UserError(f"--method {'|'.join(self.methods)} needs --checkpoint (or use --method lookup)")
+        require_checkpoint(self.methods, self.model is not None)
         if self.shot_fusion not in SHOT_FUSIONS:
             raise UserError(f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}")
         if not 0.0 <= self.mix_weight <= 1.0:
@@ -125,7 +134,7 @@ class Scorer:
         encoder_params = sum(p.numel() for p in self.encoder.parameters())
         needs = {"model": ("model",), "lookup": ("lookup",), "mix": ("model", "lookup", "mix")}
         for method in self.methods:  # the baseline's only parameters are the frozen encoder's
-            params = (self.model_parameters if method in ("model", "mix")
+            params = (self.model_parameters if uses_model((method,))
                       else {"total": encoder_params, "learnable": 0})
             ms = 1000 * (self.seconds["encoder"] + sum(self.seconds[m] for m in needs[method])) / n
             info[method] = {"parameters": params, "ms_per_image": ms, "size": size,
@@ -156,12 +165,9 @@ def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion:
     default offline encoder."""
     from metauas.trainer.inference import keep_freed_buffers, prepare_for_inference
 
-    keep_freed_buffers()  # also for the lookup baseline alone (see inference.py)
+    require_checkpoint(methods, checkpoint is not None)  # before loading anything
     meta: dict = {}
     model, counts = None, None
-    needs_model = bool({"model", "mix"} & set(methods))
-    if needs_model and checkpoint is None:
-        raise UserError(f"--method {'|'.join(methods)} needs --checkpoint (or use --method lookup)")
     if checkpoint is not None:
         from metauas.trainer.checkpoint import load_model
 
@@ -169,10 +175,11 @@ def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion:
         counts = model.parameter_counts()  # before folding merges layers and freezes all
         model = prepare_for_inference(model.to(device), compile=compile)
         encoder = model.encoder
-        model, counts = (model, counts) if needs_model else (None, None)
+        model, counts = (model, counts) if uses_model(methods) else (None, None)
     else:
         from metauas.trainer.encoder import EncoderConfig, build_encoder
 
+        keep_freed_buffers()  # the lookup baseline alone (prepare_for_inference does it otherwise)
         encoder = build_encoder(EncoderConfig()).to(device).to(memory_format=torch.channels_last)
     scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight, model_parameters=counts)
     return scorer, meta

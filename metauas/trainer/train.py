@@ -27,7 +27,7 @@ from metauas.trainer.augment import AugmentConfig
 from metauas.trainer.checkpoint import export_safetensors, read_checkpoint, save_checkpoint, set_rng_state
 from metauas.trainer.data import StreamConfig, count_samples, expand_urls, iter_pairs, to_float, train_loader
 from metauas.trainer.metrics import pixel_auroc_ap
-from metauas.trainer.model import MetaUAS, ModelConfig
+from metauas.trainer.model import MetaUAS, ModelConfig, cosine_distance
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"
@@ -142,7 +142,7 @@ def lookup_losses(pairs: list[tuple[torch.Tensor, torch.Tensor]], masks: torch.T
     """
     queries, cqcs = [], []
     for query, aligned in pairs:
-        dist = 1 - F.cosine_similarity(query.float(), aligned.float(), dim=1, eps=1e-6)  # B x h x w
+        dist = cosine_distance(query.float(), aligned.float())[:, 0]  # B x h x w
         unchanged, changed = stage_masks(masks, dist.shape[-2:])
         queries.append((dist * unchanged).sum() / unchanged.sum().clamp(min=1))
         both = unchanged.flatten(1).any(1) & changed.flatten(1).any(1)
