@@ -9,9 +9,9 @@ import typer
 def bench_model_command(
     size: int = typer.Option(256, "--size", help="Input side in px."),
     pairs: int = typer.Option(4, "--pairs", help="Pairs per timed batch."),
-    repeats: int = typer.Option(2, "--repeats", help="Timed repeats (the fastest counts)."),
+    repeats: int = typer.Option(2, "--repeats", help="Timed repeats of each path, taken in turns (the fastest counts)."),
     paper: bool = typer.Option(True, "--paper/--no-paper", help="Also the paper's b4 configuration (official layout)."),
-    compile: bool = typer.Option(False, "--compile", help="Also torch.compile our path (inductor, frozen weights; "
+    compile: bool = typer.Option(False, "--compile", help="torch.compile our path instead of running it eager (inductor, frozen weights; "
                                  "adds about a minute of compilation per config and input shape on 2 CPU cores)."),
 ) -> None:
     """Time split encoder/alignment/decoder and inference pairs/s vs a naive reference.
