@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from metauas.trainer.augment import AugmentConfig
-from metauas.trainer.model import ModelConfig
+from metauas.model.network import ModelConfig
 
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
 
@@ -57,9 +57,9 @@ def train_variant(name: str, data: Path, out: Path, steps: int, lr: float, size:
 
 def heldout_metrics(checkpoint: Path, data: Path, size: int) -> dict[str, float]:
     from metauas.demo import pair_maps
-    from metauas.trainer.checkpoint import load_model
-    from metauas.trainer.data import iter_pairs
-    from metauas.trainer.metrics import compute_metrics
+    from metauas.model.checkpoint import load_model
+    from metauas.trainer.stream import iter_pairs
+    from metauas.evaluation.metrics import compute_metrics
 
     model, _ = load_model(checkpoint)
     scores = pair_maps({"model": model.predict}, list(iter_pairs(str(data / "heldout"), size)))
@@ -67,7 +67,7 @@ def heldout_metrics(checkpoint: Path, data: Path, size: int) -> dict[str, float]
 
 
 def real_metrics(checkpoint: Path, real: Path, out: Path, **options) -> dict[str, float]:
-    from metauas.trainer.evaluate import EvalConfig, evaluate
+    from metauas.evaluation.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(data=real, checkpoint=checkpoint, out=out, seeds=(1, 3, 5), overlays=0,
                      progress=False, **{"method": "model", **options})

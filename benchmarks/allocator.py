@@ -1,4 +1,4 @@
-"""What `keep_freed_buffers` (metauas/trainer/inference.py) buys batched CPU inference.
+"""What `keep_freed_buffers` (metauas/inference/prepared.py) buys batched CPU inference.
 
     python benchmarks/allocator.py [--rounds 3] [--pairs 4] [--size 256] [--calls 6]
 
@@ -23,15 +23,15 @@ import time
 def child(keep: bool, pairs: int, size: int, calls: int) -> float:
     """Median ms per pair of `predict` in this process (allocator set first if `keep`)."""
     if keep:
-        from metauas.trainer.inference import keep_freed_buffers
+        from metauas.inference.prepared import keep_freed_buffers
 
         if not keep_freed_buffers():
             raise SystemExit("keep_freed_buffers() did not take effect here (not Linux glibc?)")
     import torch
 
-    from metauas.trainer.encoder import EncoderConfig
-    from metauas.trainer.inference import fold_batchnorm
-    from metauas.trainer.model import MetaUAS, ModelConfig
+    from metauas.model.encoder import EncoderConfig
+    from metauas.inference.prepared import fold_batchnorm
+    from metauas.model.network import MetaUAS, ModelConfig
 
     torch.manual_seed(0)
     model = MetaUAS(ModelConfig(encoder=EncoderConfig(weights="none"))).eval()

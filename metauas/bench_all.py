@@ -50,8 +50,8 @@ def perlin_headline(size: int, repeats: int) -> Headline:
 
 
 def train_headline(size: int, pairs: int) -> Headline:
-    from metauas.trainer.bench_train import bench_train_builtin
-    from metauas.trainer.model import ModelConfig
+    from metauas.trainer.bench import bench_train_builtin
+    from metauas.model.network import ModelConfig
 
     r = bench_train_builtin(pairs, ModelConfig(), size, batch_size=8, workers=2, batches=8, steps=2)
     return Headline("train", f"loader vs training pairs/s at {size} px, batch 8", f"{r.loader_pairs_s:.1f}",
@@ -59,9 +59,9 @@ def train_headline(size: int, pairs: int) -> Headline:
 
 
 def model_headline(size: int) -> Headline:
-    from metauas.trainer.bench_model import bench_model
-    from metauas.trainer.encoder import EncoderConfig
-    from metauas.trainer.model import ModelConfig
+    from metauas.inference.bench import bench_model
+    from metauas.model.encoder import EncoderConfig
+    from metauas.model.network import ModelConfig
 
     r = bench_model("default", ModelConfig(encoder=EncoderConfig(weights="none")), size=size, pairs=2, repeats=1)
     return Headline("model", f"inference pairs/s at {size} px, one prompt for many queries",
@@ -70,7 +70,7 @@ def model_headline(size: int) -> Headline:
 
 
 def metrics_headline(images: int) -> Headline:
-    from metauas.trainer.metric_bench import MetricBenchConfig, run_metric_bench
+    from metauas.evaluation.bench import MetricBenchConfig, run_metric_bench
 
     exact, binned = run_metric_bench(MetricBenchConfig(images=images, bins=(1 << 20,), sklearn=False))
     return Headline("metrics", f"peak MiB, pixel metrics of {images * 65536 / 1e6:.1f}M pixels",

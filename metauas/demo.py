@@ -69,7 +69,7 @@ def train_model(cfg: DemoConfig) -> Path:
     """Train the default model for the time budget, or resume an interrupted demo run.
 
     A finished run resumes with its budget spent, so the trainer returns at once."""
-    from metauas.trainer.model import ModelConfig
+    from metauas.model.network import ModelConfig
     from metauas.trainer.train import TrainConfig, train
 
     typer.echo(f"[demo] training for {cfg.minutes:g} min -> {cfg.run_dir}", err=True)
@@ -108,11 +108,11 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     """Maps of the trained model, the same model untrained, and the lookup baseline."""
     import torch
 
-    from metauas.trainer.checkpoint import load_model
-    from metauas.trainer.data import iter_pairs
-    from metauas.trainer.inference import prepare_for_inference
-    from metauas.trainer.lookup import lookup_map
-    from metauas.trainer.model import MetaUAS, ModelConfig
+    from metauas.model.checkpoint import load_model
+    from metauas.trainer.stream import iter_pairs
+    from metauas.inference.prepared import prepare_for_inference
+    from metauas.inference.lookup import lookup_map
+    from metauas.model.network import MetaUAS, ModelConfig
 
     trained, meta = load_model(checkpoint)
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
@@ -128,7 +128,7 @@ METRIC_COLUMNS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P
 
 def heldout_metrics(scores: HeldoutScores) -> dict[str, dict[str, float]]:
     """The seven paper metrics per method (exact protocol); `none` pairs are the normals."""
-    from metauas.trainer.metrics import compute_metrics
+    from metauas.evaluation.metrics import compute_metrics
 
     masks = [p["mask"][0].numpy() > 0.5 for p in scores.pairs]
     return {name: compute_metrics(maps, masks) for name, maps in scores.maps.items()}
@@ -147,7 +147,7 @@ def _heatmap_rows(scores: HeldoutScores, n: int) -> list:
     and one unchanged pair (where a good model stays silent)."""
     import numpy as np
 
-    from metauas.trainer.report import heatmap, overlay_row
+    from metauas.evaluation.report import heatmap, overlay_row
 
     changed = [i for i, p in enumerate(scores.pairs) if p["mask"].any()][: max(0, n - 1)]
     unchanged = [i for i, p in enumerate(scores.pairs) if not p["mask"].any()][:1]
@@ -164,10 +164,10 @@ def _heatmap_rows(scores: HeldoutScores, n: int) -> list:
 def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
                       metrics: dict[str, dict[str, float]]) -> Path:
     """report.html: metrics, learning curves, training pairs and held-out heatmaps."""
-    from metauas import html_report as H
+    from metauas.evaluation import html as H
     from metauas.changegen.preview import contact_sheet
-    from metauas.trainer.checkpoint import load_model
-    from metauas.trainer.data import expand_urls
+    from metauas.model.checkpoint import load_model
+    from metauas.trainer.stream import expand_urls
 
     model, meta = load_model(checkpoint)
     counts = model.parameter_counts()

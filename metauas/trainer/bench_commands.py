@@ -21,9 +21,9 @@ def bench_model_command(
     the reference runs the same weights image by image with autograd on."""
     import torch
 
-    from metauas.trainer.bench_model import bench_model
-    from metauas.trainer.encoder import EncoderConfig
-    from metauas.trainer.model import ModelConfig
+    from metauas.inference.bench import bench_model
+    from metauas.model.encoder import EncoderConfig
+    from metauas.model.network import ModelConfig
 
     configs = [("default (lite0)", ModelConfig(encoder=EncoderConfig(weights="none")))]
     if paper:
@@ -50,8 +50,8 @@ def bench_train_command(
     steps: int = typer.Option(3, "--steps", help="Training steps timed."),
 ) -> None:
     """Loader pairs/s (decode + augment) vs training pairs/s, and their ratio (target >= 3)."""
-    from metauas.trainer.bench_train import bench_train, bench_train_builtin
-    from metauas.trainer.model import ModelConfig
+    from metauas.trainer.bench import bench_train, bench_train_builtin
+    from metauas.model.network import ModelConfig
 
     if shards is None:
         r = bench_train_builtin(256, ModelConfig(), size, batch_size, workers, batches, steps)

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from metauas.errors import UserError
 from metauas.trainer import distributed
 from metauas.trainer.augment import AugmentConfig
-from metauas.trainer.checkpoint import export_safetensors, read_checkpoint, save_checkpoint, set_rng_state
-from metauas.trainer.data import StreamConfig, count_samples, expand_urls, iter_pairs, to_float, train_loader
-from metauas.trainer.metrics import pixel_auroc_ap
-from metauas.trainer.model import MetaUAS, ModelConfig, cosine_distance
+from metauas.model.checkpoint import export_safetensors, read_checkpoint, save_checkpoint, set_rng_state
+from metauas.trainer.stream import StreamConfig, count_samples, expand_urls, iter_pairs, to_float, train_loader
+from metauas.evaluation.metrics import pixel_auroc_ap
+from metauas.model.network import MetaUAS, ModelConfig, cosine_distance
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
-from trainer_helpers import tiny_model_config
+from make_data import tiny_model_config
 
 from metauas.errors import UserError
 from metauas.trainer.augment import AugmentConfig
-from metauas.trainer.model import MetaUAS
+from metauas.model.network import MetaUAS
 from metauas.trainer.train import TrainConfig, lookup_losses, stage_masks, train
-from metauas.trainer.train_commands import _model_config
+from metauas.trainer.commands import _model_config
 
 
 def _masks(*changed_columns):

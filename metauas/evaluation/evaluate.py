@@ -1,0 +1,294 @@
+"""`metauas evaluate`: a checkpoint and/or the lookup baseline on a benchmark, paper-style.
+
+Per run (seed) and class: prompts are chosen (random | best | pool | a prompts file),
+queries are scored in batches with both methods from one encoder pass, the class's maps
+are kept (float32 at the evaluated size, so memory is bounded by the largest class, not
+the benchmark) and reduced to the seven metrics with streaming pixel histograms. Classes
+are then averaged per run, and runs give mean ± std (paper: 5 seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metauas.errors import UserError
+from metauas.inference.lookup import LookupConfig
+from metauas.evaluation.metrics import METRICS, PROTOCOLS, MetricConfig, compute_metrics
+from metauas.inference.prompts import MODES, closest, global_features, random_prompts, read_prompt_file
+from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchmark, read_image
+from metauas.evaluation.report import overlay_row, write_html_report, write_png, write_tables
+from metauas.inference.scoring import Scorer, build_scorer, load_tensor, map_to_numpy, methods_for, pick_device, to_tensor
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    data: Path
+    fmt: str = "mvtec"
+    out: Path = Path("eval-out")
+    checkpoint: Path | None = None
+    method: str = "both"  # model | lookup | mix | both (model, lookup) | all
+    prompt_mode: str = "random"  # random | best | pool
+    shots: int = 1
+    shot_fusion: str = "features"  # features | joint | mean | max
+    prompt_rotations: tuple[int, ...] = (0,)  # each prompt also seen rotated by these degrees
+    mix_weight: float = 0.5  # the lookup map's weight in the `mix` method
+    seeds: tuple[int, ...] = (1, 3, 5, 7, 9)  # the paper's five
+    size: int | None = None  # None: the checkpoint's training size, else 256
+    classes: tuple[str, ...] = ()
+    prompts_file: Path | None = None
+    metric: MetricConfig = field(default_factory=MetricConfig)
+    lookup: LookupConfig = field(default_factory=LookupConfig)
+    batch_size: int = 8
+    overlays: int = 2  # best and worst anomalous queries per class and method (first run)
+    device: str = "auto"
+    compile: bool = False  # torch.compile the model (see inference/prepared.py)
+    progress: bool = True
+
+
+@dataclass
+class ClassMaps:
+    """One class's scored queries, per method."""
+
+    samples: list[Sample] = field(default_factory=list)
+    masks: list[np.ndarray | None] = field(default_factory=list)
+    prompts: list[list[Path]] = field(default_factory=list)
+    maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+def _mask(sample: Sample, shape: tuple[int, ...], size: int, protocol: str,
+          problems: list[str]) -> np.ndarray | None:
+    """Mask at the evaluated size: nearest (exact) or bilinear then L > 0 (official)."""
+    if sample.label == 0 or sample.mask is None:
+        return None
+    mask = load_mask(sample.mask, shape)
+    if mask is None:
+        problems.append(f"mask unreadable or not the image's size {shape[:2]} (left out of "
+                        f"pixel metrics): {sample.mask}")
+        return None
+    if protocol == "official":
+        return cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR) > 0
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
+
+
+class PromptBank:
+    """Normal images of a class (or the pool): paths, lazily loaded tensors, global vectors."""
+
+    def __init__(self, paths: Sequence[Path], size: int, scorer: Scorer) -> None:
+        self.paths, self.size, self.scorer = list(paths), size, scorer
+        self._tensors: dict[Path, torch.Tensor] = {}
+        self._vectors: torch.Tensor | None = None
+
+    def tensor(self, path: Path) -> torch.Tensor:
+        if path not in self._tensors:
+            self._tensors[path] = load_tensor(path, self.size)
+        return self._tensors[path]
+
+    def vectors(self, batch: int) -> torch.Tensor:
+        if self._vectors is None:
+            parts = [global_features(self.scorer.encoder, torch.stack(
+                [load_tensor(p, self.size) for p in self.paths[i:i + batch]]).to(self.scorer.device))
+                for i in range(0, len(self.paths), batch)]
+            self._vectors = torch.cat(parts)
+        return self._vectors
+
+
+def _choose(cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None,
+            query_feats: list[torch.Tensor]) -> list[list[Path]]:
+    """K prompt paths per query of the batch."""
+    b = query_feats[0].shape[0]
+    if fixed is not None:
+        return [fixed] * b
+    q = torch.nn.functional.normalize(query_feats[-1].mean(dim=(2, 3)), dim=1)
+    idx = closest(q, bank.vectors(cfg.batch_size), cfg.shots).cpu().tolist()
+    return [[bank.paths[i] for i in row] for row in idx]
+
+
+def check_rotations(rotations: Sequence[int]) -> tuple[int, ...]:
+    """Prompt rotations must be exact (multiples of 90 degrees keep the whole image)."""
+    if not rotations or any(r % 90 for r in rotations):
+        raise UserError(f"--prompt-rotations takes multiples of 90 degrees, got {list(rotations)}")
+    return tuple(dict.fromkeys(r % 360 for r in rotations))
+
+
+def _prompt_feats(scorer: Scorer, chosen: list[list[Path]], load,
+                  cache: dict[tuple[Path, ...], list[list[torch.Tensor]]],
+                  rotations: Sequence[int] = (0,)) -> list[list[torch.Tensor]]:
+    """Per shot (and per rotation of each prompt, test-time augmentation for rotation-
+    variant parts), encoder features with batch 1 when all queries share the prompt (then
+    computed once per class and cached)."""
+    shared = all(c == chosen[0] for c in chosen)
+    if shared and tuple(chosen[0]) in cache:
+        return cache[tuple(chosen[0])]
+    shots = []
+    for k in range(len(chosen[0])):
+        paths = [chosen[0][k]] if shared else [c[k] for c in chosen]
+        images = torch.stack([load(p) for p in paths])
+        shots += [scorer.features(torch.rot90(images, r // 90, dims=(2, 3))) for r in rotations]
+    if shared:
+        cache[tuple(chosen[0])] = shots
+    return shots
+
+
+def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
+                fixed: list[Path] | None, bank: PromptBank | None, problems: list[str]) -> ClassMaps:
+    """All test queries of one class through every method, in batches."""
+    result = ClassMaps(maps={m: [] for m in scorer.methods})
+    loader = bank or PromptBank([], size, scorer)
+    samples, cache = data.test, {}
+    bar = tqdm(range(0, len(samples), cfg.batch_size), desc=data.name, disable=not cfg.progress, leave=False)
+    for i in bar:
+        batch = samples[i:i + cfg.batch_size]
+        images = [read_image(s.path) for s in batch]
+        queries = torch.stack([to_tensor(rgb, size) for rgb in images])
+        query_feats = scorer.features(queries)
+        chosen = _choose(cfg, fixed, bank, query_feats)
+        prompt_feats = _prompt_feats(scorer, chosen, loader.tensor, cache, cfg.prompt_rotations)
+        maps = scorer.maps(prompt_feats, query_feats, (size, size))
+        for method, m in maps.items():
+            result.maps[method].extend(map_to_numpy(x) for x in m)
+        result.samples.extend(batch)
+        result.prompts.extend(chosen)
+        result.masks.extend(_mask(s, rgb.shape, size, cfg.metric.protocol, problems)
+                            for s, rgb in zip(batch, images))
+    return result
+
+
+def _per_image_quality(maps: list[np.ndarray], cm: ClassMaps) -> list[tuple[float, int]]:
+    """(quality, index) of anomalous queries: pixel AP when a mask exists, else image score."""
+    from metauas.evaluation.metrics import average_precision, counts_from_scores
+
+    out = []
+    for i, (s, mask) in enumerate(zip(cm.samples, cm.masks)):
+        if s.label == 1:
+            q = average_precision(counts_from_scores(maps[i], mask)) if mask is not None else float(maps[i].max())
+            out.append((q, i))
+    return sorted(out)
+
+
+def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int) -> list[Path]:
+    """prompt | query | truth | prediction strips of the n best and n worst anomalous queries."""
+    written = []
+    for method, maps in cm.maps.items():
+        # model maps are probabilities; lookup distances (and blends) are coloured up to the class max
+        vmax = 1.0 if method == "model" else max(float(m.max()) for m in maps)
+        ranked = _per_image_quality(maps, cm)
+        worst = ranked[:n]
+        best = [r for r in ranked[::-1][:n] if r not in worst]
+        picks = [("worst", r) for r in worst] + [("best", r) for r in best]
+        for tag, (quality, i) in picks:
+            s = cm.samples[i]
+            row = overlay_row(to_tensor(read_image(cm.prompts[i][0]), size), to_tensor(read_image(s.path), size),
+                              cm.masks[i], maps[i], vmax)
+            path = out / "overlays" / method / name / f"{tag}-{s.defect}-{s.path.stem}.png"
+            written.append(write_png(path, row))
+    return written
+
+
+def _runs(cfg: EvalConfig, classes: list[ClassData]) -> dict[str, dict[str, list[Path] | None]]:
+    """Run label -> class -> fixed prompt paths (None: chosen per query from a bank)."""
+    if cfg.prompts_file is not None:
+        table = read_prompt_file(cfg.prompts_file, cfg.data if cfg.data.is_dir() else cfg.data.parent)
+        missing = [c.name for c in classes if any(c.name not in t for t in table.values())]
+        if missing:
+            raise UserError(f"prompts file {cfg.prompts_file} has no prompts for: {', '.join(missing)}")
+        return {f"file-seed{s}": {c.name: t[c.name] for c in classes} for s, t in table.items()}
+    if cfg.prompt_mode == "best":
+        return {"best": {c.name: None for c in classes}}
+    if cfg.prompt_mode == "pool":
+        return {f"pool-seed{s}": {c.name: None for c in classes} for s in cfg.seeds}
+    return {f"seed{s}": {c.name: random_prompts(c.train, cfg.shots, s, c.name) for c in classes}
+            for s in cfg.seeds}
+
+
+def _bank(cfg: EvalConfig, run: str, data: ClassData, classes: list[ClassData], size: int,
+          scorer: Scorer, pools: dict[str, PromptBank]) -> PromptBank | None:
+    if cfg.prompt_mode == "best" and cfg.prompts_file is None:
+        if len(data.train) < cfg.shots:
+            raise UserError(f"class {data.name}: {len(data.train)} normal training image(s), "
+                            f"--shots {cfg.shots} needs at least {cfg.shots}")
+        return PromptBank(data.train, size, scorer)
+    if cfg.prompt_mode == "pool" and cfg.prompts_file is None:
+        if run not in pools:
+            seed = int(run.removeprefix("pool-seed"))
+            pools[run] = PromptBank([random_prompts(c.train, 1, seed, c.name)[0] for c in classes if c.train],
+                                    size, scorer)
+        return pools[run]
+    return None
+
+
+def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
+               methods: Sequence[str]) -> list[dict]:
+    """Rows per class and method (mean over runs, std when several) and a mean row."""
+    def stats(values: list[dict]) -> tuple[dict, dict | None]:
+        arr = {m: np.array([v[m] for v in values], float) for m in METRICS}
+        mean = {m: float(np.nanmean(a)) if np.isfinite(a).any() else math.nan for m, a in arr.items()}
+        std = {m: float(np.nanstd(a)) if np.isfinite(a).any() else math.nan for m, a in arr.items()}
+        return mean, (std if len(values) > 1 else None)
+
+    rows = []
+    for name in classes:
+        for method in methods:
+            mean, std = stats([per_run[r][name][method] for r in per_run])
+            rows.append({"class": name, "method": method, "metrics": mean, "std": std})
+    for method in methods:
+        class_means = []
+        for r in per_run:
+            per_class = [per_run[r][c][method] for c in classes]
+            class_means.append(stats(per_class)[0])
+        mean, std = stats(class_means)
+        rows.append({"class": "mean", "method": method, "metrics": mean, "std": std})
+    return rows
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run the whole evaluation and write metrics.{json,csv,md} and overlays under cfg.out."""
+    if cfg.prompt_mode not in MODES:
+        raise UserError(f"unknown prompt mode {cfg.prompt_mode!r}: use {'|'.join(MODES)}")
+    if cfg.metric.protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {cfg.metric.protocol!r}: use {'|'.join(PROTOCOLS)}")
+    if cfg.shots < 1:
+        raise UserError("--shots must be at least 1")
+    check_rotations(cfg.prompt_rotations)
+    bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
+    methods = methods_for(cfg.method)
+    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, pick_device(cfg.device),
+                                cfg.mix_weight, compile=cfg.compile)
+    size = cfg.size or int(meta.get("size", 256))
+    problems = list(bench.problems)
+    runs = _runs(cfg, bench.classes)
+    per_run: dict[str, dict[str, dict[str, dict]]] = {}
+    pools: dict[str, PromptBank] = {}
+    overlays: list[str] = []
+    for r, (run, fixed) in enumerate(runs.items()):
+        per_run[run] = {}
+        for data in bench.classes:
+            bank = _bank(cfg, run, data, bench.classes, size, scorer, pools)
+            cm = score_class(cfg, scorer, data, size, fixed[data.name], bank, problems if r == 0 else [])
+            per_run[run][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, [s.label for s in cm.samples],
+                                                          cfg.metric) for m in methods}
+            if r == 0 and cfg.overlays > 0:
+                overlays += [str(p.relative_to(cfg.out)) for p in write_overlays(cfg.out, data.name, cm, size,
+                                                                                 cfg.overlays)]
+    config = {**asdict(cfg), "size": size, "seeds": list(runs), "protocol": cfg.metric.protocol,
+              "image_score": cfg.metric.image_score if cfg.metric.image_score == "max"
+              else f"mean of top-{cfg.metric.topk}"}
+    result = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
+        "checkpoint": {k: meta[k] for k in ("step", "size", "encoder", "parameters") if k in meta},
+        "rows": _summarise(per_run, [c.name for c in bench.classes], methods),
+        "runs": per_run,
+        "efficiency": scorer.efficiency(size),
+        "problems": problems,
+        "overlays": overlays,
+    }
+    write_tables(cfg.out, result)
+    write_html_report(cfg.out, result)
+    return result

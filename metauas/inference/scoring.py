@@ -1,0 +1,189 @@
+"""Turning (prompt, query) images into anomaly maps, for the model and the lookup baseline.
+
+Both methods share one frozen encoder pass: the model's encoder is the baseline's, so
+features are computed once per image and each method pays only its own head. Timing is
+kept per method (encoder time counted for both) for the efficiency line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from metauas.errors import UserError
+from metauas.inference.lookup import LookupConfig, lookup_from_features
+from metauas.evaluation.readers import read_image
+
+METHODS = ("model", "lookup", "mix")  # mix: (1 - w) * model + w * lookup, a fixed blend
+METHOD_SETS = {"both": ("model", "lookup"), "all": METHODS}
+SHOT_FUSIONS = ("features", "joint", "mean", "max")
+
+
+def load_tensor(path: Path, size: int) -> torch.Tensor:
+    return to_tensor(read_image(path), size)
+
+
+def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """3 x size x size float RGB in [0, 1] (whole image resized, no crop: defects at the
+    border stay in the evaluated frame)."""
+    interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
+    rgb = cv2.resize(rgb, (size, size), interpolation=interp)
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)
+
+
+def uses_model(methods: Sequence[str]) -> bool:
+    """Whether these methods need the trained model (`mix` blends its map in)."""
+    return bool({"model", "mix"} & set(methods))
+
+
+def require_checkpoint(methods: Sequence[str], given: bool) -> None:
+    if uses_model(methods) and not given:
+        raise UserError(f"--method {'|'.join(methods)} needs --checkpoint (or use --method lookup)")
+
+
+def methods_for(name: str) -> tuple[str, ...]:
+    if name in METHOD_SETS:
+        return METHOD_SETS[name]
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}: use {'|'.join([*METHODS, *METHOD_SETS])}")
+    return (name,)
+
+
+@dataclass
+class Scorer:
+    """Anomaly maps B x 1 x H x W in [0, 1] per method, from features computed once."""
+
+    encoder: torch.nn.Module
+    model: torch.nn.Module | None = None
+    methods: tuple[str, ...] = METHODS
+    # K prompts: average aligned features | one joint dictionary | mean | max of per-prompt maps
+    shot_fusion: str = "features"
+    lookup: LookupConfig = field(default_factory=LookupConfig)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    mix_weight: float = 0.5  # weight of the lookup map in the `mix` method
+    # the trained model's counts (None: count `model`; a prepared model has folded layers)
+    model_parameters: dict[str, int] | None = None
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("encoder", *METHODS), 0.0))
+    images: int = 0
+
+    def __post_init__(self) -> None:
+        require_checkpoint(self.methods, self.model is not None)
+        if self.shot_fusion not in SHOT_FUSIONS:
+            raise UserError(f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}")
+        if not 0.0 <= self.mix_weight <= 1.0:
+            raise UserError(f"--mix-weight must be in [0, 1], got {self.mix_weight}")
+        if self.model is not None and self.model_parameters is None:
+            self.model_parameters = self.model.parameter_counts()
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        start = time.perf_counter()
+        feats = self.encoder(images.to(self.device))
+        self._sync()
+        self.seconds["encoder"] += time.perf_counter() - start
+        return feats
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    @torch.no_grad()
+    def _model_map(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats, size) -> torch.Tensor:
+        if len(prompt_feats) == 1 or self.shot_fusion in ("features", "joint"):
+            pf = prompt_feats[0] if len(prompt_feats) == 1 else prompt_feats
+            return torch.sigmoid(self.model.segment(pf, query_feats, size=size, joint=self.shot_fusion == "joint"))
+        maps = torch.stack([torch.sigmoid(self.model.segment(p, query_feats, size=size)) for p in prompt_feats])
+        return maps.mean(0) if self.shot_fusion == "mean" else maps.amax(0)
+
+    @torch.no_grad()
+    def maps(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats: Sequence[torch.Tensor],
+             size: Sequence[int]) -> dict[str, torch.Tensor]:
+        """`prompt_feats`: one feature list per shot, each with batch 1 (shared) or B.
+        `mix` reuses the model and lookup maps of the same batch (computed once)."""
+        computed: dict[str, torch.Tensor] = {}
+
+        def compute(method: str) -> torch.Tensor:
+            if method not in computed:
+                start = time.perf_counter()
+                if method == "model":
+                    computed[method] = self._model_map(prompt_feats, query_feats, tuple(size)).float()
+                elif method == "lookup":
+                    computed[method] = lookup_from_features(prompt_feats, query_feats, size, self.lookup).float()
+                else:
+                    model, lookup = compute("model"), compute("lookup")
+                    start = time.perf_counter()  # the blend's own cost; its inputs are counted above
+                    computed[method] = (1 - self.mix_weight) * model + self.mix_weight * lookup
+                self._sync()
+                self.seconds[method] += time.perf_counter() - start
+            return computed[method]
+
+        out = {method: compute(method) for method in self.methods}
+        self.images += query_feats[0].shape[0]
+        return out
+
+    def efficiency(self, size: int) -> dict[str, dict]:
+        """Per method: parameters, ms per query image (encoder included), device."""
+        n = max(self.images, 1)
+        info = {}
+        encoder_params = sum(p.numel() for p in self.encoder.parameters())
+        needs = {"model": ("model",), "lookup": ("lookup",), "mix": ("model", "lookup", "mix")}
+        for method in self.methods:  # the baseline's only parameters are the frozen encoder's
+            params = (self.model_parameters if uses_model((method,))
+                      else {"total": encoder_params, "learnable": 0})
+            ms = 1000 * (self.seconds["encoder"] + sum(self.seconds[m] for m in needs[method])) / n
+            info[method] = {"parameters": params, "ms_per_image": ms, "size": size,
+                            "device": device_name(self.device)}
+        return info
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device available")
+    return torch.device(name)
+
+
+def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion: str,
+                 lookup: LookupConfig, device: torch.device, mix_weight: float = 0.5,
+                 compile: bool = False) -> tuple[Scorer, dict]:
+    """Load the checkpoint (made inference-only and faster, see `inference`) or the
+    default offline encoder."""
+    from metauas.inference.prepared import keep_freed_buffers, prepare_for_inference
+
+    require_checkpoint(methods, checkpoint is not None)  # before loading anything
+    meta: dict = {}
+    model, counts = None, None
+    if checkpoint is not None:
+        from metauas.model.checkpoint import load_model
+
+        model, meta = load_model(checkpoint, map_location="cpu")
+        counts = model.parameter_counts()  # before folding merges layers and freezes all
+        model = prepare_for_inference(model.to(device), compile=compile)
+        encoder = model.encoder
+        model, counts = (model, counts) if uses_model(methods) else (None, None)
+    else:
+        from metauas.model.encoder import EncoderConfig, build_encoder
+
+        keep_freed_buffers()  # the lookup baseline alone (prepare_for_inference does it otherwise)
+        encoder = build_encoder(EncoderConfig()).to(device).to(memory_format=torch.channels_last)
+    scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight, model_parameters=counts)
+    return scorer, meta
+
+
+def map_to_numpy(m: torch.Tensor) -> np.ndarray:
+    return m.detach().float().cpu().numpy().reshape(m.shape[-2], m.shape[-1])

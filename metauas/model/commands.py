@@ -1,0 +1,48 @@
+"""`metauas import-official`: the paper authors' checkpoint as one of ours.
+
+torch and timm are imported inside the command body so `metauas --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from metauas.errors import UserError
+
+DEFAULT_SIZE = 256
+
+
+def size_from_name(path: Path) -> int | None:
+    """The training size a file name states (`metauas-512.ckpt` -> 512): a number of 3-4
+    digits, multiple of 32, standing alone; None if there is none or more than one."""
+    sizes = {int(n) for n in re.findall(r"(?<!\d)(\d{3,4})(?!\d)", path.stem) if int(n) % 32 == 0}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def import_official_command(
+    ckpt: Path = typer.Argument(..., help="Official checkpoint (gaobb/MetaUAS metauas-256.ckpt or metauas-512.ckpt)."),
+    out: Path = typer.Option(..., "--out", help="Our checkpoint to write (.pt), for predict/evaluate --checkpoint."),
+    size: int = typer.Option(None, "--size", help="Size the weights were trained at, recorded as the "
+                             "checkpoint's default inference size (default: the number in the file "
+                             f"name, e.g. metauas-512.ckpt -> 512, else {DEFAULT_SIZE})."),
+) -> None:
+    """Convert the official MetaUAS checkpoint (paper weights) into a metauas checkpoint."""
+    from metauas.model.checkpoint import save_checkpoint
+    from metauas.model.official import load_official
+
+    if size is not None and (size < 32 or size % 32):
+        raise UserError(f"--size must be a positive multiple of 32, got {size}")
+    size = size or size_from_name(ckpt) or DEFAULT_SIZE
+    model = load_official(ckpt)
+    extra = {"source": str(ckpt.resolve()), "official": True,
+             "origin": "official MetaUAS checkpoint (gaobb/MetaUAS), converted by metauas import-official"}
+    path = save_checkpoint(out, model, size=size, step=0, extra=extra)
+    typer.echo(f"wrote {path} (official MetaUAS weights, size {size})")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Attach `import-official` to the main app (no benchmark)."""
+    app.command("import-official")(import_official_command)

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny MVTec-layout benchmark drawn here (64 px), a tiny untrained
+checkpoint (random encoder weights, so no weights package is needed), training shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from make_data import make_mvtec, write_shards
+
+
+@pytest.fixture(scope="session")
+def mvtec_root(tmp_path_factory) -> Path:
+    return make_mvtec(tmp_path_factory.mktemp("mvtec"), {"tile": (200, 160, 120), "plate": (90, 140, 210)})
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    from metauas.model.checkpoint import save_checkpoint
+    from metauas.model.encoder import EncoderConfig
+    from metauas.model.network import MetaUAS, ModelConfig
+
+    model = MetaUAS(ModelConfig(encoder=EncoderConfig(weights="none"), decoder_channels=(32, 16, 16, 8, 8)))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, size=64, step=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_worker():
+    """pytest -n 2 on 2 cores: one torch thread per worker avoids oversubscription."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shard_dir(tmp_path_factory) -> Path:
+    """4 training shards x 8 pairs and 1 validation shard x 8 pairs, 64 px."""
+    root = tmp_path_factory.mktemp("shards")
+    write_shards(root / "train", shards=4, per_shard=8, seed=0)
+    write_shards(root / "val", shards=1, per_shard=8, seed=1)
+    return root

@@ -1,0 +1,106 @@
+"""Model shapes for every alignment/fusion, the alignment maths, K-shot and shared prompts."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from metauas.errors import UserError
+from metauas.model.encoder import EncoderConfig
+from metauas.model.network import MetaUAS, ModelConfig, align
+
+from make_data import tiny_model_config
+
+
+@pytest.mark.parametrize("alignment", ["soft", "hard", "none"])
+@pytest.mark.parametrize("fusion", ["cat", "add", "absdiff"])
+def test_every_variant_gives_full_resolution_logits(alignment, fusion):
+    model = MetaUAS(tiny_model_config(alignment=alignment, fusion=fusion))
+    prompt, query = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    logits = model(prompt, query)
+    assert logits.shape == (2, 1, 64, 64)
+    logits.mean().backward()
+    assert all(p.grad is not None for p in model.learnable_parameters())
+    probs = model.predict(prompt, query)
+    assert probs.shape == (2, 1, 64, 64) and 0 <= probs.min() and probs.max() <= 1
+
+
+def test_non_square_and_odd_sizes_keep_the_query_resolution():
+    model = MetaUAS(tiny_model_config())
+    assert model(torch.rand(1, 3, 72, 100), torch.rand(1, 3, 72, 100)).shape == (1, 1, 72, 100)
+
+
+def test_soft_alignment_is_a_convex_combination_of_prompt_features():
+    torch.manual_seed(0)
+    values = torch.randn(2, 5, 3, 4)  # B x C x h x w prompt features
+    keys, query = torch.randn(2, 6, 3, 4), torch.randn(2, 6, 2, 3)
+    out = align(values, keys, query, "soft")
+    sim = torch.einsum("bcn,bcm->bnm", query.flatten(2), keys.flatten(2))
+    weights = sim.softmax(-1)
+    assert torch.all(weights >= 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 6))
+    expected = torch.einsum("bnm,bcm->bcn", weights, values.flatten(2)).reshape(2, 5, 2, 3)
+    torch.testing.assert_close(out, expected)
+    # each output vector lies inside the per-channel range of the prompt's vectors
+    lo = values.flatten(2).min(-1).values[..., None, None]
+    hi = values.flatten(2).max(-1).values[..., None, None]
+    assert torch.all(out >= lo - 1e-6) and torch.all(out <= hi + 1e-6)
+
+
+def test_hard_alignment_picks_the_most_similar_prompt_position():
+    torch.manual_seed(1)
+    values, keys, query = torch.randn(1, 4, 3, 3), torch.randn(1, 8, 3, 3), torch.randn(1, 8, 2, 2)
+    out = align(values, keys, query, "hard")
+    for n in range(4):
+        q = query.flatten(2)[0, :, n]
+        best = int((keys.flatten(2)[0].T @ q).argmax())
+        torch.testing.assert_close(out.flatten(2)[0, :, n], values.flatten(2)[0, :, best])
+
+
+def test_identical_keys_make_soft_alignment_pick_the_same_position():
+    values = torch.randn(1, 3, 4, 4)
+    keys = torch.eye(16).reshape(1, 16, 4, 4) * 50  # position m has key e_m
+    out = align(values, keys, keys, "soft")
+    torch.testing.assert_close(out, values, atol=1e-5, rtol=0)
+
+
+def test_shared_prompt_and_k_shot_match_explicit_batches():
+    model = MetaUAS(tiny_model_config()).eval()
+    prompt, queries = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        shared = model.segment(model.encode(prompt), model.encode(queries))
+        explicit = model(prompt.expand(3, -1, -1, -1), queries)
+        torch.testing.assert_close(shared, explicit, atol=1e-5, rtol=1e-5)
+        one = model.encode(prompt)
+        k_shot = model.segment([one, one], model.encode(queries))
+        torch.testing.assert_close(k_shot, shared, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_stays_frozen_in_train_mode():
+    model = MetaUAS(tiny_model_config()).train()
+    assert model.decoder.training and not model.encoder.training
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_config_round_trips_through_a_dict_and_rejects_unknown_values():
+    cfg = tiny_model_config(alignment="hard", fusion="absdiff")
+    assert ModelConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+    with pytest.raises(UserError, match="alignment"):
+        ModelConfig(alignment="magic")
+    with pytest.raises(UserError, match="fusion"):
+        ModelConfig(fusion="mul")
+
+
+def test_official_b4_layout_has_the_papers_learnable_parameter_count():
+    cfg = ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"), fusion="cat")
+    counts = MetaUAS(cfg).parameter_counts()
+    # the paper reports 4.6M learnable (alignment + decoder + head) with b4
+    assert 4.5e6 < counts["learnable"] < 4.7e6
+    assert counts["total"] > 20e6
+
+
+def test_a_fresh_model_starts_near_the_change_prior_not_at_one_half():
+    torch.manual_seed(0)
+    model = MetaUAS(tiny_model_config()).eval()
+    probs = model.predict(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert 0.01 < probs.mean().item() < 0.2

@@ -1,0 +1,167 @@
+"""The official MetaUAS checkpoint: converted weights reproduce the official architecture.
+
+The reference is built from segmentation_models_pytorch's own parts, as the official code
+builds it (smp's lukemelas EfficientNet-b4 encoder with its static "same" padding, smp's
+UNet decoder with the three deepest stages doubled by `cat` fusion, three 1x1 alignment
+projections under the official names, a 1x1 mask head), with random weights and BatchNorm
+statistics; its state dict has the official checkpoint's key names and shapes.
+"""
+
+import dataclasses
+
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+from torch import nn
+
+from metauas.cli import main
+from metauas.errors import UserError
+from metauas.model.checkpoint import FORMAT, load_model
+from metauas.model.network import MetaUAS
+from metauas.model.official import OFFICIAL_CONFIG, convert, load_official
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # smp's imagenet params
+
+
+class _Projection(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dimensionality_reduction = nn.Conv2d(channels, channels // 2, 1)
+
+
+class _Alignment(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alignment_layer = _Projection(channels)
+
+
+class OfficialReference(nn.Module):
+    """The official MetaUAS("efficientnet-b4", "unet", 5, 5, 3, "sa", "cat") forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = smp.encoders.get_encoder("efficientnet-b4", in_channels=3, depth=5, weights=None)
+        self.alignment = nn.ModuleList(_Alignment(c) for c in (448, 160, 56))  # deepest first
+        # smp 0.2.1 + num_coam_layers=3 doubles the three deepest stages' channels
+        self.decoder = UnetDecoder([3, 48, 32, 2 * 56, 2 * 160, 2 * 448], [256, 128, 64, 64, 48],
+                                   n_blocks=5, attention_type="scse")
+        self.mask_head = nn.Conv2d(48, 1, 1)
+
+    def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+        q, p = self.encoder((query - mean) / std), self.encoder((prompt - mean) / std)
+        for i, module in enumerate(self.alignment):
+            level = len(q) - 1 - i
+            project = module.alignment_layer.dimensionality_reduction
+            sim = torch.einsum("bcij,bcm->bijm", project(q[level]), project(p[level]).flatten(2))
+            aligned = torch.einsum("bijm,bcm->bcij", sim.softmax(dim=-1), p[level].flatten(2))
+            q[level] = torch.cat([q[level], aligned], dim=1)
+        return self.mask_head(self.decoder(q)).sigmoid()
+
+
+def _randomise(ref: OfficialReference) -> None:
+    """Weights whose outputs spread over (0, 1), and BatchNorm statistics far from the
+    init, so every tensor of the mapping (BN buffers included) shows in the output."""
+    with torch.no_grad():
+        for m in [*ref.decoder.modules(), ref.mask_head]:  # He init: keep the decoder's scale
+            if isinstance(m, nn.Conv2d):
+                m.weight.normal_(0, (2 / m.weight[0].numel()) ** 0.5)
+                if m.bias is not None:
+                    m.bias.normal_(0, 0.1)
+        for m in ref.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.1)
+                m.bias.normal_(0, 0.1)
+                m.num_batches_tracked.fill_(7)
+
+
+@pytest.fixture(scope="module")
+def reference() -> OfficialReference:
+    torch.manual_seed(0)
+    ref = OfficialReference()
+    _randomise(ref)
+    return ref.eval()
+
+
+@pytest.fixture(scope="module")
+def official_file(reference, tmp_path_factory):
+    """The reference's state dict saved as the official file, in Lightning's wrapper."""
+    path = tmp_path_factory.mktemp("official") / "metauas-512.ckpt"
+    torch.save({"state_dict": reference.state_dict(), "epoch": 3}, path)
+    return path
+
+
+def _pair(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(size)
+    return torch.rand(1, 3, size, size, generator=g), torch.rand(1, 3, size, size, generator=g)
+
+
+def _max_diff(reference: nn.Module, model: MetaUAS, size: int) -> float:
+    prompt, query = _pair(size)
+    with torch.no_grad():
+        expected = reference(prompt, query)
+    return (model.predict(prompt, query) - expected).abs().max().item()
+
+
+def test_converted_weights_reproduce_the_official_model(reference, official_file):
+    model = load_official(official_file)
+    assert model.cfg == OFFICIAL_CONFIG
+    assert _max_diff(reference, model, 256) < 1e-4  # measured 9.5e-7
+    assert _max_diff(reference, model, 192) < 1e-4
+
+
+def test_official_padding_is_needed(reference):
+    """timm's dynamic "same" padding shifts the first 5x5 stride-2 conv's grid (its input
+    is 64 px at 256, 95 px in lukemelas's 380 px assumption): a visible difference."""
+    cfg = dataclasses.replace(OFFICIAL_CONFIG, encoder=dataclasses.replace(OFFICIAL_CONFIG.encoder,
+                                                                           static_pad_size=0))
+    model = MetaUAS(cfg)
+    model.load_state_dict(convert(reference.state_dict(), model, "reference"))
+    assert _max_diff(reference, model.eval(), 256) > 1e-4  # measured 1.2e-3
+
+
+def test_import_official_writes_a_checkpoint_predict_uses(reference, official_file, tmp_path, capsys):
+    out = tmp_path / "official.pt"
+    assert main(["import-official", str(official_file), "--out", str(out)]) == 0
+    assert "size 512" in capsys.readouterr().out  # from the file name
+    model, meta = load_model(out)
+    assert meta["official"] and meta["size"] == 512 and meta["source"].endswith("metauas-512.ckpt")
+    assert model.cfg.encoder.static_pad_size == 380
+    assert _max_diff(reference, model, 256) < 1e-4
+
+
+def _assert_one_line_error(argv: list[str], capsys, match: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and match in err, err
+
+
+def test_wrong_files_are_one_line_errors(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "o.pt")]
+    _assert_one_line_error(["import-official", str(tmp_path / "none.ckpt"), *out], capsys, "not found")
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    _assert_one_line_error(["import-official", str(text), *out], capsys, "not an official MetaUAS checkpoint")
+
+    ours = tmp_path / "ours.pt"  # a metauas checkpoint's layout, not a state dict
+    torch.save({"meta": {"format": FORMAT}, "model": {"head.bias": torch.zeros(1)}}, ours)
+    _assert_one_line_error(["import-official", str(ours), *out], capsys, "holds no state dict")
+    other = tmp_path / "other.pth"  # some other model's state dict
+    torch.save({"fc.weight": torch.zeros(2, 2)}, other)
+    _assert_one_line_error(["import-official", str(other), *out], capsys, "unexpected key fc.weight")
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_missing_unexpected_and_misshapen_keys_are_named(reference):
+    model = MetaUAS(OFFICIAL_CONFIG)
+    state = reference.state_dict()
+    with pytest.raises(UserError, match="unexpected key encoder._fc.weight"):
+        convert({**state, "encoder._fc.weight": torch.zeros(1000, 1792)}, model, "f")
+    with pytest.raises(UserError, match=r"mask_head.weight has shape \(2, 48, 1, 1\)"):
+        convert({**state, "mask_head.weight": torch.zeros(2, 48, 1, 1)}, model, "f")
+    del state["alignment.0.alignment_layer.dimensionality_reduction.bias"]
+    with pytest.raises(UserError, match=r"1 weight\(s\) missing \(first, in our names: alignments.2.project.bias"):
+        convert(state, model, "f")

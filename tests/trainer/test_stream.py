@@ -1,0 +1,116 @@
+"""Streaming shards: URL forms, the deterministic reader, augmentation, corrupt data."""
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from make_data import write_shards
+
+from metauas.errors import UserError
+from metauas.trainer.augment import AugmentConfig, augment_pair
+from metauas.trainer.stream import StreamConfig, count_samples, expand_urls, iter_pairs, train_dataset
+
+
+def test_url_forms_expand_to_the_same_shards(shard_dir):
+    train = shard_dir / "train"
+    expected = [str(p) for p in sorted(train.glob("*.tar"))]
+    assert expand_urls(str(train / "shard-{000000..000003}.tar")) == expected
+    assert expand_urls(str(train / "*.tar")) == expected
+    assert expand_urls(str(train)) == expected
+    assert expand_urls(["pipe:cat a.tar", "s3://bucket/x-{0..1}.tar"]) == [
+        "pipe:cat a.tar", "s3://bucket/x-0.tar", "s3://bucket/x-1.tar"]
+    assert count_samples(expected) == 32
+    with pytest.raises(UserError, match="not found"):
+        expand_urls(str(train / "missing.tar"))
+    with pytest.raises(UserError, match="no shards"):
+        expand_urls(str(train / "*.nothing"))
+
+
+def test_iter_pairs_is_deterministic_and_reads_pipe_urls(shard_dir):
+    path = shard_dir / "val" / "shard-000000.tar"
+    first = list(iter_pairs(str(path), 32))
+    again = list(iter_pairs(f"pipe:cat {path}", 32))
+    assert [p["key"] for p in first] == [f"{i:08d}" for i in range(8)]
+    assert [p["key"] for p in again] == [p["key"] for p in first]
+    for a, b in zip(first, again):
+        assert torch.equal(a["query"], b["query"]) and torch.equal(a["mask"], b["mask"])
+    pair = first[0]
+    assert pair["prompt"].shape == (3, 32, 32) and pair["prompt"].dtype == torch.float32
+    assert 0 <= pair["prompt"].min() and pair["prompt"].max() <= 1
+    assert set(pair["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert pair["meta"]["schema"] == "changepair/1"
+
+
+def test_corrupt_samples_and_truncated_shards_are_logged_and_skipped(tmp_path, caplog):
+    good = write_shards(tmp_path / "good", shards=1, per_shard=6)[0]
+    truncated = tmp_path / "bad" / "shard-000001.tar"
+    truncated.parent.mkdir()
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])  # cut mid-member: tarfile raises
+    garbage = tmp_path / "bad" / "shard-000002.tar"
+    garbage.write_bytes(b"\x00garbage" * 300)
+    corrupt_sample = tmp_path / "bad" / "shard-000003.tar"
+    shutil.copy(good, corrupt_sample)
+    raw = bytearray(corrupt_sample.read_bytes())
+    at = raw.find(b"\x89PNG", 2000)  # damage one image inside a valid tar
+    raw[at:at + 64] = b"\x00" * 64
+    corrupt_sample.write_bytes(bytes(raw))
+
+    urls = [str(good), str(truncated), str(garbage), str(corrupt_sample)]
+    with caplog.at_level(logging.WARNING, logger="metauas.data"):
+        keys = [p["key"] for p in iter_pairs(urls, 32)]
+    assert keys[:6] == [f"{i:08d}" for i in range(6)]
+    assert 6 < len(keys) < 6 + 3 + 6  # part of the truncated shard, 5 of the damaged one
+    assert any("skipping corrupt data" in r.message for r in caplog.records)
+
+    stream = StreamConfig(tuple(urls), size=32, batch_size=4, workers=0, shuffle_buffer=8)
+    batches = [b for _, b in zip(range(6), iter(train_dataset(stream)))]
+    assert all(b["prompt"].shape == (4, 3, 32, 32) for b in batches)
+
+
+def test_augmentation_swaps_warps_and_keeps_only_change_visible_in_both():
+    rng = np.random.default_rng(0)
+    size = 48
+    prompt = np.full((64, 64, 3), 100, np.uint8)
+    query = prompt.copy()
+    query[:, 32:] = 200  # the right half changed
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 1
+    pair = {"prompt": prompt, "query": query, "mask": mask}
+    cfg = AugmentConfig(swap=0.0, affine=1.0, jitter=0.0)
+    for _ in range(20):
+        out = augment_pair(pair, size, cfg, rng)
+        assert out["prompt"].shape == (size, size, 3) and out["mask"].shape == (size, size)
+        changed = out["mask"] > 0
+        # masked pixels show the query's changed content (bar bilinear edges)
+        assert np.mean(out["query"][changed] > 150) > 0.9
+    # no warp and no swap: the mask is the resized original
+    plain = augment_pair(pair, 32, AugmentConfig(swap=0.0, affine=0.0, jitter=0.0), rng)
+    assert plain["mask"][:, 16:].all() and not plain["mask"][:, :16].any()
+    swapped = augment_pair(pair, 32, AugmentConfig(swap=1.0, affine=0.0, jitter=0.0), rng)
+    assert np.all(swapped["prompt"][:, 20:] > 150) and swapped["mask"][:, 16:].all()
+
+
+def test_warp_drops_change_that_the_prompt_does_not_show():
+    """Shift the prompt far right: the query's left change has no counterpart, so it goes."""
+    rng = np.random.default_rng(3)
+    prompt = np.full((64, 64, 3), 100, np.uint8)
+    mask = np.ones((64, 64), np.uint8)
+    cfg = AugmentConfig(swap=0.0, affine=1.0, jitter=0.0, degrees=0.0, translate=0.45, scale=(1.0, 1.0))
+    kept = [augment_pair({"prompt": prompt, "query": prompt, "mask": mask}, 64, cfg, rng)["mask"].mean()
+            for _ in range(20)]
+    assert min(kept) < 0.8  # a large prompt shift removes change it cannot see
+
+
+def test_stream_fills_batches_larger_than_a_readers_share_of_the_data(tmp_path):
+    from metauas.trainer.stream import train_loader
+
+    write_shards(tmp_path, shards=2, per_shard=3, size=32)  # 2 workers x 3 pairs, batch 8
+    cfg = StreamConfig((str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")),
+                       size=32, batch_size=8, workers=2, shuffle_buffer=4)
+    batches = iter(train_loader(cfg))
+    for _ in range(3):
+        batch = next(batches)
+        assert batch["prompt"].shape == (8, 3, 32, 32) and batch["mask"].shape[0] == 8
