@@ -19,8 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from metauas.trainer.augment import AugmentConfig
 from metauas.model.network import ModelConfig
+from metauas.trainer.augment import AugmentConfig
 
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
 
@@ -57,12 +57,12 @@ def train_variant(name: str, data: Path, out: Path, steps: int, lr: float, size:
 
 def heldout_metrics(checkpoint: Path, data: Path, size: int) -> dict[str, float]:
     from metauas.demo import pair_maps
-    from metauas.model.checkpoint import load_model
-    from metauas.trainer.stream import iter_pairs
     from metauas.evaluation.metrics import compute_metrics
+    from metauas.model.checkpoint import load_model
+    from metauas.trainer.stream import resized_pairs
 
     model, _ = load_model(checkpoint)
-    scores = pair_maps({"model": model.predict}, list(iter_pairs(str(data / "heldout"), size)))
+    scores = pair_maps({"model": model.predict}, list(resized_pairs(str(data / "heldout"), size)))
     return compute_metrics(scores.maps["model"], [p["mask"][0].numpy() > 0.5 for p in scores.pairs])
 
 

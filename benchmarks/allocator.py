@@ -29,8 +29,8 @@ def child(keep: bool, pairs: int, size: int, calls: int) -> float:
             raise SystemExit("keep_freed_buffers() did not take effect here (not Linux glibc?)")
     import torch
 
-    from metauas.model.encoder import EncoderConfig
     from metauas.inference.prepared import fold_batchnorm
+    from metauas.model.encoder import EncoderConfig
     from metauas.model.network import MetaUAS, ModelConfig
 
     torch.manual_seed(0)

@@ -50,8 +50,8 @@ def perlin_headline(size: int, repeats: int) -> Headline:
 
 
 def train_headline(size: int, pairs: int) -> Headline:
-    from metauas.trainer.bench import bench_train_builtin
     from metauas.model.network import ModelConfig
+    from metauas.trainer.bench import bench_train_builtin
 
     r = bench_train_builtin(pairs, ModelConfig(), size, batch_size=8, workers=2, batches=8, steps=2)
     return Headline("train", f"loader vs training pairs/s at {size} px, batch 8", f"{r.loader_pairs_s:.1f}",

@@ -45,11 +45,13 @@ def _root(
 def _register_all() -> None:
     from metauas.changegen import commands as changegen_commands
     from metauas.evaluation import commands as evaluation_commands
+    from metauas.inference import commands as inference_commands
     from metauas.model import commands as model_commands
     from metauas.trainer import commands as trainer_commands
 
     changegen_commands.register(app, bench_app)
     trainer_commands.register(app, bench_app)
+    inference_commands.register(app, bench_app)
     evaluation_commands.register(app, bench_app)
     model_commands.register(app, bench_app)
     from metauas import bench_all, demo

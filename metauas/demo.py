@@ -108,11 +108,11 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     """Maps of the trained model, the same model untrained, and the lookup baseline."""
     import torch
 
-    from metauas.model.checkpoint import load_model
-    from metauas.trainer.stream import iter_pairs
-    from metauas.inference.prepared import prepare_for_inference
     from metauas.inference.lookup import lookup_map
+    from metauas.inference.prepared import prepare_for_inference
+    from metauas.model.checkpoint import load_model
     from metauas.model.network import MetaUAS, ModelConfig
+    from metauas.trainer.stream import resized_pairs
 
     trained, meta = load_model(checkpoint)
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
@@ -120,7 +120,7 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     trained = prepare_for_inference(trained)
     methods = {"MetaUAS (trained)": trained.predict, "MetaUAS (step 0)": untrained.predict,
                "lookup baseline": lambda prompt, query: lookup_map(trained.encoder, prompt, query)}
-    return pair_maps(methods, list(iter_pairs(str(cfg.heldout_dir), cfg.size)))
+    return pair_maps(methods, list(resized_pairs(str(cfg.heldout_dir), cfg.size)))
 
 
 METRIC_COLUMNS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
@@ -147,7 +147,7 @@ def _heatmap_rows(scores: HeldoutScores, n: int) -> list:
     and one unchanged pair (where a good model stays silent)."""
     import numpy as np
 
-    from metauas.evaluation.report import heatmap, overlay_row
+    from metauas.inference.overlay import heatmap, overlay_row
 
     changed = [i for i, p in enumerate(scores.pairs) if p["mask"].any()][: max(0, n - 1)]
     unchanged = [i for i, p in enumerate(scores.pairs) if not p["mask"].any()][:1]
@@ -164,10 +164,10 @@ def _heatmap_rows(scores: HeldoutScores, n: int) -> list:
 def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
                       metrics: dict[str, dict[str, float]]) -> Path:
     """report.html: metrics, learning curves, training pairs and held-out heatmaps."""
-    from metauas.evaluation import html as H
+    from metauas.changegen.format import expand_urls
     from metauas.changegen.preview import contact_sheet
+    from metauas.evaluation import html as H
     from metauas.model.checkpoint import load_model
-    from metauas.trainer.stream import expand_urls
 
     model, meta = load_model(checkpoint)
     counts = model.parameter_counts()

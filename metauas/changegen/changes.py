@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np

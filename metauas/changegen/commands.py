@@ -14,7 +14,6 @@ import typer
 
 from metauas.errors import UserError
 
-
 # Options shared by `generate` and `bench generate` (one definition, one help text).
 _SOURCE = typer.Option("builtin", "--source", help="Where images come from: builtin | coco | folder.")
 _IMAGES = typer.Option(None, "--images", help="Folder of images (with --source folder); searched recursively.")
@@ -85,11 +84,15 @@ def preview(
     n: int = typer.Option(16, "--n", help="Number of samples on the sheet (the first N)."),
 ) -> None:
     """Draw a contact sheet: prompt | query | mask over query, with the change type."""
+    from metauas.changegen.format import ReadStats
     from metauas.changegen.preview import write_preview
 
     if n < 1:
         raise UserError("--n must be at least 1")
-    typer.echo(str(write_preview(shards, out, n)))
+    stats = ReadStats()
+    typer.echo(str(write_preview(shards, out, n, stats)))
+    if stats.skipped:
+        typer.secho(f"warning: {stats.summary()}", err=True, fg=typer.colors.YELLOW)
 
 
 def bench_generate(

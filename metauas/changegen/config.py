@@ -11,14 +11,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metauas.changegen.format import CHANGE_TYPES
 from metauas.errors import UserError
 
 GENERATOR_NAME = "metauas.changegen"
 # Bump when the same config + seed would give different bytes.
 GENERATOR_VERSION = "1.0.0"
-SCHEMA = "changepair/1"
 
-CHANGE_TYPES = ("disappear", "appear", "exchange", "local", "none")
 DEFAULT_WEIGHTS = {"disappear": 0.25, "appear": 0.25, "exchange": 0.2, "local": 0.2, "none": 0.1}
 SOURCES = ("builtin", "coco", "folder")
 IMAGE_FORMATS = ("jpg", "png", "webp")

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from metauas.errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -47,6 +49,21 @@ def read_rgb(path: Path, min_side: int) -> np.ndarray:
     if min(img.shape[:2]) < min_side:
         raise SkipSource("too_small", str(path))
     return to_rgb(img)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (by suffix), sorted; [] when it is no folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 of an image file a user named; an unreadable file is a UserError naming it."""
+    try:
+        return read_rgb(Path(path), 1)
+    except SkipSource:
+        raise UserError(f"cannot read image {path} (missing, not an image, or corrupt)") from None
 
 
 def fit_square(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
@@ -89,3 +106,14 @@ def decode(data: bytes, grey: bool = False) -> np.ndarray:
     if img is None:
         raise ValueError("undecodable image bytes")
     return img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def draw_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A copy of `rgb` with `mask` (H x W, nonzero = changed) tinted red and outlined in
+    yellow: how every sheet and report of this project shows a change or a defect."""
+    m = mask > 0
+    out = rgb.copy()
+    out[m] = (0.5 * out[m] + 0.5 * np.array([255, 0, 0])).astype(np.uint8)
+    contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, (255, 255, 0), 1)
+    return out

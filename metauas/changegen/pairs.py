@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from metauas.changegen.changes import NEEDS_INSTANCES, SYNTHS, Context, InpaintRequest, Pair, visible
-from metauas.changegen.config import CHANGE_TYPES, GenerateConfig
+from metauas.changegen.config import GenerateConfig
+from metauas.changegen.format import CHANGE_TYPES
 from metauas.changegen.images import SkipSource
 from metauas.changegen.inpaint import Inpainter
 from metauas.changegen.sources import Source, SourceItem

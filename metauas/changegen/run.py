@@ -18,6 +18,7 @@ from pathlib import Path
 
 from metauas.changegen.builtin import open_source
 from metauas.changegen.config import GenerateConfig, parse_shard_range
+from metauas.changegen.format import shard_name
 from metauas.changegen.inpaint import make_inpainter, resolve_lama_path
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import (
@@ -26,12 +27,10 @@ from metauas.changegen.shards import (
     prepare_output,
     sample_members,
     shard_indices,
-    shard_name,
     shard_summary,
     write_index,
 )
 from metauas.errors import UserError
-
 
 
 def rank_shards(cfg: GenerateConfig, env: dict[str, str] | None = None) -> list[int]:

@@ -20,22 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from metauas.changegen.config import CHANGE_TYPES, GENERATOR_NAME, GENERATOR_VERSION, SCHEMA, GenerateConfig
+from metauas.changegen.config import GENERATOR_NAME, GENERATOR_VERSION, GenerateConfig
+from metauas.changegen.format import CHANGE_TYPES, SCHEMA, sample_key, shard_name
 from metauas.changegen.images import encode
 from metauas.changegen.pairs import Sample
 from metauas.errors import UserError
 
 MTIME = 946684800  # 2000-01-01T00:00:00Z, for every tar member
 META_DIR = ".changegen"
-
-
-def shard_name(prefix: str, shard_id: int) -> str:
-    return f"{prefix}-{shard_id:06d}.tar"
-
-
-def sample_key(index: int, num_pairs: int) -> str:
-    """Zero-padded global index: no dots (webdataset splits the key at the first dot)."""
-    return f"{index:0{max(9, len(str(num_pairs - 1)))}d}"
 
 
 def shard_indices(cfg: GenerateConfig, shard_id: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""`metauas evaluate` and `metauas predict` (torch and timm are imported inside the bodies)."""
+"""`metauas evaluate` and `metauas bench metrics` (torch and timm are imported inside the bodies)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from pathlib import Path
 import typer
 
 from metauas.errors import UserError
-
-COMPILE_HELP = ("torch.compile encoder and decoder (inductor, frozen weights): faster per image after a "
-                "compilation of about a minute per input shape on 2 CPU cores; for long runs. Needs a C++ "
-                "compiler on CPU.")
+from metauas.inference.commands import COMPILE_HELP
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -50,9 +47,9 @@ def evaluate_command(
 ) -> None:
     """Benchmark a checkpoint and the lookup baseline: the seven paper metrics per class."""
     from metauas.evaluation.evaluate import EvalConfig, evaluate
-    from metauas.inference.lookup import LookupConfig
     from metauas.evaluation.metrics import MetricConfig
     from metauas.evaluation.report import efficiency_line, markdown_table
+    from metauas.inference.lookup import LookupConfig
 
     if image_score not in ("max", "topk"):
         raise UserError(f"unknown image score {image_score!r}: use max|topk")
@@ -75,31 +72,6 @@ def evaluate_command(
     typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv, metrics.md, report.html")
 
 
-def predict_command(
-    query: Path = typer.Option(..., "--query", help="Query image or folder of query images."),
-    out: Path = typer.Option(..., "--out", help="Output folder: maps/, overlays/, predictions.jsonl."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained checkpoint (.pt); not needed for --method lookup."),
-    prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
-    prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
-    method: str = typer.Option("model", "--method", help="model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup)."),
-    use_all_prompts: bool = typer.Option(False, "--use-all-prompts", help="Use every prompt as K shots instead of the closest one."),
-    shot_fusion: str = typer.Option("features", "--shot-fusion", help="With --use-all-prompts: features | joint | mean | max."),
-    size: int = typer.Option(None, "--size", help="Inference size (default: the checkpoint's training size, else 256)."),
-    map_format: str = typer.Option("png16", "--map-format", help="Anomaly map files: png16 (16-bit PNG, 65535 = 1) | npy (float32)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Queries per forward pass."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
-    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
-) -> None:
-    """Anomaly maps, overlays and scores for your own images against normal prompt(s)."""
-    from metauas.inference.predict import PredictConfig, predict
-
-    cfg = PredictConfig(query=query, out=out, checkpoint=checkpoint, prompts=tuple(prompt or ()),
-                        prompt_dir=prompt_dir, method=method, use_all_prompts=use_all_prompts,
-                        shot_fusion=shot_fusion, size=size, map_format=map_format,
-                        batch_size=batch_size, device=device, compile=compile)
-    typer.echo(f"wrote {predict(cfg)}")
-
-
 def bench_metrics_command(
     images: int = typer.Option(200, "--images", help="Synthetic 256x256 maps in the class (pixels = images x 65536)."),
     bins: str = typer.Option("65536,1048576", "--bins", help="Comma-separated histogram sizes to compare with the exact path."),
@@ -120,7 +92,6 @@ def bench_metrics_command(
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Attach `evaluate` and `predict` to the main app, `metrics` to `bench`."""
+    """Attach `evaluate` to the main app, `metrics` to `bench`."""
     app.command("evaluate")(evaluate_command)
-    app.command("predict")(predict_command)
     bench_app.command("metrics")(bench_metrics_command)

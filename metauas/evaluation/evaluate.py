@@ -19,13 +19,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from metauas.changegen.images import read_image
 from metauas.errors import UserError
-from metauas.inference.lookup import LookupConfig
 from metauas.evaluation.metrics import METRICS, PROTOCOLS, MetricConfig, compute_metrics
-from metauas.inference.prompts import MODES, closest, global_features, random_prompts, read_prompt_file
-from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchmark, read_image
-from metauas.evaluation.report import overlay_row, write_html_report, write_png, write_tables
-from metauas.inference.scoring import Scorer, build_scorer, load_tensor, map_to_numpy, methods_for, pick_device, to_tensor
+from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchmark
+from metauas.evaluation.report import write_html_report, write_tables
+from metauas.inference.lookup import LookupConfig
+from metauas.inference.overlay import overlay_row, write_png
+from metauas.inference.prompts import MODES, PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
+from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, pick_device, to_tensor
 
 
 @dataclass(frozen=True)
@@ -78,36 +80,13 @@ def _mask(sample: Sample, shape: tuple[int, ...], size: int, protocol: str,
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
 
 
-class PromptBank:
-    """Normal images of a class (or the pool): paths, lazily loaded tensors, global vectors."""
-
-    def __init__(self, paths: Sequence[Path], size: int, scorer: Scorer) -> None:
-        self.paths, self.size, self.scorer = list(paths), size, scorer
-        self._tensors: dict[Path, torch.Tensor] = {}
-        self._vectors: torch.Tensor | None = None
-
-    def tensor(self, path: Path) -> torch.Tensor:
-        if path not in self._tensors:
-            self._tensors[path] = load_tensor(path, self.size)
-        return self._tensors[path]
-
-    def vectors(self, batch: int) -> torch.Tensor:
-        if self._vectors is None:
-            parts = [global_features(self.scorer.encoder, torch.stack(
-                [load_tensor(p, self.size) for p in self.paths[i:i + batch]]).to(self.scorer.device))
-                for i in range(0, len(self.paths), batch)]
-            self._vectors = torch.cat(parts)
-        return self._vectors
-
-
 def _choose(cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None,
             query_feats: list[torch.Tensor]) -> list[list[Path]]:
     """K prompt paths per query of the batch."""
     b = query_feats[0].shape[0]
     if fixed is not None:
         return [fixed] * b
-    q = torch.nn.functional.normalize(query_feats[-1].mean(dim=(2, 3)), dim=1)
-    idx = closest(q, bank.vectors(cfg.batch_size), cfg.shots).cpu().tolist()
+    idx = closest(pooled(query_feats[-1]), bank.vectors(cfg.batch_size), cfg.shots).cpu().tolist()
     return [[bank.paths[i] for i in row] for row in idx]
 
 
@@ -116,25 +95,6 @@ def check_rotations(rotations: Sequence[int]) -> tuple[int, ...]:
     if not rotations or any(r % 90 for r in rotations):
         raise UserError(f"--prompt-rotations takes multiples of 90 degrees, got {list(rotations)}")
     return tuple(dict.fromkeys(r % 360 for r in rotations))
-
-
-def _prompt_feats(scorer: Scorer, chosen: list[list[Path]], load,
-                  cache: dict[tuple[Path, ...], list[list[torch.Tensor]]],
-                  rotations: Sequence[int] = (0,)) -> list[list[torch.Tensor]]:
-    """Per shot (and per rotation of each prompt, test-time augmentation for rotation-
-    variant parts), encoder features with batch 1 when all queries share the prompt (then
-    computed once per class and cached)."""
-    shared = all(c == chosen[0] for c in chosen)
-    if shared and tuple(chosen[0]) in cache:
-        return cache[tuple(chosen[0])]
-    shots = []
-    for k in range(len(chosen[0])):
-        paths = [chosen[0][k]] if shared else [c[k] for c in chosen]
-        images = torch.stack([load(p) for p in paths])
-        shots += [scorer.features(torch.rot90(images, r // 90, dims=(2, 3))) for r in rotations]
-    if shared:
-        cache[tuple(chosen[0])] = shots
-    return shots
 
 
 def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
@@ -150,7 +110,7 @@ def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
         queries = torch.stack([to_tensor(rgb, size) for rgb in images])
         query_feats = scorer.features(queries)
         chosen = _choose(cfg, fixed, bank, query_feats)
-        prompt_feats = _prompt_feats(scorer, chosen, loader.tensor, cache, cfg.prompt_rotations)
+        prompt_feats = prompt_features(scorer, chosen, loader.tensor, cache, cfg.prompt_rotations)
         maps = scorer.maps(prompt_feats, query_feats, (size, size))
         for method, m in maps.items():
             result.maps[method].extend(map_to_numpy(x) for x in m)

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.changegen.images import IMAGE_SUFFIXES
+from metauas.changegen.images import list_images
 from metauas.errors import UserError
 
 FORMATS = ("mvtec", "visa", "meta", "folder")
@@ -51,12 +51,6 @@ class Benchmark:
         return [p for c in self.classes for p in c.problems]
 
 
-def _images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _checked_mask(path: Path | None, image: Path, problems: list[str]) -> Path | None:
     if path is not None and path.is_file():
         return path
@@ -69,13 +63,13 @@ def _mvtec_class(folder: Path) -> ClassData:
     problems: list[str] = []
     for defect_dir in sorted(p for p in (folder / "test").iterdir() if p.is_dir()):
         defect = defect_dir.name
-        for image in _images(defect_dir):
+        for image in list_images(defect_dir):
             if defect == "good":
                 test.append(Sample(image, 0, None, defect))
                 continue
             mask = folder / "ground_truth" / defect / f"{image.stem}_mask.png"
             test.append(Sample(image, 1, _checked_mask(mask, image, problems), defect))
-    return ClassData(folder.name, _images(folder / "train" / "good"), test, problems)
+    return ClassData(folder.name, list_images(folder / "train" / "good"), test, problems)
 
 
 def read_mvtec(root: Path) -> list[ClassData]:
@@ -136,8 +130,8 @@ def read_meta(root: Path) -> list[ClassData]:
 def _folder_class(folder: Path) -> ClassData:
     problems: list[str] = []
     masks = folder / "masks"
-    test = [Sample(p, 0, None) for p in _images(folder / "normal")]
-    for image in _images(folder / "anomaly"):
+    test = [Sample(p, 0, None) for p in list_images(folder / "normal")]
+    for image in list_images(folder / "anomaly"):
         if not masks.is_dir():
             test.append(Sample(image, 1, None, "anomaly"))
             continue
@@ -145,7 +139,7 @@ def _folder_class(folder: Path) -> ClassData:
         test.append(Sample(image, 1, _checked_mask(found[0] if found else None, image, problems), "anomaly"))
     if not masks.is_dir() and (folder / "anomaly").is_dir():
         problems.append(f"{folder}: no masks/ folder, pixel metrics not computed for this class")
-    return ClassData(folder.name, _images(folder / "train"), test, problems)
+    return ClassData(folder.name, list_images(folder / "train"), test, problems)
 
 
 def read_folder(root: Path) -> list[ClassData]:
@@ -175,16 +169,6 @@ def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None)
     if not found:
         raise UserError(f"no test images found in {root} as --format {fmt}")
     return Benchmark(found)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 of an image file; an unreadable file is a UserError naming it."""
-    from metauas.changegen.images import SkipSource, read_rgb
-
-    try:
-        return read_rgb(Path(path), 1)
-    except SkipSource:
-        raise UserError(f"cannot read image {path} (missing, not an image, or corrupt)") from None
 
 
 def load_mask(path: Path, image_shape: tuple[int, ...]) -> np.ndarray | None:

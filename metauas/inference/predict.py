@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from metauas.changegen.images import list_images, read_image
 from metauas.errors import UserError
 from metauas.inference.lookup import LookupConfig
-from metauas.evaluation.readers import _images, read_image
-from metauas.evaluation.report import overlay_row, write_png
+from metauas.inference.overlay import overlay_row, write_png
+from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features
 from metauas.inference.scoring import build_scorer, map_to_numpy, methods_for, pick_device, to_tensor
 
 MAP_FORMATS = ("png16", "npy")
@@ -52,7 +53,7 @@ def list_prompts(cfg: PredictConfig) -> list[Path]:
     if cfg.prompt_dir is not None:
         if not cfg.prompt_dir.is_dir():
             raise UserError(f"prompt folder not found: {cfg.prompt_dir}")
-        paths = _images(cfg.prompt_dir)
+        paths = list_images(cfg.prompt_dir)
         if not paths:
             raise UserError(f"no images in prompt folder {cfg.prompt_dir}")
         return paths
@@ -67,7 +68,7 @@ def list_queries(query: Path) -> list[Path]:
         return [query]
     if not query.is_dir():
         raise UserError(f"query not found: {query}")
-    paths = _images(query)
+    paths = list_images(query)
     if not paths:
         raise UserError(f"no images in query folder {query}")
     for p in paths:  # header check only: a broken file fails before hours of work, not after
@@ -100,8 +101,6 @@ def save_map(path: Path, score_map: np.ndarray, fmt: str) -> Path:
 
 def predict(cfg: PredictConfig) -> Path:
     """Score every query; returns the predictions.jsonl path."""
-    from metauas.evaluation.evaluate import PromptBank, _prompt_feats
-
     if cfg.map_format not in MAP_FORMATS:
         raise UserError(f"unknown map format {cfg.map_format!r}: use {'|'.join(MAP_FORMATS)}")
     methods = methods_for(cfg.method)
@@ -125,9 +124,9 @@ def predict(cfg: PredictConfig) -> Path:
             if cfg.use_all_prompts or len(prompts) == 1:
                 chosen = [prompts] * len(batch)
             else:
-                q = torch.nn.functional.normalize(feats[-1].mean(dim=(2, 3)), dim=1)
-                chosen = [[prompts[j]] for j in (q @ bank.vectors(cfg.batch_size).T).argmax(1).tolist()]
-            maps = scorer.maps(_prompt_feats(scorer, chosen, bank.tensor, cache), feats, (size, size))[methods[0]]
+                nearest = closest(pooled(feats[-1]), bank.vectors(cfg.batch_size), 1)[:, 0]
+                chosen = [[prompts[j]] for j in nearest.tolist()]
+            maps = scorer.maps(prompt_features(scorer, chosen, bank.tensor, cache), feats, (size, size))[methods[0]]
             for path, name, rgb, m, used in zip(batch, names[i:], images, maps, chosen):
                 full = cv2.resize(map_to_numpy(m), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
                 map_path = save_map(cfg.out / "maps" / name, full, cfg.map_format)

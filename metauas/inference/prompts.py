@@ -7,6 +7,9 @@
 - ``pool``: class-agnostic; one random prompt per class forms a pool and each query takes
   the K closest prompts of the pool, whatever their class.
 - a prompts file replays published prompt lists exactly (`read_prompt_file`).
+
+`PromptBank` holds a class's candidate prompts (tensors loaded once, global vectors);
+`prompt_features` encodes the chosen prompts once and caches them when a batch shares them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from metauas.errors import UserError
+from metauas.inference.scoring import Scorer, load_tensor
 
 MODES = ("random", "best", "pool")
 
@@ -37,7 +41,12 @@ def random_prompts(train: Sequence[Path], shots: int, seed: int, class_name: str
 @torch.no_grad()
 def global_features(encoder: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """N x C unit vectors: the last stage's features averaged over positions."""
-    return F.normalize(encoder(images)[-1].mean(dim=(2, 3)), dim=1)
+    return pooled(encoder(images)[-1])
+
+
+def pooled(last_stage: torch.Tensor) -> torch.Tensor:
+    """N x C unit vectors of an encoder's last-stage features averaged over positions."""
+    return F.normalize(last_stage.mean(dim=(2, 3)), dim=1)
 
 
 def closest(query_vecs: torch.Tensor, bank_vecs: torch.Tensor, shots: int) -> torch.Tensor:
@@ -76,3 +85,44 @@ def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Pa
             for cls, names in classes.items()
         }
     return out
+
+
+class PromptBank:
+    """Normal images of a class (or the pool): paths, lazily loaded tensors, global vectors."""
+
+    def __init__(self, paths: Sequence[Path], size: int, scorer: Scorer) -> None:
+        self.paths, self.size, self.scorer = list(paths), size, scorer
+        self._tensors: dict[Path, torch.Tensor] = {}
+        self._vectors: torch.Tensor | None = None
+
+    def tensor(self, path: Path) -> torch.Tensor:
+        if path not in self._tensors:
+            self._tensors[path] = load_tensor(path, self.size)
+        return self._tensors[path]
+
+    def vectors(self, batch: int) -> torch.Tensor:
+        if self._vectors is None:
+            parts = [global_features(self.scorer.encoder, torch.stack(
+                [load_tensor(p, self.size) for p in self.paths[i:i + batch]]).to(self.scorer.device))
+                for i in range(0, len(self.paths), batch)]
+            self._vectors = torch.cat(parts)
+        return self._vectors
+
+
+def prompt_features(scorer: Scorer, chosen: list[list[Path]], load,
+                    cache: dict[tuple[Path, ...], list[list[torch.Tensor]]],
+                    rotations: Sequence[int] = (0,)) -> list[list[torch.Tensor]]:
+    """Per shot (and per rotation of each prompt, test-time augmentation for rotation-
+    variant parts), encoder features with batch 1 when all queries share the prompt (then
+    computed once per class and cached)."""
+    shared = all(c == chosen[0] for c in chosen)
+    if shared and tuple(chosen[0]) in cache:
+        return cache[tuple(chosen[0])]
+    shots = []
+    for k in range(len(chosen[0])):
+        paths = [chosen[0][k]] if shared else [c[k] for c in chosen]
+        images = torch.stack([load(p) for p in paths])
+        shots += [scorer.features(torch.rot90(images, r // 90, dims=(2, 3))) for r in rotations]
+    if shared:
+        cache[tuple(chosen[0])] = shots
+    return shots

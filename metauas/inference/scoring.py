@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import torch
 
+from metauas.changegen.images import read_image
 from metauas.errors import UserError
 from metauas.inference.lookup import LookupConfig, lookup_from_features
-from metauas.evaluation.readers import read_image
 
 METHODS = ("model", "lookup", "mix")  # mix: (1 - w) * model + w * lookup, a fixed blend
 METHOD_SETS = {"both": ("model", "lookup"), "all": METHODS}

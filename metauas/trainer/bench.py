@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from metauas.trainer.stream import StreamConfig, expand_urls, to_float, train_loader
+from metauas.changegen.format import expand_urls
 from metauas.model.network import MetaUAS, ModelConfig
+from metauas.trainer.stream import StreamConfig, to_float, train_loader
 from metauas.trainer.train import segmentation_loss
 
 

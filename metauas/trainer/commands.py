@@ -1,4 +1,4 @@
-"""`metauas train`, `metauas bench train` and `metauas bench model`.
+"""`metauas train` and `metauas bench train`.
 
 torch and timm are imported inside the command bodies so `metauas --help` stays fast.
 """
@@ -105,10 +105,28 @@ def train_command(
     typer.echo(f"checkpoint: {path}")
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Attach this part's commands to the main app and the `bench` sub-app."""
-    from metauas.trainer.bench_commands import bench_model_command, bench_train_command
+def bench_train_command(
+    shards: str = typer.Option(None, "--shards", help="Shards to read (default: 256 builtin pairs generated to a temp dir)."),
+    size: int = typer.Option(256, "--size", help="Training input side in px."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per batch."),
+    workers: int = typer.Option(2, "--workers", help="Loader worker processes."),
+    batches: int = typer.Option(16, "--batches", help="Loader batches timed."),
+    steps: int = typer.Option(3, "--steps", help="Training steps timed."),
+) -> None:
+    """Loader pairs/s (decode + augment) vs training pairs/s, and their ratio (target >= 3)."""
+    from metauas.model.network import ModelConfig
+    from metauas.trainer.bench import bench_train, bench_train_builtin
 
+    if shards is None:
+        r = bench_train_builtin(256, ModelConfig(), size, batch_size, workers, batches, steps)
+    else:
+        r = bench_train(shards, ModelConfig(), size, batch_size, workers, batches, steps)
+    typer.echo(f"size {size}, batch {batch_size}, {workers} loader workers")
+    typer.echo(f"loader: {r.loader_pairs_s:.1f} pairs/s   training: {r.train_pairs_s:.2f} pairs/s   "
+               f"ratio: {r.ratio:.1f}x (target >= 3x)")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Attach `train` to the main app, `train` to `bench`."""
     app.command("train")(train_command)
     bench_app.command("train")(bench_train_command)
-    bench_app.command("model")(bench_model_command)

@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from metauas.changegen.format import count_samples, expand_urls
 from metauas.errors import UserError
+from metauas.evaluation.metrics import pixel_auroc_ap
+from metauas.model.checkpoint import export_safetensors, read_checkpoint, save_checkpoint, set_rng_state
+from metauas.model.network import MetaUAS, ModelConfig, cosine_distance
 from metauas.trainer import distributed
 from metauas.trainer.augment import AugmentConfig
-from metauas.model.checkpoint import export_safetensors, read_checkpoint, save_checkpoint, set_rng_state
-from metauas.trainer.stream import StreamConfig, count_samples, expand_urls, iter_pairs, to_float, train_loader
-from metauas.evaluation.metrics import pixel_auroc_ap
-from metauas.model.network import MetaUAS, ModelConfig, cosine_distance
+from metauas.trainer.stream import StreamConfig, resized_pairs, to_float, train_loader
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"
@@ -193,7 +194,7 @@ class Validator:
 
     def __init__(self, urls: str | tuple[str, ...], size: int, max_pairs: int) -> None:
         prompts, queries, masks = [], [], []
-        for pair in iter_pairs(list(urls) if isinstance(urls, tuple) else urls, size):
+        for pair in resized_pairs(list(urls) if isinstance(urls, tuple) else urls, size):
             prompts.append((pair["prompt"] * 255).round().to(torch.uint8))
             queries.append((pair["query"] * 255).round().to(torch.uint8))
             masks.append(pair["mask"].to(torch.uint8))

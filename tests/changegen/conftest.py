@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+
 def _photo(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """A noisy background with two filled discs of random colours, and their masks."""
     img = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8) + np.uint8(rng.integers(0, 120))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from changegen_helpers import run_cli
 
 SMALL = ["--num-pairs", "4", "--size", "48", "--no-progress"]
@@ -89,4 +88,4 @@ def test_other_config_in_the_same_folder_is_refused(tmp_path):
 
 def test_preview_of_missing_shard(tmp_path):
     proc = run_cli("preview", str(tmp_path / "x.tar"), "--out", str(tmp_path / "s.png"), check=False)
-    assert_user_error(proc, "does not exist")
+    assert_user_error(proc, "not found")

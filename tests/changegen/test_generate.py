@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import numpy as np
+from changegen_helpers import REPO, read_back, run_cli
 
 from metauas.changegen.config import CHANGE_TYPES
-
-from changegen_helpers import REPO, read_back, run_cli
 
 SMALL = ["--size", "64", "--shard-size", "60", "--no-progress"]
 

@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-
 from changegen_helpers import read_back, run_cli
 
 torch = pytest.importorskip("torch")

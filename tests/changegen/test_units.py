@@ -6,12 +6,13 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from changegen_helpers import run_cli
+
 from metauas.changegen.builtin import HELDOUT_PHOTOS, TRAIN_PHOTOS, builtin_source
 from metauas.changegen.config import GenerateConfig, parse_change_weights, parse_shard_range
+from metauas.changegen.format import sample_key
 from metauas.changegen.images import fit_square
-from metauas.changegen.shards import MTIME, sample_key
+from metauas.changegen.shards import MTIME
 from metauas.errors import UserError
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metauas.evaluation.metrics import (PixelAccumulator, aupro, auroc, average_precision, f1_max,
-                                     score_levels)
+from metauas.evaluation.metrics import PixelAccumulator, aupro, auroc, average_precision, f1_max, score_levels
 
 
 def test_levels_are_monotone_over_many_decades() -> None:

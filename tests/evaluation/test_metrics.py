@@ -7,8 +7,16 @@ import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from metauas.evaluation.metrics import (
-    MetricConfig, OfficialProAccumulator, PixelAccumulator, aupro, auroc, average_precision,
-    compute_metrics, counts_from_scores, f1_max, pixel_auroc_ap,
+    MetricConfig,
+    OfficialProAccumulator,
+    PixelAccumulator,
+    aupro,
+    auroc,
+    average_precision,
+    compute_metrics,
+    counts_from_scores,
+    f1_max,
+    pixel_auroc_ap,
 )
 
 

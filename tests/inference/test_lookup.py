@@ -7,9 +7,9 @@ import pytest
 import torch
 from make_data import defect, texture
 
-from metauas.model.encoder import EncoderConfig, build_encoder
 from metauas.inference.lookup import LookupConfig, lookup_map
-from metauas.evaluation.report import overlay_row
+from metauas.inference.overlay import overlay_row
+from metauas.model.encoder import EncoderConfig, build_encoder
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ import sys
 
 import pytest
 import torch
+from make_data import tiny_model_config
 from torch import nn
 
 from metauas.inference.prepared import fold_batchnorm, keep_freed_buffers, prepare_for_inference
 from metauas.model.network import MetaUAS
-
-from make_data import tiny_model_config
 
 
 def _trained_looking_model(**overrides) -> MetaUAS:

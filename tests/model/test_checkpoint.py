@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from make_data import tiny_model_config
 from safetensors.torch import load_file
 
 from metauas.errors import UserError
 from metauas.model.checkpoint import export_safetensors, load_model, save_checkpoint
 from metauas.model.network import MetaUAS
-
-from make_data import tiny_model_config
 
 
 def test_round_trip_gives_identical_outputs(tmp_path):

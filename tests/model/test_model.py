@@ -4,12 +4,11 @@ import dataclasses
 
 import pytest
 import torch
+from make_data import tiny_model_config
 
 from metauas.errors import UserError
 from metauas.model.encoder import EncoderConfig
 from metauas.model.network import MetaUAS, ModelConfig, align
-
-from make_data import tiny_model_config
 
 
 @pytest.mark.parametrize("alignment", ["soft", "hard", "none"])

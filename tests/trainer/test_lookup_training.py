@@ -7,10 +7,10 @@ import torch
 from make_data import tiny_model_config
 
 from metauas.errors import UserError
-from metauas.trainer.augment import AugmentConfig
 from metauas.model.network import MetaUAS
-from metauas.trainer.train import TrainConfig, lookup_losses, stage_masks, train
+from metauas.trainer.augment import AugmentConfig
 from metauas.trainer.commands import _model_config
+from metauas.trainer.train import TrainConfig, lookup_losses, stage_masks, train
 
 
 def _masks(*changed_columns):

@@ -8,9 +8,10 @@ import pytest
 import torch
 from make_data import write_shards
 
+from metauas.changegen.format import ReadStats, count_samples, expand_urls
 from metauas.errors import UserError
 from metauas.trainer.augment import AugmentConfig, augment_pair
-from metauas.trainer.stream import StreamConfig, count_samples, expand_urls, iter_pairs, train_dataset
+from metauas.trainer.stream import StreamConfig, resized_pairs, train_dataset
 
 
 def test_url_forms_expand_to_the_same_shards(shard_dir):
@@ -30,8 +31,8 @@ def test_url_forms_expand_to_the_same_shards(shard_dir):
 
 def test_iter_pairs_is_deterministic_and_reads_pipe_urls(shard_dir):
     path = shard_dir / "val" / "shard-000000.tar"
-    first = list(iter_pairs(str(path), 32))
-    again = list(iter_pairs(f"pipe:cat {path}", 32))
+    first = list(resized_pairs(str(path), 32))
+    again = list(resized_pairs(f"pipe:cat {path}", 32))
     assert [p["key"] for p in first] == [f"{i:08d}" for i in range(8)]
     assert [p["key"] for p in again] == [p["key"] for p in first]
     for a, b in zip(first, again):
@@ -59,11 +60,14 @@ def test_corrupt_samples_and_truncated_shards_are_logged_and_skipped(tmp_path, c
     corrupt_sample.write_bytes(bytes(raw))
 
     urls = [str(good), str(truncated), str(garbage), str(corrupt_sample)]
-    with caplog.at_level(logging.WARNING, logger="metauas.data"):
-        keys = [p["key"] for p in iter_pairs(urls, 32)]
+    stats = ReadStats()
+    with caplog.at_level(logging.WARNING, logger="metauas.format"):
+        keys = [p["key"] for p in resized_pairs(urls, 32, stats)]
     assert keys[:6] == [f"{i:08d}" for i in range(6)]
     assert 6 < len(keys) < 6 + 3 + 6  # part of the truncated shard, 5 of the damaged one
-    assert any("skipping corrupt data" in r.message for r in caplog.records)
+    assert stats.skipped == {"unreadable_shard": 2, "corrupt_sample": 1} and stats.samples == len(keys)
+    assert sum("skipping" in r.message for r in caplog.records) == 3
+    assert "2 unreadable_shard" in stats.summary()
 
     stream = StreamConfig(tuple(urls), size=32, batch_size=4, workers=0, shuffle_buffer=8)
     batches = [b for _, b in zip(range(6), iter(train_dataset(stream)))]

@@ -13,9 +13,9 @@ import torch
 from make_data import tiny_model_config, write_shards
 
 from metauas.errors import UserError
-from metauas.trainer.augment import AugmentConfig
 from metauas.model.checkpoint import load_model, read_checkpoint
 from metauas.model.network import MetaUAS
+from metauas.trainer.augment import AugmentConfig
 from metauas.trainer.train import TrainConfig, train
 
 NO_AUGMENT = AugmentConfig(swap=0.0, affine=0.0, jitter=0.0)

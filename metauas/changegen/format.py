@@ -1,0 +1,238 @@
+"""The `changepair/1` shard format: schema, names, and the one reader, torch-free.
+
+Everything a consumer of our shards needs lives here and imports only the standard
+library, NumPy and OpenCV, so a generation node, `metauas preview`, a user's own change
+model and the trainer's validation pass all read shards with the same code (the trainer
+adds webdataset's node/worker splitting and shuffling on top, see `trainer/stream.py`).
+
+A shard is a plain POSIX tar; a sample is the run of members sharing a key (the member
+name up to its first dot): `<key>.prompt.<ext>`, `<key>.query.<ext>`, `<key>.mask.png`,
+`<key>.json` (docs/shards.md). Corrupt samples and unreadable shards are skipped, logged
+and counted in a `ReadStats`, so one bad tar never ends a pass.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import subprocess
+import tarfile
+import urllib.request
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO
+
+import cv2
+import numpy as np
+
+from metauas.errors import UserError
+
+SCHEMA = "changepair/1"
+CHANGE_TYPES = ("disappear", "appear", "exchange", "local", "none")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+INDEX = "index.json"
+
+log = logging.getLogger("metauas.format")
+
+
+def shard_name(prefix: str, shard_id: int) -> str:
+    """`<prefix>-NNNNNN.tar`, the name every shard of a dataset follows."""
+    return f"{prefix}-{shard_id:06d}.tar"
+
+
+def sample_key(index: int, num_pairs: int) -> str:
+    """Zero-padded global index: no dots (a key ends at the first dot of a member name)."""
+    return f"{index:0{max(9, len(str(num_pairs - 1)))}d}"
+
+
+def is_remote(url: str) -> bool:
+    return url.startswith("pipe:") or "://" in url
+
+
+def expand_urls(spec: str | Iterable[str]) -> list[str]:
+    """Shard URLs from local paths, folders, brace patterns, globs, `pipe:` commands or
+    http(s):// / s3:// URLs.
+
+    Braces are expanded for every kind (webdataset's syntax); local patterns are then
+    globbed and folders contribute their `*.tar`. Missing local shards are a user error.
+    """
+    import braceexpand
+
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for item in specs:
+        for url in braceexpand.braceexpand(item):
+            if is_remote(url):
+                urls.append(url)
+            elif os.path.isdir(url):
+                urls.extend(sorted(glob.glob(os.path.join(url, "*.tar"))))
+            elif glob.has_magic(url):
+                urls.extend(sorted(glob.glob(url)))
+            elif os.path.isfile(url):
+                urls.append(url)
+            else:
+                raise UserError(f"shard not found: {url}")
+    if not urls:
+        raise UserError(f"no shards match {spec!r}")
+    return urls
+
+
+def _index_counts(path: str) -> dict[str, int]:
+    try:
+        with open(path) as f:
+            shards = json.load(f).get("shards", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    counts = {}
+    for shard in shards if isinstance(shards, list) else []:
+        if isinstance(shard, dict) and "name" in shard and "count" in shard:
+            counts[os.path.basename(shard["name"])] = int(shard["count"])
+    return counts
+
+
+def count_samples(urls: list[str]) -> int:
+    """Samples in local shards: from index.json beside them when present, else tar headers."""
+    total = 0
+    for url in urls:
+        if is_remote(url):
+            raise UserError("--epochs needs local shards to count samples; use --steps for URLs")
+        counts = _index_counts(os.path.join(os.path.dirname(url), INDEX))
+        name = os.path.basename(url)
+        if name in counts:
+            total += counts[name]
+            continue
+        try:
+            with tarfile.open(url) as tar:
+                total += sum(1 for m in tar.getmembers() if m.name.endswith(".mask.png"))
+        except (OSError, tarfile.TarError) as err:
+            raise UserError(f"cannot count samples of {url}: not a readable tar ({err})") from None
+    return total
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(key, extension) of a member name: the key ends at the basename's first dot."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext
+
+
+@contextmanager
+def open_stream(url: str) -> Iterator[IO[bytes]]:
+    """A binary stream of one shard: a local file, a `pipe:` command's stdout, or an
+    http(s) URL. `s3://` URLs are read through the AWS CLI (`aws s3 cp URL -`)."""
+    if url.startswith("s3://"):
+        url = f"pipe:aws s3 cp {url} -"
+    if url.startswith("pipe:"):
+        proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE)
+        try:
+            yield proc.stdout
+        except BaseException:  # the reader stopped early or failed: end the command quietly
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        if proc.wait() != 0:
+            raise OSError(f"{url!r} exited with status {proc.returncode}")
+    elif url.startswith(("http://", "https://")):
+        with urllib.request.urlopen(url, timeout=60) as response:
+            yield response
+    else:
+        with open(url, "rb") as f:
+            yield f
+
+
+@dataclass
+class ReadStats:
+    """What a pass over shards skipped, by reason, with the first few details."""
+
+    samples: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, detail: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if len(self.examples) < 5:
+            self.examples.append(detail)
+        log.warning("skipping %s: %s", reason, detail[:300])
+
+    def summary(self) -> str:
+        """One line for the end of a run; empty when nothing was skipped."""
+        if not self.skipped:
+            return ""
+        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+        return f"skipped {parts} (first: {self.examples[0]})"
+
+
+def _shard_samples(url: str, stats: ReadStats) -> Iterator[dict]:
+    """Raw samples of one shard, webdataset-style: {"__key__", "__url__", ext: bytes}."""
+    current: dict = {}
+    try:
+        with open_stream(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = split_name(member.name)
+                if current and key != current["__key__"]:
+                    yield current
+                    current = {}
+                current.setdefault("__key__", key)
+                current["__url__"] = url
+                current[ext] = tar.extractfile(member).read()
+    except (OSError, tarfile.TarError, EOFError) as err:
+        current = {}  # a sample cut by the error is part of what the shard lost
+        stats.skip("unreadable_shard", f"{url}: {type(err).__name__}: {err}")
+    if current:
+        yield current
+
+
+def iter_samples(urls: str | Iterable[str], stats: ReadStats | None = None) -> Iterator[dict]:
+    """Raw samples of every shard, in order. Unreadable shards are skipped and counted."""
+    stats = stats if stats is not None else ReadStats()
+    for url in expand_urls(urls):
+        yield from _shard_samples(url, stats)
+
+
+def _decode_image(data: bytes, flags: int) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None:
+        raise ValueError("image does not decode")
+    return image
+
+
+def decode_pair(sample: dict) -> dict:
+    """A raw sample -> RGB uint8 prompt/query (H x W x 3), uint8 {0,1} mask (H x W) and
+    the sample's JSON as `meta`. Raises ValueError for a member missing, a member that
+    does not decode or sizes that differ."""
+    key = sample.get("__key__", "?")
+    ext = next((e for e in IMAGE_EXTENSIONS if f"prompt.{e}" in sample), None)
+    if ext is None or f"query.{ext}" not in sample or "mask.png" not in sample:
+        raise ValueError(f"sample {key} lacks prompt/query/mask files")
+    prompt = cv2.cvtColor(_decode_image(sample[f"prompt.{ext}"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    query = cv2.cvtColor(_decode_image(sample[f"query.{ext}"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    mask = (_decode_image(sample["mask.png"], cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8)
+    if not prompt.shape == query.shape or prompt.shape[:2] != mask.shape:
+        raise ValueError(f"sample {key}: prompt, query and mask sizes differ")
+    try:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+    except ValueError:
+        raise ValueError(f"sample {key}: its .json member is not JSON") from None
+    return {"key": key, "prompt": prompt, "query": query, "mask": mask,
+            "meta": meta if isinstance(meta, dict) else {}}
+
+
+def iter_pairs(urls: str | Iterable[str], stats: ReadStats | None = None) -> Iterator[dict]:
+    """Decoded pairs (see `decode_pair`) of every shard, in order; corrupt samples and
+    shards are skipped and counted in `stats`."""
+    stats = stats if stats is not None else ReadStats()
+    for sample in iter_samples(urls, stats):
+        try:
+            pair = decode_pair(sample)
+        except ValueError as err:
+            stats.skip("corrupt_sample", f"{sample.get('__url__', '?')}: {err}")
+            continue
+        stats.samples += 1
+        yield pair
