@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from metauas.devices import resolve_device
 from metauas.errors import UserError
 
 BACKENDS = ("opencv", "opencv-ns", "patchmatch", "lama")
@@ -120,7 +121,7 @@ class LamaInpainter(Inpainter):
         import torch  # imported here: OpenCV-only generation never loads torch
 
         self.torch = torch
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device("auto")
         try:
             with warnings.catch_warnings():  # big-lama ships as TorchScript; its deprecation is not the user's
                 warnings.simplefilter("ignore", FutureWarning)

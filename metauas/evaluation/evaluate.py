@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from metauas.changegen.images import read_image
+from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.evaluation.metrics import METRICS, PROTOCOLS, MetricConfig, compute_metrics
 from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchmark
@@ -27,7 +28,7 @@ from metauas.evaluation.report import write_html_report, write_tables
 from metauas.inference.lookup import LookupConfig
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.prompts import MODES, PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
-from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, pick_device, to_tensor
+from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     check_rotations(cfg.prompt_rotations)
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
-    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, pick_device(cfg.device),
+    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, resolve_device(cfg.device),
                                 cfg.mix_weight, compile=cfg.compile)
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)

@@ -22,24 +22,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
 PROTOCOLS = ("exact", "official")
 
 
-def pixel_auroc_ap(probs: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
-    """Pixel-level AUROC and average precision of `probs` against binary `masks`.
+def pixel_auroc_ap(probs, masks) -> tuple[float, float]:
+    """Pixel-level AUROC and average precision of `probs` against binary `masks` (arrays
+    or tensors of any shape), from the same exact counts as every other metric here.
 
     Returns NaN for both when the masks hold only one class (no ranking exists).
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    scores = probs.detach().float().flatten().cpu().numpy()
-    labels = (masks.detach().flatten().cpu().numpy() > 0.5).astype(np.uint8)
+    scores = _numpy(probs).astype(np.float64).ravel()
+    labels = _numpy(masks).ravel() > 0.5
     if labels.min() == labels.max():
         return float("nan"), float("nan")
-    return float(roc_auc_score(labels, scores)), float(average_precision_score(labels, scores))
+    counts = counts_from_scores(scores, labels)
+    return auroc(counts), average_precision(counts)
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
 @dataclass

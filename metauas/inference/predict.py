@@ -19,11 +19,12 @@ import torch
 from tqdm import tqdm
 
 from metauas.changegen.images import list_images, read_image
+from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.inference.lookup import LookupConfig
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features
-from metauas.inference.scoring import build_scorer, map_to_numpy, methods_for, pick_device, to_tensor
+from metauas.inference.scoring import build_scorer, map_to_numpy, methods_for, to_tensor
 
 MAP_FORMATS = ("png16", "npy")
 
@@ -109,7 +110,7 @@ def predict(cfg: PredictConfig) -> Path:
     prompts, queries = list_prompts(cfg), list_queries(cfg.query)
     for p in prompts:
         read_image(p)  # an unreadable prompt is an error before any work
-    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, LookupConfig(), pick_device(cfg.device),
+    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, LookupConfig(), resolve_device(cfg.device),
                                 compile=cfg.compile)
     size = cfg.size or int(meta.get("size", 256))
     bank, cache = PromptBank(prompts, size, scorer), {}

@@ -8,7 +8,7 @@ kept per method (encoder time counted for both) for the efficiency line.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +17,40 @@ import numpy as np
 import torch
 
 from metauas.changegen.images import read_image
+from metauas.devices import describe
 from metauas.errors import UserError
 from metauas.inference.lookup import LookupConfig, lookup_from_features
 
-METHODS = ("model", "lookup", "mix")  # mix: (1 - w) * model + w * lookup, a fixed blend
-METHOD_SETS = {"both": ("model", "lookup"), "all": METHODS}
+
+@dataclass(frozen=True)
+class Method:
+    """One way of turning encoder features into an anomaly map.
+
+    `compute(scorer, prompt_feats, query_feats, size, done)` returns B x 1 x H x W in
+    [0, 1]; `done` holds the maps of `uses` already computed for the same batch, so a
+    blend never runs its inputs twice. `needs_model`: the method needs a checkpoint."""
+
+    name: str
+    needs_model: bool
+    uses: tuple[str, ...]
+    compute: Callable[..., torch.Tensor]
+    help: str
+
+
+def _mix(scorer: Scorer, prompt_feats, query_feats, size, done) -> torch.Tensor:
+    return (1 - scorer.mix_weight) * done["model"] + scorer.mix_weight * done["lookup"]
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("model", True, (), lambda s, p, q, size, done: s.model_map(p, q, tuple(size)),
+           "the trained model"),
+    Method("lookup", False, (), lambda s, p, q, size, done: lookup_from_features(p, q, size, s.lookup),
+           "training-free baseline"),
+    Method("mix", True, ("model", "lookup"), _mix,
+           "(1 - w) * model + w * lookup, a fixed blend (--mix-weight w)"),
+)}
+METHOD_SETS = {"both": ("model", "lookup"), "all": tuple(METHODS)}
+METHOD_CHOICES = (*METHODS, *METHOD_SETS)
 SHOT_FUSIONS = ("features", "joint", "mean", "max")
 
 
@@ -38,8 +67,8 @@ def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
 
 
 def uses_model(methods: Sequence[str]) -> bool:
-    """Whether these methods need the trained model (`mix` blends its map in)."""
-    return bool({"model", "mix"} & set(methods))
+    """Whether these methods need the trained model."""
+    return any(METHODS[m].needs_model for m in methods)
 
 
 def require_checkpoint(methods: Sequence[str], given: bool) -> None:
@@ -48,10 +77,11 @@ def require_checkpoint(methods: Sequence[str], given: bool) -> None:
 
 
 def methods_for(name: str) -> tuple[str, ...]:
+    """The methods a `--method` value names: one method, or a set (both, all)."""
     if name in METHOD_SETS:
         return METHOD_SETS[name]
     if name not in METHODS:
-        raise UserError(f"unknown method {name!r}: use {'|'.join([*METHODS, *METHOD_SETS])}")
+        raise UserError(f"unknown method {name!r}: use {'|'.join(METHOD_CHOICES)}")
     return (name,)
 
 
@@ -61,7 +91,7 @@ class Scorer:
 
     encoder: torch.nn.Module
     model: torch.nn.Module | None = None
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = tuple(METHODS)
     # K prompts: average aligned features | one joint dictionary | mean | max of per-prompt maps
     shot_fusion: str = "features"
     lookup: LookupConfig = field(default_factory=LookupConfig)
@@ -94,7 +124,7 @@ class Scorer:
             torch.cuda.synchronize()
 
     @torch.no_grad()
-    def _model_map(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats, size) -> torch.Tensor:
+    def model_map(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats, size) -> torch.Tensor:
         if len(prompt_feats) == 1 or self.shot_fusion in ("features", "joint"):
             pf = prompt_feats[0] if len(prompt_feats) == 1 else prompt_feats
             return torch.sigmoid(self.model.segment(pf, query_feats, size=size, joint=self.shot_fusion == "joint"))
@@ -105,25 +135,21 @@ class Scorer:
     def maps(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats: Sequence[torch.Tensor],
              size: Sequence[int]) -> dict[str, torch.Tensor]:
         """`prompt_feats`: one feature list per shot, each with batch 1 (shared) or B.
-        `mix` reuses the model and lookup maps of the same batch (computed once)."""
-        computed: dict[str, torch.Tensor] = {}
+        Each method's map is computed once per batch, its inputs first; each method's
+        own time (not its inputs') is added to `seconds`."""
+        done: dict[str, torch.Tensor] = {}
 
-        def compute(method: str) -> torch.Tensor:
-            if method not in computed:
+        def compute(name: str) -> torch.Tensor:
+            if name not in done:
+                method = METHODS[name]
+                inputs = {m: compute(m) for m in method.uses}
                 start = time.perf_counter()
-                if method == "model":
-                    computed[method] = self._model_map(prompt_feats, query_feats, tuple(size)).float()
-                elif method == "lookup":
-                    computed[method] = lookup_from_features(prompt_feats, query_feats, size, self.lookup).float()
-                else:
-                    model, lookup = compute("model"), compute("lookup")
-                    start = time.perf_counter()  # the blend's own cost; its inputs are counted above
-                    computed[method] = (1 - self.mix_weight) * model + self.mix_weight * lookup
+                done[name] = method.compute(self, prompt_feats, query_feats, size, inputs).float()
                 self._sync()
-                self.seconds[method] += time.perf_counter() - start
-            return computed[method]
+                self.seconds[name] += time.perf_counter() - start
+            return done[name]
 
-        out = {method: compute(method) for method in self.methods}
+        out = {name: compute(name) for name in self.methods}
         self.images += query_feats[0].shape[0]
         return out
 
@@ -132,30 +158,13 @@ class Scorer:
         n = max(self.images, 1)
         info = {}
         encoder_params = sum(p.numel() for p in self.encoder.parameters())
-        needs = {"model": ("model",), "lookup": ("lookup",), "mix": ("model", "lookup", "mix")}
         for method in self.methods:  # the baseline's only parameters are the frozen encoder's
             params = (self.model_parameters if uses_model((method,))
                       else {"total": encoder_params, "learnable": 0})
-            ms = 1000 * (self.seconds["encoder"] + sum(self.seconds[m] for m in needs[method])) / n
+            ms = 1000 * (self.seconds["encoder"] + sum(self.seconds[m] for m in _closure(method))) / n
             info[method] = {"parameters": params, "ms_per_image": ms, "size": size,
-                            "device": device_name(self.device)}
+                            "device": describe(self.device)}
         return info
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device available")
-    return torch.device(name)
 
 
 def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion: str,
@@ -183,6 +192,11 @@ def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion:
         encoder = build_encoder(EncoderConfig()).to(device).to(memory_format=torch.channels_last)
     scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight, model_parameters=counts)
     return scorer, meta
+
+
+def _closure(name: str) -> set[str]:
+    """A method and every method whose map it uses, recursively (what its time includes)."""
+    return {name}.union(*(_closure(m) for m in METHODS[name].uses))
 
 
 def map_to_numpy(m: torch.Tensor) -> np.ndarray:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from metauas.devices import resolve_device
+from metauas.errors import UserError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -33,18 +36,19 @@ class Dist:
 
 
 def setup(device: str = "auto") -> Dist:
-    """Join the process group described by the environment (if any); pick the device."""
+    """Join the process group described by the environment (if any); pick the device
+    (`devices.resolve_device`; under torchrun each process takes its LOCAL_RANK's GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
+    if world > 1 and ":" in device:
+        raise UserError(f"--device {device}: under torchrun each process uses the GPU of its LOCAL_RANK; "
+                        "give --device cuda or auto (and CUDA_VISIBLE_DEVICES to choose GPUs)")
+    dev = resolve_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(minutes=60))
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
