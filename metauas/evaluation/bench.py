@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from metauas.errors import UserError
 from metauas.evaluation.metrics import PixelAccumulator, aupro, auroc, average_precision, f1_max
 
 SIDE = 256
@@ -69,6 +70,11 @@ def _sklearn(cfg: MetricBenchConfig) -> dict[str, float]:
 
 def run_metric_bench(cfg: MetricBenchConfig) -> list[dict]:
     """Rows {method, seconds, peak_mib, max_abs_diff, metrics}; the exact path is the reference."""
+    if cfg.sklearn:
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            raise UserError("scikit-learn is not installed: pip install scikit-learn, or pass --no-sklearn") from None
     exact, seconds, peak = _measure(lambda: _accumulate(cfg, 0))
     rows = [{"method": "exact (bins=0)", "seconds": seconds, "peak_mib": peak / 2**20, "max_abs_diff": 0.0,
              "metrics": exact}]

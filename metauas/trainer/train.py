@@ -225,22 +225,28 @@ class Validator:
 
 
 class RunLog:
-    """metrics.jsonl + TensorBoard in the run dir (rank 0 only; other ranks get a no-op)."""
+    """metrics.jsonl in the run dir, always, and TensorBoard event files beside it when
+    tensorboard is installed (the `tensorboard` extra). Rank 0 only; other ranks no-op."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.enabled = enabled
         self.writer = None
         if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
             self.file = open(run_dir / "metrics.jsonl", "a")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # torch's module needs the tensorboard package
+                log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
+            else:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def row(self, row: dict) -> None:
         if not self.enabled:
             return
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        if self.writer is None:
+            return
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(key.replace("val_", "val/"), value, row["step"])
@@ -248,7 +254,8 @@ class RunLog:
     def close(self) -> None:
         if self.enabled:
             self.file.close()
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
 
 
 @dataclass

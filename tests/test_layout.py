@@ -1,0 +1,128 @@
+"""The house rules of docs/decisions.md: imports only run downward, and no circles.
+
+Every `import` counts, including those inside functions (a lazy import is still a
+dependency). Floors, from the ground up:
+
+    base         errors, devices             nothing of ours
+    changegen    generation + shard format   base
+    model        MetaUAS, encoder, ckpts     base
+    inference    maps, prompts, predict      base, model, changegen
+    evaluation   benchmarks, metrics         base, model, changegen, inference
+    trainer      stream, loop, DDP           base, model, changegen, evaluation.metrics
+    top          cli, demo, bench_all        anything
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "metauas"
+BASE = {"metauas", "metauas.errors", "metauas.devices"}
+ALLOWED = {
+    "base": set(),
+    "changegen": {"base"},
+    "model": {"base"},
+    "inference": {"base", "model", "changegen"},
+    "evaluation": {"base", "model", "changegen", "inference"},
+    "trainer": {"base", "model", "changegen", "metauas.evaluation.metrics"},
+    "top": {"base", "changegen", "model", "inference", "evaluation", "trainer", "top"},
+}
+
+
+def area(module: str) -> str:
+    if module in BASE:
+        return "base"
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or parts[1] in ALLOWED else "top"
+
+
+def imports(path: Path, top: Path) -> set[str]:
+    """The `metauas` modules a file imports (resolving `from metauas.x import y` to
+    `metauas.x.y` when y is a module of ours)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("metauas")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metauas"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if module_path(top, sub) else node.module)
+    return found
+
+
+def module_path(root: Path, module: str) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def graph(root: Path) -> dict[str, set[str]]:
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    return {name: imports(path, root.parent) for name, path in modules.items()}
+
+
+def violations(root: Path) -> list[str]:
+    """Every upward import and every import circle, as readable lines."""
+    edges = graph(root)
+    found = []
+    for module, targets in edges.items():
+        allowed = ALLOWED[area(module)]
+        for target in sorted(targets):
+            same = area(target) == area(module)
+            if not (same or area(target) in allowed or target in allowed):
+                found.append(f"{module} imports {target} ({area(module)} may use {sorted(allowed) or 'nothing'})")
+    found += [f"import circle: {' -> '.join(c)}" for c in circles(edges)]
+    return found
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """One path per strongly connected loop, found by depth-first search."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt not in edges or nxt == node:
+                continue
+            if state.get(nxt) == 1:
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_package_keeps_the_house_rules():
+    assert violations(ROOT) == []
+
+
+def test_the_rules_catch_an_upward_import_and_a_circle(tmp_path):
+    pkg = tmp_path / "metauas"
+    for folder in ("changegen", "model", "trainer"):
+        (pkg / folder).mkdir(parents=True)
+        (pkg / folder / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "errors.py").write_text("")
+    (pkg / "changegen" / "format.py").write_text("import metauas.errors\n")
+    (pkg / "model" / "network.py").write_text("def f():\n    from metauas.trainer import train\n")
+    (pkg / "trainer" / "train.py").write_text("from metauas.model.network import f\n")
+    (pkg / "changegen" / "a.py").write_text("from metauas.changegen import b\n")
+    (pkg / "changegen" / "b.py").write_text("from metauas.changegen.a import x\n")
+    found = violations(pkg)
+    assert any(line.startswith("metauas.model.network imports metauas.trainer.train") for line in found)
+    assert any("import circle" in line and "metauas.changegen.a" in line for line in found)
+    assert not any(line.startswith("metauas.changegen.format") for line in found)
