@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metauas.model.network import ModelConfig
+from metauas.model.config import ModelConfig
 from metauas.trainer.augment import AugmentConfig
 
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
@@ -42,7 +42,8 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
 
 
 def train_variant(name: str, data: Path, out: Path, steps: int, lr: float, size: int) -> Path:
-    from metauas.trainer.train import TrainConfig, train
+    from metauas.trainer.config import TrainConfig
+    from metauas.trainer.train import train
 
     model_kw, train_kw, augment_kw = VARIANTS[name]
     run = out / name / "run"

@@ -30,8 +30,8 @@ def child(keep: bool, pairs: int, size: int, calls: int) -> float:
     import torch
 
     from metauas.inference.prepared import fold_batchnorm
-    from metauas.model.encoder import EncoderConfig
-    from metauas.model.network import MetaUAS, ModelConfig
+    from metauas.model.config import EncoderConfig, ModelConfig
+    from metauas.model.network import MetaUAS
 
     torch.manual_seed(0)
     model = MetaUAS(ModelConfig(encoder=EncoderConfig(weights="none"))).eval()

@@ -50,7 +50,7 @@ def perlin_headline(size: int, repeats: int) -> Headline:
 
 
 def train_headline(size: int, pairs: int) -> Headline:
-    from metauas.model.network import ModelConfig
+    from metauas.model.config import ModelConfig
     from metauas.trainer.bench import bench_train_builtin
 
     r = bench_train_builtin(pairs, ModelConfig(), size, batch_size=8, workers=2, batches=8, steps=2)
@@ -60,8 +60,7 @@ def train_headline(size: int, pairs: int) -> Headline:
 
 def model_headline(size: int) -> Headline:
     from metauas.inference.bench import bench_model
-    from metauas.model.encoder import EncoderConfig
-    from metauas.model.network import ModelConfig
+    from metauas.model.config import EncoderConfig, ModelConfig
 
     r = bench_model("default", ModelConfig(encoder=EncoderConfig(weights="none")), size=size, pairs=2, repeats=1)
     return Headline("model", f"inference pairs/s at {size} px, one prompt for many queries",

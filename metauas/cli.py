@@ -13,16 +13,21 @@ import typer
 from metauas import __version__
 from metauas.errors import UserError
 
+HELP = {"help_option_names": ["-h", "--help"]}
+CLICK = sys.modules[typer.BadParameter.__module__]  # click's exceptions (newer typer vendors click)
+NO_ARGS = getattr(CLICK, "NoArgsIsHelpError", ())  # click >= 8.2 raises it for a bare group
 app = typer.Typer(
     name="metauas",
     help="Synthetic change pairs -> MetaUAS training -> one-prompt anomaly segmentation.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    context_settings=HELP,
 )
 bench_app = typer.Typer(
     help="Benchmarks: each prints its figures as ratios measured in one run.",
     no_args_is_help=True,
+    context_settings=HELP,
 )
 app.add_typer(bench_app, name="bench")
 
@@ -75,9 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     command becomes one red line on stderr and status 2 instead of a traceback.
     """
     try:
-        app(args=argv, prog_name="metauas")
+        code = app(args=argv, prog_name="metauas", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except SystemExit as ex:
         return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    except NO_ARGS as err:  # `metauas` or `metauas bench` alone: its help
+        typer.echo(err.ctx.get_help())
+        return 0
+    except CLICK.UsageError as err:  # a bad option or value: one line, as for every user error
+        command = err.ctx.command_path if err.ctx else "metauas"
+        typer.secho(f"error: {err.format_message()} (see {command} -h)", err=True, fg=typer.colors.RED)
+        return 2
+    except typer.Abort:
+        typer.secho("aborted", err=True, fg=typer.colors.RED)
+        return 130
     except UserError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
         return 2

@@ -69,8 +69,9 @@ def train_model(cfg: DemoConfig) -> Path:
     """Train the default model for the time budget, or resume an interrupted demo run.
 
     A finished run resumes with its budget spent, so the trainer returns at once."""
-    from metauas.model.network import ModelConfig
-    from metauas.trainer.train import TrainConfig, train
+    from metauas.model.config import ModelConfig
+    from metauas.trainer.config import TrainConfig
+    from metauas.trainer.train import train
 
     typer.echo(f"[demo] training for {cfg.minutes:g} min -> {cfg.run_dir}", err=True)
     return train(TrainConfig(
@@ -111,7 +112,8 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     from metauas.inference.lookup import lookup_map
     from metauas.inference.prepared import prepare_for_inference
     from metauas.model.checkpoint import load_model
-    from metauas.model.network import MetaUAS, ModelConfig
+    from metauas.model.config import ModelConfig
+    from metauas.model.network import MetaUAS
     from metauas.trainer.stream import resized_pairs
 
     trained, meta = load_model(checkpoint)

@@ -9,8 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.model.encoder import EncoderConfig
-from metauas.model.network import ModelConfig
+from metauas.model.config import EncoderConfig, ModelConfig
 
 TINY_DECODER = (16, 16, 8, 8, 8)
 

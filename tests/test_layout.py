@@ -3,7 +3,8 @@
 Every `import` counts, including those inside functions (a lazy import is still a
 dependency). Floors, from the ground up:
 
-    base         errors, devices             nothing of ours
+    base         errors, devices, configs,   nothing of ours
+                 options (CLI conventions)
     changegen    generation + shard format   base
     model        MetaUAS, encoder, ckpts     base
     inference    maps, prompts, predict      base, model, changegen
@@ -18,7 +19,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "metauas"
-BASE = {"metauas", "metauas.errors", "metauas.devices"}
+BASE = {"metauas", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options"}
 ALLOWED = {
     "base": set(),
     "changegen": {"base"},

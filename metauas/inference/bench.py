@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from metauas.inference.prepared import prepare_for_inference
-from metauas.model.network import MetaUAS, ModelConfig
+from metauas.model.config import ModelConfig
+from metauas.model.network import MetaUAS
 
 
 @dataclass(frozen=True)

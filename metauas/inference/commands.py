@@ -52,8 +52,7 @@ def bench_model_command(
     import torch
 
     from metauas.inference.bench import bench_model
-    from metauas.model.encoder import EncoderConfig
-    from metauas.model.network import ModelConfig
+    from metauas.model.config import EncoderConfig, ModelConfig
 
     configs = [("default (lite0)", ModelConfig(encoder=EncoderConfig(weights="none")))]
     if paper:

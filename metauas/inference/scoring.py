@@ -186,7 +186,8 @@ def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion:
         encoder = model.encoder
         model, counts = (model, counts) if uses_model(methods) else (None, None)
     else:
-        from metauas.model.encoder import EncoderConfig, build_encoder
+        from metauas.model.config import EncoderConfig
+        from metauas.model.encoder import build_encoder
 
         keep_freed_buffers()  # the lookup baseline alone (prepare_for_inference does it otherwise)
         encoder = build_encoder(EncoderConfig()).to(device).to(memory_format=torch.channels_last)

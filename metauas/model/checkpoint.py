@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from metauas.errors import UserError
-from metauas.model.network import MetaUAS, ModelConfig
+from metauas.model.config import ModelConfig
+from metauas.model.network import MetaUAS
 
 FORMAT = "metauas-checkpoint/1"
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,22 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from metauas.errors import UserError
+from metauas.model.config import EncoderConfig
 
 _LITE = re.compile(r"^tf_efficientnet_lite(\d)$")
 # forward_intermediates indices (efficientnet numbering with extra_blocks=True:
 # 0 = stem, k = after blocks[k-1]) reproducing each layout's five stages.
 _EFFICIENTNET_INDICES = {"features": [1, 2, 3, 5, 7], "official": [0, 2, 3, 5, 7]}
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Which backbone, which weights, which five feature stages."""
-
-    name: str = "tf_efficientnet_lite0"
-    weights: str = "auto"  # auto | offline | timm | none | path to a state dict file
-    layout: str = "features"  # features (timm features_only) | official (MetaUAS b4)
-    # 0: "same" padding from the actual input (timm); N: as for an N px input, fixed (lukemelas)
-    static_pad_size: int = 0
 
 
 class FrozenEncoder(nn.Module):

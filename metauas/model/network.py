@@ -10,69 +10,19 @@ Only alignment projections, decoder and head learn; see docs/model.md.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metauas.errors import UserError
-from metauas.model.encoder import EncoderConfig, build_encoder
+from metauas.model.config import ModelConfig
+from metauas.model.encoder import build_encoder
 
-ALIGNMENTS = ("soft", "hard", "none", "sparsemax", "topk")
-# fusion = "+"-joined parts, each a function of (query, aligned prompt) and its channel count
-FUSIONS = ("cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos")
 Features = list[torch.Tensor]
 CHANGE_PRIOR = 0.05  # fraction of changed pixels the head starts at (builtin pairs: ~7%)
 AlignedPair = tuple[torch.Tensor, torch.Tensor]  # (query feature, aligned prompt feature)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything that decides the model's shapes and behaviour; saved in checkpoints.
-
-    Fields added later have defaults that reproduce the earlier model, so `from_dict`
-    loads older checkpoints unchanged.
-    """
-
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    alignment: str = "soft"  # soft | hard | none | sparsemax | topk (normaliser over prompt positions)
-    # decoder input per aligned stage; cat+absdiff+cos won the ablation (docs/ablations.md),
-    # plain cat is the paper's
-    fusion: str = "cat+absdiff+cos"  # one of FUSIONS: cat | add | absdiff | cat+absdiff | cat+cos | cat+absdiff+cos
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
-    attention: str = "scse"  # scse | none (decoder block attention)
-    aligned_stages: int = 3  # how many of the deepest stages are aligned and fused
-    scale_similarity: bool = False  # divide query·prompt similarity by sqrt(channels)
-    topk: int = 8  # `topk` alignment: softmax over this many most similar prompt positions
-    learn_temperature: bool = False  # a learnable similarity temperature per aligned stage
-
-    def __post_init__(self) -> None:
-        if self.alignment not in ALIGNMENTS:
-            raise UserError(f"unknown alignment {self.alignment!r}: use {'|'.join(ALIGNMENTS)}")
-        if self.fusion not in FUSIONS:
-            raise UserError(f"unknown fusion {self.fusion!r}: use {'|'.join(FUSIONS)}")
-        if self.attention not in ("scse", "none"):
-            raise UserError(f"unknown decoder attention {self.attention!r}: use scse|none")
-        if len(self.decoder_channels) != 5:
-            raise UserError("decoder channels must be five numbers (one per encoder stage)")
-        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
-            raise UserError(f"--topk must be a positive whole number, got {self.topk}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        """Rebuild from `dataclasses.asdict(cfg)` (e.g. a checkpoint's JSON metadata)."""
-        data = dict(data)
-        data["encoder"] = EncoderConfig(**data.get("encoder", {}))
-        if "decoder_channels" in data:
-            data["decoder_channels"] = tuple(data["decoder_channels"])
-        return cls(**data)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class Alignment(nn.Module):

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from metauas.errors import UserError
-from metauas.model.encoder import EncoderConfig
-from metauas.model.network import MetaUAS, ModelConfig
+from metauas.model.config import EncoderConfig, ModelConfig
+from metauas.model.network import MetaUAS
 
 OFFICIAL_SIZE = 380  # lukemelas's image_size for efficientnet-b4: its static padding's size
 OFFICIAL_CONFIG = ModelConfig(

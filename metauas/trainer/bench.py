@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from metauas.changegen.format import expand_urls
-from metauas.model.network import MetaUAS, ModelConfig
+from metauas.model.config import ModelConfig
+from metauas.model.network import MetaUAS
 from metauas.trainer.stream import StreamConfig, to_float, train_loader
 from metauas.trainer.train import segmentation_loss
 

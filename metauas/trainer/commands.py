@@ -1,17 +1,30 @@
 """`metauas train` and `metauas bench train`.
 
-torch and timm are imported inside the command bodies so `metauas --help` stays fast.
+torch and timm are imported inside the command bodies so `metauas --help` stays fast and
+works without them; option defaults come from the torch-free `TrainConfig`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal, Optional
+
 import typer
 
-ENCODER_HELP = "timm encoder name (tf_efficientnet_lite0 has offline weights; the paper uses efficientnet_b4)."
+from metauas.configs import default
+from metauas.devices import CHOICES as DEVICE_CHOICES
+from metauas.errors import UserError
+from metauas.options import build_config, config_option, progress_option, quiet_option, setup_output, typed, verbose_option
+from metauas.trainer.config import TrainConfig
+
+AlignmentName = Literal["soft", "hard", "none", "sparsemax", "topk"]
+FusionName = Literal["cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos"]
+LayoutName = Literal["features", "official"]
+AmpName = Literal["auto", "bf16", "fp16", "off"]
+
 WEIGHTS_HELP = "Encoder weights: auto | offline | timm | none | path to a state dict file."
-LAYOUT_HELP = "Encoder stages: features (timm features_only) | official (MetaUAS b4: stem 48@/2)."
 ALIGNMENT_HELP = ("Normaliser of the prompt lookup: soft (softmax, paper) | hard (argmax) | none | "
-                  "sparsemax (DictAS) | topk (softmax over the --topk best prompt positions).")
+                  "sparsemax (DictAS) | topk (softmax over the --align-topk best prompt positions).")
 FUSION_HELP = ("Decoder input per deep stage: cat (query, aligned prompt; the paper's) | add | absdiff | "
                "cat+absdiff (+|query-aligned|) | cat+cos (+1-cos channel) | cat+absdiff+cos (default: "
                "best in docs/ablations.md).")
@@ -19,88 +32,104 @@ SCALE_HELP = ("Divide query-prompt similarities by sqrt(channels). Default: on f
               "(as DictAS), off for the others (as the paper).")
 PROB_HELP = "Probability (0 = off) of training prompts (only) getting "
 
+# option -> TrainConfig field, where the names differ or the field is nested
+FIELDS = {
+    "encoder": "model.encoder.name", "encoder_weights": "model.encoder.weights", "layout": "model.encoder.layout",
+    "alignment": "model.alignment", "align_topk": "model.topk", "scale_similarity": "model.scale_similarity",
+    "learn_temperature": "model.learn_temperature", "fusion": "model.fusion", "minutes": "max_minutes",
+    "warmup": "warmup_steps", "dice": "dice_weight", "prompt_rot90": "augment.prompt_rot90",
+    "prompt_rotate": "augment.prompt_rotate", "prompt_flip": "augment.prompt_flip",
+    "prompt_dropout": "augment.prompt_dropout",
+    **{name: name for name in ("train", "val", "out", "size", "batch_size", "steps", "epochs", "lr", "weight_decay",
+                               "lookup_weight", "cqc_margin", "amp", "compile", "workers", "shuffle_buffer",
+                               "resampled", "val_every", "val_pairs", "save_every", "log_every", "seed", "resume",
+                               "progress", "device")},
+}
 
-def _model_config(encoder: str, encoder_weights: str, layout: str, alignment: str, fusion: str,
-                  topk: int, scale_similarity: bool | None, learn_temperature: bool):
-    from metauas.model.encoder import EncoderConfig
-    from metauas.model.network import ModelConfig
 
-    if scale_similarity is None:  # DictAS scales sparsemax's similarities; the paper doesn't
-        scale_similarity = alignment == "sparsemax"
-    return ModelConfig(encoder=EncoderConfig(encoder, encoder_weights, layout), alignment=alignment,
-                       fusion=fusion, topk=topk, scale_similarity=scale_similarity,
-                       learn_temperature=learn_temperature)
-
-
-def _augment_config(prompt_rot90: float, prompt_rotate: float, prompt_flip: float, prompt_dropout: float):
-    from metauas.trainer.augment import AugmentConfig
-
-    return AugmentConfig(prompt_rot90=prompt_rot90, prompt_rotate=prompt_rotate,
-                         prompt_flip=prompt_flip, prompt_dropout=prompt_dropout)
+def _d(option: str):
+    """The TrainConfig default behind an option (defaults are written once, in the dataclass)."""
+    return default(TrainConfig, FIELDS[option])
 
 
 def train_command(
-    train: str = typer.Option(..., "--train", help="Training shards: folder, file, brace pattern, glob or pipe: URL."),
+    ctx: typer.Context,
+    config: Path = config_option(),
+    train: str = typer.Option(None, "--train", help="Training shards: folder, file, brace pattern, glob, "
+                              "pipe: or http(s):// / s3:// URL. Required unless --config names them."),
     val: str = typer.Option(None, "--val", help="Held-out shards for validation (P-AUROC, P-AP)."),
-    out: str = typer.Option(..., "--out", help="Run directory: checkpoints, metrics.jsonl, TensorBoard logs."),
-    encoder: str = typer.Option("tf_efficientnet_lite0", "--encoder", help=ENCODER_HELP),
-    encoder_weights: str = typer.Option("auto", "--encoder-weights", help=WEIGHTS_HELP),
-    layout: str = typer.Option("features", "--layout", help=LAYOUT_HELP),
-    alignment: str = typer.Option("soft", "--alignment", help=ALIGNMENT_HELP),
-    topk: int = typer.Option(8, "--topk", help="Prompt positions kept by --alignment topk (per prompt)."),
-    scale_similarity: bool | None = typer.Option(None, "--scale-similarity/--no-scale-similarity", help=SCALE_HELP),
-    learn_temperature: bool = typer.Option(False, "--learn-temperature/--no-learn-temperature",
+    out: str = typer.Option(None, "--out", help="Run directory: checkpoints, config.json, metrics.jsonl, "
+                            "TensorBoard logs. Required unless --config names it."),
+    encoder: str = typer.Option(_d("encoder"), "--encoder", help="timm encoder name (tf_efficientnet_lite0 has "
+                                "offline weights; the paper uses efficientnet_b4)."),
+    encoder_weights: str = typer.Option(_d("encoder_weights"), "--encoder-weights", help=WEIGHTS_HELP),
+    layout: LayoutName = typer.Option(_d("layout"), "--layout", help="Encoder stages: features (timm "
+                                      "features_only) | official (MetaUAS b4: stem 48@/2)."),
+    alignment: AlignmentName = typer.Option(_d("alignment"), "--alignment", help=ALIGNMENT_HELP),
+    align_topk: int = typer.Option(_d("align_topk"), "--align-topk", help="Prompt positions kept by "
+                                   "--alignment topk (per prompt)."),
+    scale_similarity: Optional[bool] = typer.Option(None, "--scale-similarity/--no-scale-similarity", help=SCALE_HELP),
+    learn_temperature: bool = typer.Option(_d("learn_temperature"), "--learn-temperature/--no-learn-temperature",
                                            help="Learn a similarity temperature per aligned stage (from 1)."),
-    fusion: str = typer.Option("cat+absdiff+cos", "--fusion", help=FUSION_HELP),
-    size: int = typer.Option(256, "--size", help="Training input side in px (pairs are resized to it)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step per process."),
+    fusion: FusionName = typer.Option(_d("fusion"), "--fusion", help=FUSION_HELP),
+    size: int = typer.Option(_d("size"), "--size", help="Training input side in px (pairs are resized to it)."),
+    batch_size: int = typer.Option(_d("batch_size"), "--batch-size", help="Pairs per step per process."),
     steps: int = typer.Option(None, "--steps", help="Optimiser steps in total (resumed runs count the saved ones)."),
-    epochs: float = typer.Option(None, "--epochs", help="Passes over the training shards (instead of --steps; local shards)."),
-    minutes: float = typer.Option(None, "--minutes", help="Wall-clock budget; stops at this or --steps, whichever first."),
-    lr: float = typer.Option(1e-4, "--lr", help="AdamW peak learning rate."),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay", help="AdamW weight decay."),
-    warmup: int = typer.Option(100, "--warmup", help="Linear warmup steps before the cosine decay."),
-    dice: float = typer.Option(0.0, "--dice", help="Weight of a soft Dice term added to BCE (0 = BCE only)."),
-    lookup_weight: float = typer.Option(0.0, "--lookup-weight", help="Weight of DictAS's lookup losses "
-                                        "(L_query + 0.1 L_CQC, on the change masks) added to BCE (0 = off)."),
-    cqc_margin: float = typer.Option(0.1, "--cqc-margin", help="CQC hinge margin: changed positions' "
-                                     "1-cos lookup distance must exceed unchanged ones' by this."),
-    prompt_rot90: float = typer.Option(0.0, "--prompt-rot90", help=PROB_HELP + "a 90/180/270 degree rotation."),
-    prompt_rotate: float = typer.Option(0.0, "--prompt-rotate", help=PROB_HELP + "a rotation by 30..270 degrees."),
-    prompt_flip: float = typer.Option(0.0, "--prompt-flip", help=PROB_HELP + "a horizontal or vertical flip."),
-    prompt_dropout: float = typer.Option(0.0, "--prompt-dropout", help=PROB_HELP + "1-4 mean-filled rectangles."),
-    amp: str = typer.Option("auto", "--amp", help="Mixed precision on CUDA: auto | bf16 | fp16 | off (CPU: off)."),
-    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the model."),
-    workers: int = typer.Option(2, "--workers", help="Data loader processes per training process."),
-    shuffle_buffer: int = typer.Option(1000, "--shuffle-buffer", help="Samples held for shuffling."),
-    resampled: bool = typer.Option(False, "--resampled/--no-resampled", help="Draw shards with replacement (always on with >1 process)."),
-    val_every: int = typer.Option(500, "--val-every", help="Validate every N steps (and at the start and end)."),
-    val_pairs: int = typer.Option(256, "--val-pairs", help="Validation pairs used (the first N of --val)."),
-    save_every: int = typer.Option(500, "--save-every", help="Save the resumable checkpoint every N steps."),
-    log_every: int = typer.Option(10, "--log-every", help="Write a metrics row every N steps."),
-    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, shard order and augmentation."),
-    resume: bool = typer.Option(False, "--resume", help="Continue OUT/last.pt (model, optimiser, schedule, step, RNG)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    epochs: float = typer.Option(None, "--epochs", help="Passes over the training shards (instead of --steps; "
+                                 "local shards)."),
+    minutes: float = typer.Option(None, "--minutes", help="Wall-clock budget; stops at this or --steps, "
+                                  "whichever first."),
+    lr: float = typer.Option(_d("lr"), "--lr", help="AdamW peak learning rate."),
+    weight_decay: float = typer.Option(_d("weight_decay"), "--weight-decay", help="AdamW weight decay."),
+    warmup: int = typer.Option(_d("warmup"), "--warmup", help="Linear warmup steps before the cosine decay."),
+    dice: float = typer.Option(_d("dice"), "--dice", help="Weight of a soft Dice term added to BCE (0 = BCE only)."),
+    lookup_weight: float = typer.Option(_d("lookup_weight"), "--lookup-weight", help="Weight of DictAS's lookup "
+                                        "losses (L_query + 0.1 L_CQC, on the change masks) added to BCE (0 = off)."),
+    cqc_margin: float = typer.Option(_d("cqc_margin"), "--cqc-margin", help="CQC hinge margin: changed "
+                                     "positions' 1-cos lookup distance must exceed unchanged ones' by this."),
+    prompt_rot90: float = typer.Option(_d("prompt_rot90"), "--prompt-rot90", help=PROB_HELP + "a 90/180/270 "
+                                       "degree rotation."),
+    prompt_rotate: float = typer.Option(_d("prompt_rotate"), "--prompt-rotate", help=PROB_HELP + "a rotation by "
+                                        "30..270 degrees."),
+    prompt_flip: float = typer.Option(_d("prompt_flip"), "--prompt-flip", help=PROB_HELP + "a horizontal or "
+                                      "vertical flip."),
+    prompt_dropout: float = typer.Option(_d("prompt_dropout"), "--prompt-dropout", help=PROB_HELP + "1-4 "
+                                         "mean-filled rectangles."),
+    amp: AmpName = typer.Option(_d("amp"), "--amp", help="Mixed precision on CUDA: auto (bf16, else fp16) | bf16 "
+                                "| fp16 | off. The CPU trains in fp32."),
+    compile: bool = typer.Option(_d("compile"), "--compile/--no-compile", help="torch.compile the model."),
+    workers: int = typer.Option(_d("workers"), "--workers", help="Data loader processes per training process."),
+    shuffle_buffer: int = typer.Option(_d("shuffle_buffer"), "--shuffle-buffer", help="Samples held for shuffling."),
+    resampled: bool = typer.Option(_d("resampled"), "--resampled/--no-resampled", help="Draw shards with "
+                                   "replacement (always on with >1 process)."),
+    val_every: int = typer.Option(_d("val_every"), "--val-every", help="Validate every N steps (and at the "
+                                  "start and end)."),
+    val_pairs: int = typer.Option(_d("val_pairs"), "--val-pairs", help="Validation pairs used (the first N of --val)."),
+    save_every: int = typer.Option(_d("save_every"), "--save-every", help="Save the resumable checkpoint every N steps."),
+    log_every: int = typer.Option(_d("log_every"), "--log-every", help="Write a metrics row every N steps."),
+    seed: int = typer.Option(_d("seed"), "--seed", help="Seed for initialisation, shard order and augmentation."),
+    resume: bool = typer.Option(_d("resume"), "--resume", help="Continue OUT/last.pt (model, optimiser, schedule, "
+                                "step, RNG)."),
+    device: str = typer.Option(_d("device"), "--device", help=f"{DEVICE_CHOICES} (under torchrun: auto or cuda)."),
+    progress: bool = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
-    """Train MetaUAS on change-pair shards (also under `torchrun --nproc-per-node K`)."""
-    import logging
+    """Train MetaUAS on change-pair shards (also under `torchrun --nproc-per-node K`).
 
-    from metauas.trainer.train import TrainConfig
+    `--config RUN/config.json` repeats a run's settings (every run writes one); options
+    typed beside it override them."""
     from metauas.trainer.train import train as run_training
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = TrainConfig(
-        train=train, val=val, out=out, size=size, batch_size=batch_size, steps=steps, epochs=epochs,
-        max_minutes=minutes, lr=lr, weight_decay=weight_decay, warmup_steps=warmup, dice_weight=dice,
-        lookup_weight=lookup_weight, cqc_margin=cqc_margin,
-        augment=_augment_config(prompt_rot90, prompt_rotate, prompt_flip, prompt_dropout),
-        amp=amp, compile=compile, workers=workers, shuffle_buffer=shuffle_buffer, resampled=resampled,
-        val_every=val_every, val_pairs=val_pairs, save_every=save_every, log_every=log_every,
-        seed=seed, resume=resume, progress=progress, device=device,
-        model=_model_config(encoder, encoder_weights, layout, alignment, fusion, topk, scale_similarity,
-                            learn_temperature),
-    )
+    values = dict(locals())
+    values["progress"] = setup_output(quiet, verbose, progress)
+    also = set()
+    if scale_similarity is None:  # DictAS scales sparsemax's similarities; the paper doesn't
+        values["scale_similarity"] = alignment == "sparsemax"
+        also = {"scale_similarity"} if "alignment" in typed(ctx) else set()
+    if config is None and (train is None or out is None):
+        raise UserError("give --train SHARDS and --out DIR (or --config RUN/config.json)")
+    cfg = build_config(TrainConfig, ctx, values, FIELDS, config, also_typed=also)
     path = run_training(cfg)
     typer.echo(f"checkpoint: {path}")
 
@@ -114,7 +143,7 @@ def bench_train_command(
     steps: int = typer.Option(3, "--steps", help="Training steps timed."),
 ) -> None:
     """Loader pairs/s (decode + augment) vs training pairs/s, and their ratio (target >= 3)."""
-    from metauas.model.network import ModelConfig
+    from metauas.model.config import ModelConfig
     from metauas.trainer.bench import bench_train, bench_train_builtin
 
     if shards is None:

@@ -25,76 +25,14 @@ from metauas.changegen.format import count_samples, expand_urls
 from metauas.errors import UserError
 from metauas.evaluation.metrics import pixel_auroc_ap
 from metauas.model.checkpoint import export_safetensors, read_checkpoint, save_checkpoint, set_rng_state
-from metauas.model.network import MetaUAS, ModelConfig, cosine_distance
+from metauas.model.config import ModelConfig
+from metauas.model.network import MetaUAS, cosine_distance
 from metauas.trainer import distributed
-from metauas.trainer.augment import AugmentConfig
+from metauas.trainer.config import TrainConfig
 from metauas.trainer.stream import StreamConfig, resized_pairs, to_float, train_loader
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Length: `steps`, or `epochs` over the training shards, and/or
-    a wall-clock budget `max_minutes` (training stops at whichever comes first)."""
-
-    train: str | tuple[str, ...]
-    out: str
-    val: str | tuple[str, ...] | None = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    size: int = 256
-    batch_size: int = 8  # per process
-    steps: int | None = None
-    epochs: float | None = None
-    max_minutes: float | None = None
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0
-    dice_weight: float = 0.0  # loss = BCE + dice_weight * soft Dice
-    lookup_weight: float = 0.0  # + lookup_weight * (L_query + 0.1 L_CQC), see lookup_losses
-    cqc_margin: float = 0.1  # CQC hinge margin, in 1 - cos units (0..2)
-    amp: str = "auto"  # auto (bf16, else fp16, on CUDA; off on CPU) | bf16 | fp16 | off
-    compile: bool = False
-    workers: int = 2  # DataLoader processes per training process
-    shuffle_buffer: int = 1000
-    resampled: bool = False  # forced on under >1 process or with fewer shards than readers
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    val_every: int = 500
-    val_pairs: int = 256
-    save_every: int = 500
-    log_every: int = 10
-    seed: int = 0
-    resume: bool = False
-    progress: bool = True
-    device: str = "auto"  # auto | cpu | cuda
-
-    def __post_init__(self) -> None:
-        """Reject impossible settings up front, not an hour into a run."""
-        positive = {"--size": self.size, "--batch-size": self.batch_size, "--val-every": self.val_every,
-                    "--val-pairs": self.val_pairs, "--save-every": self.save_every,
-                    "--log-every": self.log_every, "--lr": self.lr, "--steps": self.steps,
-                    "--epochs": self.epochs, "--minutes": self.max_minutes}
-        for option, value in positive.items():
-            if value is not None and value <= 0:
-                raise UserError(f"{option} must be positive, got {value}")
-        for option, value in {"--weight-decay": self.weight_decay, "--warmup": self.warmup_steps,
-                              "--dice": self.dice_weight, "--workers": self.workers,
-                              "--lookup-weight": self.lookup_weight, "--cqc-margin": self.cqc_margin,
-                              "--shuffle-buffer": self.shuffle_buffer}.items():
-            if value < 0:
-                raise UserError(f"{option} must not be negative, got {value}")
-        if self.size < 32:
-            raise UserError(f"--size must be at least 32 (the encoder downsamples 32x), got {self.size}")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise UserError(f"unknown --amp {self.amp!r}: use auto|bf16|fp16|off")
-        if self.lookup_weight > 0 and self.model.alignment == "none":
-            raise UserError("--lookup-weight needs a lookup to train: use an alignment other than none")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -274,7 +212,7 @@ def _prepare_run_dir(cfg: TrainConfig, d: distributed.Dist) -> tuple[Path, dict 
     payload = read_checkpoint(ckpt) if cfg.resume and ckpt.exists() else None
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     return run_dir, payload
 
 
@@ -332,6 +270,56 @@ def train(cfg: TrainConfig) -> Path:
         distributed.teardown(d)
 
 
+@dataclass
+class Window:
+    """Loss parts summed since the last metrics row, and when that row was written."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    def add(self, parts: dict[str, float]) -> None:
+        self.sums = {k: self.sums.get(k, 0.0) + v for k, v in parts.items()}
+        self.steps += 1
+
+
+@dataclass
+class Run:
+    """Everything one training process holds while it runs (built by `_train`)."""
+
+    cfg: TrainConfig
+    d: distributed.Dist
+    model: MetaUAS
+    net: torch.nn.Module  # the model as trained: DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: torch.dtype | None
+    state: State
+    total: int | None
+    run_dir: Path
+    validator: Validator | None
+    log: RunLog
+    start_elapsed: float = 0.0
+    t0: float = field(default_factory=time.monotonic)
+    window: Window = field(default_factory=Window)
+
+    def progress(self) -> float:
+        """Fraction done, by steps or wall clock; rank 0's decides under a time budget
+        (clocks differ, and ranks must stop at the same step)."""
+        value = _progress(self.cfg, self.state, self.total, self.start_elapsed, self.t0)
+        return distributed.broadcast_float(self.d, value) if self.cfg.max_minutes else value
+
+    def stamp(self) -> dict:
+        return {"step": self.state.step, "elapsed_s": round(self.state.elapsed_s, 2)}
+
+    def validate(self) -> None:
+        if self.validator is not None:
+            self.log.row({**self.stamp(), **self.validator(self.model, self.d.device, self.cfg.batch_size)})
+
+    def save(self) -> Path:
+        return _save(self.run_dir, self.model, self.cfg, self.state, self.optimizer, self.scaler)
+
+
 def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     urls = expand_urls(list(cfg.train) if isinstance(cfg.train, tuple) else cfg.train)
     total = _total_steps(cfg, urls, d.world)
@@ -343,19 +331,18 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     if payload is not None and _progress(cfg, state, total, state.elapsed_s, time.monotonic()) >= 1.0:
         log.info("%s is already complete (step %d): nothing to resume", run_dir / CHECKPOINT, state.step)
         return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate or re-log
-    net = _wrap(model, cfg, d)
     validator = Validator(cfg.val, cfg.size, cfg.val_pairs) if cfg.val and d.main else None
-    runlog = RunLog(run_dir, d.main)
-    if validator is not None and payload is None:  # the untrained baseline, for comparison
-        runlog.row({"step": 0, "elapsed_s": 0.0, **validator(model, d.device, cfg.batch_size)})
+    run = Run(cfg, d, model, _wrap(model, cfg, d), optimizer, scaler, amp, state, total, run_dir, validator,
+              RunLog(run_dir, d.main), start_elapsed=state.elapsed_s)
+    if payload is None:  # the untrained baseline, for comparison
+        run.validate()
     stream = StreamConfig(tuple(urls), size=cfg.size, batch_size=cfg.batch_size, workers=cfg.workers,
                           shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled or d.active,
                           seed=cfg.seed, start_step=state.step, augment=cfg.augment)
-    batches = iter(train_loader(stream))
     try:
-        _loop(cfg, d, net, model, optimizer, scaler, amp, state, total, batches, validator, runlog, run_dir)
+        _loop(run, iter(train_loader(stream)))
     finally:
-        runlog.close()
+        run.log.close()
     return run_dir / CHECKPOINT
 
 
@@ -366,66 +353,67 @@ def _progress(cfg: TrainConfig, state: State, total: int | None, start_elapsed: 
     return max(by_steps, by_time)
 
 
-def _loop(cfg, d, net, model, optimizer, scaler, amp, state, total, batches, validator, runlog, run_dir):
+def step(run: Run, batch: dict, progress: float) -> dict[str, float]:
+    """One optimiser step on one batch at the scheduled learning rate; the loss parts."""
+    cfg, device = run.cfg, run.d.device
+    for group in run.optimizer.param_groups:
+        group["lr"] = cfg.lr * lr_factor(cfg, run.state.step, progress)
+    prompt, query = (to_float(batch[k], device) for k in ("prompt", "query"))
+    if device.type == "cuda":
+        prompt, query = (x.contiguous(memory_format=torch.channels_last) for x in (prompt, query))
+    masks = batch["mask"].to(device, non_blocking=True).float()
+    with torch.autocast(device.type, dtype=run.amp) if run.amp is not None else nullcontext():
+        if cfg.lookup_weight > 0:
+            logits, pairs = run.net(prompt, query, return_aligned=True)
+        else:
+            logits, pairs = run.net(prompt, query), None
+    loss, parts = training_loss(logits, pairs, masks, cfg)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.model.learnable_parameters(), cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.state.step += 1
+    run.state.elapsed_s = run.start_elapsed + time.monotonic() - run.t0
+    values = torch.stack([v.detach().float() for v in parts.values()]).tolist()  # one sync
+    return dict(zip(parts, values))
+
+
+def _log_window(run: Run) -> dict:
+    """The metrics row of the steps since the last one (mean loss parts, lr, pairs/s)."""
+    w = run.window
+    pairs_per_s = w.steps * run.cfg.batch_size * run.d.world / (time.monotonic() - w.since)
+    row = {**run.stamp(), **{k: v / w.steps for k, v in w.sums.items()},
+           "lr": run.optimizer.param_groups[0]["lr"], "pairs_per_s": pairs_per_s}
+    run.log.row(row)
+    run.window = Window()
+    return row
+
+
+def _loop(run: Run, batches) -> None:
+    """Step until the run's progress reaches 1; log, validate and save on their cadences."""
     from tqdm import tqdm
 
-    model.train()
-    t0, start_elapsed = time.monotonic(), state.elapsed_s
-    bar = tqdm(total=total, initial=state.step, disable=not (d.main and cfg.progress),
+    cfg, d = run.cfg, run.d
+    run.model.train()
+    bar = tqdm(total=run.total, initial=run.state.step, disable=not (d.main and cfg.progress),
                unit="step", dynamic_ncols=True)
-    window_sums, window_steps, window_t = {}, 0, time.monotonic()
-    channels_last = d.device.type == "cuda"
-    while True:
-        progress = _progress(cfg, state, total, start_elapsed, t0)
-        if cfg.max_minutes:  # clocks differ: rank 0's decides, or ranks would hang apart
-            progress = distributed.broadcast_float(d, progress)
-        if progress >= 1.0:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg, state.step, progress)
-        batch = next(batches)
-        prompt, query = (to_float(batch[k], d.device) for k in ("prompt", "query"))
-        if channels_last:
-            prompt, query = (x.contiguous(memory_format=torch.channels_last) for x in (prompt, query))
-        masks = batch["mask"].to(d.device, non_blocking=True).float()
-        autocast = torch.autocast(d.device.type, dtype=amp) if amp is not None else nullcontext()
-        with autocast:
-            if cfg.lookup_weight > 0:
-                logits, pairs = net(prompt, query, return_aligned=True)
-            else:
-                logits, pairs = net(prompt, query), None
-        loss, parts = training_loss(logits, pairs, masks, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.learnable_parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        state.step += 1
-        state.elapsed_s = start_elapsed + time.monotonic() - t0
-        values = torch.stack([v.detach().float() for v in parts.values()]).tolist()  # one sync
-        window_sums = {k: window_sums.get(k, 0.0) + v for k, v in zip(parts, values)}
-        window_steps += 1
+    while (progress := run.progress()) < 1.0:
+        run.window.add(step(run, next(batches), progress))
         bar.update(1)
-        if state.step % cfg.log_every == 0 or state.step == total:
-            pairs_per_s = window_steps * cfg.batch_size * d.world / (time.monotonic() - window_t)
-            row = {"step": state.step, "elapsed_s": round(state.elapsed_s, 2),
-                   **{k: v / window_steps for k, v in window_sums.items()},
-                   "lr": optimizer.param_groups[0]["lr"], "pairs_per_s": pairs_per_s}
-            runlog.row(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", pairs_s=f"{pairs_per_s:.1f}")
-            window_sums, window_steps, window_t = {}, 0, time.monotonic()
-        if validator is not None and state.step % cfg.val_every == 0:
-            runlog.row({"step": state.step, "elapsed_s": round(state.elapsed_s, 2),
-                        **validator(model, d.device, cfg.batch_size)})
-        if d.main and state.step % cfg.save_every == 0:
-            _save(run_dir, model, cfg, state, optimizer, scaler)
+        if run.state.step % cfg.log_every == 0 or run.state.step == run.total:
+            row = _log_window(run)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", pairs_s=f"{row['pairs_per_s']:.1f}")
+        if run.state.step % cfg.val_every == 0:
+            run.validate()
+        if d.main and run.state.step % cfg.save_every == 0:
+            run.save()
     bar.close()
     if d.main:
-        if validator is not None and state.step % cfg.val_every != 0:
-            runlog.row({"step": state.step, "elapsed_s": round(state.elapsed_s, 2),
-                        **validator(model, d.device, cfg.batch_size)})
-        _save(run_dir, model, cfg, state, optimizer, scaler)
-        export_safetensors(model, run_dir / "model.safetensors",
-                           {"config": model.cfg.to_dict(), "size": cfg.size, "step": state.step})
+        if run.state.step % cfg.val_every != 0:
+            run.validate()
+        run.save()
+        export_safetensors(run.model, run.run_dir / "model.safetensors",
+                           {"config": run.model.cfg.to_dict(), "size": cfg.size, "step": run.state.step})
     distributed.barrier(d)

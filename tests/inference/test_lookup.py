@@ -9,7 +9,8 @@ from make_data import defect, texture
 
 from metauas.inference.lookup import LookupConfig, lookup_map
 from metauas.inference.overlay import overlay_row
-from metauas.model.encoder import EncoderConfig, build_encoder
+from metauas.model.config import EncoderConfig
+from metauas.model.encoder import build_encoder
 
 
 @pytest.fixture(scope="module")

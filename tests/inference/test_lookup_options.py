@@ -7,7 +7,8 @@ from make_data import tiny_model_config
 
 from metauas.errors import UserError
 from metauas.model.checkpoint import load_model, read_checkpoint, save_checkpoint
-from metauas.model.network import MetaUAS, ModelConfig, align, dictionary, fuse, fused_channels, sparsemax, topk_softmax
+from metauas.model.config import ModelConfig
+from metauas.model.network import MetaUAS, align, dictionary, fuse, fused_channels, sparsemax, topk_softmax
 
 
 def test_sparsemax_matches_the_closed_form_sums_to_one_and_is_sparse():

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from metauas.errors import UserError
-from metauas.model.encoder import EncoderConfig, build_encoder, load_pretrained
+from metauas.model.config import EncoderConfig
+from metauas.model.encoder import build_encoder, load_pretrained
 
 
 def _imagenet_input(image: np.ndarray) -> torch.Tensor:

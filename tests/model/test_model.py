@@ -7,8 +7,8 @@ import torch
 from make_data import tiny_model_config
 
 from metauas.errors import UserError
-from metauas.model.encoder import EncoderConfig
-from metauas.model.network import MetaUAS, ModelConfig, align
+from metauas.model.config import EncoderConfig, ModelConfig
+from metauas.model.network import MetaUAS, align
 
 
 @pytest.mark.parametrize("alignment", ["soft", "hard", "none"])

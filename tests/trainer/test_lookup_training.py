@@ -9,8 +9,8 @@ from make_data import tiny_model_config
 from metauas.errors import UserError
 from metauas.model.network import MetaUAS
 from metauas.trainer.augment import AugmentConfig
-from metauas.trainer.commands import _model_config
-from metauas.trainer.train import TrainConfig, lookup_losses, stage_masks, train
+from metauas.trainer.config import TrainConfig
+from metauas.trainer.train import lookup_losses, stage_masks, train
 
 
 def _masks(*changed_columns):
@@ -110,20 +110,23 @@ def test_lookup_weight_needs_a_lookup_and_cli_checks_new_options(tmp_path, capsy
     from metauas.cli import main
 
     for option, value, message in [("--prompt-flip", "1.5", "--prompt-flip is a probability"),
-                                   ("--alignment", "magic", "unknown alignment"),
-                                   ("--topk", "0", "--topk must be a positive"),
-                                   ("--fusion", "cat+mul", "unknown fusion")]:
+                                   ("--alignment", "magic", "'magic' is not one of 'soft', 'hard'"),
+                                   ("--align-topk", "0", "--topk must be a positive"),
+                                   ("--fusion", "cat+mul", "'cat+mul' is not one of 'cat', 'add'")]:
         args = ["train", "--train", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "3", option, value]
         assert main(args) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_scales_similarity_by_default_for_sparsemax_only():
-    args = ("tf_efficientnet_lite0", "none", "features")
-    assert _model_config(*args, "sparsemax", "cat", 8, None, False).scale_similarity
-    assert not _model_config(*args, "soft", "cat", 8, None, False).scale_similarity
-    assert not _model_config(*args, "sparsemax", "cat", 8, False, False).scale_similarity
-    assert _model_config(*args, "topk", "cat+cos", 3, True, True) == tiny_model_config(
-        alignment="topk", fusion="cat+cos", topk=3, scale_similarity=True, learn_temperature=True,
-        decoder_channels=(256, 128, 64, 64, 48))
+@pytest.mark.parametrize("options, scaled", [(["--alignment", "sparsemax"], True), ([], False),
+                                             (["--alignment", "sparsemax", "--no-scale-similarity"], False)])
+def test_cli_scales_similarity_by_default_for_sparsemax_only(shard_dir, tmp_path, options, scaled):
+    from metauas.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--train", str(shard_dir / "train"), "--out", str(run), "--steps", "1", "--size", "32",
+                 "--encoder-weights", "none", "--workers", "0", "-q", *options]) == 0
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["scale_similarity"] is scaled
+    assert model["alignment"] == ("sparsemax" if options else "soft")

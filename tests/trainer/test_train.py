@@ -16,7 +16,8 @@ from metauas.errors import UserError
 from metauas.model.checkpoint import load_model, read_checkpoint
 from metauas.model.network import MetaUAS
 from metauas.trainer.augment import AugmentConfig
-from metauas.trainer.train import TrainConfig, train
+from metauas.trainer.config import TrainConfig
+from metauas.trainer.train import train
 
 NO_AUGMENT = AugmentConfig(swap=0.0, affine=0.0, jitter=0.0)
 
@@ -121,7 +122,7 @@ def test_two_process_gloo_ddp_trains_is_killed_and_resumes(shard_dir, tmp_path):
     ("--size", "16", "--size must be at least 32"),
     ("--lr", "0", "--lr must be positive"),
     ("--workers", "-1", "--workers must not be negative"),
-    ("--amp", "fp8", "unknown --amp"),
+    ("--amp", "fp8", "'fp8' is not one of 'auto', 'bf16'"),
 ])
 def test_impossible_training_options_are_one_line_errors(tmp_path, capsys, option, value, message):
     from metauas.cli import main
@@ -131,3 +132,25 @@ def test_impossible_training_options_are_one_line_errors(tmp_path, capsys, optio
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_config_file_repeats_a_run_and_typed_options_override_it(shard_dir, tmp_path, capsys):
+    from metauas.cli import main
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "--train", str(shard_dir / "train"), "--out", str(first), "--steps", "1", "--size", "32",
+                 "--fusion", "cat", "--lr", "3e-4", "--prompt-flip", "0.25", "--align-topk", "5",
+                 "--batch-size", "4", "--encoder-weights", "none", "--workers", "0", "-q"]) == 0
+    assert main(["train", "--config", str(first / "config.json"), "--out", str(second), "--steps", "2", "-q"]) == 0
+    a, b = (json.loads((run / "config.json").read_text()) for run in (first, second))
+    assert (a.pop("out"), a.pop("steps"), b.pop("out"), b.pop("steps")) == (str(first), 1, str(second), 2)
+    assert a == b and b["model"]["fusion"] == "cat" and b["augment"]["prompt_flip"] == 0.25
+    assert read_checkpoint(second / "last.pt")["meta"]["step"] == 2
+
+    typo = json.loads((first / "config.json").read_text()) | {"learning_rate": 0.1}
+    (tmp_path / "typo.json").write_text(json.dumps(typo))
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "typo.json"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown key(s) learning_rate" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c").exists()

@@ -1,0 +1,69 @@
+"""What decides a MetaUAS model's shapes and behaviour, torch-free.
+
+The CLI reads its option defaults from these dataclasses and checkpoints store them as
+JSON, so they live apart from the torch code that builds the model (`encoder.py`,
+`network.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metauas.configs import from_dict, to_dict
+from metauas.errors import UserError
+
+ALIGNMENTS = ("soft", "hard", "none", "sparsemax", "topk")
+# fusion = "+"-joined parts, each a function of (query, aligned prompt) and its channel count
+FUSIONS = ("cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which backbone, which weights, which five feature stages."""
+
+    name: str = "tf_efficientnet_lite0"
+    weights: str = "auto"  # auto | offline | timm | none | path to a state dict file
+    layout: str = "features"  # features (timm features_only) | official (MetaUAS b4)
+    # 0: "same" padding from the actual input (timm); N: as for an N px input, fixed (lukemelas)
+    static_pad_size: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that decides the model's shapes and behaviour; saved in checkpoints.
+
+    Fields added later have defaults that reproduce the earlier model, so `from_dict`
+    loads older checkpoints unchanged.
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    alignment: str = "soft"  # soft | hard | none | sparsemax | topk (normaliser over prompt positions)
+    # decoder input per aligned stage; cat+absdiff+cos won the ablation (docs/ablations.md),
+    # plain cat is the paper's
+    fusion: str = "cat+absdiff+cos"  # one of FUSIONS: cat | add | absdiff | cat+absdiff | cat+cos | cat+absdiff+cos
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
+    attention: str = "scse"  # scse | none (decoder block attention)
+    aligned_stages: int = 3  # how many of the deepest stages are aligned and fused
+    scale_similarity: bool = False  # divide query·prompt similarity by sqrt(channels)
+    topk: int = 8  # `topk` alignment: softmax over this many most similar prompt positions
+    learn_temperature: bool = False  # a learnable similarity temperature per aligned stage
+
+    def __post_init__(self) -> None:
+        if self.alignment not in ALIGNMENTS:
+            raise UserError(f"unknown alignment {self.alignment!r}: use {'|'.join(ALIGNMENTS)}")
+        if self.fusion not in FUSIONS:
+            raise UserError(f"unknown fusion {self.fusion!r}: use {'|'.join(FUSIONS)}")
+        if self.attention not in ("scse", "none"):
+            raise UserError(f"unknown decoder attention {self.attention!r}: use scse|none")
+        if len(self.decoder_channels) != 5:
+            raise UserError("decoder channels must be five numbers (one per encoder stage)")
+        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
+            raise UserError(f"--topk must be a positive whole number, got {self.topk}")
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "model config") -> ModelConfig:
+        """Rebuild from `to_dict` (e.g. a checkpoint's JSON metadata); unknown keys are an error."""
+        return from_dict(cls, data, where)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
