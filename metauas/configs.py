@@ -79,14 +79,6 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         raise UserError(f"{where}: {err}") from None
 
 
-def replace(cfg: Any, dotted: str, value: Any) -> Any:
-    """A copy of `cfg` with one (nested) field set, e.g. replace(cfg, "model.fusion", "cat")."""
-    head, _, rest = dotted.partition(".")
-    if rest:
-        value = replace(getattr(cfg, head), rest, value)
-    return dataclasses.replace(cfg, **{head: value})
-
-
 def read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(Path(path).read_text())
@@ -100,34 +92,27 @@ def read_json(path: Path, what: str) -> dict:
 def from_cli(cls: type, given: dict[str, Any], typed: set[str], file: Path | None = None,
              section: str | None = None) -> Any:
     """The config a command runs with: `file` (a config JSON, or the `section` of one
-    such as config.json's "config") when given, with the options the user typed on top;
+    such as index.json's "config") when given, with the options the user typed on top;
     without a file, every option's value (their defaults are the dataclass's).
 
     `given` maps dotted field names to option values; `typed` names those typed."""
     if file is None:
-        cfg = from_dict(cls, _nest({k: v for k, v in given.items() if v is not None or k in typed}), "options")
-        return cfg
+        return from_dict(cls, _nest({k: v for k, v in given.items() if v is not None or k in typed}), "options")
     data = read_json(file, "--config")
     if section is not None and isinstance(data.get(section), dict):
         data = data[section]
-    cfg = from_dict(cls, data, str(file))
-    for name in sorted(typed):
-        cfg = replace(cfg, name, _convert(_hint(cls, name), given[name], name))
-    return cfg
+    return from_dict(cls, _nest({k: given[k] for k in typed}, into=data), str(file))
 
 
-def _hint(cls: type, dotted: str) -> Any:
-    head, _, rest = dotted.partition(".")
-    kind = typing.get_type_hints(cls)[head]
-    return _hint(kind, rest) if rest else kind
-
-
-def _nest(flat: dict[str, Any]) -> dict:
-    out: dict = {}
+def _nest(flat: dict[str, Any], into: dict | None = None) -> dict:
+    """{"model.fusion": v} -> {"model": {"fusion": v}}, laid over a copy of `into`."""
+    out = json.loads(json.dumps(into)) if into else {}
     for dotted, value in flat.items():
         *parents, leaf = dotted.split(".")
         node = out
         for p in parents:
-            node = node.setdefault(p, {})
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
         node[leaf] = value
     return out

@@ -56,5 +56,6 @@ def build_config(cls: type, ctx: typer.Context, values: dict[str, Any], fields: 
     maps parameter names to dotted config fields (parameters not in it are not config);
     `also_typed` names parameters a command derived from typed ones (they override too)."""
     given = {fields[name]: value for name, value in values.items() if name in fields}
-    chosen = {fields[name] for name in typed(ctx) | set(also_typed) if name in fields}
+    names = typed(ctx) | set(also_typed) | ({"progress"} if "quiet" in typed(ctx) else set())
+    chosen = {fields[name] for name in names if name in fields}
     return from_cli(cls, given, chosen, config, section)

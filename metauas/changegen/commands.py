@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
+from metauas.changegen.config import DEFAULT_WEIGHTS, GenerateConfig
+from metauas.configs import default
 from metauas.errors import UserError
+from metauas.options import build_config, config_option, progress_option, quiet_option, setup_output, verbose_option
+
+SourceName = Literal["builtin", "coco", "folder"]
+InpainterName = Literal["opencv", "opencv-ns", "patchmatch", "lama"]
+ImageFormat = Literal["jpg", "png", "webp"]
 
 # Options shared by `generate` and `bench generate` (one definition, one help text).
-_SOURCE = typer.Option("builtin", "--source", help="Where images come from: builtin | coco | folder.")
+_SOURCE = typer.Option(default(GenerateConfig, "source"), "--source", help="Where images come from: builtin "
+                       "(embedded, offline) | coco (instances JSON) | folder (any images).")
 _IMAGES = typer.Option(None, "--images", help="Folder of images (with --source folder); searched recursively.")
 _COCO_IMAGES = typer.Option(None, "--coco-images", help="COCO images folder (with --source coco).")
 _COCO_ANNOTATIONS = typer.Option(None, "--coco-annotations", help="COCO instances JSON (with --source coco).")
-_INPAINTER = typer.Option("opencv", "--inpainter", help="Inpainting backend: opencv (Telea) | opencv-ns | patchmatch (optional package) | lama.")
+_INPAINTER = typer.Option(default(GenerateConfig, "inpainter"), "--inpainter", help="Inpainting backend: "
+                          "opencv (Telea) | opencv-ns | patchmatch (optional package) | lama (--lama-model).")
 _LAMA_MODEL = typer.Option(None, "--lama-model", help="big-lama TorchScript file for --inpainter lama (or set LAMA_MODEL).")
 
 
@@ -36,44 +45,72 @@ def _int_list(text: str, flag: str) -> list[int]:
     return values
 
 
+def _d(field: str):
+    return default(GenerateConfig, field)
+
+
+# generate's options that are GenerateConfig fields under another name
+FIELDS = {"jpeg_quality": "jpeg_quality", **{name: name for name in (
+    "out", "num_pairs", "source", "images", "coco_images", "coco_annotations", "builtin_split", "size", "shard_size",
+    "prefix", "image_format", "workers", "seed", "inpainter", "lama_model", "change_weights", "shards", "min_side",
+    "min_area", "max_area", "max_exchange", "start_method", "progress")}}
+
+
 def generate(
-    out: Path = typer.Option(..., "--out", help="Output folder for the shards and index.json (created if missing)."),
-    num_pairs: int = typer.Option(..., "--num-pairs", help="Number of change pairs in the dataset."),
-    source: str = _SOURCE,
+    ctx: typer.Context,
+    config: Optional[Path] = config_option(),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder for the shards and index.json (created "
+                                       "if missing). Required."),
+    num_pairs: Optional[int] = typer.Option(None, "--num-pairs", help="Number of change pairs in the dataset. "
+                                            "Required unless --config gives it."),
+    source: SourceName = _SOURCE,
     images: Optional[Path] = _IMAGES,
     coco_images: Optional[Path] = _COCO_IMAGES,
     coco_annotations: Optional[Path] = _COCO_ANNOTATIONS,
-    builtin_split: str = typer.Option("all", "--builtin-split", help="Builtin photos and scenes: train | heldout | all (disjoint train/heldout; see docs/usage.md)."),
-    size: int = typer.Option(256, "--size", help="Output side in px: shorter side scaled to SIZE, centre square cropped."),
-    shard_size: int = typer.Option(1000, "--shard-size", help="Samples per shard."),
-    prefix: str = typer.Option("shard", "--prefix", help="Shard names are PREFIX-NNNNNN.tar."),
-    image_format: str = typer.Option("jpg", "--image-format", help="Prompt/query encoding: jpg | png | webp (masks are always png)."),
-    jpeg_quality: int = typer.Option(95, "--quality", help="Quality of jpg/webp encoding (1-100)."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes; never changes the bytes written."),
-    seed: int = typer.Option(0, "--seed", help="Dataset seed; sample i uses an RNG seeded by (seed, i)."),
-    inpainter: str = _INPAINTER,
+    builtin_split: Literal["train", "heldout", "all"] = typer.Option(
+        _d("builtin_split"), "--builtin-split", help="Builtin photos and scenes: train | heldout | all "
+        "(disjoint train/heldout; see docs/usage.md)."),
+    size: int = typer.Option(_d("size"), "--size", help="Output side in px: shorter side scaled to SIZE, centre "
+                             "square cropped."),
+    shard_size: int = typer.Option(_d("shard_size"), "--shard-size", help="Samples per shard."),
+    prefix: str = typer.Option(_d("prefix"), "--prefix", help="Shard names are PREFIX-NNNNNN.tar."),
+    image_format: ImageFormat = typer.Option(_d("image_format"), "--image-format", help="Prompt/query encoding "
+                                             "(masks are always png)."),
+    jpeg_quality: int = typer.Option(_d("jpeg_quality"), "--quality", help="Quality of jpg/webp encoding (1-100)."),
+    workers: int = typer.Option(_d("workers"), "--workers", help="Worker processes; never changes the bytes written."),
+    seed: int = typer.Option(_d("seed"), "--seed", help="Dataset seed; sample i uses an RNG seeded by (seed, i)."),
+    inpainter: InpainterName = _INPAINTER,
     lama_model: Optional[Path] = _LAMA_MODEL,
-    change_weights: Optional[str] = typer.Option(None, "--change-weights", help="e.g. disappear=1,appear=1,exchange=1,local=1,none=0.5; unnamed types get 0. Default 0.25,0.25,0.2,0.2,0.1."),
-    shards: Optional[str] = typer.Option(None, "--shards", help="Make only shard ids A:B (B exclusive); combine with RANK/WORLD_SIZE."),
-    min_side: int = typer.Option(64, "--min-side", help="Skip source images whose shorter side is below this (counted as too_small)."),
-    min_area: float = typer.Option(0.01, "--min-area", help="Smallest instance kept, as a fraction of the output image."),
-    max_area: float = typer.Option(0.35, "--max-area", help="Largest instance kept, as a fraction of the output image."),
-    max_exchange: int = typer.Option(3, "--max-exchange", help="exchange pastes 1..N instances."),
-    start_method: Optional[str] = typer.Option(None, "--start-method", help="multiprocessing start method: spawn (default) | fork | forkserver."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with pairs/s and ETA on stderr."),
+    change_weights: Optional[str] = typer.Option(None, "--change-weights", help="e.g. disappear=1,appear=1,"
+                                                 "exchange=1,local=1,none=0.5; unnamed types get 0. Default "
+                                                 + ",".join(f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS.items()) + "."),
+    shards: Optional[str] = typer.Option(None, "--shards", help="Make only shard ids A:B (B exclusive); combine "
+                                         "with RANK/WORLD_SIZE."),
+    min_side: int = typer.Option(_d("min_side"), "--min-side", help="Skip source images whose shorter side is "
+                                 "below this (counted as too_small)."),
+    min_area: float = typer.Option(_d("min_area"), "--min-area", help="Smallest instance kept, as a fraction of "
+                                   "the output image."),
+    max_area: float = typer.Option(_d("max_area"), "--max-area", help="Largest instance kept, as a fraction of "
+                                   "the output image."),
+    max_exchange: int = typer.Option(_d("max_exchange"), "--max-exchange", help="exchange pastes 1..N instances."),
+    start_method: Optional[Literal["spawn", "fork", "forkserver"]] = typer.Option(
+        None, "--start-method", help="multiprocessing start method (default: spawn)."),
+    progress: bool = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
-    """Generate synthetic change pairs as WebDataset shards (schema changepair/1)."""
-    from metauas.changegen.config import DEFAULT_WEIGHTS, GenerateConfig, parse_change_weights
+    """Generate synthetic change pairs as WebDataset shards (schema changepair/1).
+
+    `--config DIR/index.json` repeats a dataset's settings (index.json records them); options typed beside it override them."""
+    from metauas.changegen.config import parse_change_weights
     from metauas.changegen.run import generate_dataset
 
-    cfg = GenerateConfig(
-        out=out, num_pairs=num_pairs, source=source, images=images, coco_images=coco_images,
-        coco_annotations=coco_annotations, builtin_split=builtin_split, size=size, shard_size=shard_size,
-        prefix=prefix, image_format=image_format, jpeg_quality=jpeg_quality, seed=seed, inpainter=inpainter,
-        lama_model=lama_model, change_weights=parse_change_weights(change_weights) if change_weights else dict(DEFAULT_WEIGHTS),
-        min_side=min_side, min_area=min_area, max_area=max_area, max_exchange=max_exchange,
-        workers=workers, shards=shards, progress=progress, start_method=start_method,
-    )
+    values = dict(locals())
+    values["progress"] = setup_output(quiet, verbose, progress)
+    values["change_weights"] = parse_change_weights(change_weights) if change_weights else None
+    if out is None or (config is None and num_pairs is None):
+        raise UserError("give --out DIR and --num-pairs N (or --config DIR/index.json with --out)")
+    cfg = build_config(GenerateConfig, ctx, values, FIELDS, config, section="config")
     index = generate_dataset(cfg)
     typer.echo(str(index))
 
@@ -99,17 +136,16 @@ def bench_generate(
     sizes: str = typer.Option("256,512", "--sizes", help="Comma-separated output sides to measure."),
     workers: str = typer.Option(_ONE_AND_ALL_CORES, "--workers", help="Comma-separated worker counts to measure (default: 1 and every core)."),
     pairs: int = typer.Option(64, "--pairs", help="Pairs per cell (split across workers); raise for steadier figures."),
-    source: str = _SOURCE,
+    source: SourceName = _SOURCE,
     images: Optional[Path] = _IMAGES,
     coco_images: Optional[Path] = _COCO_IMAGES,
     coco_annotations: Optional[Path] = _COCO_ANNOTATIONS,
-    inpainter: str = _INPAINTER,
+    inpainter: InpainterName = _INPAINTER,
     lama_model: Optional[Path] = _LAMA_MODEL,
-    image_format: str = typer.Option("jpg", "--image-format", help="Encoding measured: jpg | png | webp."),
+    image_format: ImageFormat = typer.Option("jpg", "--image-format", help="Encoding measured."),
 ) -> None:
     """Pairs/s per change type and overall, beside the I/O floor (decode+resize+encode)."""
     from metauas.changegen.bench import bench_cell_row, table_head, table_row
-    from metauas.changegen.config import GenerateConfig
 
     typer.echo("pairs/s; floor = load source + encode the pair, no synthesis")
     typer.echo(table_head())

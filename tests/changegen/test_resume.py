@@ -72,3 +72,16 @@ def test_rank_partition_is_round_robin_within_the_range():
     got = [rank_shards(cfg, {"RANK": str(r), "WORLD_SIZE": "3"}) for r in range(3)]
     assert got == [[2, 5, 8], [3, 6], [4, 7]]
     assert rank_shards(cfg, {}) == list(range(2, 9))
+
+
+def test_config_from_index_json_remakes_the_dataset_and_typed_options_override(tmp_path):
+    first = tmp_path / "a"
+    run_cli("generate", "--out", str(first), "--num-pairs", "6", "--size", "64", "--shard-size", "3",
+            "--seed", "4", "--change-weights", "local=1,none=1", "-q")
+    run_cli("generate", "--config", str(first / "index.json"), "--out", str(tmp_path / "b"), "-q")
+    for name in ("shard-000000.tar", "shard-000001.tar"):
+        assert (first / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    run_cli("generate", "--config", str(first / "index.json"), "--out", str(tmp_path / "c"), "--seed", "5", "-q")
+    index = json.loads((tmp_path / "c" / "index.json").read_text())
+    assert index["config"]["seed"] == 5 and index["config"]["change_weights"]["exchange"] == 0.0
+    assert (first / "shard-000000.tar").read_bytes() != (tmp_path / "c" / "shard-000000.tar").read_bytes()
