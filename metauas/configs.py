@@ -43,7 +43,7 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def _convert(kind: Any, value: Any, where: str) -> Any:
+def _convert(kind: Any, value: Any, where: str, legacy: bool = True) -> Any:
     """`value` (plain JSON) as the annotated type `kind` (dataclass, tuple, Path, Optional)."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
@@ -54,7 +54,7 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
         if len(options) > 1 and not isinstance(value, (dict, list)):
             return value  # e.g. str | tuple[str, ...] given as a string
     if dataclasses.is_dataclass(kind):
-        return from_dict(kind, value, where)
+        return from_dict(kind, value, where, legacy)
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(value)
     if kind is Path and isinstance(value, str):
@@ -62,11 +62,18 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+def from_dict(cls: type, data: Any, where: str = "config", legacy: bool = True) -> Any:
     """Rebuild `cls` from `to_dict`'s output. Unknown keys, and data that is not an
-    object where a config is expected, are a UserError naming `where`."""
+    object where a config is expected, are a UserError naming `where`.
+
+    A class may name `LEGACY` values for fields it gained later whose new default
+    behaves differently: stored JSON written before the field existed lacks the key and
+    gets the legacy value, so old checkpoints and runs keep their behaviour. `legacy`
+    is False when `data` comes from command-line options, which take today's defaults."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+    if legacy:
+        data = {**getattr(cls, "LEGACY", {}), **data}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
@@ -74,7 +81,7 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__} "
                         f"(known: {', '.join(sorted(names))})")
     try:
-        return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+        return cls(**{k: _convert(hints[k], v, f"{where}.{k}", legacy) for k, v in data.items()})
     except TypeError as err:  # a required field missing, or a value of the wrong kind
         raise UserError(f"{where}: {err}") from None
 
@@ -97,7 +104,8 @@ def from_cli(cls: type, given: dict[str, Any], typed: set[str], file: Path | Non
 
     `given` maps dotted field names to option values; `typed` names those typed."""
     if file is None:
-        return from_dict(cls, _nest({k: v for k, v in given.items() if v is not None or k in typed}), "options")
+        return from_dict(cls, _nest({k: v for k, v in given.items() if v is not None or k in typed}), "options",
+                         legacy=False)
     data = read_json(file, "--config")
     if section is not None and isinstance(data.get(section), dict):
         data = data[section]

@@ -8,11 +8,13 @@ JSON, so they live apart from the torch code that builds the model (`encoder.py`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from metauas.configs import from_dict, to_dict
 from metauas.errors import UserError
 
 ALIGNMENTS = ("soft", "hard", "none", "sparsemax", "topk")
+HARD_SIMILARITIES = ("cosine", "dot")
 # fusion = "+"-joined parts, each a function of (query, aligned prompt) and its channel count
 FUSIONS = ("cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos")
 
@@ -33,8 +35,12 @@ class ModelConfig:
     """Everything that decides the model's shapes and behaviour; saved in checkpoints.
 
     Fields added later have defaults that reproduce the earlier model, so `from_dict`
-    loads older checkpoints unchanged.
+    loads older checkpoints unchanged; where today's default differs from what older
+    models did, `LEGACY` gives the old value to stored configs that lack the field.
     """
+
+    # hard alignment picked by raw dot product before cosine (Eq. 3) became the default
+    LEGACY: ClassVar[dict[str, Any]] = {"hard_similarity": "dot"}
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     alignment: str = "soft"  # soft | hard | none | sparsemax | topk (normaliser over prompt positions)
@@ -47,10 +53,15 @@ class ModelConfig:
     scale_similarity: bool = False  # divide query·prompt similarity by sqrt(channels)
     topk: int = 8  # `topk` alignment: softmax over this many most similar prompt positions
     learn_temperature: bool = False  # a learnable similarity temperature per aligned stage
+    # `hard` alignment's choice of prompt position: cosine of the projected features (the
+    # paper's Eq. 3) or their raw dot product (models saved before this field existed)
+    hard_similarity: str = "cosine"
 
     def __post_init__(self) -> None:
         if self.alignment not in ALIGNMENTS:
             raise UserError(f"unknown alignment {self.alignment!r}: use {'|'.join(ALIGNMENTS)}")
+        if self.hard_similarity not in HARD_SIMILARITIES:
+            raise UserError(f"unknown hard similarity {self.hard_similarity!r}: use {'|'.join(HARD_SIMILARITIES)}")
         if self.fusion not in FUSIONS:
             raise UserError(f"unknown fusion {self.fusion!r}: use {'|'.join(FUSIONS)}")
         if self.attention not in ("scse", "none"):

@@ -38,6 +38,7 @@ class Alignment(nn.Module):
     def __init__(self, channels: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.mode, self.scale, self.topk = cfg.alignment, cfg.scale_similarity, cfg.topk
+        self.hard_similarity = cfg.hard_similarity
         # `none` compares nothing, so it has no parameters (DDP rejects unused parameters)
         learns = self.mode != "none"
         self.project = nn.Conv2d(channels, channels // 2, kernel_size=1) if learns else None
@@ -55,7 +56,7 @@ class Alignment(nn.Module):
         temperature = self.log_temperature.exp() if self.log_temperature is not None else None
         return align(dictionary(prompts), dictionary([self.project(p) for p in prompts]),
                      self.project(query), self.mode, self.scale, topk=self.topk,
-                     shots=len(prompts), temperature=temperature)
+                     shots=len(prompts), temperature=temperature, hard_similarity=self.hard_similarity)
 
 
 def dictionary(features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -110,15 +111,15 @@ def normalise(sim: torch.Tensor, mode: str, *, topk: int = 8, shots: int = 1) ->
 
 def align(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mode: str,
           scale: bool = False, *, topk: int = 8, shots: int = 1,
-          temperature: torch.Tensor | None = None) -> torch.Tensor:
+          temperature: torch.Tensor | None = None, hard_similarity: str = "dot") -> torch.Tensor:
     """For each query position, the prompt `values` at the positions whose `keys` match it.
 
     soft / sparsemax / topk: weights from `normalise` (softmax, sparse projection, softmax
     over the top k) over prompt positions of the query·key similarity make a convex
-    combination of the values; hard: the value of the most similar position; none: the
-    values as they are (resized to the query's grid). argmax has no gradient, so in
-    training hard alignment passes the soft alignment's gradient to the projection
-    (straight-through). A batch-1 prompt is shared by all B queries. `values` and `keys`
+    combination of the values; hard: the value of the most similar position, by cosine
+    (the paper's Eq. 3) or raw dot product (`hard_similarity`); none: the values as they
+    are (resized to the query's grid). argmax has no gradient, so in training hard
+    alignment passes the soft alignment's gradient to the projection (straight-through). A batch-1 prompt is shared by all B queries. `values` and `keys`
     may be flattened (B x C x M) dictionaries of several prompts (see `dictionary`).
     """
     b, _, h, w = query.shape
@@ -138,7 +139,8 @@ def align(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mode: s
     if mode != "hard":
         out = torch.bmm(normalise(sim, mode, topk=topk, shots=shots).to(v.dtype), v)
     else:
-        out = torch.gather(v, 1, sim.argmax(dim=-1, keepdim=True).expand(-1, -1, c))
+        choice = sim if hard_similarity == "dot" else torch.bmm(F.normalize(q, dim=-1), F.normalize(k, dim=1))
+        out = torch.gather(v, 1, choice.argmax(dim=-1, keepdim=True).expand(-1, -1, c))
         if torch.is_grad_enabled():  # straight-through: hard values forward, soft gradients back
             soft = torch.bmm(sim.softmax(dim=-1).to(v.dtype), v)
             out = out + (soft - soft.detach())

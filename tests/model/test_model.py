@@ -103,3 +103,41 @@ def test_a_fresh_model_starts_near_the_change_prior_not_at_one_half():
     model = MetaUAS(tiny_model_config()).eval()
     probs = model.predict(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
     assert 0.01 < probs.mean().item() < 0.2
+
+
+def test_hard_alignment_picks_the_most_similar_direction_cosine_not_dot():
+    """Eq. 3: the matched prompt position maximises cosine; a long key pointing elsewhere
+    wins the raw dot product (the old behaviour) but not the cosine."""
+    keys = torch.tensor([[3.0, 3.0], [1.0, 0.05]]).T.reshape(1, 2, 1, 2)  # positions: long diagonal, short along x
+    values = torch.tensor([[10.0, 20.0]]).reshape(1, 1, 1, 2)
+    query = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1)
+    with torch.no_grad():
+        assert align(values, keys, query, "hard", hard_similarity="cosine").item() == 20.0
+        assert align(values, keys, query, "hard", hard_similarity="dot").item() == 10.0
+
+
+def test_stored_configs_without_hard_similarity_keep_the_dot_product():
+    from metauas.trainer.config import TrainConfig
+
+    assert ModelConfig().hard_similarity == "cosine"
+    old = ModelConfig().to_dict()
+    del old["hard_similarity"]
+    assert ModelConfig.from_dict(old).hard_similarity == "dot"
+    run = TrainConfig(train="x", out="y").to_dict()
+    del run["model"]["hard_similarity"]
+    assert TrainConfig.from_dict(run).model.hard_similarity == "dot"
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).hard_similarity == "cosine"
+    with pytest.raises(UserError, match="unknown hard similarity"):
+        ModelConfig(hard_similarity="l2")
+
+
+def test_an_old_hard_checkpoint_loads_with_its_dot_product(tmp_path):
+    from metauas.model.checkpoint import load_model, read_checkpoint, save_checkpoint
+
+    model = MetaUAS(tiny_model_config(alignment="hard"))
+    path = save_checkpoint(tmp_path / "old.pt", model, size=64, step=0)
+    payload = read_checkpoint(path)
+    del payload["meta"]["config"]["hard_similarity"]  # as written before the field existed
+    torch.save(payload, path)
+    loaded, _ = load_model(path)
+    assert loaded.cfg.hard_similarity == "dot" and loaded.alignments[0].hard_similarity == "dot"
