@@ -100,3 +100,46 @@ def make_mvtec(root: Path, classes: dict[str, tuple[int, int, int]], seed: int =
             write(root / name / "test" / "blob" / f"{i:03d}.png", img)
             write(root / name / "ground_truth" / "blob" / f"{i:03d}_mask.png", mask)
     return root
+
+
+def make_visa_raw(root: Path, classes: dict[str, tuple[int, int, int]], seed: int = 0) -> Path:
+    """VisA as downloaded: `<cls>/Data/Images/{Normal,Anomaly}/*.JPG`, masks in
+    `<cls>/Data/Masks/Anomaly/*.png` labelled with small values (not 255), and
+    `split_csv/1cls.csv` with the dataset's own columns and labels."""
+    rng = np.random.default_rng(seed)
+    rows = ["object,split,label,image,mask"]
+    for name, tint in classes.items():
+        data = root / name / "Data"
+        for i in reversed(range(5)):  # 3 train, 2 test normals; the real CSV is not in name order
+            image = f"{name}/Data/Images/Normal/{i:04d}.JPG"
+            write(root / image, texture(rng, tint))
+            rows.append(f"{name},{'train' if i < 3 else 'test'},normal,{image},")
+        for i in range(3):
+            img, mask = defect(texture(rng, tint), rng)
+            write(data / "Images" / "Anomaly" / f"{i:03d}.JPG", img)
+            write(data / "Masks" / "Anomaly" / f"{i:03d}.png", (mask > 0).astype(np.uint8) * (i + 1))
+            rows.append(f"{name},test,anomaly,{name}/Data/Images/Anomaly/{i:03d}.JPG,"
+                        f"{name}/Data/Masks/Anomaly/{i:03d}.png")
+    (root / "split_csv").mkdir(parents=True, exist_ok=True)
+    (root / "split_csv" / "1cls.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def prepare_visa(raw: Path, save: Path) -> Path:
+    """What VisA's prepare_data.py --split-type 1cls does (amazon-science/spot-diff): copy
+    each image to `<save>/1cls/<cls>/<split>/{good,bad}/<name>` and each test anomaly's
+    mask, non-zero set to 255, to `<cls>/ground_truth/bad/<mask name>`."""
+    import csv
+    import shutil
+
+    out = save / "1cls"
+    with open(raw / "split_csv" / "1cls.csv", newline="") as f:
+        for obj, split, label, image, mask in list(csv.reader(f))[1:]:
+            kind = "good" if label == "normal" else "bad"
+            dst = out / obj / split / kind / Path(image).name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(raw / image, dst)
+            if split == "test" and kind == "bad":
+                m = cv2.imread(str(raw / mask), cv2.IMREAD_GRAYSCALE)
+                write(out / obj / "ground_truth" / "bad" / Path(mask).name, np.where(m != 0, 255, 0).astype(np.uint8))
+    return save

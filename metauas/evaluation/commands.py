@@ -21,10 +21,11 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 
 def evaluate_command(
-    data: Path = typer.Option(..., "--data", help="Benchmark root folder (or meta.json for --format meta)."),
+    data: Path = typer.Option(..., "--data", help="Benchmark root folder (or meta.json for --format meta, "
+                              "split_csv/1cls.csv for --format visa)."),
     out: Path = typer.Option(..., "--out", help="Output folder: metrics.json/.csv/.md and overlays/."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained checkpoint (.pt); not needed for --method lookup."),
-    fmt: str = typer.Option("mvtec", "--format", help="Benchmark layout: mvtec | visa | meta | folder."),
+    fmt: str = typer.Option("mvtec", "--format", help="Benchmark layout: mvtec (also GoodsAD) | visa (raw or prepare_data.py's, detected) | meta | folder."),
     method: str = typer.Option("both", "--method", help="model | lookup (training-free baseline) | mix (blend of both maps, see --mix-weight) | both (model and lookup) | all (model, lookup, mix)."),
     prompt_mode: str = typer.Option("random", "--prompt-mode", help="random (per seed) | best (closest normal image per query) | pool (class-agnostic)."),
     shots: int = typer.Option(1, "--shots", help="Normal prompts per query (K-shot)."),

@@ -58,6 +58,14 @@ def _checked_mask(path: Path | None, image: Path, problems: list[str]) -> Path |
     return None
 
 
+def _mvtec_mask(folder: Path, defect: str, image: Path) -> Path:
+    """The ground truth of a test image: MVTec names it `<stem>_mask.png`; VisA's
+    prepare_data.py output and GoodsAD name it `<stem>.png` (same folders)."""
+    masks = folder / "ground_truth" / defect
+    mvtec = masks / f"{image.stem}_mask.png"
+    return mvtec if mvtec.is_file() or not (masks / f"{image.stem}.png").is_file() else masks / f"{image.stem}.png"
+
+
 def _mvtec_class(folder: Path) -> ClassData:
     test: list[Sample] = []
     problems: list[str] = []
@@ -67,31 +75,38 @@ def _mvtec_class(folder: Path) -> ClassData:
             if defect == "good":
                 test.append(Sample(image, 0, None, defect))
                 continue
-            mask = folder / "ground_truth" / defect / f"{image.stem}_mask.png"
-            test.append(Sample(image, 1, _checked_mask(mask, image, problems), defect))
+            test.append(Sample(image, 1, _checked_mask(_mvtec_mask(folder, defect, image), image, problems), defect))
     return ClassData(folder.name, list_images(folder / "train" / "good"), test, problems)
 
 
 def read_mvtec(root: Path) -> list[ClassData]:
-    """`<cls>/train/good`, `<cls>/test/<defect>`, `<cls>/ground_truth/<defect>/*_mask.png`;
-    ROOT may be the dataset folder or one class folder."""
+    """`<cls>/train/good`, `<cls>/test/<defect>`, `<cls>/ground_truth/<defect>/<stem>_mask.png`
+    (or `<stem>.png`: VisA as prepare_data.py writes it, GoodsAD); ROOT may be the dataset
+    folder or one class folder."""
     if (root / "test").is_dir():
         return [_mvtec_class(root)]
     return [_mvtec_class(p) for p in sorted(root.iterdir()) if (p / "test").is_dir()]
 
 
-def read_visa(root: Path) -> list[ClassData]:
-    """`split_csv/1cls.csv` with columns object, split, label, image, mask (paths from ROOT)."""
-    table = root / "split_csv" / "1cls.csv"
-    if not table.is_file():
-        raise UserError(f"VisA split file not found: {table}")
+VISA_SPLIT = Path("split_csv") / "1cls.csv"
+VISA_LABELS = {"normal": 0, "good": 0, "0": 0, "anomaly": 1, "abnormal": 1, "bad": 1, "1": 1}
+
+
+def _visa_table(table: Path, root: Path) -> list[ClassData]:
+    """VisA's split CSV (columns object, split, label, image, mask; labels normal|anomaly;
+    paths relative to the VisA folder), as the dataset and its repository ship it."""
     classes: dict[str, ClassData] = {}
     with open(table, newline="") as f:
-        for row in csv.DictReader(f):
-            name = row["object"]
+        reader = csv.DictReader(f)
+        missing = {"object", "split", "label", "image"} - set(reader.fieldnames or ())
+        if missing:
+            raise UserError(f"{table} is not a VisA split file: no column(s) {', '.join(sorted(missing))}")
+        for row in reader:
+            name, label_text = row["object"].strip(), row["label"].strip().lower()
+            if label_text not in VISA_LABELS:
+                raise UserError(f"{table}: unknown label {row['label']!r} (expected normal or anomaly)")
             data = classes.setdefault(name, ClassData(name, [], []))
-            image = root / row["image"]
-            label = int(row["label"].strip().lower() in ("anomaly", "1", "abnormal"))
+            image, label = root / row["image"], VISA_LABELS[label_text]
             if row["split"].strip() == "train":
                 if not label:
                     data.train.append(image)
@@ -99,7 +114,25 @@ def read_visa(root: Path) -> list[ClassData]:
             mask_name = (row.get("mask") or "").strip()
             mask = _checked_mask(root / mask_name if mask_name else None, image, data.problems) if label else None
             data.test.append(Sample(image, label, mask, "anomaly" if label else "good"))
+    for data in classes.values():  # the CSV is shuffled; prepared folders list by name: seeds pick alike
+        data.train.sort(key=lambda p: (p.name, str(p)))
     return list(classes.values())
+
+
+def read_visa(root: Path) -> list[ClassData]:
+    """VisA in either layout, detected: the raw download (ROOT/split_csv/1cls.csv, or the
+    CSV itself, whose paths start at the folder above split_csv/), or the MVTec-style
+    folder VisA's prepare_data.py writes (ROOT = VisA_pytorch/1cls or VisA_pytorch:
+    `<cls>/train/good`, `<cls>/test/{good,bad}`, `<cls>/ground_truth/bad/<stem>.png`)."""
+    if root.is_file():
+        return _visa_table(root, root.parent.parent if root.parent.name == "split_csv" else root.parent)
+    if (root / VISA_SPLIT).is_file():
+        return _visa_table(root / VISA_SPLIT, root)
+    for prepared in (root, root / "1cls"):
+        if prepared.is_dir() and any((p / "test").is_dir() for p in prepared.iterdir()):
+            return read_mvtec(prepared)
+    raise UserError(f"{root} is not VisA: no split file {VISA_SPLIT} (the raw download) and no class "
+                    "folders with test/ (prepare_data.py's VisA_pytorch/1cls)")
 
 
 def read_meta(root: Path) -> list[ClassData]:
@@ -173,9 +206,15 @@ def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None)
 
 def load_mask(path: Path, image_shape: tuple[int, ...]) -> np.ndarray | None:
     """The mask as uint8 (0..255), or None when it cannot be read or its size differs from
-    the image's (the caller reports that)."""
+    the image's (the caller reports that).
+
+    A mask whose largest value is below 128 labels defects with small integers (VisA's raw
+    masks do; its prepare_data.py sets every non-zero pixel to 255): its non-zero pixels
+    become 255, so both protocols' thresholds see the defect. 0/255 masks are unchanged."""
     data = np.fromfile(str(path), np.uint8)
     mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if mask is None or mask.shape[:2] != tuple(image_shape[:2]):
         return None
+    if 0 < mask.max() < 128:
+        mask = np.where(mask > 0, 255, 0).astype(np.uint8)
     return mask
