@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
 from metauas.configs import from_cli
+from metauas.recipes import RECIPES
 
 CONFIG_HELP = ("A JSON config to start from: a run's config.json (train), index.json's config "
                "(generate) or metrics.json's config (evaluate); options you type override it.")
@@ -50,12 +51,27 @@ def typed(ctx: typer.Context) -> set[str]:
     return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) in sources}
 
 
+RecipeName = Literal[tuple(RECIPES)]  # the --recipe choices, for typer
+
+
+def recipe_option() -> Any:
+    return typer.Option(None, "--recipe", help=f"Start from a published configuration: {' | '.join(RECIPES)} "
+                        "(docs/reproduce.md). Options you type override it.")
+
+
 def build_config(cls: type, ctx: typer.Context, values: dict[str, Any], fields: dict[str, str],
-                 config: Path | None, section: str | None = None, also_typed: set[str] = frozenset()) -> Any:
+                 config: Path | None, section: str | None = None, also_typed: set[str] = frozenset(),
+                 recipe: dict[str, Any] | None = None) -> Any:
     """The command's config: `values` are the option values by parameter name, `fields`
     maps parameter names to dotted config fields (parameters not in it are not config);
-    `also_typed` names parameters a command derived from typed ones (they override too)."""
+    `also_typed` names parameters a command derived from typed ones (they override too).
+    `recipe` (dotted field -> value) lies over the defaults and the config file, under
+    the typed options."""
     given = {fields[name]: value for name, value in values.items() if name in fields}
     names = typed(ctx) | set(also_typed) | ({"progress"} if "quiet" in typed(ctx) else set())
     chosen = {fields[name] for name in names if name in fields}
+    for dotted, value in (recipe or {}).items():
+        if dotted not in chosen:
+            given[dotted] = value
+            chosen.add(dotted)
     return from_cli(cls, given, chosen, config, section)

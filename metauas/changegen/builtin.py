@@ -60,4 +60,5 @@ def open_source(cfg: GenerateConfig) -> Source:
         return FolderSource.from_dir(cfg.images, **bounds)
     if cfg.coco_images is None or cfg.coco_annotations is None:
         raise UserError("--source coco needs --coco-images DIR and --coco-annotations FILE")
-    return CocoSource(cfg.coco_images, cfg.coco_annotations, **bounds)
+    return CocoSource(cfg.coco_images, cfg.coco_annotations, **bounds, max_images=cfg.coco_max_images,
+                      split=cfg.coco_split, val_fraction=cfg.coco_val_fraction)

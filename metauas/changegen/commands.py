@@ -15,7 +15,16 @@ import typer
 from metauas.changegen.config import DEFAULT_WEIGHTS, GenerateConfig
 from metauas.configs import default
 from metauas.errors import UserError
-from metauas.options import build_config, config_option, progress_option, quiet_option, setup_output, verbose_option
+from metauas.options import (
+    build_config,
+    config_option,
+    progress_option,
+    quiet_option,
+    RecipeName,
+    recipe_option,
+    setup_output,
+    verbose_option,
+)
 
 SourceName = Literal["builtin", "coco", "folder"]
 InpainterName = Literal["opencv", "opencv-ns", "patchmatch", "lama"]
@@ -51,7 +60,8 @@ def _d(field: str):
 
 # generate's options that are GenerateConfig fields under another name
 FIELDS = {"jpeg_quality": "jpeg_quality", **{name: name for name in (
-    "out", "num_pairs", "source", "images", "coco_images", "coco_annotations", "builtin_split", "size", "shard_size",
+    "out", "num_pairs", "source", "images", "coco_images", "coco_annotations", "coco_max_images", "coco_split",
+    "coco_val_fraction", "builtin_split", "size", "shard_size",
     "prefix", "image_format", "workers", "seed", "inpainter", "lama_model", "change_weights", "shards", "min_side",
     "min_area", "max_area", "max_exchange", "start_method", "progress")}}
 
@@ -59,6 +69,7 @@ FIELDS = {"jpeg_quality": "jpeg_quality", **{name: name for name in (
 def generate(
     ctx: typer.Context,
     config: Optional[Path] = config_option(),
+    recipe: Optional[RecipeName] = recipe_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder for the shards and index.json (created "
                                        "if missing). Required."),
     num_pairs: Optional[int] = typer.Option(None, "--num-pairs", help="Number of change pairs in the dataset. "
@@ -67,6 +78,12 @@ def generate(
     images: Optional[Path] = _IMAGES,
     coco_images: Optional[Path] = _COCO_IMAGES,
     coco_annotations: Optional[Path] = _COCO_ANNOTATIONS,
+    coco_max_images: Optional[int] = typer.Option(None, "--coco-max-images", help="Use only this many COCO "
+                                                  "images (a fixed shuffle of the ids; the paper: 60000)."),
+    coco_split: Literal["all", "train", "val"] = typer.Option(_d("coco_split"), "--coco-split", help="Which part "
+                                                              "of those images: all | train | val."),
+    coco_val_fraction: float = typer.Option(_d("coco_val_fraction"), "--coco-val-fraction", help="Share of the "
+                                            "images that form --coco-split val (the paper: 0.05)."),
     builtin_split: Literal["train", "heldout", "all"] = typer.Option(
         _d("builtin_split"), "--builtin-split", help="Builtin photos and scenes: train | heldout | all "
         "(disjoint train/heldout; see docs/usage.md)."),
@@ -101,16 +118,19 @@ def generate(
 ) -> None:
     """Generate synthetic change pairs as WebDataset shards (schema changepair/1).
 
-    `--config DIR/index.json` repeats a dataset's settings (index.json records them); options typed beside it override them."""
+    `--config DIR/index.json` repeats a dataset's settings (index.json records them); `--recipe paper` sets the
+    paper's data settings (docs/reproduce.md); options typed beside either override them."""
     from metauas.changegen.config import parse_change_weights
     from metauas.changegen.run import generate_dataset
+    from metauas.recipes import recipe as recipe_settings
 
     values = dict(locals())
     values["progress"] = setup_output(quiet, verbose, progress)
     values["change_weights"] = parse_change_weights(change_weights) if change_weights else None
     if out is None or (config is None and num_pairs is None):
         raise UserError("give --out DIR and --num-pairs N (or --config DIR/index.json with --out)")
-    cfg = build_config(GenerateConfig, ctx, values, FIELDS, config, section="config")
+    cfg = build_config(GenerateConfig, ctx, values, FIELDS, config, section="config",
+                       recipe=recipe_settings(recipe, "generate"))
     index = generate_dataset(cfg)
     typer.echo(str(index))
 

@@ -22,6 +22,10 @@ DEFAULT_WEIGHTS = {"disappear": 0.25, "appear": 0.25, "exchange": 0.2, "local": 
 SOURCES = ("builtin", "coco", "folder")
 IMAGE_FORMATS = ("jpg", "png", "webp")
 BUILTIN_SPLITS = ("train", "heldout", "all")
+COCO_SPLITS = ("all", "train", "val")
+# Fields added after datasets were made with this version: left out of dataset_fields()
+# while at these defaults, so an older dataset's recorded config still matches and resumes.
+LATER_FIELDS = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
 
 
 @dataclass
@@ -35,6 +39,12 @@ class GenerateConfig:
     images: Path | None = None  # folder source
     coco_images: Path | None = None
     coco_annotations: Path | None = None
+    # COCO image subset: the first coco_max_images of a fixed shuffle of the image ids,
+    # of which the last coco_val_fraction are `val` and the rest `train` (the paper: 60k
+    # images, 0.95 / 0.05); the shuffle never depends on --seed, so the splits never overlap
+    coco_max_images: int | None = None
+    coco_split: str = "all"  # all | train | val
+    coco_val_fraction: float = 0.05
     builtin_split: str = "all"
     size: int = 256
     shard_size: int = 1000
@@ -71,6 +81,9 @@ class GenerateConfig:
             (self.shard_size > 0, "--shard-size must be positive"),
             (self.image_format in IMAGE_FORMATS, f"--image-format must be one of {', '.join(IMAGE_FORMATS)}"),
             (self.builtin_split in BUILTIN_SPLITS, f"--builtin-split must be one of {', '.join(BUILTIN_SPLITS)}"),
+            (self.coco_split in COCO_SPLITS, f"--coco-split must be one of {', '.join(COCO_SPLITS)}"),
+            (0 < self.coco_val_fraction < 1, "--coco-val-fraction must be between 0 and 1"),
+            (self.coco_max_images is None or self.coco_max_images > 0, "--coco-max-images must be positive"),
             (self.workers >= 1, "--workers must be at least 1"),
             (0 <= self.min_area < self.max_area <= 1, "area bounds need 0 <= min < max <= 1"),
             (self.max_exchange >= 1, "max_exchange must be at least 1"),
@@ -86,11 +99,12 @@ class GenerateConfig:
         return -(-self.num_pairs // self.shard_size)
 
     def dataset_fields(self) -> dict:
-        """The fields that decide the bytes of the dataset, as JSON-ready values."""
+        """The fields that decide the bytes of the dataset, as JSON-ready values (fields
+        added later are left out while at their defaults: see LATER_FIELDS)."""
         skip = {"workers", "shards", "progress", "start_method", "out"}
         out = {}
         for f in dataclasses.fields(self):
-            if f.name in skip:
+            if f.name in skip or (f.name in LATER_FIELDS and getattr(self, f.name) == LATER_FIELDS[f.name]):
                 continue
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else value

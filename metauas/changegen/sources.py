@@ -118,7 +118,10 @@ class CocoSource(Source):
 
     name = "coco"
 
-    def __init__(self, images: Path, annotations: Path, min_side: int, min_area: float, max_area: float):
+    SPLIT_SEED = 0  # the image-subset shuffle: fixed, so train and val never overlap whatever --seed
+
+    def __init__(self, images: Path, annotations: Path, min_side: int, min_area: float, max_area: float,
+                 max_images: int | None = None, split: str = "all", val_fraction: float = 0.05):
         if not annotations.is_file():
             raise UserError(f"--coco-annotations {annotations} does not exist")
         if not images.is_dir():
@@ -130,9 +133,10 @@ class CocoSource(Source):
                 self.coco = COCO(str(annotations))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AssertionError) as err:
             raise UserError(f"--coco-annotations {annotations} is not a COCO instances file ({err})") from None
-        self.ids = sorted(self.coco.getImgIds())
+        self.ids = subset_ids(sorted(self.coco.getImgIds()), max_images, split, val_fraction, self.SPLIT_SEED)
         if not self.ids:
-            raise UserError(f"--coco-annotations {annotations} lists no images")
+            raise UserError(f"--coco-annotations {annotations} lists no images" +
+                            (f" in --coco-split {split}" if split != "all" else ""))
         self.images = images
         self.min_side, self.min_area, self.max_area = min_side, min_area, max_area
 
@@ -171,6 +175,17 @@ class CocoSource(Source):
         masks = _keep_by_area([fit_mask(m, size) for m in masks], self.min_area, self.max_area, skips)
         ident = {"kind": "coco", "image_id": info["id"], "file": info["file_name"]}
         return SourceItem(fit_square(image, size), masks, ident, skips)
+
+
+def subset_ids(ids: list[int], max_images: int | None, split: str, val_fraction: float, seed: int) -> list[int]:
+    """The image ids of one split, sorted: the first `max_images` of a seeded shuffle of
+    `ids`, of which the last round(n * val_fraction) form `val` and the others `train`."""
+    if max_images is None and split == "all":
+        return ids
+    chosen = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:max_images]]
+    n_val = round(len(chosen) * val_fraction)
+    parts = {"all": chosen, "train": chosen[:len(chosen) - n_val], "val": chosen[len(chosen) - n_val:]}
+    return sorted(parts[split])
 
 
 class SceneSource(Source):

@@ -30,6 +30,13 @@ class EncoderConfig:
     static_pad_size: int = 0
 
 
+# Encoder names that stand for several fields at once. `official` is the encoder of the
+# authors' checkpoint as `import-official` builds it: the TF-ported b4 (timm's name for
+# its AutoAugment ImageNet weights, the ones smp/lukemelas load), smp's stage layout and
+# TF "same" padding fixed for 380 px (docs/model.md).
+ENCODER_ALIASES = {"official": {"name": "tf_efficientnet_b4.aa_in1k", "layout": "official", "static_pad_size": 380}}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything that decides the model's shapes and behaviour; saved in checkpoints.

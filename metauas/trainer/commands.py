@@ -14,7 +14,17 @@ import typer
 from metauas.configs import default
 from metauas.devices import CHOICES as DEVICE_CHOICES
 from metauas.errors import UserError
-from metauas.options import build_config, config_option, progress_option, quiet_option, setup_output, typed, verbose_option
+from metauas.options import (
+    build_config,
+    config_option,
+    progress_option,
+    quiet_option,
+    RecipeName,
+    recipe_option,
+    setup_output,
+    typed,
+    verbose_option,
+)
 from metauas.trainer.config import TrainConfig
 
 AlignmentName = Literal["soft", "hard", "none", "sparsemax", "topk"]
@@ -35,6 +45,7 @@ PROB_HELP = "Probability (0 = off) of training prompts (only) getting "
 # option -> TrainConfig field, where the names differ or the field is nested
 FIELDS = {
     "encoder": "model.encoder.name", "encoder_weights": "model.encoder.weights", "layout": "model.encoder.layout",
+    "static_pad_size": "model.encoder.static_pad_size", "global_batch_size": "global_batch_size",
     "alignment": "model.alignment", "align_topk": "model.topk", "scale_similarity": "model.scale_similarity",
     "learn_temperature": "model.learn_temperature", "fusion": "model.fusion", "minutes": "max_minutes",
     "warmup": "warmup_steps", "dice": "dice_weight", "prompt_rot90": "augment.prompt_rot90",
@@ -55,16 +66,20 @@ def _d(option: str):
 def train_command(
     ctx: typer.Context,
     config: Path = config_option(),
+    recipe: Optional[RecipeName] = recipe_option(),
     train: str = typer.Option(None, "--train", help="Training shards: folder, file, brace pattern, glob, "
                               "pipe: or http(s):// / s3:// URL. Required unless --config names them."),
     val: str = typer.Option(None, "--val", help="Held-out shards for validation (P-AUROC, P-AP)."),
     out: str = typer.Option(None, "--out", help="Run directory: checkpoints, config.json, metrics.jsonl, "
                             "TensorBoard logs. Required unless --config names it."),
-    encoder: str = typer.Option(_d("encoder"), "--encoder", help="timm encoder name (tf_efficientnet_lite0 has "
-                                "offline weights; the paper uses efficientnet_b4)."),
+    encoder: str = typer.Option(_d("encoder"), "--encoder", help="timm encoder name, optionally with its weights' "
+                                "tag (tf_efficientnet_lite0 has offline weights), or `official`: the authors' "
+                                "TF-ported b4 exactly as import-official builds it."),
     encoder_weights: str = typer.Option(_d("encoder_weights"), "--encoder-weights", help=WEIGHTS_HELP),
     layout: LayoutName = typer.Option(_d("layout"), "--layout", help="Encoder stages: features (timm "
                                       "features_only) | official (MetaUAS b4: stem 48@/2)."),
+    static_pad_size: int = typer.Option(_d("static_pad_size"), "--static-pad-size", help="Fix TF 'same' padding "
+                                        "as for this input size (380: the authors' b4); 0 pads from the input."),
     alignment: AlignmentName = typer.Option(_d("alignment"), "--alignment", help=ALIGNMENT_HELP),
     align_topk: int = typer.Option(_d("align_topk"), "--align-topk", help="Prompt positions kept by "
                                    "--alignment topk (per prompt)."),
@@ -74,6 +89,8 @@ def train_command(
     fusion: FusionName = typer.Option(_d("fusion"), "--fusion", help=FUSION_HELP),
     size: int = typer.Option(_d("size"), "--size", help="Training input side in px (pairs are resized to it)."),
     batch_size: int = typer.Option(_d("batch_size"), "--batch-size", help="Pairs per step per process."),
+    global_batch_size: int = typer.Option(None, "--global-batch-size", help="Pairs per step over all processes, "
+                                          "split over WORLD_SIZE (instead of --batch-size; the paper: 128)."),
     steps: int = typer.Option(None, "--steps", help="Optimiser steps in total (resumed runs count the saved ones)."),
     epochs: float = typer.Option(None, "--epochs", help="Passes over the training shards (instead of --steps; "
                                  "local shards)."),
@@ -117,8 +134,10 @@ def train_command(
 ) -> None:
     """Train MetaUAS on change-pair shards (also under `torchrun --nproc-per-node K`).
 
-    `--config RUN/config.json` repeats a run's settings (every run writes one); options
-    typed beside it override them."""
+    `--config RUN/config.json` repeats a run's settings (every run writes one);
+    `--recipe paper` sets the paper's (docs/reproduce.md); options typed beside either
+    override them."""
+    from metauas.recipes import recipe as recipe_settings
     from metauas.trainer.train import train as run_training
 
     values = dict(locals())
@@ -127,11 +146,39 @@ def train_command(
     if scale_similarity is None:  # DictAS scales sparsemax's similarities; the paper doesn't
         values["scale_similarity"] = alignment == "sparsemax"
         also = {"scale_similarity"} if "alignment" in typed(ctx) else set()
+    also |= _expand_encoder(ctx, values) | _batch_choice(ctx, values)
     if config is None and (train is None or out is None):
         raise UserError("give --train SHARDS and --out DIR (or --config RUN/config.json)")
-    cfg = build_config(TrainConfig, ctx, values, FIELDS, config, also_typed=also)
+    cfg = build_config(TrainConfig, ctx, values, FIELDS, config, also_typed=also,
+                       recipe=recipe_settings(recipe, "train"))
     path = run_training(cfg)
     typer.echo(f"checkpoint: {path}")
+
+
+def _expand_encoder(ctx: typer.Context, values: dict) -> set[str]:
+    """`--encoder official` stands for name, layout and padding size (model/config.py's
+    ENCODER_ALIASES); a layout or padding typed beside it still wins. Returns the
+    parameters it set, which override a config file or recipe like typed ones."""
+    from metauas.model.config import ENCODER_ALIASES
+
+    alias = ENCODER_ALIASES.get(values["encoder"]) if "encoder" in typed(ctx) else None
+    if alias is None:
+        return set()
+    params = {"name": "encoder", "layout": "layout", "static_pad_size": "static_pad_size"}
+    chosen = {params[f] for f in alias if params[f] == "encoder" or params[f] not in typed(ctx)}
+    values.update({params[f]: v for f, v in alias.items() if params[f] in chosen})
+    return chosen
+
+
+def _batch_choice(ctx: typer.Context, values: dict) -> set[str]:
+    """A typed per-process --batch-size replaces a global batch from --recipe or --config."""
+    given = typed(ctx)
+    if {"batch_size", "global_batch_size"} <= given:
+        raise UserError("give --batch-size (per process) or --global-batch-size (over all processes), not both")
+    if "batch_size" in given:
+        values["global_batch_size"] = None
+        return {"global_batch_size"}
+    return set()
 
 
 def bench_train_command(

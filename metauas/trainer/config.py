@@ -5,6 +5,7 @@ torch-free, so `metauas train --help` and `--config` checks need no model stack.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from metauas.configs import from_dict, to_dict
@@ -24,6 +25,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     size: int = 256
     batch_size: int = 8  # per process
+    # when set, the batch over all processes: each takes global_batch_size / WORLD_SIZE
+    # (resolved into batch_size when training starts; not divisible is an error)
+    global_batch_size: int | None = None
     steps: int | None = None
     epochs: float | None = None
     max_minutes: float | None = None
@@ -55,7 +59,8 @@ class TrainConfig:
         positive = {"--size": self.size, "--batch-size": self.batch_size, "--val-every": self.val_every,
                     "--val-pairs": self.val_pairs, "--save-every": self.save_every,
                     "--log-every": self.log_every, "--lr": self.lr, "--steps": self.steps,
-                    "--epochs": self.epochs, "--minutes": self.max_minutes}
+                    "--epochs": self.epochs, "--minutes": self.max_minutes,
+                    "--global-batch-size": self.global_batch_size}
         for option, value in positive.items():
             if value is not None and value <= 0:
                 raise UserError(f"{option} must be positive, got {value}")
@@ -71,6 +76,16 @@ class TrainConfig:
             raise UserError(f"unknown --amp {self.amp!r}: use auto|bf16|fp16|off")
         if self.lookup_weight > 0 and self.model.alignment == "none":
             raise UserError("--lookup-weight needs a lookup to train: use an alignment other than none")
+
+    def per_process(self, world: int) -> TrainConfig:
+        """This config with `batch_size` resolved for `world` processes (a global batch
+        is split evenly; a per-process batch stays as it is)."""
+        if self.global_batch_size is None:
+            return self
+        if self.global_batch_size % world:
+            raise UserError(f"--global-batch-size {self.global_batch_size} does not split over {world} processes "
+                            f"(WORLD_SIZE): use a multiple of {world}, or --batch-size per process")
+        return dataclasses.replace(self, batch_size=self.global_batch_size // world)
 
     def to_dict(self) -> dict:
         return to_dict(self)

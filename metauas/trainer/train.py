@@ -321,6 +321,7 @@ class Run:
 
 
 def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
+    cfg = cfg.per_process(d.world)  # a global batch split over the processes (config.json records both)
     urls = expand_urls(list(cfg.train) if isinstance(cfg.train, tuple) else cfg.train)
     total = _total_steps(cfg, urls, d.world)
     if total is None and cfg.max_minutes is None:

@@ -165,3 +165,87 @@ def test_missing_unexpected_and_misshapen_keys_are_named(reference):
     del state["alignment.0.alignment_layer.dimensionality_reduction.bias"]
     with pytest.raises(UserError, match=r"1 weight\(s\) missing \(first, in our names: alignments.2.project.bias"):
         convert(state, model, "f")
+
+
+def _paper_model_config():
+    """The model `metauas train --recipe paper` builds (random encoder weights)."""
+    from metauas.configs import from_cli
+    from metauas.recipes import recipe
+    from metauas.trainer.config import TrainConfig
+
+    given = {**recipe("paper", "train"), "train": "x", "out": "y", "model.encoder.weights": "none"}
+    return from_cli(TrainConfig, given, set(given)).model
+
+
+def test_the_paper_recipe_trains_the_encoder_import_official_builds(reference, official_file):
+    """Same architecture (keys, shapes) and, on the same weights, the same forward."""
+    cfg = _paper_model_config()
+    assert cfg.encoder.name.split(".")[0] == OFFICIAL_CONFIG.encoder.name  # + the weights' timm tag
+    assert dataclasses.replace(cfg, encoder=OFFICIAL_CONFIG.encoder) == OFFICIAL_CONFIG
+    trained, imported = MetaUAS(cfg), load_official(official_file)
+    ours, theirs = trained.state_dict(), imported.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
+    trained.load_state_dict(theirs)
+    prompt, query = _pair(64)
+    assert torch.equal(trained.eval().predict(prompt, query), imported.predict(prompt, query))
+
+
+def test_lukemelas_weights_file_loads_by_position(tmp_path):
+    """--encoder-weights FILE with the weights smp downloads for the authors' encoder
+    (lukemelas names, classifier included) lands tensor by tensor where import-official's
+    key mapping puts them."""
+    from metauas.model.encoder import build_encoder
+    from metauas.model.official import _block_names, _encoder_key
+
+    torch.manual_seed(1)
+    luke = smp.encoders.get_encoder("efficientnet-b4", in_channels=3, depth=5, weights=None).state_dict()
+    luke = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in luke.items()}
+    luke |= {"_fc.weight": torch.randn(1000, 1792), "_fc.bias": torch.randn(1000)}
+    torch.save(luke, tmp_path / "efficientnet-b4-6ed6700e.pth")
+    encoder = build_encoder(dataclasses.replace(_paper_model_config().encoder,
+                                                weights=str(tmp_path / "efficientnet-b4-6ed6700e.pth")))
+    ours = encoder.backbone.state_dict()
+    blocks = _block_names(encoder.backbone)
+    checked = 0
+    for key, value in luke.items():
+        mapped = _encoder_key(key, blocks)
+        if mapped in ours:
+            assert torch.equal(ours[mapped], value), key
+            checked += 1
+    assert checked > 600
+
+
+def _train_config(monkeypatch, *args):
+    """The TrainConfig `metauas train ARGS` would run (training itself stubbed out)."""
+    import metauas.trainer.train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda cfg: seen.setdefault("cfg", cfg))
+    assert main(["train", "--train", "x", "--out", "y", *args]) == 0
+    return seen["cfg"]
+
+
+def test_encoder_official_and_the_paper_recipe_on_the_command_line(monkeypatch, capsys):
+    cfg = _train_config(monkeypatch, "--encoder", "official")
+    assert (cfg.model.encoder.name, cfg.model.encoder.layout, cfg.model.encoder.static_pad_size) == (
+        "tf_efficientnet_b4.aa_in1k", "official", 380)
+    assert _train_config(monkeypatch, "--encoder", "official", "--static-pad-size", "0").model.encoder.static_pad_size == 0
+
+    paper = _train_config(monkeypatch, "--recipe", "paper")
+    assert paper.model == dataclasses.replace(_paper_model_config(), encoder=paper.model.encoder)
+    assert (paper.global_batch_size, paper.epochs, paper.lr, paper.weight_decay, paper.size) == (128, 30, 1e-4, 5e-4, 256)
+    toy = _train_config(monkeypatch, "--recipe", "paper", "--fusion", "cat+cos", "--size", "64", "--batch-size", "2")
+    assert (toy.model.fusion, toy.size, toy.batch_size, toy.global_batch_size, toy.epochs) == ("cat+cos", 64, 2, None, 30)
+    assert main(["train", "--train", "x", "--out", "y", "--batch-size", "2", "--global-batch-size", "8"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_a_global_batch_splits_over_the_processes():
+    from metauas.trainer.config import TrainConfig
+
+    cfg = TrainConfig(train="x", out="y", global_batch_size=128)
+    assert [cfg.per_process(w).batch_size for w in (1, 2, 8, 16)] == [128, 64, 16, 8]
+    assert TrainConfig(train="x", out="y", batch_size=5).per_process(8).batch_size == 5
+    with pytest.raises(UserError, match="does not split over 3 processes"):
+        cfg.per_process(3)
