@@ -17,6 +17,8 @@ from pathlib import Path
 
 import typer
 
+from metauas.options import progress_option, quiet_option, setup_output, verbose_option
+
 
 @dataclass
 class DemoConfig:
@@ -36,6 +38,7 @@ class DemoConfig:
     seed: int = 0
     workers: int = 2
     heatmaps: int = 8
+    progress: bool = True
 
     @property
     def train_dir(self) -> Path:
@@ -61,7 +64,7 @@ def make_data(cfg: DemoConfig) -> None:
         typer.echo(f"[demo] {split} pairs -> {folder}", err=True)
         generate_dataset(GenerateConfig(
             out=folder, num_pairs=pairs, builtin_split=split, size=cfg.size,
-            shard_size=max(1, pairs // 8), seed=seed, workers=cfg.workers,
+            shard_size=max(1, pairs // 8), seed=seed, workers=cfg.workers, progress=cfg.progress,
         ))
 
 
@@ -79,7 +82,7 @@ def train_model(cfg: DemoConfig) -> Path:
         out=str(cfg.run_dir), model=ModelConfig(), size=cfg.size, batch_size=cfg.batch_size,
         lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=cfg.minutes, val_every=100,
         val_pairs=cfg.heldout_pairs, save_every=100,
-        seed=cfg.seed, resume=(cfg.run_dir / "last.pt").exists(),
+        seed=cfg.seed, resume=(cfg.run_dir / "last.pt").exists(), progress=cfg.progress,
     ))
 
 
@@ -220,10 +223,14 @@ def demo(
     heldout_pairs: int = typer.Option(240, "--heldout-pairs", min=16, help="Held-out pairs (other photos and scenes) to score."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Training batch size."),
     seed: int = typer.Option(0, "--seed", help="Seed of generation and training."),
+    progress: bool = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Generate builtin pairs, train on the CPU, score held-out pairs and write report.html."""
     cfg = DemoConfig(out=out, minutes=minutes, size=size, train_pairs=train_pairs,
-                     heldout_pairs=heldout_pairs, batch_size=batch_size, seed=seed)
+                     heldout_pairs=heldout_pairs, batch_size=batch_size, seed=seed,
+                     progress=setup_output(quiet, verbose, progress))
     report = run_demo(cfg)
     metrics = (cfg.out / "metrics.json").read_text()
     typer.echo(metrics)

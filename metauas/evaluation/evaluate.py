@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -22,38 +22,13 @@ from tqdm import tqdm
 from metauas.changegen.images import read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
-from metauas.evaluation.metrics import METRICS, PROTOCOLS, MetricConfig, compute_metrics
+from metauas.evaluation.config import EvalConfig
+from metauas.evaluation.metrics import METRICS, compute_metrics
 from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchmark
 from metauas.evaluation.report import write_html_report, write_tables
-from metauas.inference.lookup import LookupConfig
 from metauas.inference.overlay import overlay_row, write_png
-from metauas.inference.prompts import MODES, PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
+from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
 from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    data: Path
-    fmt: str = "mvtec"
-    out: Path = Path("eval-out")
-    checkpoint: Path | None = None
-    method: str = "both"  # model | lookup | mix | both (model, lookup) | all
-    prompt_mode: str = "random"  # random | best | pool
-    shots: int = 1
-    shot_fusion: str = "features"  # features | joint | mean | max
-    prompt_rotations: tuple[int, ...] = (0,)  # each prompt also seen rotated by these degrees
-    mix_weight: float = 0.5  # the lookup map's weight in the `mix` method
-    seeds: tuple[int, ...] = (1, 3, 5, 7, 9)  # the paper's five
-    size: int | None = None  # None: the checkpoint's training size, else 256
-    classes: tuple[str, ...] = ()
-    prompts_file: Path | None = None
-    metric: MetricConfig = field(default_factory=MetricConfig)
-    lookup: LookupConfig = field(default_factory=LookupConfig)
-    batch_size: int = 8
-    overlays: int = 2  # best and worst anomalous queries per class and method (first run)
-    device: str = "auto"
-    compile: bool = False  # torch.compile the model (see inference/prepared.py)
-    progress: bool = True
 
 
 @dataclass
@@ -89,13 +64,6 @@ def _choose(cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None,
         return [fixed] * b
     idx = closest(pooled(query_feats[-1]), bank.vectors(cfg.batch_size), cfg.shots).cpu().tolist()
     return [[bank.paths[i] for i in row] for row in idx]
-
-
-def check_rotations(rotations: Sequence[int]) -> tuple[int, ...]:
-    """Prompt rotations must be exact (multiples of 90 degrees keep the whole image)."""
-    if not rotations or any(r % 90 for r in rotations):
-        raise UserError(f"--prompt-rotations takes multiples of 90 degrees, got {list(rotations)}")
-    return tuple(dict.fromkeys(r % 360 for r in rotations))
 
 
 def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
@@ -153,33 +121,45 @@ def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int) -> li
     return written
 
 
-def _runs(cfg: EvalConfig, classes: list[ClassData]) -> dict[str, dict[str, list[Path] | None]]:
-    """Run label -> class -> fixed prompt paths (None: chosen per query from a bank)."""
+@dataclass(frozen=True)
+class Run:
+    """One pass over the benchmark: how its prompts are chosen, and from which seed."""
+
+    mode: str  # random | best | pool | file (a prompts file's list for this seed)
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The run's name in metrics.json ("seed3", "pool-seed3", "file-seed0", "best")."""
+        return {"random": f"seed{self.seed}", "best": "best"}.get(self.mode, f"{self.mode}-seed{self.seed}")
+
+
+def _runs(cfg: EvalConfig, classes: list[ClassData]) -> dict[Run, dict[str, list[Path] | None]]:
+    """Run -> class -> fixed prompt paths (None: chosen per query from a bank)."""
     if cfg.prompts_file is not None:
         table = read_prompt_file(cfg.prompts_file, cfg.data if cfg.data.is_dir() else cfg.data.parent)
         missing = [c.name for c in classes if any(c.name not in t for t in table.values())]
         if missing:
             raise UserError(f"prompts file {cfg.prompts_file} has no prompts for: {', '.join(missing)}")
-        return {f"file-seed{s}": {c.name: t[c.name] for c in classes} for s, t in table.items()}
+        return {Run("file", s): {c.name: t[c.name] for c in classes} for s, t in table.items()}
     if cfg.prompt_mode == "best":
-        return {"best": {c.name: None for c in classes}}
+        return {Run("best"): {c.name: None for c in classes}}
     if cfg.prompt_mode == "pool":
-        return {f"pool-seed{s}": {c.name: None for c in classes} for s in cfg.seeds}
-    return {f"seed{s}": {c.name: random_prompts(c.train, cfg.shots, s, c.name) for c in classes}
+        return {Run("pool", s): {c.name: None for c in classes} for s in cfg.seeds}
+    return {Run("random", s): {c.name: random_prompts(c.train, cfg.shots, s, c.name) for c in classes}
             for s in cfg.seeds}
 
 
-def _bank(cfg: EvalConfig, run: str, data: ClassData, classes: list[ClassData], size: int,
-          scorer: Scorer, pools: dict[str, PromptBank]) -> PromptBank | None:
-    if cfg.prompt_mode == "best" and cfg.prompts_file is None:
+def _bank(cfg: EvalConfig, run: Run, data: ClassData, classes: list[ClassData], size: int,
+          scorer: Scorer, pools: dict[Run, PromptBank]) -> PromptBank | None:
+    if run.mode == "best":
         if len(data.train) < cfg.shots:
             raise UserError(f"class {data.name}: {len(data.train)} normal training image(s), "
                             f"--shots {cfg.shots} needs at least {cfg.shots}")
         return PromptBank(data.train, size, scorer)
-    if cfg.prompt_mode == "pool" and cfg.prompts_file is None:
+    if run.mode == "pool":
         if run not in pools:
-            seed = int(run.removeprefix("pool-seed"))
-            pools[run] = PromptBank([random_prompts(c.train, 1, seed, c.name)[0] for c in classes if c.train],
+            pools[run] = PromptBank([random_prompts(c.train, 1, run.seed, c.name)[0] for c in classes if c.train],
                                     size, scorer)
         return pools[run]
     return None
@@ -211,13 +191,6 @@ def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Run the whole evaluation and write metrics.{json,csv,md} and overlays under cfg.out."""
-    if cfg.prompt_mode not in MODES:
-        raise UserError(f"unknown prompt mode {cfg.prompt_mode!r}: use {'|'.join(MODES)}")
-    if cfg.metric.protocol not in PROTOCOLS:
-        raise UserError(f"unknown protocol {cfg.metric.protocol!r}: use {'|'.join(PROTOCOLS)}")
-    if cfg.shots < 1:
-        raise UserError("--shots must be at least 1")
-    check_rotations(cfg.prompt_rotations)
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
     scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, resolve_device(cfg.device),
@@ -226,23 +199,22 @@ def evaluate(cfg: EvalConfig) -> dict:
     problems = list(bench.problems)
     runs = _runs(cfg, bench.classes)
     per_run: dict[str, dict[str, dict[str, dict]]] = {}
-    pools: dict[str, PromptBank] = {}
+    pools: dict[Run, PromptBank] = {}
     overlays: list[str] = []
     for r, (run, fixed) in enumerate(runs.items()):
-        per_run[run] = {}
+        per_run[run.label] = {}
         for data in bench.classes:
             bank = _bank(cfg, run, data, bench.classes, size, scorer, pools)
             cm = score_class(cfg, scorer, data, size, fixed[data.name], bank, problems if r == 0 else [])
-            per_run[run][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, [s.label for s in cm.samples],
-                                                          cfg.metric) for m in methods}
+            per_run[run.label][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, [s.label for s in cm.samples],
+                                                                cfg.metric) for m in methods}
             if r == 0 and cfg.overlays > 0:
                 overlays += [str(p.relative_to(cfg.out)) for p in write_overlays(cfg.out, data.name, cm, size,
                                                                                  cfg.overlays)]
-    config = {**asdict(cfg), "size": size, "seeds": list(runs), "protocol": cfg.metric.protocol,
-              "image_score": cfg.metric.image_score if cfg.metric.image_score == "max"
-              else f"mean of top-{cfg.metric.topk}"}
+    image_score = "max" if cfg.metric.image_score == "max" else f"mean of top-{cfg.metric.topk}"
     result = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
+        "config": cfg.to_dict(),  # `evaluate --config metrics.json` rebuilds this run
+        "resolved": {"size": size, "runs": [run.label for run in runs], "image_score": image_score},
         "checkpoint": {k: meta[k] for k in ("step", "size", "encoder", "parameters") if k in meta},
         "rows": _summarise(per_run, [c.name for c in bench.classes], methods),
         "runs": per_run,

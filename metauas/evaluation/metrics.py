@@ -25,6 +25,7 @@ import numpy as np
 
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
 PROTOCOLS = ("exact", "official")
+IMAGE_SCORES = ("max", "topk")  # the map's max (paper) | mean of its top-k pixels
 
 
 def pixel_auroc_ap(probs, masks) -> tuple[float, float]:

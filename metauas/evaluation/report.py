@@ -78,13 +78,13 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
             std = r.get("std") or {}
             writer.writerow([r["class"], r["method"], *(r["metrics"][m] for m in METRICS),
                              *(std.get(m, "") for m in METRICS)])
-    cfg = result["config"]
+    cfg, done = result["config"], result["resolved"]
     text = [
         f"# MetaUAS evaluation: {cfg['data']} ({cfg['fmt']})",
         "",
-        f"Protocol: **{cfg['protocol']}** · prompts: {cfg['prompt_mode']}, {cfg['shots']}-shot"
-        f"{' (' + cfg['shot_fusion'] + ')' if cfg['shots'] > 1 else ''}{_extras(cfg)} · seeds: {cfg['seeds']} · "
-        f"size {cfg['size']} · image score: {cfg['image_score']}",
+        f"Protocol: **{cfg['metric']['protocol']}** · prompts: {cfg['prompt_mode']}, {cfg['shots']}-shot"
+        f"{' (' + cfg['shot_fusion'] + ')' if cfg['shots'] > 1 else ''}{_extras(cfg)} · runs: "
+        f"{', '.join(done['runs'])} · size {done['size']} · image score: {done['image_score']}",
         "",
         markdown_table(result["rows"]),
         "",
@@ -102,12 +102,12 @@ def write_html_report(out: Path, result: Mapping) -> Path:
 
     from metauas.evaluation.html import image_tag, table, write_html
 
-    cfg = result["config"]
+    cfg, done = result["config"], result["resolved"]
     rows = [[r["class"], r["method"], *(_fmt(r["metrics"][m], (r.get("std") or {}).get(m)) for m in METRICS)]
             for r in result["rows"]]
-    summary = (f'<p class="note">protocol <b>{cfg["protocol"]}</b> · prompts {cfg["prompt_mode"]}, '
-               f'{cfg["shots"]}-shot · runs {", ".join(cfg["seeds"])} · size {cfg["size"]} · image score '
-               f'{cfg["image_score"]}</p><p class="note">{html.escape(efficiency_line(result["efficiency"]))}</p>')
+    summary = (f'<p class="note">protocol <b>{cfg["metric"]["protocol"]}</b> · prompts {cfg["prompt_mode"]}, '
+               f'{cfg["shots"]}-shot · runs {", ".join(done["runs"])} · size {done["size"]} · image score '
+               f'{done["image_score"]}</p><p class="note">{html.escape(efficiency_line(result["efficiency"]))}</p>')
     sections = [("Metrics (%)", summary + table(["class", "method", *METRICS], rows))]
     images = []
     for rel in result.get("overlays", []):

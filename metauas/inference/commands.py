@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
+
+from metauas.devices import CHOICES as DEVICE_CHOICES
+from metauas.options import progress_option, quiet_option, setup_output, verbose_option
+
+ShotFusion = Literal["features", "joint", "mean", "max"]
 
 COMPILE_HELP = ("torch.compile encoder and decoder (inductor, frozen weights): faster per image after a "
                 "compilation of about a minute per input shape on 2 CPU cores; for long runs. Needs a C++ "
@@ -17,14 +23,20 @@ def predict_command(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained checkpoint (.pt); not needed for --method lookup."),
     prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
     prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
-    method: str = typer.Option("model", "--method", help="model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup)."),
+    method: Literal["model", "lookup", "mix"] = typer.Option("model", "--method", help="model | lookup "
+                                                          "(training-free baseline) | mix (0.5 model + 0.5 lookup)."),
     use_all_prompts: bool = typer.Option(False, "--use-all-prompts", help="Use every prompt as K shots instead of the closest one."),
-    shot_fusion: str = typer.Option("features", "--shot-fusion", help="With --use-all-prompts: features | joint | mean | max."),
+    shot_fusion: ShotFusion = typer.Option("features", "--shot-fusion", help="With --use-all-prompts: how K "
+                                           "prompts combine (see evaluate -h)."),
     size: int = typer.Option(None, "--size", help="Inference size (default: the checkpoint's training size, else 256)."),
-    map_format: str = typer.Option("png16", "--map-format", help="Anomaly map files: png16 (16-bit PNG, 65535 = 1) | npy (float32)."),
+    map_format: Literal["png16", "npy"] = typer.Option("png16", "--map-format", help="Anomaly map files: png16 "
+                                                       "(16-bit PNG, 65535 = 1) | npy (float32)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Queries per forward pass."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
     compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    progress: bool = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Anomaly maps, overlays and scores for your own images against normal prompt(s)."""
     from metauas.inference.predict import PredictConfig, predict
@@ -32,7 +44,8 @@ def predict_command(
     cfg = PredictConfig(query=query, out=out, checkpoint=checkpoint, prompts=tuple(prompt or ()),
                         prompt_dir=prompt_dir, method=method, use_all_prompts=use_all_prompts,
                         shot_fusion=shot_fusion, size=size, map_format=map_format,
-                        batch_size=batch_size, device=device, compile=compile)
+                        batch_size=batch_size, device=device, compile=compile,
+                        progress=setup_output(quiet, verbose, progress))
     typer.echo(f"wrote {predict(cfg)}")
 
 

@@ -12,17 +12,11 @@ beside the model as a reference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class LookupConfig:
-    stages: tuple[int, ...] = (2, 3)  # encoder stages used (mid-level)
-    neighbourhood: int = 3  # local average pooling window (patch context)
-    sigma: float = 4.0  # Gaussian smoothing of the upsampled map, pixels; 0 = none
+from metauas.inference.config import LookupConfig
 
 
 def _patches(feat: torch.Tensor, k: int) -> torch.Tensor:

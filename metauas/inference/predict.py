@@ -10,7 +10,6 @@ them as K shots with `--use-all-prompts`. Queries run in batches behind a progre
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,31 +20,10 @@ from tqdm import tqdm
 from metauas.changegen.images import list_images, read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
-from metauas.inference.lookup import LookupConfig
+from metauas.inference.config import MAP_FORMATS, LookupConfig, PredictConfig
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features
 from metauas.inference.scoring import build_scorer, map_to_numpy, methods_for, to_tensor
-
-MAP_FORMATS = ("png16", "npy")
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    query: Path
-    out: Path
-    checkpoint: Path | None = None
-    prompts: tuple[Path, ...] = ()
-    prompt_dir: Path | None = None
-    method: str = "model"  # model | lookup
-    use_all_prompts: bool = False  # K-shot with every prompt instead of the closest one
-    shot_fusion: str = "features"
-    size: int | None = None  # None: the checkpoint's training size, else 256
-    map_format: str = "png16"
-    batch_size: int = 8
-    overlay_side: int = 768  # longest side of overlay tiles
-    device: str = "auto"
-    compile: bool = False  # torch.compile the model (see inference/prepared.py)
-    progress: bool = True
 
 
 def list_prompts(cfg: PredictConfig) -> list[Path]:

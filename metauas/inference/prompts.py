@@ -24,9 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from metauas.errors import UserError
+from metauas.inference.config import MODES  # noqa: F401  (the modes this module implements)
 from metauas.inference.scoring import Scorer, load_tensor
-
-MODES = ("random", "best", "pool")
 
 
 def random_prompts(train: Sequence[Path], shots: int, seed: int, class_name: str) -> list[Path]:

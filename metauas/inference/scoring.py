@@ -19,7 +19,8 @@ import torch
 from metauas.changegen.images import read_image
 from metauas.devices import describe
 from metauas.errors import UserError
-from metauas.inference.lookup import LookupConfig, lookup_from_features
+from metauas.inference.config import METHOD_CHOICES, METHOD_SETS, METHODS, SHOT_FUSIONS, LookupConfig
+from metauas.inference.lookup import lookup_from_features
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def _mix(scorer: Scorer, prompt_feats, query_feats, size, done) -> torch.Tensor:
     return (1 - scorer.mix_weight) * done["model"] + scorer.mix_weight * done["lookup"]
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
+REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("model", True, (), lambda s, p, q, size, done: s.model_map(p, q, tuple(size)),
            "the trained model"),
     Method("lookup", False, (), lambda s, p, q, size, done: lookup_from_features(p, q, size, s.lookup),
@@ -49,9 +50,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("mix", True, ("model", "lookup"), _mix,
            "(1 - w) * model + w * lookup, a fixed blend (--mix-weight w)"),
 )}
-METHOD_SETS = {"both": ("model", "lookup"), "all": tuple(METHODS)}
-METHOD_CHOICES = (*METHODS, *METHOD_SETS)
-SHOT_FUSIONS = ("features", "joint", "mean", "max")
+assert tuple(REGISTRY) == METHODS, "inference/config.py names the registry's methods for the CLI"
 
 
 def load_tensor(path: Path, size: int) -> torch.Tensor:
@@ -68,7 +67,7 @@ def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
 
 def uses_model(methods: Sequence[str]) -> bool:
     """Whether these methods need the trained model."""
-    return any(METHODS[m].needs_model for m in methods)
+    return any(REGISTRY[m].needs_model for m in methods)
 
 
 def require_checkpoint(methods: Sequence[str], given: bool) -> None:
@@ -80,7 +79,7 @@ def methods_for(name: str) -> tuple[str, ...]:
     """The methods a `--method` value names: one method, or a set (both, all)."""
     if name in METHOD_SETS:
         return METHOD_SETS[name]
-    if name not in METHODS:
+    if name not in REGISTRY:
         raise UserError(f"unknown method {name!r}: use {'|'.join(METHOD_CHOICES)}")
     return (name,)
 
@@ -91,7 +90,7 @@ class Scorer:
 
     encoder: torch.nn.Module
     model: torch.nn.Module | None = None
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = METHODS
     # K prompts: average aligned features | one joint dictionary | mean | max of per-prompt maps
     shot_fusion: str = "features"
     lookup: LookupConfig = field(default_factory=LookupConfig)
@@ -141,7 +140,7 @@ class Scorer:
 
         def compute(name: str) -> torch.Tensor:
             if name not in done:
-                method = METHODS[name]
+                method = REGISTRY[name]
                 inputs = {m: compute(m) for m in method.uses}
                 start = time.perf_counter()
                 done[name] = method.compute(self, prompt_feats, query_feats, size, inputs).float()
@@ -197,7 +196,7 @@ def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion:
 
 def _closure(name: str) -> set[str]:
     """A method and every method whose map it uses, recursively (what its time includes)."""
-    return {name}.union(*(_closure(m) for m in METHODS[name].uses))
+    return {name}.union(*(_closure(m) for m in REGISTRY[name].uses))
 
 
 def map_to_numpy(m: torch.Tensor) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 
 from metauas.cli import main
 from metauas.errors import UserError
-from metauas.evaluation.evaluate import check_rotations
+from metauas.evaluation.config import EvalConfig
 from metauas.inference.lookup import LookupConfig
 from metauas.inference.prompts import prompt_features
 from metauas.inference.scoring import Scorer
@@ -56,9 +56,8 @@ def test_prompt_rotations_add_exactly_rotated_shots(checkpoint, mvtec_root):
     assert len(shots) == 2
     rotated = scorer.features(torch.rot90(load_tensor(path, 64)[None], 1, dims=(2, 3)))
     assert all(torch.equal(a, b) for a, b in zip(shots[1], rotated))
-    assert check_rotations([0, 360, 90, -270]) == (0, 90)
     with pytest.raises(UserError, match="multiples of 90"):
-        check_rotations([0, 45])
+        EvalConfig(data=mvtec_root, prompt_rotations=(0, 45))
 
 
 def test_evaluate_all_methods_with_rotations_end_to_end(mvtec_root, checkpoint, tmp_path, capsys):

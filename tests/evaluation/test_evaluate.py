@@ -29,7 +29,7 @@ def test_both_methods_every_prompt_mode(mode, mvtec_root, checkpoint, tmp_path, 
     result = json.loads((out / "metrics.json").read_text())
     rows = {(r["class"], r["method"]) for r in result["rows"]}
     assert rows == {(c, m) for c in ("plate", "tile", "mean") for m in ("model", "lookup")}
-    assert result["config"]["size"] == 64  # the checkpoint's training size
+    assert result["resolved"]["size"] == 64  # the checkpoint's training size
     assert len(result["runs"]) == (2 if mode == "random" else 1)
     mean = next(r for r in result["rows"] if r["class"] == "mean" and r["method"] == "model")
     assert set(mean["metrics"]) == set(METRICS)
@@ -80,7 +80,8 @@ def test_bad_inputs_are_one_line_errors(mvtec_root, checkpoint, tmp_path, capsys
     cases = [
         (["--data", str(tmp_path / "nope"), "--method", "lookup"], "data folder not found"),
         (["--data", str(mvtec_root), "--method", "model"], "needs --checkpoint"),
-        (["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--prompt-mode", "closest"], "prompt mode"),
+        (["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--prompt-mode", "closest"], "'closest' is not one of 'random'"),
+        (["--data", str(mvtec_root), "--method", "lookup", "--seeds", "-1"], "--seeds must be non-negative"),
         (["--data", str(mvtec_root), "--method", "lookup", "--classes", "wheel"], "classes not in"),
         (["--data", str(mvtec_root), "--method", "lookup", "--shots", "9"], "needs at least 9"),
         (["--data", str(mvtec_root), "--method", "lookup", "--seeds", "a,b"], "comma-separated integers"),
@@ -125,3 +126,19 @@ def test_visa_raw_and_prepared_give_the_same_metrics(checkpoint, tmp_path, capsy
     assert results["raw"].keys() == results["prepared"].keys() and results["raw"][("pcb1", "model")]["P-AUROC"] > 0
     for key, metrics in results["raw"].items():  # test images come in another order: sums may round apart
         assert metrics == pytest.approx(results["prepared"][key], abs=1e-9), key
+
+
+def test_config_from_metrics_json_repeats_the_evaluation(mvtec_root, tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--seeds", "2,4", "--lookup-sigma", "1",
+                         "--image-score", "topk", "--score-topk", "7", "--overlays", "0", "--out", str(first)], capsys)
+    assert code == 0, err
+    code, _, err = _run(["--config", str(first / "metrics.json"), "--out", str(second)], capsys)
+    assert code == 0, err
+    a, b = (json.loads((out / "metrics.json").read_text()) for out in (first, second))
+    assert a["runs"] == b["runs"] and a["rows"] == b["rows"] and a["resolved"] == b["resolved"]
+    assert b["config"]["lookup"]["sigma"] == 1 and b["config"]["metric"]["topk"] == 7
+    assert b["resolved"]["runs"] == ["seed2", "seed4"] and b["resolved"]["image_score"] == "mean of top-7"
+    code, _, err = _run(["--config", str(first / "metrics.json"), "--out", str(tmp_path / "c"), "--seeds", "3"],
+                        capsys)
+    assert code == 0 and list(json.loads((tmp_path / "c" / "metrics.json").read_text())["runs"]) == ["seed3"]

@@ -73,7 +73,7 @@ def test_predict_errors_are_one_line_each(mvtec_root, checkpoint, tmp_path, caps
         ([*ck, "--prompt", str(bad_dir / "broken.png"), "--query", prompt], "cannot read image"),
         ([*ck, "--prompt", prompt, "--query", str(empty)], "no images in query folder"),
         (["--prompt", prompt, "--query", prompt], "needs --checkpoint"),
-        ([*ck, "--prompt", prompt, "--query", prompt, "--map-format", "tiff"], "unknown map format"),
+        ([*ck, "--prompt", prompt, "--query", prompt, "--map-format", "tiff"], "'tiff' is not one of 'png16', 'npy'"),
     ]
     for args, message in cases:
         code, err = _run([*args, "--out", str(tmp_path / "o")], capsys)

@@ -1,0 +1,42 @@
+"""The readers docs/shards.md shows users run as printed, on shards the test makes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def python_blocks(page: str, heading: str) -> list[str]:
+    """The ```python blocks under one `## heading` of a docs page."""
+    text = (DOCS / page).read_text()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("docs")
+    code = "import sys; from metauas.cli import main; sys.exit(main(sys.argv[1:]))"
+    subprocess.run([sys.executable, "-c", code, "generate", "--out", "pairs", "--num-pairs", "12", "--size", "64",
+                    "--shard-size", "6", "-q"], cwd=root, check=True)
+    return root
+
+
+@pytest.mark.parametrize("heading, printed", [
+    ("Reading the shards without torch: `metauas.changegen.format`", "12 samples; nothing skipped"),
+    ("Reading the shards in plain PyTorch + webdataset", "batch (4, 3, 64, 64) (4, 1, 64, 64) 4\n" * 3)])
+def test_shards_md_readers_run_as_printed(pairs, heading, printed):
+    (block,) = python_blocks("shards.md", heading)
+    code = block.replace("shard-{000000..000009}.tar", "shard-{000000..000001}.tar")
+    code = code.replace("num_workers=4", "num_workers=0")
+    code = code.replace("batched(16,", "batched(4,")  # 12 pairs: three batches
+    code = code.replace("    ...  # prompt", "    print('batch', tuple(prompt.shape), tuple(mask.shape), len(change))  # prompt")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=pairs, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert printed in proc.stdout
