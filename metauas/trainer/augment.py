@@ -8,11 +8,18 @@ warp, so each image is resampled once.
 
 Prompt-only augmentations (rotations, flips, coarse dropout; DictAS/FDSL use them so one
 prompt serves queries in any orientation) come after that warp and are off by default.
+
+Every random choice of a pair is drawn first, in one fixed order, as `PairParams`
+(`draw_params`); applying them is separate (`apply_params` here with OpenCV, or
+`device_augment.augment_batch` with batched torch ops on the training device). Both paths
+therefore draw the same stream from the same seed, and the draws are the order the
+original single-function version made them in (tests/trainer/legacy_augment.py keeps
+that version; the OpenCV path reproduces it byte for byte).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -71,12 +78,27 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: int, interpolation: int) 
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+Jitter = tuple[float, float, float, float]  # brightness, contrast, saturation factors; hue (turns)
+
+
+def draw_jitter(rng: np.random.Generator, amount: float) -> Jitter | None:
+    """Factors in 1±amount for brightness, contrast, saturation, and a hue shift of ±amount turn."""
+    if amount <= 0:
+        return None
+    b, c, s = rng.uniform(1 - amount, 1 + amount, size=3)  # NumPy float64 scalars: they make the
+    return b, c, s, rng.uniform(-amount, amount)  # jitter's arithmetic float64, as it always was
+
+
 def color_jitter(image: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
     """Brightness, contrast, saturation (factors in 1±amount) and hue (±amount turn)."""
-    if amount <= 0:
+    return apply_jitter(image, draw_jitter(rng, amount))
+
+
+def apply_jitter(image: np.ndarray, jitter: Jitter | None) -> np.ndarray:
+    """`draw_jitter`'s factors applied in that order (uint8 in and out; hue in OpenCV's HSV)."""
+    if jitter is None:
         return image
-    b, c, s = rng.uniform(1 - amount, 1 + amount, size=3)
-    hue = rng.uniform(-amount, amount)
+    b, c, s, hue = jitter
     x = image.astype(np.float32) * b
     gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
     x = (x - gray.mean()) * c + gray.mean()
@@ -123,20 +145,85 @@ def _rotate_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.nda
     return _warp(prompt, rotation, size, cv2.INTER_LINEAR), mask * visible
 
 
-def coarse_dropout(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """1-4 rectangles, each side 1/10..1/4 of the image's, filled with its mean colour."""
-    out = image.copy()
-    h, w = image.shape[:2]
-    mean = image.reshape(-1, image.shape[2]).mean(axis=0).round().astype(image.dtype)
+Rect = tuple[int, int, int, int]  # y, x, height, width
+
+
+def draw_dropout(rng: np.random.Generator, h: int, w: int) -> tuple[Rect, ...]:
+    """1-4 rectangles, each side 1/10..1/4 of the image's, anywhere inside it."""
+    rects = []
     for _ in range(rng.integers(1, 5)):
         rh, rw = (int(rng.uniform(0.1, 0.25) * side) for side in (h, w))
         y, x = rng.integers(0, h - rh + 1), rng.integers(0, w - rw + 1)
+        rects.append((int(y), int(x), rh, rw))
+    return tuple(rects)
+
+
+def coarse_dropout(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """1-4 rectangles, each side 1/10..1/4 of the image's, filled with its mean colour."""
+    return fill_rects(image, draw_dropout(rng, *image.shape[:2]))
+
+
+def fill_rects(image: np.ndarray, rects: tuple[Rect, ...]) -> np.ndarray:
+    """A copy of `image` with `rects` filled with its (rounded) mean colour."""
+    out = image.copy()
+    mean = image.reshape(-1, image.shape[2]).mean(axis=0).round().astype(image.dtype)
+    for y, x, rh, rw in rects:
         out[y:y + rh, x:x + rw] = mean
     return out
 
 
-def augment_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
-                   cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class PromptParams:
+    """The prompt-only choices of one pair (none fire by default)."""
+
+    rotate: float | None = None  # degrees, about the centre
+    rot90: int = 0  # quarter turns
+    flip: int | None = None  # numpy axis of the HWC image: 0 vertical, 1 horizontal
+    dropout: tuple[Rect, ...] = ()
+
+
+@dataclass(frozen=True)
+class PairParams:
+    """Every random choice of one pair's augmentation (see `draw_params`)."""
+
+    swap: bool = False
+    to_prompt: np.ndarray | None = None  # 2x3, source px -> output px; None: no warp (resize only)
+    to_query: np.ndarray | None = None
+    prompt: PromptParams = field(default_factory=PromptParams)
+    jitter: tuple[Jitter | None, Jitter | None] = (None, None)  # prompt's, query's
+
+    def query_to_prompt(self) -> np.ndarray:
+        """2x3 map from query pixels to the (warped) prompt's pixels."""
+        if self.to_prompt is None:
+            return IDENTITY
+        return _compose(self.to_prompt, cv2.invertAffineTransform(self.to_query))
+
+
+def draw_prompt_params(rng: np.random.Generator, cfg: AugmentConfig, h: int, w: int) -> PromptParams:
+    """Rotation, rot90, flip, dropout of an h x w prompt: a coin per option that is on."""
+    rotate = float(rng.uniform(30, 270)) if _fires(rng, cfg.prompt_rotate) else None
+    rot90 = int(rng.integers(1, 4)) if _fires(rng, cfg.prompt_rot90) else 0
+    flip = int(rng.integers(0, 2)) if _fires(rng, cfg.prompt_flip) else None
+    dropout = draw_dropout(rng, h, w) if _fires(rng, cfg.prompt_dropout) else ()
+    return PromptParams(rotate, rot90, flip, dropout)
+
+
+def draw_params(rng: np.random.Generator, cfg: AugmentConfig, source_hw: tuple[int, ...], size: int) -> PairParams:
+    """One pair's choices, in the order the CPU path always drew them: swap, warp (two
+    affines), prompt-only options, jitter of prompt then query. `source_hw` is the
+    stored pair's size: the warps include the resize to `size`."""
+    swap = bool(rng.random() < cfg.swap)
+    to_prompt = to_query = None
+    if rng.random() < cfg.affine:
+        resize = _resize_matrix(source_hw[0], source_hw[1], size)
+        to_prompt = _compose(_random_affine(rng, size, cfg), resize)
+        to_query = _compose(_random_affine(rng, size, cfg), resize)
+    prompt = draw_prompt_params(rng, cfg, size, size)
+    return PairParams(swap, to_prompt, to_query, prompt, (draw_jitter(rng, cfg.jitter), draw_jitter(rng, cfg.jitter)))
+
+
+def apply_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
+                 p: PromptParams) -> tuple[np.ndarray, np.ndarray]:
     """Prompt-only rotation, rot90, flip and coarse dropout of a square, warped pair.
 
     The mask lives on the query, so changing only the prompt leaves it as it is, except
@@ -148,40 +235,46 @@ def augment_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.nda
     region the prompt does not show is no evidence of change. The rotation comes first:
     after a flip its cropped corners would no longer match `query_to_prompt`.
     """
-    if _fires(rng, cfg.prompt_rotate):
-        prompt, mask = _rotate_prompt(prompt, mask, query_to_prompt, rng.uniform(30, 270))
-    if _fires(rng, cfg.prompt_rot90):
-        prompt = np.rot90(prompt, k=int(rng.integers(1, 4)))
-    if _fires(rng, cfg.prompt_flip):
-        prompt = np.flip(prompt, axis=int(rng.integers(0, 2)))
-    if _fires(rng, cfg.prompt_dropout):
-        prompt = coarse_dropout(prompt, rng)
+    if p.rotate is not None:
+        prompt, mask = _rotate_prompt(prompt, mask, query_to_prompt, p.rotate)
+    if p.rot90:
+        prompt = np.rot90(prompt, k=p.rot90)
+    if p.flip is not None:
+        prompt = np.flip(prompt, axis=p.flip)
+    if p.dropout:
+        prompt = fill_rects(prompt, p.dropout)
     return np.ascontiguousarray(prompt), mask
+
+
+def augment_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
+                   cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`apply_prompt` with freshly drawn prompt-only choices."""
+    return apply_prompt(prompt, mask, query_to_prompt, draw_prompt_params(rng, cfg, *prompt.shape[:2]))
+
+
+def apply_params(pair: dict, size: int, params: PairParams) -> dict:
+    """Swap, warp prompt vs query+mask independently, augment the prompt alone, jitter
+    colours, with OpenCV; everything at `size` x `size`."""
+    prompt, query, mask = pair["prompt"], pair["query"], pair["mask"]
+    if params.swap:
+        prompt, query = query, prompt
+    if params.to_prompt is None:
+        out = resize_pair({**pair, "prompt": prompt, "query": query, "mask": mask}, size)
+        prompt, query, mask = out["prompt"], out["query"], out["mask"]
+    else:
+        h, w = mask.shape
+        # source pixels that land inside the warped prompt: dst(x) = ones(to_prompt @ x)
+        visible = cv2.warpAffine(np.ones((size, size), np.uint8), params.to_prompt, (w, h),
+                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+        prompt = _warp(prompt, params.to_prompt, size, cv2.INTER_LINEAR)
+        query = _warp(query, params.to_query, size, cv2.INTER_LINEAR)
+        mask = _warp(mask * visible, params.to_query, size, cv2.INTER_NEAREST)
+    prompt, mask = apply_prompt(prompt, mask, params.query_to_prompt(), params.prompt)
+    return {**pair, "prompt": apply_jitter(prompt, params.jitter[0]), "query": apply_jitter(query, params.jitter[1]),
+            "mask": mask}
 
 
 def augment_pair(pair: dict, size: int, cfg: AugmentConfig, rng: np.random.Generator) -> dict:
     """Swap, warp prompt vs query+mask independently, augment the prompt alone, jitter
-    colours; everything at `size` x `size`."""
-    prompt, query, mask = pair["prompt"], pair["query"], pair["mask"]
-    if rng.random() < cfg.swap:
-        prompt, query = query, prompt
-    if rng.random() >= cfg.affine:
-        out = resize_pair({**pair, "prompt": prompt, "query": query, "mask": mask}, size)
-        prompt, query, mask = out["prompt"], out["query"], out["mask"]
-        query_to_prompt = IDENTITY
-    else:
-        h, w = mask.shape
-        resize = _resize_matrix(h, w, size)
-        to_prompt = _compose(_random_affine(rng, size, cfg), resize)
-        to_query = _compose(_random_affine(rng, size, cfg), resize)
-        # source pixels that land inside the warped prompt: dst(x) = ones(to_prompt @ x)
-        visible = cv2.warpAffine(np.ones((size, size), np.uint8), to_prompt, (w, h),
-                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-        prompt = _warp(prompt, to_prompt, size, cv2.INTER_LINEAR)
-        query = _warp(query, to_query, size, cv2.INTER_LINEAR)
-        mask = _warp(mask * visible, to_query, size, cv2.INTER_NEAREST)
-        query_to_prompt = _compose(to_prompt, cv2.invertAffineTransform(to_query))
-    prompt, mask = augment_prompt(prompt, mask, query_to_prompt, cfg, rng)
-    prompt = color_jitter(prompt, rng, cfg.jitter)
-    query = color_jitter(query, rng, cfg.jitter)
-    return {**pair, "prompt": prompt, "query": query, "mask": mask}
+    colours; everything at `size` x `size` (`draw_params`, then `apply_params`)."""
+    return apply_params(pair, size, draw_params(rng, cfg, pair["mask"].shape, size))

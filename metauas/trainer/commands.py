@@ -53,7 +53,7 @@ FIELDS = {
     "prompt_dropout": "augment.prompt_dropout",
     **{name: name for name in ("train", "val", "out", "size", "batch_size", "steps", "epochs", "lr", "weight_decay",
                                "lookup_weight", "cqc_margin", "amp", "compile", "workers", "shuffle_buffer",
-                               "resampled", "val_every", "val_pairs", "save_every", "log_every", "seed", "resume",
+                               "resampled", "val_every", "val_pairs", "save_every", "log_every", "seed", "resume", "augment_on",
                                "progress", "device")},
 }
 
@@ -116,6 +116,9 @@ def train_command(
                                 "| fp16 | off. The CPU trains in fp32."),
     compile: bool = typer.Option(_d("compile"), "--compile/--no-compile", help="torch.compile the model."),
     workers: int = typer.Option(_d("workers"), "--workers", help="Data loader processes per training process."),
+    augment_on: Literal["auto", "workers", "device"] = typer.Option(
+        _d("augment_on"), "--augment-on", help="Where warps and colour jitter run: workers (OpenCV, per pair) | "
+        "device (batched on the training device; workers only decode) | auto (device on CUDA)."),
     shuffle_buffer: int = typer.Option(_d("shuffle_buffer"), "--shuffle-buffer", help="Samples held for shuffling."),
     resampled: bool = typer.Option(_d("resampled"), "--resampled/--no-resampled", help="Draw shards with "
                                    "replacement (always on with >1 process)."),
@@ -182,24 +185,37 @@ def _batch_choice(ctx: typer.Context, values: dict) -> set[str]:
 
 
 def bench_train_command(
-    shards: str = typer.Option(None, "--shards", help="Shards to read (default: 256 builtin pairs generated to a temp dir)."),
+    shards: str = typer.Option(None, "--shards", help="Shards to read (default: --pairs builtin pairs generated "
+                               "to a temp dir at --size)."),
     size: int = typer.Option(256, "--size", help="Training input side in px."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per batch."),
-    workers: int = typer.Option(2, "--workers", help="Loader worker processes."),
-    batches: int = typer.Option(16, "--batches", help="Loader batches timed."),
-    steps: int = typer.Option(3, "--steps", help="Training steps timed."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Pairs per batch."),
+    workers: int = typer.Option(1, "--workers", help="Loader worker processes (figures are per worker = per core)."),
+    batches: int = typer.Option(8, "--batches", help="Loader batches timed per stretch (two stretches)."),
+    pairs: int = typer.Option(128, "--pairs", help="Pairs held in memory for the per-stage timings."),
+    steps: int = typer.Option(0, "--steps", help="Training steps timed on --device (0: skip; slow on a CPU)."),
+    device: str = typer.Option("auto", "--device", help=f"Where the device-side augmentation (and --steps) run: "
+                               f"{DEVICE_CHOICES}."),
+    gpu_pairs_s: float = typer.Option(2000.0, "--gpu-pairs-s", help="Training pairs/s one GPU consumes, for the "
+                                      "GPUs-per-node table (a stated rate: benchmarks/gpu_check.sh measures it)."),
+    cores: str = typer.Option("8,16,32,64", "--cores", help="Loader core counts per node for that table."),
 ) -> None:
-    """Loader pairs/s (decode + augment) vs training pairs/s, and their ratio (target >= 3)."""
-    from metauas.model.config import ModelConfig
-    from metauas.trainer.bench import bench_train, bench_train_builtin
+    """Data path per pair (decode, augment, collate, to device), loader pairs/s per core vs
+    the decode floor, and how many GPUs a node's cores can feed."""
+    from metauas.devices import resolve_device
+    from metauas.trainer.bench import TrainBenchConfig, bench_train, bench_train_builtin, report
 
-    if shards is None:
-        r = bench_train_builtin(256, ModelConfig(), size, batch_size, workers, batches, steps)
-    else:
-        r = bench_train(shards, ModelConfig(), size, batch_size, workers, batches, steps)
-    typer.echo(f"size {size}, batch {batch_size}, {workers} loader workers")
-    typer.echo(f"loader: {r.loader_pairs_s:.1f} pairs/s   training: {r.train_pairs_s:.2f} pairs/s   "
-               f"ratio: {r.ratio:.1f}x (target >= 3x)")
+    try:
+        counts = [int(c) for c in cores.split(",") if c.strip()]
+    except ValueError:
+        raise UserError(f"--cores wants comma-separated integers, got {cores!r}") from None
+    if min([size - 31, batch_size, workers, batches, pairs - batch_size + 1, gpu_pairs_s, *counts]) <= 0:
+        raise UserError("bench train: --size >= 32, --pairs >= --batch-size, and positive counts and rates")
+    cfg = TrainBenchConfig(size=size, batch_size=batch_size, workers=workers, batches=batches, pairs=pairs,
+                           steps=steps, device=str(resolve_device(device)))
+    r = bench_train(shards, cfg) if shards else bench_train_builtin(max(pairs, 4 * batch_size), cfg)
+    typer.echo(f"size {size}, batch {batch_size}, {workers} loader worker(s), device {r.device}")
+    for line in report(r, gpu_pairs_s, counts):
+        typer.echo(line)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -45,6 +45,9 @@ class TrainConfig:
     shuffle_buffer: int = 1000
     resampled: bool = False  # forced on under >1 process or with fewer shards than readers
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # where warps and jitter run: workers (OpenCV, per pair) | device (batched torch ops on
+    # the training device; workers only decode) | auto (device on CUDA, workers on CPU)
+    augment_on: str = "auto"
     val_every: int = 500
     val_pairs: int = 256
     save_every: int = 500
@@ -72,6 +75,8 @@ class TrainConfig:
                 raise UserError(f"{option} must not be negative, got {value}")
         if self.size < 32:
             raise UserError(f"--size must be at least 32 (the encoder downsamples 32x), got {self.size}")
+        if self.augment_on not in ("auto", "workers", "device"):
+            raise UserError(f"unknown --augment-on {self.augment_on!r}: use auto|workers|device")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise UserError(f"unknown --amp {self.amp!r}: use auto|bf16|fp16|off")
         if self.lookup_weight > 0 and self.model.alignment == "none":

@@ -3,7 +3,11 @@
 Both readers decode with `changegen.format.decode_pair`, the schema's one decoder:
 - `train_loader`: an endless, shuffled, augmented stream split across nodes (ranks) and
   DataLoader workers by webdataset, batched inside the workers as uint8 tensors (4x less
-  to pass between processes than float);
+  to pass between processes than float), images N x H x W x 3 as decoded (stacking them
+  is one memcpy; on CUDA the NCHW view of that is already channels_last), masks N x H x W.
+  The workers either augment each pair (`augment_on="workers"`, OpenCV) or only draw its
+  augmentation choices, which `to_device` applies to the whole batch on the training
+  device (`"device"`, see device_augment.py: on GPU nodes the CPU cores then only decode);
 - `resized_pairs`: a deterministic, un-augmented pass over held-out shards (format's
   torch-free reader) as float tensors, for validation and the demo.
 A corrupt sample or shard is logged and skipped, so one bad tar never kills a long run.
@@ -18,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metauas.changegen.format import ReadStats, decode_pair, iter_pairs
-from metauas.trainer.augment import AugmentConfig, augment_pair, resize_pair
+from metauas.changegen.format import ReadStats, decode_pair, iter_pairs, shard_samples
+from metauas.trainer.augment import AugmentConfig, augment_pair, draw_params, resize_pair
 
 log = logging.getLogger("metauas.data")
 
@@ -52,6 +56,7 @@ class StreamConfig:
     seed: int = 0  # shard order (same on every rank) and, mixed with rank/step, augmentation
     start_step: int = 0  # a resumed run draws new augmentations, not the first run's again
     augment: AugmentConfig = AugmentConfig()
+    augment_on: str = "workers"  # workers (OpenCV, per pair) | device (batched, in `to_device`)
 
 
 class _Augmenter:
@@ -61,18 +66,58 @@ class _Augmenter:
     all draw different augmentations.
     """
 
-    def __init__(self, size: int, augment: AugmentConfig, seed: list[int]) -> None:
+    def __init__(self, size: int, augment: AugmentConfig, seed: list[int], on_device: bool = False) -> None:
         self.size = size
         self.augment = augment
         self.seed = seed
+        self.on_device = on_device
         self.rng: np.random.Generator | None = None
 
     def __call__(self, sample: dict) -> dict:
         if self.rng is None:
             info = torch.utils.data.get_worker_info()
             self.rng = np.random.default_rng([*self.seed, info.id if info else 0])
-        pair = augment_pair(decode_pair(sample), self.size, self.augment, self.rng)
-        return _to_tensors(pair)
+        pair = decode_pair(sample)
+        if not self.on_device:
+            return augment_pair(pair, self.size, self.augment, self.rng)
+        # batches need one size; the draws then include no resize (the warp starts at `size`)
+        pair = resize_pair(pair, self.size)
+        return {**pair, "params": draw_params(self.rng, self.augment, (self.size, self.size), self.size)}
+
+
+def collate_pairs(samples: list[dict]) -> dict:
+    """uint8 batch tensors: images N x H x W x 3, masks N x H x W (one copy each), plus the
+    packed augmentation choices when the workers only drew them."""
+    batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in ("prompt", "query", "mask")}
+    if "params" in samples[0]:
+        from metauas.trainer.device_augment import pack_params
+
+        batch.update(pack_params([s["params"] for s in samples], batch["mask"].shape[-1]))
+    return batch
+
+
+def to_device(batch: dict, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A loader batch as prompt, query (N x 3 x H x W floats in [0, 1]) and masks
+    (N x 1 x H x W, 0/1) on `device`, augmented there first if the workers only drew the
+    choices. Copies uint8 and converts after (4x less to move)."""
+    if "aug_swap" in batch:
+        from metauas.trainer.device_augment import augment_batch
+
+        return augment_batch(batch, device)
+    prompt, query = (batch[k].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+                     for k in ("prompt", "query"))
+    if torch.device(device).type != "cuda":  # the CPU convolutions want NCHW; CUDA takes channels_last
+        prompt, query = prompt.contiguous(), query.contiguous()
+    return prompt, query, batch["mask"].to(device, non_blocking=True)[:, None].float()
+
+
+def tar_samples(src):
+    """webdataset stage: shard URLs -> raw samples, read by changegen.format's direct tar
+    parser (webdataset's tarfile-based reader costs about a decode per pair); an unreadable
+    shard is logged and skipped, the rest of the stream goes on."""
+    stats = ReadStats()
+    for item in src:
+        yield from shard_samples(item["url"], stats)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -90,26 +135,34 @@ def train_dataset(cfg: StreamConfig):
     readers = world * max(cfg.workers, 1)
     resampled = cfg.resampled or len(urls) < readers
     if resampled:  # every reader draws shards at random: no node/worker split needed
-        samples = wds.DataPipeline(wds.ResampledShards(urls, seed=cfg.seed + rank),
-                                   wds.tarfile_to_samples(handler=log_and_continue))
+        samples = wds.DataPipeline(wds.ResampledShards(urls, seed=cfg.seed + rank), tar_samples)
     else:  # each node, then each worker, takes every n-th shard; reshuffled per epoch.
         # Epochs repeat the samples, not the batches: a reader whose share is smaller than
         # a batch still fills batches across epochs instead of ending the stream.
         samples = wds.DataPipeline(
             wds.SimpleShardList(urls), wds.detshuffle(len(urls), seed=cfg.seed),
-            wds.split_by_node, wds.split_by_worker, wds.tarfile_to_samples(handler=log_and_continue),
+            wds.split_by_node, wds.split_by_worker, tar_samples,
         ).repeat(nepochs=10**9)
     return wds.DataPipeline(
         samples,
         wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100)),
-        wds.map(_Augmenter(cfg.size, cfg.augment, [cfg.seed, rank, cfg.start_step]),
+        wds.map(_Augmenter(cfg.size, cfg.augment, [cfg.seed, rank, cfg.start_step], cfg.augment_on == "device"),
                 handler=log_and_continue),
-        wds.batched(cfg.batch_size, partial=False),
+        wds.batched(cfg.batch_size, collation_fn=collate_pairs, partial=False),
     )
 
 
 def train_loader(cfg: StreamConfig) -> torch.utils.data.DataLoader:
-    """DataLoader over `train_dataset` (batches are formed in the workers)."""
+    """DataLoader over `train_dataset` (batches are formed in the workers).
+
+    OpenCV is set to one thread in this process before the workers fork: the workers are
+    the parallelism (its pool would only oversubscribe the cores), and a forked child that
+    touches a pool its parent had started can hang in it (calling setNumThreads in the
+    child did, in the test suite); with one thread the children never use the pool."""
+    if cfg.workers > 0:
+        import cv2
+
+        cv2.setNumThreads(1)
     return torch.utils.data.DataLoader(
         train_dataset(cfg),
         batch_size=None,

@@ -29,7 +29,7 @@ from metauas.model.config import ModelConfig
 from metauas.model.network import MetaUAS, cosine_distance
 from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
-from metauas.trainer.stream import StreamConfig, resized_pairs, to_float, train_loader
+from metauas.trainer.stream import StreamConfig, resized_pairs, to_device, to_float, train_loader
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"
@@ -339,12 +339,21 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
         run.validate()
     stream = StreamConfig(tuple(urls), size=cfg.size, batch_size=cfg.batch_size, workers=cfg.workers,
                           shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled or d.active,
-                          seed=cfg.seed, start_step=state.step, augment=cfg.augment)
+                          seed=cfg.seed, start_step=state.step, augment=cfg.augment,
+                          augment_on=augment_place(cfg, d.device))
     try:
         _loop(run, iter(train_loader(stream)))
     finally:
         run.log.close()
     return run_dir / CHECKPOINT
+
+
+def augment_place(cfg: TrainConfig, device: torch.device) -> str:
+    """Where the augmentation runs: on a GPU the batched device path (its loader workers
+    only decode), on the CPU the workers (the main process is busy with the step)."""
+    if cfg.augment_on != "auto":
+        return cfg.augment_on
+    return "device" if device.type == "cuda" else "workers"
 
 
 def _progress(cfg: TrainConfig, state: State, total: int | None, start_elapsed: float, t0: float) -> float:
@@ -359,10 +368,9 @@ def step(run: Run, batch: dict, progress: float) -> dict[str, float]:
     cfg, device = run.cfg, run.d.device
     for group in run.optimizer.param_groups:
         group["lr"] = cfg.lr * lr_factor(cfg, run.state.step, progress)
-    prompt, query = (to_float(batch[k], device) for k in ("prompt", "query"))
+    prompt, query, masks = to_device(batch, device)
     if device.type == "cuda":
         prompt, query = (x.contiguous(memory_format=torch.channels_last) for x in (prompt, query))
-    masks = batch["mask"].to(device, non_blocking=True).float()
     with torch.autocast(device.type, dtype=run.amp) if run.amp is not None else nullcontext():
         if cfg.lookup_weight > 0:
             logits, pairs = run.net(prompt, query, return_aligned=True)

@@ -69,9 +69,11 @@ def test_corrupt_samples_and_truncated_shards_are_logged_and_skipped(tmp_path, c
     assert sum("skipping" in r.message for r in caplog.records) == 3
     assert "2 unreadable_shard" in stats.summary()
 
-    stream = StreamConfig(tuple(urls), size=32, batch_size=4, workers=0, shuffle_buffer=8)
-    batches = [b for _, b in zip(range(6), iter(train_dataset(stream)))]
-    assert all(b["prompt"].shape == (4, 3, 32, 32) for b in batches)
+    for place in ("workers", "device"):
+        stream = StreamConfig(tuple(urls), size=32, batch_size=4, workers=0, shuffle_buffer=8, augment_on=place)
+        batches = [b for _, b in zip(range(6), iter(train_dataset(stream)))]
+        assert all(b["prompt"].shape == (4, 32, 32, 3) and b["mask"].shape == (4, 32, 32) for b in batches)
+        assert all(("aug_swap" in b) == (place == "device") for b in batches)
 
 
 def test_augmentation_swaps_warps_and_keeps_only_change_visible_in_both():
@@ -117,4 +119,18 @@ def test_stream_fills_batches_larger_than_a_readers_share_of_the_data(tmp_path):
     batches = iter(train_loader(cfg))
     for _ in range(3):
         batch = next(batches)
-        assert batch["prompt"].shape == (8, 3, 32, 32) and batch["mask"].shape[0] == 8
+        assert batch["prompt"].shape == (8, 32, 32, 3) and batch["mask"].shape[0] == 8
+
+
+def test_both_augmentation_places_give_the_model_the_same_batch_shapes(shard_dir):
+    """to_device turns a workers-augmented batch and a device-augmented one (64 px shards
+    trained at 48) into the same float NCHW tensors and 0/1 masks."""
+    from metauas.trainer.stream import to_device
+
+    urls = tuple(str(p) for p in sorted((shard_dir / "train").glob("*.tar")))
+    for place in ("workers", "device"):
+        stream = StreamConfig(urls, size=48, batch_size=4, workers=0, shuffle_buffer=4, augment_on=place)
+        prompt, query, mask = to_device(next(iter(train_dataset(stream))), "cpu")
+        assert prompt.shape == query.shape == (4, 3, 48, 48) and mask.shape == (4, 1, 48, 48)
+        assert prompt.is_contiguous() and prompt.dtype == torch.float32 and 0 <= prompt.min() <= prompt.max() <= 1
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}

@@ -154,3 +154,13 @@ def test_config_file_repeats_a_run_and_typed_options_override_it(shard_dir, tmp_
     err = capsys.readouterr().err.strip()
     assert "unknown key(s) learning_rate" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_training_with_the_augmentation_on_the_device(shard_dir, tmp_path):
+    """The GPU default (workers only decode, the batch is augmented where it trains) runs
+    the same loop; here on the CPU."""
+    run = tmp_path / "device-aug"
+    train(_config(shard_dir, run, steps=3, augment_on="device", workers=1))
+    losses = [r["loss"] for r in _rows(run) if "loss" in r]
+    assert len(losses) == 3 and all(0 < v < 10 for v in losses)
+    assert json.loads((run / "config.json").read_text())["augment_on"] == "device"
