@@ -302,10 +302,11 @@ def _decode_image(data: bytes, flags: int) -> np.ndarray:
     return image
 
 
-def decode_pair(sample: dict) -> dict:
+def decode_pair(sample: dict, meta: bool = True) -> dict:
     """A raw sample -> RGB uint8 prompt/query (H x W x 3), uint8 {0,1} mask (H x W) and
-    the sample's JSON as `meta`. Raises ValueError for a member missing, a member that
-    does not decode or sizes that differ."""
+    the sample's JSON as `meta` ({} without `meta`: the training stream never reads it).
+    Raises ValueError for a member missing, a member that does not decode or sizes that
+    differ."""
     key = sample.get("__key__", "?")
     ext = next((e for e in IMAGE_EXTENSIONS if f"prompt.{e}" in sample), None)
     if ext is None or f"query.{ext}" not in sample or "mask.png" not in sample:
@@ -316,11 +317,11 @@ def decode_pair(sample: dict) -> dict:
     if not prompt.shape == query.shape or prompt.shape[:2] != mask.shape:
         raise ValueError(f"sample {key}: prompt, query and mask sizes differ")
     try:
-        meta = json.loads(sample["json"]) if "json" in sample else {}
+        info = json.loads(sample["json"]) if meta and "json" in sample else {}
     except ValueError:
         raise ValueError(f"sample {key}: its .json member is not JSON") from None
     return {"key": key, "prompt": prompt, "query": query, "mask": mask,
-            "meta": meta if isinstance(meta, dict) else {}}
+            "meta": info if isinstance(info, dict) else {}}
 
 
 def iter_pairs(urls: str | Iterable[str], stats: ReadStats | None = None) -> Iterator[dict]:

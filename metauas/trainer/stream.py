@@ -26,6 +26,7 @@ from metauas.changegen.format import ReadStats, decode_pair, iter_pairs, shard_s
 from metauas.trainer.augment import AugmentConfig, augment_pair, draw_params, resize_pair
 
 log = logging.getLogger("metauas.data")
+PREFETCH = 4  # batches each loader worker keeps ready
 
 
 def log_and_continue(exn: Exception) -> bool:
@@ -77,7 +78,7 @@ class _Augmenter:
         if self.rng is None:
             info = torch.utils.data.get_worker_info()
             self.rng = np.random.default_rng([*self.seed, info.id if info else 0])
-        pair = decode_pair(sample)
+        pair = decode_pair(sample, meta=False)
         if not self.on_device:
             return augment_pair(pair, self.size, self.augment, self.rng)
         # batches need one size; the draws then include no resize (the warp starts at `size`)
@@ -85,10 +86,27 @@ class _Augmenter:
         return {**pair, "params": draw_params(self.rng, self.augment, (self.size, self.size), self.size)}
 
 
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in a loader worker it is made in shared memory, so
+    handing the batch to the training process copies nothing more (torch would otherwise
+    copy every tensor into shared memory as the worker sends it)."""
+    if torch.utils.data.get_worker_info() is not None:
+        try:
+            storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+        except (AttributeError, RuntimeError):  # a torch without it: the copy happens on sending
+            return torch.empty(shape, dtype=torch.uint8)
+        strides = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))
+        return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape, strides)
+    return torch.empty(shape, dtype=torch.uint8)
+
+
 def collate_pairs(samples: list[dict]) -> dict:
     """uint8 batch tensors: images N x H x W x 3, masks N x H x W (one copy each), plus the
     packed augmentation choices when the workers only drew them."""
-    batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in ("prompt", "query", "mask")}
+    batch = {}
+    for key in ("prompt", "query", "mask"):
+        batch[key] = _batch_tensor((len(samples), *samples[0][key].shape))
+        np.stack([s[key] for s in samples], out=batch[key].numpy())
     if "params" in samples[0]:
         from metauas.trainer.device_augment import pack_params
 
@@ -168,7 +186,7 @@ def train_loader(cfg: StreamConfig) -> torch.utils.data.DataLoader:
         batch_size=None,
         num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0,
-        prefetch_factor=4 if cfg.workers > 0 else None,
+        prefetch_factor=PREFETCH if cfg.workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
     )
 
