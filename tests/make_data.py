@@ -143,3 +143,37 @@ def prepare_visa(raw: Path, save: Path) -> Path:
                 m = cv2.imread(str(raw / mask), cv2.IMREAD_GRAYSCALE)
                 write(out / obj / "ground_truth" / "bad" / Path(mask).name, np.where(m != 0, 255, 0).astype(np.uint8))
     return save
+
+
+def make_coco(root: Path, images: int = 20, size: tuple[int, int] = (96, 128), seed: int = 0) -> tuple[Path, Path]:
+    """A tiny COCO set: `images` noisy photos with two filled discs each, one polygon and
+    one RLE instance per image; returns (images folder, instances JSON)."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    (root / "train2017").mkdir(parents=True, exist_ok=True)
+    infos, anns = [], []
+    h, w = size
+    for i in range(images):
+        img = (rng.integers(0, 60, (h, w, 3)) + rng.integers(0, 120)).astype(np.uint8)
+        for j in range(2):
+            m = np.zeros((h, w), np.uint8)
+            r = int(min(h, w) * rng.uniform(0.15, 0.25))
+            cy, cx = int(rng.integers(r + 2, h - r - 2)), int(rng.integers(r + 2, w - r - 2))
+            cv2.circle(m, (cx, cy), r, 1, -1)
+            img[m > 0] = rng.integers(120, 256, size=3)
+            base = {"id": 10 * i + j + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                    "area": float(m.sum()), "bbox": [cx - r, cy - r, 2 * r, 2 * r]}
+            if j == 0:
+                contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                anns.append({**base, "segmentation": [[float(v) for v in contours[0].reshape(-1)]]})
+            else:
+                rle = mask_utils.encode(np.asfortranarray(m))
+                anns.append({**base, "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+        name = f"{i + 1:012d}.jpg"
+        cv2.imwrite(str(root / "train2017" / name), img)
+        infos.append({"id": i + 1, "file_name": name, "height": h, "width": w})
+    annotations = root / "annotations" / "instances_train2017.json"
+    annotations.parent.mkdir(parents=True, exist_ok=True)
+    annotations.write_text(json.dumps({"images": infos, "annotations": anns, "categories": [{"id": 1, "name": "disc"}]}))
+    return root / "train2017", annotations

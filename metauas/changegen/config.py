@@ -24,7 +24,8 @@ IMAGE_FORMATS = ("jpg", "png", "webp")
 BUILTIN_SPLITS = ("train", "heldout", "all")
 COCO_SPLITS = ("all", "train", "val")
 # Fields added after datasets were made with this version: left out of dataset_fields()
-# while at these defaults, so an older dataset's recorded config still matches and resumes.
+# while all are at these defaults (no COCO subset), so an older dataset's recorded config
+# still matches and resumes; with a subset all three are recorded.
 LATER_FIELDS = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
 
 
@@ -102,9 +103,11 @@ class GenerateConfig:
         """The fields that decide the bytes of the dataset, as JSON-ready values (fields
         added later are left out while at their defaults: see LATER_FIELDS)."""
         skip = {"workers", "shards", "progress", "start_method", "out"}
+        if all(getattr(self, name) == value for name, value in LATER_FIELDS.items()):
+            skip |= set(LATER_FIELDS)
         out = {}
         for f in dataclasses.fields(self):
-            if f.name in skip or (f.name in LATER_FIELDS and getattr(self, f.name) == LATER_FIELDS[f.name]):
+            if f.name in skip:
                 continue
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else value
