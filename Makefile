@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 
 bench: install
 	$(VENV)/bin/metauas bench all
+
+# on a CUDA machine: DDP + AMP training, loader and model benches, an evaluation (benchmarks/gpu_check.py)
+gpu-check: install
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -88,34 +88,43 @@ def shared_predict(model: MetaUAS, prompt: torch.Tensor, queries: torch.Tensor) 
         return torch.sigmoid(model.segment(feats, model.encode(queries), size=queries.shape[-2:]))
 
 
+def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """`fn` that returns only when a CUDA device has finished its work (kernels are async)."""
+    if device.type != "cuda":
+        return fn
+    return lambda: (fn(), torch.cuda.synchronize(device))[0]
+
+
 def time_split(model: MetaUAS, prompts: torch.Tensor, queries: torch.Tensor, repeats: int):
     """Seconds per batch spent in the encoder, the alignment+fusion, and the decoder+head."""
+    device = prompts.device
     with torch.inference_mode():
         pf, qf = model.encode_pair(prompts, queries)
         fused = model.fused_stages(pf, qf)
         size = queries.shape[-2:]
-        enc = _best_of(lambda: model.encode_pair(prompts, queries), repeats)
-        ali = _best_of(lambda: model.fused_stages(pf, qf), repeats)
-        dec = _best_of(lambda: model.head(model.decoder(fused, size)), repeats)
+        enc = _best_of(_synced(lambda: model.encode_pair(prompts, queries), device), repeats)
+        ali = _best_of(_synced(lambda: model.fused_stages(pf, qf), device), repeats)
+        dec = _best_of(_synced(lambda: model.head(model.decoder(fused, size)), device), repeats)
     return enc, ali, dec
 
 
 def bench_model(name: str, cfg: ModelConfig, size: int = 256, pairs: int = 4, repeats: int = 2,
-                compile: bool = False, seed: int = 0) -> ModelBenchResult:
-    """Time split of the prepared model, and both paths' pairs/s, in one run."""
+                compile: bool = False, seed: int = 0, device: str = "cpu") -> ModelBenchResult:
+    """Time split of the prepared model, and both paths' pairs/s, in one run, on `device`."""
     torch.manual_seed(seed)
-    model = MetaUAS(cfg).eval()
-    prompts, queries = torch.rand(pairs, 3, size, size), torch.rand(pairs, 3, size, size)
+    dev = torch.device(device)
+    model = MetaUAS(cfg).eval().to(dev)
+    prompts, queries = torch.rand(pairs, 3, size, size, device=dev), torch.rand(pairs, 3, size, size, device=dev)
     shared_prompts = prompts[:1].expand_as(queries)
 
     fast_model = prepare_for_inference(copy.deepcopy(model), compile=compile)
     enc, ali, dec = time_split(fast_model, prompts, queries, repeats)
-    paths = {
+    paths = {name: _synced(fn, dev) for name, fn in {
         "reference": lambda: reference_predict(model, prompts, queries),
         "shared_reference": lambda: reference_predict(model, shared_prompts, queries),
         "fast": lambda: fast_model.predict(prompts, queries),
         "shared": lambda: shared_predict(fast_model, prompts[0], queries),
-    }
+    }.items()}
     seconds, out = _interleaved_best(paths, repeats)
     ref_s, ref_shared_s = seconds["reference"], seconds["shared_reference"]
     fast_s, fast_shared_s = seconds["fast"], seconds["shared"]

@@ -56,6 +56,7 @@ def bench_model_command(
     paper: bool = typer.Option(True, "--paper/--no-paper", help="Also the paper's b4 configuration (official layout)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile our path instead of running it eager (inductor, frozen weights; "
                                  "adds about a minute of compilation per config and input shape on 2 CPU cores)."),
+    device: str = typer.Option("cpu", "--device", help="Where to run: cpu | cuda[:N] | auto."),
 ) -> None:
     """Time split encoder/alignment/decoder and inference pairs/s vs a naive reference.
 
@@ -67,16 +68,19 @@ def bench_model_command(
     from metauas.inference.bench import bench_model
     from metauas.model.config import EncoderConfig, ModelConfig
 
+    from metauas.devices import resolve_device
+
+    dev = str(resolve_device(device))
     configs = [("default (lite0)", ModelConfig(encoder=EncoderConfig(weights="none")))]
     if paper:
         configs.append(("paper (b4, official)", ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"), fusion="cat")))
-    typer.echo(f"size {size}, {pairs} pairs per batch, {torch.get_num_threads()} threads, "
+    typer.echo(f"size {size}, {pairs} pairs per batch, {dev}, {torch.get_num_threads()} threads, "
                f"{'compiled' if compile else 'eager'}; ms per pair")
     typer.echo("| config | total / learnable params | encoder ms | alignment ms | decoder ms "
                "| reference pairs/s | ours pairs/s | speedup | shared prompt: ref / ours | speedup | max diff |")
     typer.echo("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, cfg in configs:
-        r = bench_model(name, cfg, size=size, pairs=pairs, repeats=repeats, compile=compile)
+        r = bench_model(name, cfg, size=size, pairs=pairs, repeats=repeats, compile=compile, device=dev)
         typer.echo(f"| {name} | {r.total_params / 1e6:.2f}M / {r.learnable_params / 1e6:.2f}M | {r.encoder_ms:.1f} "
                    f"| {r.alignment_ms:.1f} | {r.decoder_ms:.1f} | {r.reference_pairs_s:.2f} | {r.fast_pairs_s:.2f} "
                    f"| {r.speedup:.2f}x | {r.reference_shared_pairs_s:.2f} / {r.fast_shared_pairs_s:.2f} "
