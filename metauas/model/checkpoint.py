@@ -28,7 +28,7 @@ FORMAT = "metauas-checkpoint/1"
 def versions() -> dict[str, str]:
     import timm
 
-    from metauas import __version__
+    from metauas.version import __version__
 
     return {"metauas": str(__version__), "torch": str(torch.__version__), "timm": str(timm.__version__)}
 
@@ -104,6 +104,15 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("meta", {}).get("format") != FORMAT:
         raise UserError(f"{path} is not a metauas checkpoint ({FORMAT})")
     return payload
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is one of our checkpoints (and not, e.g., the paper authors' file)."""
+    try:
+        read_checkpoint(path)
+    except UserError:
+        return False
+    return True
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MetaUAS, dict]:

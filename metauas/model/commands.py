@@ -5,7 +5,6 @@ torch and timm are imported inside the command body so `metauas --help` stays fa
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
@@ -13,13 +12,6 @@ import typer
 from metauas.errors import UserError
 
 DEFAULT_SIZE = 256
-
-
-def size_from_name(path: Path) -> int | None:
-    """The training size a file name states (`metauas-512.ckpt` -> 512): a number of 3-4
-    digits, multiple of 32, standing alone; None if there is none or more than one."""
-    sizes = {int(n) for n in re.findall(r"(?<!\d)(\d{3,4})(?!\d)", path.stem) if int(n) % 32 == 0}
-    return sizes.pop() if len(sizes) == 1 else None
 
 
 def import_official_command(
@@ -31,7 +23,7 @@ def import_official_command(
 ) -> None:
     """Convert the official MetaUAS checkpoint (paper weights) into a metauas checkpoint."""
     from metauas.model.checkpoint import save_checkpoint
-    from metauas.model.official import load_official
+    from metauas.model.official import load_official, size_from_name
 
     if size is not None and (size < 32 or size % 32):
         raise UserError(f"--size must be a positive multiple of 32, got {size}")
