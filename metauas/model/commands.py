@@ -1,4 +1,4 @@
-"""`metauas import-official`: the paper authors' checkpoint as one of ours.
+"""`metauas import-official` (the paper authors' checkpoint as one of ours) and `metauas export` (ONNX).
 
 torch and timm are imported inside the command body so `metauas --help` stays fast.
 """
@@ -6,6 +6,7 @@ torch and timm are imported inside the command body so `metauas --help` stays fa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Optional
 
 import typer
 
@@ -35,6 +36,32 @@ def import_official_command(
     typer.echo(f"wrote {path} (official MetaUAS weights, size {size})")
 
 
+def export_command(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...)."),
+    out: Path = typer.Option(..., "--out", help="The ONNX file to write (model.onnx); with --cached-prompt also "
+                             "model-prompt.onnx and model-query.onnx beside it."),
+    fmt: Literal["onnx"] = typer.Option("onnx", "--format", help="Export format."),
+    size: Optional[int] = typer.Option(None, "--size", help="Input side the graphs take (default: the "
+                                       "checkpoint's training size)."),
+    cached_prompt: bool = typer.Option(False, "--cached-prompt", help="Also a prompt-encoder graph and a graph "
+                                       "taking its features with the query (encode the normal image once)."),
+) -> None:
+    """Export a checkpoint to ONNX (opset 18, dynamic batch), checked against PyTorch with onnxruntime."""
+    from metauas.model.checkpoint import load_model
+    from metauas.model.export import OPSET, export_onnx
+    from metauas.model.hub import resolve_checkpoint
+
+    if out.suffix != ".onnx" or out.is_dir():
+        raise UserError(f"--out {out}: give a file name ending in .onnx")
+    model, meta = load_model(resolve_checkpoint(checkpoint))
+    side = size or int(meta.get("size", 256))
+    if side < 32 or side % 32:
+        raise UserError(f"--size must be a positive multiple of 32, got {side}")
+    for done in export_onnx(model, out, side, cached_prompt):
+        typer.echo(f"wrote {done.path} (opset {OPSET}, {side} px, max |onnxruntime - torch| {done.max_abs_diff:.1e})")
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Attach `import-official` to the main app (no benchmark)."""
+    """Attach `import-official` and `export` to the main app (no benchmark)."""
     app.command("import-official")(import_official_command)
+    app.command("export")(export_command)
