@@ -89,7 +89,34 @@ def bench_model_command(
                    f"| {r.shared_speedup:.2f}x | {r.max_abs_diff:.1e} |")
 
 
+def app_command(
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint (.pt) or pretrained name "
+                                             "(hf:...); not needed for --method lookup."),
+    method: Literal["model", "lookup", "mix"] = typer.Option("model", "--method", help="How maps are made."),
+    size: Optional[int] = typer.Option(None, "--size", help="Inference size (default: the checkpoint's)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(7860, "--port", help="Port to listen on (0: any free port; the URL is printed)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
+) -> None:
+    """An interactive page: drop normal and query images, see heatmaps, scores and a threshold slider."""
+    import sys
+
+    from metauas.inference.api import Segmenter
+    from metauas.inference.app import serve
+
+    segmenter = Segmenter.load(checkpoint, method=method, size=size, device=device)
+    source = checkpoint or "the training-free lookup baseline"
+    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.scorer.device.type}"
+
+    def ready(url: str) -> None:
+        typer.echo(f"serving {info} on {url} (Ctrl+C to stop)")
+        sys.stdout.flush()
+
+    serve(segmenter, host, port, info, ready)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Attach `predict` to the main app, `model` to `bench`."""
+    """Attach `predict` and `app` to the main app, `model` to `bench`."""
     app.command("predict")(predict_command)
+    app.command("app")(app_command)
     bench_app.command("model")(bench_model_command)
