@@ -9,7 +9,9 @@ are then averaged per run, and runs give mean ± std (paper: 5 seeds).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from metauas.changegen.images import read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
-from metauas.evaluation.metrics import METRICS, compute_metrics
+from metauas.evaluation.metrics import METRICS, compute_metrics, f1_at, image_score
 from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchmark
 from metauas.evaluation.report import write_html_report, write_tables
 from metauas.inference.overlay import overlay_row, write_png
@@ -165,6 +167,38 @@ def _bank(cfg: EvalConfig, run: Run, data: ClassData, classes: list[ClassData], 
     return None
 
 
+def fit_thresholds(cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, size: int,
+                   fixed: list[Path] | None) -> dict[str, float]:
+    """Per method, the threshold `predict --threshold auto` would fit: the highest image
+    score among up to `fit_normals` normal training images other than the prompts, each
+    scored against the run's prompts ({} when not applicable: no fixed prompts, the
+    official protocol's per-class rescaling, or no spare normal image)."""
+    if not cfg.fit_normals or fixed is None or cfg.metric.protocol != "exact":
+        return {}
+    spare = [p for p in data.train if p not in fixed]
+    if not spare:
+        return {}
+    rng = np.random.default_rng([run.seed or 0, zlib.crc32(data.name.encode()), 1])
+    picked = [spare[i] for i in sorted(rng.choice(len(spare), min(cfg.fit_normals, len(spare)), replace=False))]
+    normals = ClassData(data.name, [], [Sample(p, 0, None, "good") for p in picked])
+    quiet = dataclasses.replace(cfg, progress=False)
+    maps = score_class(quiet, scorer, normals, size, fixed, None, []).maps
+    return {m: max(image_score(x, cfg.metric) for x in maps[m]) for m in maps}
+
+
+def _thresholds(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
+                methods: Sequence[str]) -> list[dict]:
+    """Per class and method, the fitted threshold and its F1s (means over the runs that had one)."""
+    rows = []
+    for name in classes:
+        for method in methods:
+            runs = [per_run[r][name][method] for r in per_run if "threshold" in per_run[r][name][method]]
+            if runs:
+                rows.append({"class": name, "method": method, "runs": len(runs), **{
+                    k: float(np.nanmean([r[k] for r in runs])) for k in ("threshold", "I-F1@t", "P-F1@t")}})
+    return rows
+
+
 def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
                methods: Sequence[str]) -> list[dict]:
     """Rows per class and method (mean over runs, std when several) and a mean row."""
@@ -206,8 +240,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         for data in bench.classes:
             bank = _bank(cfg, run, data, bench.classes, size, scorer, pools)
             cm = score_class(cfg, scorer, data, size, fixed[data.name], bank, problems if r == 0 else [])
-            per_run[run.label][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, [s.label for s in cm.samples],
-                                                                cfg.metric) for m in methods}
+            labels = [s.label for s in cm.samples]
+            per_run[run.label][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric)
+                                             for m in methods}
+            for m, t in fit_thresholds(cfg, run, scorer, data, size, fixed[data.name]).items():
+                per_run[run.label][data.name][m].update(f1_at(cm.maps[m], cm.masks, labels, t, cfg.metric))
             if r == 0 and cfg.overlays > 0:
                 overlays += [str(p.relative_to(cfg.out)) for p in write_overlays(cfg.out, data.name, cm, size,
                                                                                  cfg.overlays)]
@@ -217,6 +254,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "resolved": {"size": size, "runs": [run.label for run in runs], "image_score": image_score},
         "checkpoint": {k: meta[k] for k in ("step", "size", "encoder", "parameters") if k in meta},
         "rows": _summarise(per_run, [c.name for c in bench.classes], methods),
+        "thresholds": _thresholds(per_run, [c.name for c in bench.classes], methods),
         "runs": per_run,
         "efficiency": scorer.efficiency(size),
         "problems": problems,

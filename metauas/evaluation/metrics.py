@@ -280,6 +280,29 @@ def _flip(value: float, cfg: MetricConfig) -> float:
     return value
 
 
+def _f1(tp: float, fp: float, fn: float) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def f1_at(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None], labels: Sequence[int],
+          threshold: float, cfg: MetricConfig = MetricConfig()) -> dict[str, float]:
+    """Image and pixel F1 of one fixed decision threshold (what a deployed model reaches,
+    beside F1max, the best any threshold could): an image is anomalous when its image score
+    exceeds it, a pixel when its value does. Masks are handled as in `compute_metrics`."""
+    predicted = np.array([image_score(m, cfg) > threshold for m in maps])
+    truth = np.array(labels, bool)
+    tp = fp = fn = 0.0
+    for score_map, mask, label in zip(maps, masks, labels, strict=True):
+        if mask is None and label:
+            continue
+        above = np.asarray(score_map) > threshold
+        gt = np.zeros(above.shape, bool) if mask is None else np.asarray(mask, bool)
+        tp, fp, fn = tp + (above & gt).sum(), fp + (above & ~gt).sum(), fn + (~above & gt).sum()
+    return {"threshold": float(threshold),
+            "I-F1@t": _f1((predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()),
+            "P-F1@t": _f1(tp, fp, fn)}
+
+
 def compute_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
                     labels: Sequence[int] | None = None,
                     cfg: MetricConfig = MetricConfig()) -> dict[str, float]:
