@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# the real dev classes, where this checkout sits beside ../shared (a user's clone has none)
+DEMO_REAL ?= $(wildcard ../shared/data/magnetic-tile-dev ../shared/data/glass-dev)
+
 demo: install
-	$(VENV)/bin/metauas demo --out demo-out
+	$(VENV)/bin/metauas demo --out demo-out $(foreach d,$(DEMO_REAL),--real $(d))
 
 test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
