@@ -4,7 +4,8 @@ Every `import` counts, including those inside functions (a lazy import is still 
 dependency). Floors, from the ground up:
 
     base         errors, devices, configs,   nothing of ours
-                 options (CLI conventions)
+                 options (CLI conventions),
+                 outputs (--out checks, atomic writes)
     changegen    generation + shard format   base
     model        MetaUAS, encoder, ckpts     base
     inference    maps, prompts, predict      base, model, changegen
@@ -19,7 +20,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "metauas"
-BASE = {"metauas", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options"}
+BASE = {"metauas", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options",
+        "metauas.outputs"}
 ALLOWED = {
     "base": set(),
     "changegen": {"base"},
