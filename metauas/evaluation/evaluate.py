@@ -29,6 +29,7 @@ from metauas.evaluation.report import write_html_report, write_tables
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
 from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
+from metauas.outputs import prepare_dir
 
 
 @dataclass
@@ -189,14 +190,36 @@ def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str
     return rows
 
 
+def enough_normals(cfg: EvalConfig, classes: list[ClassData], problems: list[str]) -> list[ClassData]:
+    """The classes that have the --shots normal images their prompts are drawn from.
+
+    A class with fewer is left out and listed in the problems (metrics.md, report.html,
+    a warning line): K-shot metrics from fewer shots would be another protocol, and one
+    small class must not cost the others their results. None left is a UserError."""
+    if cfg.prompts_file is not None or cfg.prompt_mode == "pool":
+        return classes  # a prompts file names its prompts; pool mode draws one per class
+    kept = [c for c in classes if len(c.train) >= cfg.shots]
+    for c in classes:
+        if c not in kept:
+            problems.append(f"class {c.name} left out: {len(c.train)} normal training image(s), "
+                            f"--shots {cfg.shots} needs at least {cfg.shots}")
+    if not kept:
+        raise UserError(f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
+                        + "; ".join(problems[-len(classes):]))
+    return kept
+
+
 def evaluate(cfg: EvalConfig) -> dict:
-    """Run the whole evaluation and write metrics.{json,csv,md} and overlays under cfg.out."""
+    """Run the whole evaluation and write metrics.{json,csv,md} and overlays under cfg.out.
+    The output folder is checked first: a mistake there must not cost the scoring."""
+    prepare_dir(cfg.out)
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
     scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, resolve_device(cfg.device),
                                 cfg.mix_weight, compile=cfg.compile)
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)
+    bench.classes = enough_normals(cfg, bench.classes, problems)
     runs = _runs(cfg, bench.classes)
     per_run: dict[str, dict[str, dict[str, dict]]] = {}
     pools: dict[Run, PromptBank] = {}

@@ -24,6 +24,7 @@ from metauas.inference.config import MAP_FORMATS, LookupConfig, PredictConfig
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features
 from metauas.inference.scoring import build_scorer, map_to_numpy, methods_for, to_tensor
+from metauas.outputs import prepare_dir
 
 
 def list_prompts(cfg: PredictConfig) -> list[Path]:
@@ -88,6 +89,7 @@ def predict(cfg: PredictConfig) -> Path:
     prompts, queries = list_prompts(cfg), list_queries(cfg.query)
     for p in prompts:
         read_image(p)  # an unreadable prompt is an error before any work
+    prepare_dir(cfg.out)  # so is an --out that is a file or not writable
     scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, LookupConfig(), resolve_device(cfg.device),
                                 compile=cfg.compile)
     size = cfg.size or int(meta.get("size", 256))

@@ -36,7 +36,7 @@ from metauas.model.checkpoint import (
     training_state,
 )
 from metauas.model.network import MetaUAS, cosine_distance
-from metauas.outputs import out_of_space, prepare_dir, write_atomic
+from metauas.outputs import out_of_space, prepare_dir, remove_stale_temps, write_atomic
 from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
 from metauas.trainer.stream import StreamConfig, resized_pairs, to_float, train_loader
@@ -248,6 +248,7 @@ def _prepare_run_dir(cfg: TrainConfig, d: distributed.Dist) -> tuple[Path, dict 
     if payload is not None:
         training_state(payload, ckpt)  # a model-only checkpoint cannot be resumed: say so now
     if d.main:
+        remove_stale_temps(run_dir)  # a checkpoint or log cut short by a kill
         write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return run_dir, payload
 
