@@ -54,7 +54,7 @@ def check_pixels(data: bytes, max_pixels: int, what: str) -> None:
     """SkipSource('too_large') when the header says more than `max_pixels` pixels."""
     size = header_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
-        raise SkipSource("too_large", f"{what}: {size[0]} x {size[1]} pixels, over the limit of {max_pixels:,}")
+        raise SkipSource("too_large", f"{what}: {size[0] * size[1]:,} pixels, over the limit of {max_pixels:,}")
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:
