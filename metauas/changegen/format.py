@@ -152,12 +152,14 @@ class ReadStats:
     samples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    quiet: bool = False  # count without logging (the caller reports the summary)
 
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if len(self.examples) < 5:
             self.examples.append(detail)
-        log.warning("skipping %s: %s", reason, detail[:300])
+        if not self.quiet:
+            log.warning("skipping %s: %s", reason, detail[:300])
 
     def summary(self) -> str:
         """One line for the end of a run; empty when nothing was skipped."""

@@ -382,7 +382,7 @@ class Run:
 def first_pair(urls: list[str]) -> None:
     """Read until one training pair decodes, before anything is built: shards that are
     all corrupt are one clear error, not an endless or empty stream."""
-    stats = ReadStats()
+    stats = ReadStats(quiet=True)
     for _ in iter_pairs(urls, stats):
         return
     raise UserError(f"no readable training pairs in --train ({len(urls)} shard(s)): "

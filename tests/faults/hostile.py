@@ -87,7 +87,7 @@ def hostile_shards(root: Path) -> dict[str, Path]:
     good = {k: v for i in range(4) for k, v in sample_members(rng, f"{i:09d}").items()}
     shards = {"good": write_tar(root / "good.tar", good)}
     whole = shards["good"].read_bytes()
-    (root / "truncated.tar").write_bytes(whole[: len(whole) // 2 + 100])
+    (root / "truncated.tar").write_bytes(whole[:1500])  # cut inside the first sample
     shards["truncated"] = root / "truncated.tar"
     (root / "random.tar").write_bytes(rng.integers(0, 256, 20000, dtype=np.uint8).tobytes())
     shards["random"] = root / "random.tar"
