@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,8 +20,13 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/metauas demo --out demo-out
 
+# everything: the fault suite, the fuzz pass, real kills and DDP included (CI runs this)
 test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+# the everyday suite: everything not marked slow
+test-fast: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
 bench: install
 	$(VENV)/bin/metauas bench all
