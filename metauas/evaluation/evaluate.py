@@ -9,6 +9,7 @@ are then averaged per run, and runs give mean ± std (paper: 5 seeds).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -247,4 +248,18 @@ def evaluate(cfg: EvalConfig) -> dict:
     }
     write_tables(cfg.out, result)
     write_html_report(cfg.out, result)
+    write_prompts(cfg.out, runs)
     return result
+
+
+def write_prompts(out: Path, runs: dict[Run, dict[str, list[Path] | None]]) -> Path | None:
+    """prompts.json: the prompts of every run whose prompts were fixed per class (random
+    mode, a prompts file), in the `--prompts` format, so `evaluate --prompts
+    OUT/prompts.json` replays them exactly."""
+    table = {str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
+             for run, fixed in runs.items() if run.seed is not None and all(v is not None for v in fixed.values())}
+    if not table:
+        return None
+    from metauas.outputs import write_atomic
+
+    return write_atomic(out / "prompts.json", json.dumps(table, indent=2).encode())
