@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast test-numpy1 bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,8 +28,14 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
+# the metrics on NumPy 1.x (pyproject allows numpy>=1.24): base install + pytest, no torch
+test-numpy1:
+	python3 -m venv .venv-numpy1
+	.venv-numpy1/bin/python -m pip install -q 'numpy<2' -e . pytest scikit-learn
+	.venv-numpy1/bin/python -m pytest -q -p no:cacheprovider tests/evaluation/test_metrics.py tests/evaluation/test_metric_levels.py
+
 bench: install
 	$(VENV)/bin/metauas bench all
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) .venv-numpy1 demo-out .pytest_cache

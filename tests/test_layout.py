@@ -3,7 +3,8 @@
 Every `import` counts, including those inside functions (a lazy import is still a
 dependency). Floors, from the ground up:
 
-    base         errors, devices, configs,   nothing of ours
+    base         version, errors, devices,   nothing of ours
+                 configs,
                  options (CLI conventions),
                  outputs (--out checks, atomic writes)
     changegen    generation + shard format   base
@@ -20,7 +21,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "metauas"
-BASE = {"metauas", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options",
+BASE = {"metauas.version", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options",
         "metauas.outputs"}
 ALLOWED = {
     "base": set(),
@@ -36,6 +37,8 @@ ALLOWED = {
 def area(module: str) -> str:
     if module in BASE:
         return "base"
+    if module == "metauas":  # the package's face: `metauas.load` is the API, imported on use
+        return "top"
     parts = module.split(".")
     return parts[1] if len(parts) > 2 or parts[1] in ALLOWED else "top"
 

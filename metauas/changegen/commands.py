@@ -54,7 +54,7 @@ def _d(field: str):
 FIELDS = {"jpeg_quality": "jpeg_quality", **{name: name for name in (
     "out", "num_pairs", "source", "images", "coco_images", "coco_annotations", "builtin_split", "size", "shard_size",
     "prefix", "image_format", "workers", "seed", "inpainter", "lama_model", "change_weights", "shards", "min_side",
-    "min_area", "max_area", "max_exchange", "start_method", "progress", "max_pixels")}}
+    "min_area", "max_area", "max_exchange", "perlin", "start_method", "progress", "max_pixels")}}
 
 
 def generate(
@@ -96,6 +96,9 @@ def generate(
     max_area: float = typer.Option(_d("max_area"), "--max-area", help="Largest instance kept, as a fraction of "
                                    "the output image."),
     max_exchange: int = typer.Option(_d("max_exchange"), "--max-exchange", help="exchange pastes 1..N instances."),
+    perlin: Literal["numpy", "noise"] = typer.Option(_d("perlin"), "--perlin", help="Perlin noise of local "
+                                                     "masks: numpy (DRAEM's recipe, vectorised) | noise (the noise "
+                                                     "package's pnoise2, ~50x slower)."),
     start_method: Optional[Literal["spawn", "fork", "forkserver"]] = typer.Option(
         None, "--start-method", help="multiprocessing start method (default: spawn)."),
     progress: bool = progress_option(),

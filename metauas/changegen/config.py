@@ -23,6 +23,10 @@ DEFAULT_WEIGHTS = {"disappear": 0.25, "appear": 0.25, "exchange": 0.2, "local": 
 SOURCES = ("builtin", "coco", "folder")
 IMAGE_FORMATS = ("jpg", "png", "webp")
 BUILTIN_SPLITS = ("train", "heldout", "all")
+PERLIN = {"numpy": "numpy", "noise": "pnoise2"}  # --perlin -> perlin.METHODS
+# fields added after datasets were made, with the value that makes the old bytes: left out
+# of the recorded config at that value, so older folders still resume with the same options
+ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS}
 
 
 @dataclass
@@ -51,6 +55,9 @@ class GenerateConfig:
     min_area: float = 0.01  # instance area bounds, as a fraction of the image
     max_area: float = 0.35
     max_exchange: int = 3  # exchange pastes 1..max_exchange instances
+    # Perlin noise of `local` masks: numpy (vectorised, DRAEM's exact recipe, default) |
+    # noise (the `noise` package's pnoise2 per pixel, ~50x slower; docs/benchmarks.md)
+    perlin: str = "numpy"
     # how (never changes the bytes)
     workers: int = 1
     shards: str | None = None  # "A:B" shard-id range
@@ -77,6 +84,7 @@ class GenerateConfig:
             (self.max_pixels >= 1, "--max-pixels must be positive"),
             (0 <= self.min_area < self.max_area <= 1, "area bounds need 0 <= min < max <= 1"),
             (self.max_exchange >= 1, "max_exchange must be at least 1"),
+            (self.perlin in PERLIN, f"--perlin must be one of {', '.join(PERLIN)}"),
             ("." not in self.prefix and "/" not in self.prefix and self.prefix, "--prefix must be a plain name without dots"),
         ]
         for ok, message in checks:
@@ -93,9 +101,9 @@ class GenerateConfig:
         skip = {"workers", "shards", "progress", "start_method", "out"}
         out = {}
         for f in dataclasses.fields(self):
-            if f.name in skip:
-                continue
             value = getattr(self, f.name)
+            if f.name in skip or (f.name in ADDED_LATER and value == ADDED_LATER[f.name]):
+                continue
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 

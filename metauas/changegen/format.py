@@ -17,6 +17,7 @@ import glob
 import json
 import logging
 import os
+import shlex
 import subprocess
 import tarfile
 import urllib.request
@@ -58,6 +59,8 @@ def expand_urls(spec: str | Iterable[str]) -> list[str]:
 
     Braces are expanded for every kind (webdataset's syntax); local patterns are then
     globbed and folders contribute their `*.tar`. Missing local shards are a user error.
+    `s3://` URLs become `pipe:aws s3 cp URL -` (the AWS CLI streams the object to stdout),
+    so every reader, webdataset's included, opens them the same way.
     """
     import braceexpand
 
@@ -65,7 +68,9 @@ def expand_urls(spec: str | Iterable[str]) -> list[str]:
     urls: list[str] = []
     for item in specs:
         for url in braceexpand.braceexpand(item):
-            if is_remote(url):
+            if url.startswith("s3://"):
+                urls.append(f"pipe:aws s3 cp {shlex.quote(url)} -")
+            elif is_remote(url):
                 urls.append(url)
             elif os.path.isdir(url):
                 urls.extend(sorted(glob.glob(os.path.join(url, "*.tar"))))
@@ -122,9 +127,7 @@ def split_name(name: str) -> tuple[str, str]:
 @contextmanager
 def open_stream(url: str) -> Iterator[IO[bytes]]:
     """A binary stream of one shard: a local file, a `pipe:` command's stdout, or an
-    http(s) URL. `s3://` URLs are read through the AWS CLI (`aws s3 cp URL -`)."""
-    if url.startswith("s3://"):
-        url = f"pipe:aws s3 cp {url} -"
+    http(s) URL."""
     if url.startswith("pipe:"):
         proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE)
         try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from metauas.changegen.changes import NEEDS_INSTANCES, SYNTHS, Context, InpaintRequest, Pair, visible
-from metauas.changegen.config import GenerateConfig
+from metauas.changegen.config import PERLIN, GenerateConfig
 from metauas.changegen.format import CHANGE_TYPES
 from metauas.changegen.images import SkipSource
 from metauas.changegen.inpaint import Inpainter
@@ -78,7 +78,7 @@ class Synthesizer:
         rng = np.random.default_rng([self.cfg.seed, index])
         change = CHANGE_TYPES[int(rng.choice(len(CHANGE_TYPES), p=self.weights))]
         skips = Skips()
-        ctx = Context(lambda r, need: self.draw_item(r, need, skips), self.cfg.max_exchange)
+        ctx = Context(lambda r, need: self.draw_item(r, need, skips), self.cfg.max_exchange, PERLIN[self.cfg.perlin])
         for _ in range(MAX_ATTEMPTS):
             item = self.draw_item(rng, change in NEEDS_INSTANCES, skips)
             pair = yield from SYNTHS[change](ctx, rng, item)

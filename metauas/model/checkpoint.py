@@ -29,7 +29,7 @@ FORMAT = "metauas-checkpoint/1"
 def versions() -> dict[str, str]:
     import timm
 
-    from metauas import __version__
+    from metauas.version import __version__
 
     return {"metauas": str(__version__), "torch": str(torch.__version__), "timm": str(timm.__version__)}
 
@@ -158,6 +158,15 @@ def load_weights(model: MetaUAS, weights: dict[str, torch.Tensor], path: str | P
                         f"{len(missing)} missing, {len(unexpected)} unexpected (first: {first}); the file was made "
                         "for another model or edited")
     model.load_state_dict(weights)
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is one of our checkpoints (and not, e.g., the paper authors' file)."""
+    try:
+        read_checkpoint(path)
+    except UserError:
+        return False
+    return True
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MetaUAS, dict]:

@@ -43,6 +43,7 @@ from metauas.trainer.stream import StreamConfig, resized_pairs, to_float, train_
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"
+BEST = "best.pt"  # the weights with the best validation P-AP (runs with --val)
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -233,10 +234,13 @@ def keep_rows(path: Path, saved_step: int | None) -> None:
 
 @dataclass
 class State:
-    """What resuming restores besides the weights: step and time used so far."""
+    """What resuming restores besides the weights: step and time used so far, and the
+    best validation P-AP (whose weights are in best.pt)."""
 
     step: int = 0
     elapsed_s: float = 0.0
+    best_val_p_ap: float | None = None
+    best_step: int | None = None
 
 
 def _prepare_run_dir(cfg: TrainConfig, d: distributed.Dist) -> tuple[Path, dict | None]:
@@ -362,8 +366,16 @@ class Run:
         return {"step": self.state.step, "elapsed_s": round(self.state.elapsed_s, 2)}
 
     def validate(self) -> None:
-        if self.validator is not None:
-            self.log.row({**self.stamp(), **self.validator(self.model, self.d.device, self.cfg.batch_size)})
+        """Validation metrics to the log; the model to best.pt when its P-AP is the best yet."""
+        if self.validator is None:
+            return
+        metrics = self.validator(self.model, self.d.device, self.cfg.batch_size)
+        self.log.row({**self.stamp(), **metrics})
+        ap, best = metrics["val_p_ap"], self.state.best_val_p_ap
+        if math.isfinite(ap) and (best is None or ap > best):
+            self.state.best_val_p_ap, self.state.best_step = ap, self.state.step
+            save_checkpoint(self.run_dir / BEST, self.model, size=self.cfg.size, step=self.state.step,
+                            extra={"validation": metrics})
 
     def save(self) -> Path:
         path = _save(self.run_dir, self.model, self.cfg, self.state, self.optimizer, self.scaler)

@@ -123,3 +123,25 @@ def test_config_from_metrics_json_repeats_the_evaluation(mvtec_root, tmp_path, c
     code, _, err = _run(["--config", str(first / "metrics.json"), "--out", str(tmp_path / "c"), "--seeds", "3"],
                         capsys)
     assert code == 0 and list(json.loads((tmp_path / "c" / "metrics.json").read_text())["runs"]) == ["seed3"]
+
+
+def test_the_authors_prompt_files_replay_a_random_run_exactly(mvtec_root, tmp_path, capsys):
+    from metauas.evaluation.readers import read_benchmark
+    from metauas.inference.prompts import random_prompts
+
+    random_run = tmp_path / "random"
+    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--seeds", "3", "--overlays", "0",
+                         "--out", str(random_run)], capsys)
+    assert code == 0, err
+    table = {}  # the layout of gaobb/MetaUAS data/<set>/oneprompt_seedN.json
+    for data in read_benchmark(mvtec_root, "mvtec").classes:
+        [prompt] = random_prompts(data.train, 1, 3, data.name)
+        table[data.name] = {"filename": str(prompt.relative_to(mvtec_root)), "label": 0, "label_name": "good",
+                            "clsname": data.name}
+    (tmp_path / "oneprompt_seed3.json").write_text(json.dumps(table))
+    replay = tmp_path / "replay"
+    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--prompts",
+                         str(tmp_path / "oneprompt_seed3.json"), "--overlays", "0", "--out", str(replay)], capsys)
+    assert code == 0, err
+    a, b = (json.loads((out / "metrics.json").read_text()) for out in (random_run, replay))
+    assert list(b["runs"]) == ["file-seed3"] and b["runs"]["file-seed3"] == a["runs"]["seed3"]

@@ -54,6 +54,21 @@ def test_overfits_a_few_pairs_and_leaves_the_encoder_untouched(tmp_path):
     assert list((tmp_path / "run" / "tensorboard").iterdir())
 
 
+def test_best_pt_holds_the_weights_of_the_best_validation(shard_dir, tmp_path):
+    out = tmp_path / "run"
+    train(_config(shard_dir, out, steps=8, val_every=2, lr=3e-3))
+    val = [r for r in _rows(out) if "val_p_ap" in r]
+    best_row = max(val, key=lambda r: r["val_p_ap"])  # the first of equals wins, as in training
+    best = [r for r in val if r["val_p_ap"] == best_row["val_p_ap"]][0]
+    model, meta = load_model(out / "best.pt")
+    assert meta["step"] == best["step"] and meta["validation"]["val_p_ap"] == best["val_p_ap"]
+    state = read_checkpoint(out / "last.pt")["training"]["state"]
+    assert (state["best_step"], state["best_val_p_ap"]) == (best["step"], best["val_p_ap"])
+    if best["step"] == 8:
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                     load_model(out / "last.pt")[0].state_dict().values()))
+
+
 def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
     run = tmp_path / "run"
     train(_config(shard_dir, run, steps=4, save_every=2))
