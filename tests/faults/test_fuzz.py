@@ -14,9 +14,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hostile import sample_members
+
+pytest.importorskip("hypothesis", reason="the fuzz pass needs hypothesis (pip install -e '.[dev]')")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hostile import sample_members  # noqa: E402
 
 from metauas.changegen.format import ReadStats, iter_pairs
 from metauas.changegen.images import SkipSource, read_rgb

@@ -34,7 +34,8 @@ def test_out_under_a_file_is_one_line_before_any_work(command, tmp_path, mvtec_r
                                                       capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("a file where a folder should be")
-    args = [a.replace("OUT", str(blocker)) for a in _commands(tmp_path, mvtec_root, checkpoint, shard_dir, image)[command]]
+    commands = _commands(tmp_path, mvtec_root, checkpoint, shard_dir, image)
+    args = [a.replace("OUT", str(blocker)) for a in commands[command]]
     one_line_error(run_main(capsys, *args), str(blocker))
     assert blocker.read_text() == "a file where a folder should be"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -30,6 +30,7 @@ def _config(shard_dir, out, **overrides):
     return TrainConfig(**{**fields, **overrides})
 
 
+@pytest.mark.slow
 def test_overfits_a_few_pairs_and_leaves_the_encoder_untouched(tmp_path):
     write_shards(tmp_path / "few", shards=1, per_shard=4, seed=5)
     cfg = TrainConfig(train=str(tmp_path / "few"), val=str(tmp_path / "few"), out=str(tmp_path / "run"),
