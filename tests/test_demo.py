@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from metauas.cli import main
 
 METHODS = {"MetaUAS (trained)", "MetaUAS (step 0)", "lookup baseline"}
@@ -12,6 +14,7 @@ def _demo(out, real) -> int:
                  "--heldout-pairs", "16", "--batch-size", "4", "--real", str(real), "-q"])
 
 
+@pytest.mark.slow
 def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, mvtec_root, capsys):
     out = tmp_path / "demo"
     assert _demo(out, mvtec_root) == 0

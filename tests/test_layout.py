@@ -5,7 +5,8 @@ dependency). Floors, from the ground up:
 
     base         version, errors, devices,   nothing of ours
                  configs,
-                 options (CLI conventions)
+                 options (CLI conventions),
+                 outputs (--out checks, atomic writes)
     changegen    generation + shard format   base
     model        MetaUAS, encoder, ckpts     base
     inference    maps, prompts, predict      base, model, changegen
@@ -20,7 +21,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "metauas"
-BASE = {"metauas.version", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options"}
+BASE = {"metauas.version", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options",
+        "metauas.outputs"}
 ALLOWED = {
     "base": set(),
     "changegen": {"base"},

@@ -57,7 +57,7 @@ def open_source(cfg: GenerateConfig) -> Source:
     if cfg.source == "folder":
         if cfg.images is None:
             raise UserError("--source folder needs --images DIR")
-        return FolderSource.from_dir(cfg.images, **bounds)
+        return FolderSource.from_dir(cfg.images, **bounds, max_pixels=cfg.max_pixels)
     if cfg.coco_images is None or cfg.coco_annotations is None:
         raise UserError("--source coco needs --coco-images DIR and --coco-annotations FILE")
-    return CocoSource(cfg.coco_images, cfg.coco_annotations, **bounds)
+    return CocoSource(cfg.coco_images, cfg.coco_annotations, **bounds, max_pixels=cfg.max_pixels)

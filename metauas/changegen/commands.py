@@ -6,6 +6,7 @@ runs, so `metauas --help` stays fast and OpenCV generation never imports torch.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal, Optional
@@ -53,7 +54,7 @@ def _d(field: str):
 FIELDS = {"jpeg_quality": "jpeg_quality", **{name: name for name in (
     "out", "num_pairs", "source", "images", "coco_images", "coco_annotations", "builtin_split", "size", "shard_size",
     "prefix", "image_format", "workers", "seed", "inpainter", "lama_model", "change_weights", "shards", "min_side",
-    "min_area", "max_area", "max_exchange", "perlin", "start_method", "progress")}}
+    "min_area", "max_area", "max_exchange", "perlin", "start_method", "progress", "max_pixels")}}
 
 
 def generate(
@@ -88,6 +89,8 @@ def generate(
                                          "with RANK/WORLD_SIZE."),
     min_side: int = typer.Option(_d("min_side"), "--min-side", help="Skip source images whose shorter side is "
                                  "below this (counted as too_small)."),
+    max_pixels: int = typer.Option(_d("max_pixels"), "--max-pixels", help="Skip source images with more pixels "
+                                   "than this, read from the file's header before decoding (counted as too_large)."),
     min_area: float = typer.Option(_d("min_area"), "--min-area", help="Smallest instance kept, as a fraction of "
                                    "the output image."),
     max_area: float = typer.Option(_d("max_area"), "--max-area", help="Largest instance kept, as a fraction of "
@@ -107,6 +110,7 @@ def generate(
     `--config DIR/index.json` repeats a dataset's settings (index.json records them); options typed beside it override them."""
     from metauas.changegen.config import parse_change_weights
     from metauas.changegen.run import generate_dataset
+    from metauas.changegen.shards import skip_report
 
     values = dict(locals())
     values["progress"] = setup_output(quiet, verbose, progress)
@@ -115,6 +119,8 @@ def generate(
         raise UserError("give --out DIR and --num-pairs N (or --config DIR/index.json with --out)")
     cfg = build_config(GenerateConfig, ctx, values, FIELDS, config, section="config")
     index = generate_dataset(cfg)
+    for line in skip_report(json.loads(index.read_text())):
+        typer.secho(line, err=True, fg=typer.colors.YELLOW)
     typer.echo(str(index))
 
 

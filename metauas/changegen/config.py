@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metauas.changegen.format import CHANGE_TYPES
+from metauas.changegen.images import MAX_PIXELS
 from metauas.errors import UserError
 
 GENERATOR_NAME = "metauas.changegen"
@@ -25,7 +26,7 @@ BUILTIN_SPLITS = ("train", "heldout", "all")
 PERLIN = {"numpy": "numpy", "noise": "pnoise2"}  # --perlin -> perlin.METHODS
 # fields added after datasets were made, with the value that makes the old bytes: left out
 # of the recorded config at that value, so older folders still resume with the same options
-ADDED_LATER = {"perlin": "numpy"}
+ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS}
 
 
 @dataclass
@@ -50,6 +51,7 @@ class GenerateConfig:
     lama_model: Path | None = None
     change_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     min_side: int = 64  # source images with a shorter side are skipped as too small
+    max_pixels: int = MAX_PIXELS  # larger source images (from the header) are skipped as too_large
     min_area: float = 0.01  # instance area bounds, as a fraction of the image
     max_area: float = 0.35
     max_exchange: int = 3  # exchange pastes 1..max_exchange instances
@@ -79,6 +81,7 @@ class GenerateConfig:
             (self.image_format in IMAGE_FORMATS, f"--image-format must be one of {', '.join(IMAGE_FORMATS)}"),
             (self.builtin_split in BUILTIN_SPLITS, f"--builtin-split must be one of {', '.join(BUILTIN_SPLITS)}"),
             (self.workers >= 1, "--workers must be at least 1"),
+            (self.max_pixels >= 1, "--max-pixels must be positive"),
             (0 <= self.min_area < self.max_area <= 1, "area bounds need 0 <= min < max <= 1"),
             (self.max_exchange >= 1, "max_exchange must be at least 1"),
             (self.perlin in PERLIN, f"--perlin must be one of {', '.join(PERLIN)}"),

@@ -155,12 +155,14 @@ class ReadStats:
     samples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    quiet: bool = False  # count without logging (the caller reports the summary)
 
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if len(self.examples) < 5:
             self.examples.append(detail)
-        log.warning("skipping %s: %s", reason, detail[:300])
+        if not self.quiet:
+            log.warning("skipping %s: %s", reason, detail[:300])
 
     def summary(self) -> str:
         """One line for the end of a run; empty when nothing was skipped."""
@@ -200,7 +202,10 @@ def iter_samples(urls: str | Iterable[str], stats: ReadStats | None = None) -> I
 
 
 def _decode_image(data: bytes, flags: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:  # e.g. a header claiming more pixels than OpenCV's limit
+        image = None
     if image is None:
         raise ValueError("image does not decode")
     return image
@@ -221,7 +226,7 @@ def decode_pair(sample: dict) -> dict:
         raise ValueError(f"sample {key}: prompt, query and mask sizes differ")
     try:
         meta = json.loads(sample["json"]) if "json" in sample else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
         raise ValueError(f"sample {key}: its .json member is not JSON") from None
     return {"key": key, "prompt": prompt, "query": query, "mask": mask,
             "meta": meta if isinstance(meta, dict) else {}}

@@ -115,6 +115,9 @@ def evaluate_command(
     typer.echo(f"protocol: {cfg.metric.protocol}")
     typer.echo(markdown_table(result["rows"]))
     typer.echo(f"efficiency: {efficiency_line(result['efficiency'])}")
+    for problem in result["problems"]:
+        if problem.startswith("class ") and " left out: " in problem:
+            typer.secho(f"warning: {problem}", err=True, fg=typer.colors.YELLOW)
     if result["problems"]:
         typer.secho(f"warning: {len(result['problems'])} data problem(s), listed in {cfg.out / 'metrics.md'}",
                     err=True, fg=typer.colors.YELLOW)

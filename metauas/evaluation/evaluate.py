@@ -10,6 +10,7 @@ are then averaged per run, and runs give mean ± std (paper: 5 seeds).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import zlib
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from metauas.evaluation.report import write_html_report, write_tables
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
 from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
+from metauas.outputs import prepare_dir
 
 
 @dataclass
@@ -223,14 +225,36 @@ def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str
     return rows
 
 
+def enough_normals(cfg: EvalConfig, classes: list[ClassData], problems: list[str]) -> list[ClassData]:
+    """The classes that have the --shots normal images their prompts are drawn from.
+
+    A class with fewer is left out and listed in the problems (metrics.md, report.html,
+    a warning line): K-shot metrics from fewer shots would be another protocol, and one
+    small class must not cost the others their results. None left is a UserError."""
+    if cfg.prompts_file is not None or cfg.prompt_mode == "pool":
+        return classes  # a prompts file names its prompts; pool mode draws one per class
+    kept = [c for c in classes if len(c.train) >= cfg.shots]
+    for c in classes:
+        if c not in kept:
+            problems.append(f"class {c.name} left out: {len(c.train)} normal training image(s), "
+                            f"--shots {cfg.shots} needs at least {cfg.shots}")
+    if not kept:
+        raise UserError(f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
+                        + "; ".join(problems[-len(classes):]))
+    return kept
+
+
 def evaluate(cfg: EvalConfig) -> dict:
-    """Run the whole evaluation and write metrics.{json,csv,md} and overlays under cfg.out."""
+    """Run the whole evaluation and write metrics.{json,csv,md} and overlays under cfg.out.
+    The output folder is checked first: a mistake there must not cost the scoring."""
+    prepare_dir(cfg.out)
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
     scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, resolve_device(cfg.device),
                                 cfg.mix_weight, compile=cfg.compile)
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)
+    bench.classes = enough_normals(cfg, bench.classes, problems)
     runs = _runs(cfg, bench.classes)
     per_run: dict[str, dict[str, dict[str, dict]]] = {}
     pools: dict[Run, PromptBank] = {}
@@ -262,4 +286,18 @@ def evaluate(cfg: EvalConfig) -> dict:
     }
     write_tables(cfg.out, result)
     write_html_report(cfg.out, result)
+    write_prompts(cfg.out, runs)
     return result
+
+
+def write_prompts(out: Path, runs: dict[Run, dict[str, list[Path] | None]]) -> Path | None:
+    """prompts.json: the prompts of every run whose prompts were fixed per class (random
+    mode, a prompts file), in the `--prompts` format, so `evaluate --prompts
+    OUT/prompts.json` replays them exactly."""
+    table = {str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
+             for run, fixed in runs.items() if run.seed is not None and all(v is not None for v in fixed.values())}
+    if not table:
+        return None
+    from metauas.outputs import write_atomic
+
+    return write_atomic(out / "prompts.json", json.dumps(table, indent=2).encode())

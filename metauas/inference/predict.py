@@ -26,6 +26,7 @@ from metauas.inference.api import Segmentation, Segmenter
 from metauas.inference.config import LookupConfig, PredictConfig
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.scoring import build_scorer, methods_for
+from metauas.outputs import prepare_dir
 
 
 def list_prompts(cfg: PredictConfig) -> list[Path]:
@@ -118,8 +119,7 @@ def predict(cfg: PredictConfig) -> Path:
     prompts, queries = list_prompts(cfg), list_queries(cfg.query)
     for p in prompts:
         read_image(p)  # an unreadable prompt is an error before any work
-    if cfg.out.exists() and not cfg.out.is_dir():
-        raise UserError(f"--out {cfg.out} is a file: give a folder for maps/, overlays/ and predictions")
+    prepare_dir(cfg.out)  # an --out that is a file or not writable: one line before any work
     segmenter = _segmenter(cfg, prompts)
     names = output_names(queries)
     cfg.out.mkdir(parents=True, exist_ok=True)

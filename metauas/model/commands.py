@@ -11,6 +11,7 @@ from typing import Literal, Optional
 import typer
 
 from metauas.errors import UserError
+from metauas.outputs import prepare_dir
 
 DEFAULT_SIZE = 256
 
@@ -26,6 +27,9 @@ def import_official_command(
     from metauas.model.checkpoint import save_checkpoint
     from metauas.model.official import load_official, size_from_name
 
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give the checkpoint file to write, e.g. {out / 'official.pt'}")
+    prepare_dir(out.parent, f"--out {out}: its folder")
     if size is not None and (size < 32 or size % 32):
         raise UserError(f"--size must be a positive multiple of 32, got {size}")
     size = size or size_from_name(ckpt) or DEFAULT_SIZE

@@ -3,9 +3,8 @@ versions agree with each other; masks follow the recipe."""
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 
 import numpy as np
 import pytest
