@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test bench gpu-check clean
+.PHONY: install demo test test-fast test-numpy1 bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,11 +17,25 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-demo: install
-	$(VENV)/bin/metauas demo --out demo-out
+# the real dev classes, where this checkout sits beside ../shared (a user's clone has none)
+DEMO_REAL ?= $(wildcard ../shared/data/magnetic-tile-dev ../shared/data/glass-dev)
 
+demo: install
+	$(VENV)/bin/metauas demo --out demo-out $(foreach d,$(DEMO_REAL),--real $(d))
+
+# everything: the fault suite, the fuzz pass, real kills and DDP included (CI runs this)
 test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+# the everyday suite: everything not marked slow
+test-fast: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
+
+# the metrics on NumPy 1.x (pyproject allows numpy>=1.24): base install + pytest, no torch
+test-numpy1:
+	python3 -m venv .venv-numpy1
+	.venv-numpy1/bin/python -m pip install -q 'numpy<2' -e . pytest scikit-learn
+	.venv-numpy1/bin/python -m pytest -q -p no:cacheprovider tests/evaluation/test_metrics.py tests/evaluation/test_metric_levels.py
 
 bench: install
 	$(VENV)/bin/metauas bench all
@@ -31,4 +45,4 @@ gpu-check: install
 	PYTHON=$(PY) bash benchmarks/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) .venv-numpy1 demo-out .pytest_cache

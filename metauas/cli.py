@@ -10,8 +10,8 @@ import sys
 
 import typer
 
-from metauas import __version__
 from metauas.errors import UserError
+from metauas.version import __version__
 
 HELP = {"help_option_names": ["-h", "--help"]}
 CLICK = sys.modules[typer.BadParameter.__module__]  # click's exceptions (newer typer vendors click)

@@ -26,9 +26,12 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread_per_worker():
-    """pytest -n 2 on 2 cores: one torch thread per worker avoids oversubscription."""
-    import torch
-
+    """pytest -n 2 on 2 cores: one torch thread per worker avoids oversubscription.
+    (The metric tests also run where torch is not installed: see `make test-numpy1`.)"""
+    try:
+        import torch
+    except ImportError:
+        return
     torch.set_num_threads(1)
 
 
@@ -39,3 +42,19 @@ def shard_dir(tmp_path_factory) -> Path:
     write_shards(root / "train", shards=4, per_shard=8, seed=0)
     write_shards(root / "val", shards=1, per_shard=8, seed=1)
     return root
+
+
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                      "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_launcher_environment():
+    """A test suite started under torchrun (or a cluster job) must not turn every CLI
+    call and subprocess of the tests into one rank of a process group: the variables are
+    removed for the session (tests that want ranks set them on their own subprocess)."""
+    import os
+
+    saved = {k: os.environ.pop(k) for k in LAUNCHER_VARIABLES if k in os.environ}
+    yield
+    os.environ.update(saved)

@@ -2,9 +2,12 @@
 
 import re
 
+import pytest
+
 from metauas.cli import main
 
 
+@pytest.mark.slow
 def test_bench_all_prints_one_row_per_benchmark(capsys):
     assert main(["bench", "all", "--size", "64", "--pairs", "8", "--metric-images", "4"]) == 0
     out = capsys.readouterr().out

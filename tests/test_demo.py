@@ -2,28 +2,34 @@
 
 import json
 
+import pytest
+
 from metauas.cli import main
 
 METHODS = {"MetaUAS (trained)", "MetaUAS (step 0)", "lookup baseline"}
 
 
-def _demo(out) -> int:
+def _demo(out, real) -> int:
     return main(["demo", "--out", str(out), "--minutes", "0.1", "--size", "64", "--train-pairs", "24",
-                 "--heldout-pairs", "16", "--batch-size", "4"])
+                 "--heldout-pairs", "16", "--batch-size", "4", "--real", str(real), "-q"])
 
 
-def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, capsys):
+@pytest.mark.slow
+def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, mvtec_root, capsys):
     out = tmp_path / "demo"
-    assert _demo(out) == 0
+    assert _demo(out, mvtec_root) == 0
     printed = capsys.readouterr().out
     assert f"report: {(out / 'report.html').resolve()}" in printed
 
     metrics = json.loads((out / "metrics.json").read_text())
+    real = metrics.pop("real")[mvtec_root.name]  # the real set: model and lookup, mean over 5 prompt seeds
+    assert [r["method"] for r in real] == ["model", "lookup"] and all(r["std"] for r in real)
     assert set(metrics) == METHODS
     for values in metrics.values():
         assert set(values) >= {"I-AUROC", "P-AUROC", "P-AP", "P-AUPRO"}
     html = (out / "report.html").read_text()
-    for section in ("Held-out metrics", "Training loss", "Training pairs", "Held-out heatmaps", *METHODS):
+    for section in ("Held-out metrics", "Real defects", "Training loss", "Training pairs", "Held-out heatmaps",
+                    *METHODS):
         assert section in html
     assert html.count("<img") >= 2
 
@@ -33,8 +39,9 @@ def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, capsys):
     checkpoint_stamp = checkpoint.stat().st_mtime_ns
     log_lines = (out / "run" / "metrics.jsonl").read_text().count("\n")
 
-    assert _demo(out) == 0  # second run: nothing regenerated, no further training
+    assert _demo(out, mvtec_root) == 0  # second run: nothing regenerated, no further training
     assert {p: p.stat().st_mtime_ns for p in shards} == stamps
     assert checkpoint.stat().st_mtime_ns == checkpoint_stamp
     assert (out / "run" / "metrics.jsonl").read_text().count("\n") == log_lines
-    assert json.loads((out / "metrics.json").read_text()) == metrics
+    again = json.loads((out / "metrics.json").read_text())
+    assert again.pop("real")[mvtec_root.name] == real and again == metrics

@@ -3,8 +3,10 @@
 Every `import` counts, including those inside functions (a lazy import is still a
 dependency). Floors, from the ground up:
 
-    base         errors, devices, configs,   nothing of ours
+    base         version, errors, devices,   nothing of ours
+                 configs,
                  options (CLI conventions),
+                 outputs (--out checks, atomic writes),
                  recipes (settings as data)
     changegen    generation + shard format   base
     model        MetaUAS, encoder, ckpts     base
@@ -20,7 +22,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "metauas"
-BASE = {"metauas", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options", "metauas.recipes"}
+BASE = {"metauas.version", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options",
+        "metauas.outputs", "metauas.recipes"}
 ALLOWED = {
     "base": set(),
     "changegen": {"base"},
@@ -35,6 +38,8 @@ ALLOWED = {
 def area(module: str) -> str:
     if module in BASE:
         return "base"
+    if module == "metauas":  # the package's face: `metauas.load` is the API, imported on use
+        return "top"
     parts = module.split(".")
     return parts[1] if len(parts) > 2 or parts[1] in ALLOWED else "top"
 

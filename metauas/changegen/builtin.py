@@ -57,8 +57,8 @@ def open_source(cfg: GenerateConfig) -> Source:
     if cfg.source == "folder":
         if cfg.images is None:
             raise UserError("--source folder needs --images DIR")
-        return FolderSource.from_dir(cfg.images, **bounds)
+        return FolderSource.from_dir(cfg.images, **bounds, max_pixels=cfg.max_pixels)
     if cfg.coco_images is None or cfg.coco_annotations is None:
         raise UserError("--source coco needs --coco-images DIR and --coco-annotations FILE")
-    return CocoSource(cfg.coco_images, cfg.coco_annotations, **bounds, max_images=cfg.coco_max_images,
-                      split=cfg.coco_split, val_fraction=cfg.coco_val_fraction)
+    return CocoSource(cfg.coco_images, cfg.coco_annotations, **bounds, max_pixels=cfg.max_pixels,
+                      max_images=cfg.coco_max_images, split=cfg.coco_split, val_fraction=cfg.coco_val_fraction)

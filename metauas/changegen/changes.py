@@ -46,6 +46,7 @@ class Context:
 
     draw_item: Callable[[np.random.Generator, bool], SourceItem]  # (rng, need_instances)
     max_exchange: int
+    perlin: str = "numpy"  # Perlin implementation of `local` masks (perlin.METHODS)
 
 
 Synth = Generator[InpaintRequest, np.ndarray, Pair | None]
@@ -118,7 +119,7 @@ def local(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Pair | No
     blended as I(1-m) + (1-b) m A + b I m with b ~ U[0, 0.8)."""
     size = item.image.shape[0]
     for _ in range(MAX_LOCAL_NOISE_DRAWS):
-        mask, noise_params = perlin_mask(rng, size, size)
+        mask, noise_params = perlin_mask(rng, size, size, ctx.perlin)
         if mask.any():
             break
     else:

@@ -6,6 +6,7 @@ runs, so `metauas --help` stays fast and OpenCV generation never imports torch.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal, Optional
@@ -63,7 +64,7 @@ FIELDS = {"jpeg_quality": "jpeg_quality", **{name: name for name in (
     "out", "num_pairs", "source", "images", "coco_images", "coco_annotations", "coco_max_images", "coco_split",
     "coco_val_fraction", "builtin_split", "size", "shard_size",
     "prefix", "image_format", "workers", "seed", "inpainter", "lama_model", "change_weights", "shards", "min_side",
-    "min_area", "max_area", "max_exchange", "start_method", "progress")}}
+    "min_area", "max_area", "max_exchange", "perlin", "start_method", "progress", "max_pixels")}}
 
 
 def generate(
@@ -105,11 +106,16 @@ def generate(
                                          "with RANK/WORLD_SIZE."),
     min_side: int = typer.Option(_d("min_side"), "--min-side", help="Skip source images whose shorter side is "
                                  "below this (counted as too_small)."),
+    max_pixels: int = typer.Option(_d("max_pixels"), "--max-pixels", help="Skip source images with more pixels "
+                                   "than this, read from the file's header before decoding (counted as too_large)."),
     min_area: float = typer.Option(_d("min_area"), "--min-area", help="Smallest instance kept, as a fraction of "
                                    "the output image."),
     max_area: float = typer.Option(_d("max_area"), "--max-area", help="Largest instance kept, as a fraction of "
                                    "the output image."),
     max_exchange: int = typer.Option(_d("max_exchange"), "--max-exchange", help="exchange pastes 1..N instances."),
+    perlin: Literal["numpy", "noise"] = typer.Option(_d("perlin"), "--perlin", help="Perlin noise of local "
+                                                     "masks: numpy (DRAEM's recipe, vectorised) | noise (the noise "
+                                                     "package's pnoise2, ~50x slower)."),
     start_method: Optional[Literal["spawn", "fork", "forkserver"]] = typer.Option(
         None, "--start-method", help="multiprocessing start method (default: spawn)."),
     progress: bool = progress_option(),
@@ -123,6 +129,7 @@ def generate(
     from metauas.changegen.config import parse_change_weights
     from metauas.changegen.run import generate_dataset
     from metauas.recipes import recipe as recipe_settings
+    from metauas.changegen.shards import skip_report
 
     values = dict(locals())
     values["progress"] = setup_output(quiet, verbose, progress)
@@ -132,6 +139,8 @@ def generate(
     cfg = build_config(GenerateConfig, ctx, values, FIELDS, config, section="config",
                        recipe=recipe_settings(recipe, "generate"))
     index = generate_dataset(cfg)
+    for line in skip_report(json.loads(index.read_text())):
+        typer.secho(line, err=True, fg=typer.colors.YELLOW)
     typer.echo(str(index))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metauas.changegen.format import CHANGE_TYPES
+from metauas.changegen.images import MAX_PIXELS
 from metauas.errors import UserError
 
 GENERATOR_NAME = "metauas.changegen"
@@ -23,10 +24,13 @@ SOURCES = ("builtin", "coco", "folder")
 IMAGE_FORMATS = ("jpg", "png", "webp")
 BUILTIN_SPLITS = ("train", "heldout", "all")
 COCO_SPLITS = ("all", "train", "val")
-# Fields added after datasets were made with this version: left out of dataset_fields()
-# while all are at these defaults (no COCO subset), so an older dataset's recorded config
-# still matches and resumes; with a subset all three are recorded.
-LATER_FIELDS = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
+PERLIN = {"numpy": "numpy", "noise": "pnoise2"}  # --perlin -> perlin.METHODS
+# fields added after datasets were made, with the value that makes the old bytes: left out
+# of the recorded config at that value, so older folders still resume with the same options
+ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS}
+# the COCO subset, added later too: its three fields are left out together while no subset
+# is chosen, and recorded together when one is
+COCO_SUBSET = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
 
 
 @dataclass
@@ -57,9 +61,13 @@ class GenerateConfig:
     lama_model: Path | None = None
     change_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     min_side: int = 64  # source images with a shorter side are skipped as too small
+    max_pixels: int = MAX_PIXELS  # larger source images (from the header) are skipped as too_large
     min_area: float = 0.01  # instance area bounds, as a fraction of the image
     max_area: float = 0.35
     max_exchange: int = 3  # exchange pastes 1..max_exchange instances
+    # Perlin noise of `local` masks: numpy (vectorised, DRAEM's exact recipe, default) |
+    # noise (the `noise` package's pnoise2 per pixel, ~50x slower; docs/benchmarks.md)
+    perlin: str = "numpy"
     # how (never changes the bytes)
     workers: int = 1
     shards: str | None = None  # "A:B" shard-id range
@@ -86,8 +94,10 @@ class GenerateConfig:
             (0 < self.coco_val_fraction < 1, "--coco-val-fraction must be between 0 and 1"),
             (self.coco_max_images is None or self.coco_max_images > 0, "--coco-max-images must be positive"),
             (self.workers >= 1, "--workers must be at least 1"),
+            (self.max_pixels >= 1, "--max-pixels must be positive"),
             (0 <= self.min_area < self.max_area <= 1, "area bounds need 0 <= min < max <= 1"),
             (self.max_exchange >= 1, "max_exchange must be at least 1"),
+            (self.perlin in PERLIN, f"--perlin must be one of {', '.join(PERLIN)}"),
             ("." not in self.prefix and "/" not in self.prefix and self.prefix, "--prefix must be a plain name without dots"),
         ]
         for ok, message in checks:
@@ -101,15 +111,15 @@ class GenerateConfig:
 
     def dataset_fields(self) -> dict:
         """The fields that decide the bytes of the dataset, as JSON-ready values (fields
-        added later are left out while at their defaults: see LATER_FIELDS)."""
+        added later are left out at their old values: ADDED_LATER, COCO_SUBSET)."""
         skip = {"workers", "shards", "progress", "start_method", "out"}
-        if all(getattr(self, name) == value for name, value in LATER_FIELDS.items()):
-            skip |= set(LATER_FIELDS)
+        if all(getattr(self, name) == value for name, value in COCO_SUBSET.items()):
+            skip |= set(COCO_SUBSET)
         out = {}
         for f in dataclasses.fields(self):
-            if f.name in skip:
-                continue
             value = getattr(self, f.name)
+            if f.name in skip or (f.name in ADDED_LATER and value == ADDED_LATER[f.name]):
+                continue
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 

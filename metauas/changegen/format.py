@@ -17,6 +17,7 @@ import glob
 import json
 import logging
 import os
+import shlex
 import subprocess
 import tarfile
 import urllib.request
@@ -58,6 +59,8 @@ def expand_urls(spec: str | Iterable[str]) -> list[str]:
 
     Braces are expanded for every kind (webdataset's syntax); local patterns are then
     globbed and folders contribute their `*.tar`. Missing local shards are a user error.
+    `s3://` URLs become `pipe:aws s3 cp URL -` (the AWS CLI streams the object to stdout),
+    so every reader, webdataset's included, opens them the same way.
     """
     import braceexpand
 
@@ -65,7 +68,9 @@ def expand_urls(spec: str | Iterable[str]) -> list[str]:
     urls: list[str] = []
     for item in specs:
         for url in braceexpand.braceexpand(item):
-            if is_remote(url):
+            if url.startswith("s3://"):
+                urls.append(f"pipe:aws s3 cp {shlex.quote(url)} -")
+            elif is_remote(url):
                 urls.append(url)
             elif os.path.isdir(url):
                 urls.extend(sorted(glob.glob(os.path.join(url, "*.tar"))))
@@ -122,9 +127,7 @@ def split_name(name: str) -> tuple[str, str]:
 @contextmanager
 def open_stream(url: str) -> Iterator[IO[bytes]]:
     """A binary stream of one shard: a local file, a `pipe:` command's stdout, or an
-    http(s) URL. `s3://` URLs are read through the AWS CLI (`aws s3 cp URL -`)."""
-    if url.startswith("s3://"):
-        url = f"pipe:aws s3 cp {url} -"
+    http(s) URL."""
     if url.startswith("pipe:"):
         proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE)
         try:
@@ -152,12 +155,14 @@ class ReadStats:
     samples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    quiet: bool = False  # count without logging (the caller reports the summary)
 
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if len(self.examples) < 5:
             self.examples.append(detail)
-        log.warning("skipping %s: %s", reason, detail[:300])
+        if not self.quiet:
+            log.warning("skipping %s: %s", reason, detail[:300])
 
     def summary(self) -> str:
         """One line for the end of a run; empty when nothing was skipped."""
@@ -296,7 +301,10 @@ def iter_samples(urls: str | Iterable[str], stats: ReadStats | None = None) -> I
 
 
 def _decode_image(data: bytes, flags: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:  # e.g. a header claiming more pixels than OpenCV's limit
+        image = None
     if image is None:
         raise ValueError("image does not decode")
     return image
@@ -318,7 +326,7 @@ def decode_pair(sample: dict, meta: bool = True) -> dict:
         raise ValueError(f"sample {key}: prompt, query and mask sizes differ")
     try:
         info = json.loads(sample["json"]) if meta and "json" in sample else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
         raise ValueError(f"sample {key}: its .json member is not JSON") from None
     return {"key": key, "prompt": prompt, "query": query, "mask": mask,
             "meta": info if isinstance(info, dict) else {}}

@@ -15,7 +15,10 @@ import numpy as np
 
 from metauas.errors import UserError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # gif: first frame
+# Largest image decoded (width x height), checked from the file's header before any
+# decoding: a 30000 x 30000 PNG is under a megabyte on disk and 2.7 GB in memory.
+MAX_PIXELS = 100_000_000
 
 
 class SkipSource(Exception):
@@ -24,6 +27,34 @@ class SkipSource(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, without decoding its pixels; None
+    when Pillow does not know the header (OpenCV's decoder then decides)."""
+    import io
+    import re
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError as err:  # over Pillow's own bound: its message has the count
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        return (int(found.group(1)) if found else 2**40, 1)
+    except Exception:  # noqa: BLE001 - a hostile header may trip any of Pillow's parsers
+        return None
+
+
+def check_pixels(data: bytes, max_pixels: int, what: str) -> None:
+    """SkipSource('too_large') when the header says more than `max_pixels` pixels."""
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise SkipSource("too_large", f"{what}: {size[0] * size[1]:,} pixels, over the limit of {max_pixels:,}")
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:
@@ -38,10 +69,19 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3])
 
 
-def read_rgb(path: Path, min_side: int) -> np.ndarray:
-    """Decode an image file to RGB uint8, or raise SkipSource('unreadable'|'too_small')."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.zeros(0, np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+def read_rgb(path: Path, min_side: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to RGB uint8, or raise SkipSource: 'unreadable' (missing, not
+    an image, corrupt, no read permission), 'too_large' (over `max_pixels`, seen in the
+    header before decoding) or 'too_small' (shorter side under `min_side`)."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise SkipSource("unreadable", f"{path}: not a file")
+        data = path.read_bytes()
+    except OSError as err:
+        raise SkipSource("unreadable", f"{path}: {err.strerror or err}") from None
+    check_pixels(data, max_pixels, str(path))
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if img is None or img.ndim not in (2, 3):
         raise SkipSource("unreadable", str(path))
     if img.ndim == 3:
@@ -62,8 +102,10 @@ def read_image(path: Path) -> np.ndarray:
     """RGB uint8 of an image file a user named; an unreadable file is a UserError naming it."""
     try:
         return read_rgb(Path(path), 1)
-    except SkipSource:
-        raise UserError(f"cannot read image {path} (missing, not an image, or corrupt)") from None
+    except SkipSource as skip:
+        if skip.reason == "too_large":
+            raise UserError(f"image too large to read: {skip}") from None
+        raise UserError(f"cannot read image {path} (missing, unreadable, not an image, or corrupt)") from None
 
 
 def fit_square(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:

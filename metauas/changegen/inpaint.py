@@ -96,11 +96,22 @@ class PatchMatchInpainter(ScaledInpainter):
         return self.pm.inpaint(image, hole8, patch_size=self.PATCH_SIZE)
 
 
+def lama_cache_file() -> Path:
+    """Where simple-lama-inpainting downloads big-lama.pt: torch hub's checkpoints folder
+    ($TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/checkpoints)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / "big-lama.pt"
+
+
 def resolve_lama_path(path: Path | None) -> Path:
-    """The model path from --lama-model or $LAMA_MODEL; one clear error if missing."""
+    """The big-lama TorchScript file: --lama-model, else $LAMA_MODEL, else the file
+    simple-lama-inpainting has cached; one clear error when none exists."""
     chosen = path or (Path(os.environ[LAMA_ENV]) if os.environ.get(LAMA_ENV) else None)
+    if chosen is None and lama_cache_file().is_file():
+        return lama_cache_file()
     if chosen is None or not chosen.is_file():
-        where = f"{chosen} does not exist" if chosen else "no model file given"
+        where = f"{chosen} does not exist" if chosen else f"no model file given, none at {lama_cache_file()}"
         raise UserError(
             f"the lama inpainter needs the big-lama TorchScript file ({where}): "
             f"pass --lama-model PATH or set {LAMA_ENV}=PATH"

@@ -8,21 +8,32 @@ many images one backend call sees, never a byte of the result.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from metauas.changegen.changes import NEEDS_INSTANCES, SYNTHS, Context, InpaintRequest, Pair, visible
-from metauas.changegen.config import GenerateConfig
+from metauas.changegen.config import PERLIN, GenerateConfig
 from metauas.changegen.format import CHANGE_TYPES
 from metauas.changegen.images import SkipSource
 from metauas.changegen.inpaint import Inpainter
 from metauas.changegen.sources import Source, SourceItem
 from metauas.errors import UserError
 
+log = logging.getLogger("metauas.generate")
 MAX_DRAWS = 50  # source draws per need before giving up (a source of only bad images)
 MAX_ATTEMPTS = 20  # synthesis attempts per sample before giving up on its change type
+
+
+class Skips(Counter):
+    """Skips by reason, and the first source image skipped for each reason (index.json
+    names it, so a user can find the bad file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: dict[str, str] = {}
 
 
 @dataclass
@@ -47,6 +58,9 @@ class Synthesizer:
                 item = self.source.load(k, self.cfg.size)
             except SkipSource as skip:
                 skips[skip.reason] += 1
+                first = getattr(skips, "first", {})
+                first.setdefault(skip.reason, str(skip))
+                log.debug("skipping source image: %s", skip)
                 continue
             skips.update(item.skips)
             if need_instances and not item.instances:
@@ -55,15 +69,16 @@ class Synthesizer:
             return item
         raise UserError(
             f"source {self.source.name}: no usable image{' with object instances' if need_instances else ''} "
-            f"in {MAX_DRAWS} draws (skips so far: {dict(skips)})"
+            f"in {MAX_DRAWS} draws (skips so far: {dict(skips)}"
+            + "".join(f"; first {detail}" for detail in list(getattr(skips, "first", {}).values())[:1]) + ")"
         )
 
     def sample(self, index: int):
         """Generator: yields InpaintRequests, returns the finished Sample."""
         rng = np.random.default_rng([self.cfg.seed, index])
         change = CHANGE_TYPES[int(rng.choice(len(CHANGE_TYPES), p=self.weights))]
-        skips: Counter = Counter()
-        ctx = Context(lambda r, need: self.draw_item(r, need, skips), self.cfg.max_exchange)
+        skips = Skips()
+        ctx = Context(lambda r, need: self.draw_item(r, need, skips), self.cfg.max_exchange, PERLIN[self.cfg.perlin])
         for _ in range(MAX_ATTEMPTS):
             item = self.draw_item(rng, change in NEEDS_INSTANCES, skips)
             pair = yield from SYNTHS[change](ctx, rng, item)

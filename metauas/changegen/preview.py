@@ -15,6 +15,7 @@ import numpy as np
 from metauas.changegen.format import ReadStats, iter_pairs
 from metauas.changegen.images import draw_mask
 from metauas.errors import UserError
+from metauas.outputs import check_file, write_atomic
 
 CELL = 160  # side of one image in the sheet
 LABEL = 20  # height of the text strip under a triplet
@@ -51,14 +52,11 @@ def contact_sheet(shards: list[Path], n: int, stats: ReadStats | None = None) ->
 
 def write_preview(shards: list[Path], out: Path, n: int, stats: ReadStats | None = None) -> Path:
     """Draw the sheet into `out`; the output name is checked before any shard is read."""
-    if out.is_dir() or not cv2.haveImageWriter(str(out)):
-        raise UserError(f"--out {out}: give an image file name ending in .png or .jpg")
+    check_file(out, (".png", ".jpg", ".jpeg"))
     sheet = contact_sheet(shards, n, stats)
+    _, data = cv2.imencode(out.suffix.lower(), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        ok = cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    except (OSError, cv2.error):
-        ok = False
-    if not ok:
-        raise UserError(f"could not write {out} (is its folder writable?)")
+        write_atomic(out, data.tobytes())
+    except OSError as err:
+        raise UserError(f"could not write {out} ({err.strerror or err})") from None
     return out

@@ -22,15 +22,18 @@ from metauas.changegen.format import shard_name
 from metauas.changegen.inpaint import make_inpainter, resolve_lama_path
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import (
+    ShardLocks,
     ShardWriter,
     is_complete,
     prepare_output,
+    remove_partial,
     sample_members,
     shard_indices,
     shard_summary,
     write_index,
 )
 from metauas.errors import UserError
+from metauas.outputs import out_of_space
 
 
 def rank_shards(cfg: GenerateConfig, env: dict[str, str] | None = None) -> list[int]:
@@ -52,14 +55,18 @@ def make_shard(cfg: GenerateConfig, synth: Synthesizer, shard_id: int, report=la
     made = []  # (change, skips) per sample; the pixels are dropped once written
     indices = shard_indices(cfg, shard_id)
     chunk = synth.inpainter.chunk  # samples advanced together: one inpainting batch
-    for start in range(0, len(indices), chunk):
-        samples = synth.make(indices[start : start + chunk])
-        for sample in samples:
-            for name, data in sample_members(cfg, sample):
-                writer.add(name, data)
-            made.append((sample.pair.change, sample.skips))
-        report(len(samples))
-    return writer.commit(shard_summary(made))
+    try:
+        for start in range(0, len(indices), chunk):
+            samples = synth.make(indices[start : start + chunk])
+            for sample in samples:
+                for name, data in sample_members(cfg, sample):
+                    writer.add(name, data)
+                made.append((sample.pair.change, sample.skips))
+            report(len(samples))
+        return writer.commit(shard_summary(made))
+    except BaseException:  # a full disk, an interrupt, a bug: no partial file stays behind
+        writer.abort()
+        raise
 
 
 def build_synthesizer(cfg: GenerateConfig) -> Synthesizer:
@@ -107,19 +114,9 @@ def _run_pool(cfg: GenerateConfig, synth: Synthesizer, todo: list[int], bar) -> 
             bar.update(progress.get())
 
 
-def generate_dataset(cfg: GenerateConfig) -> Path:
-    """Generate (or resume) the dataset described by `cfg`; returns index.json's path.
-
-    All user mistakes are raised as UserError before any shard is started."""
+def _make(cfg: GenerateConfig, synth: Synthesizer, todo: list[int], mine: list[int]) -> None:
     from tqdm import tqdm
 
-    cfg.validate()
-    if cfg.inpainter == "lama":
-        cfg = dataclasses.replace(cfg, lama_model=resolve_lama_path(cfg.lama_model))
-    mine = rank_shards(cfg)
-    synth = build_synthesizer(cfg)  # validates the source (missing files, empty) up front
-    prepare_output(cfg)
-    todo = [s for s in mine if not is_complete(cfg, s)]
     total = sum(len(shard_indices(cfg, s)) for s in todo)
     with tqdm(total=total, unit="pair", file=sys.stderr, disable=not cfg.progress, dynamic_ncols=True,
               desc=f"generate {len(todo)}/{len(mine)} shards") as bar:
@@ -131,4 +128,44 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
                 _run_pool(cfg, synth, todo, bar)
             finally:
                 _PARENT.clear()
+
+
+def _out_of_space(cfg: GenerateConfig) -> UserError:
+    """The message for a full disk: what is safe, and that rerunning resumes."""
+    done = [s for s in range(cfg.num_shards) if is_complete(cfg, s)]
+    try:
+        write_index(cfg)
+    except OSError:
+        pass  # no room even for index.json: the shards and their summaries are what counts
+    pairs = sum(len(shard_indices(cfg, s)) for s in done)
+    return UserError(f"no space left on device in --out {cfg.out}: {len(done)} of {cfg.num_shards} shards "
+                     f"({pairs} pairs) are complete and safe, the partial one was removed; free some space "
+                     "and rerun the same command to resume")
+
+
+def generate_dataset(cfg: GenerateConfig) -> Path:
+    """Generate (or resume) the dataset described by `cfg`; returns index.json's path.
+
+    All user mistakes are raised as UserError before any shard is started. The run
+    holds a lock on each shard it makes (`ShardLocks`): a second run that would write
+    one of them is refused. A full disk removes the partial shard and says what is safe."""
+    cfg.validate()
+    if cfg.inpainter == "lama":
+        cfg = dataclasses.replace(cfg, lama_model=resolve_lama_path(cfg.lama_model))
+    mine = rank_shards(cfg)
+    synth = build_synthesizer(cfg)  # validates the source (missing files, empty) up front
+    prepare_output(cfg, synth.source.left_out)
+    locks = ShardLocks(cfg.out)
+    todo = [s for s in mine if not is_complete(cfg, s)]
+    locks.acquire(cfg, todo)  # refused (and released) when another run is writing one of them
+    try:
+        todo = [s for s in todo if not is_complete(cfg, s)]  # another run may have ended meanwhile
+        _make(cfg, synth, todo, mine)
+    except BaseException as err:
+        remove_partial(cfg, todo)
+        if out_of_space(err):
+            raise _out_of_space(cfg) from None
+        raise
+    finally:
+        locks.close()
     return write_index(cfg)

@@ -25,6 +25,7 @@ from metauas.changegen.format import CHANGE_TYPES, SCHEMA, sample_key, shard_nam
 from metauas.changegen.images import encode
 from metauas.changegen.pairs import Sample
 from metauas.errors import UserError
+from metauas.outputs import write_atomic
 
 MTIME = 946684800  # 2000-01-01T00:00:00Z, for every tar member
 META_DIR = ".changegen"
@@ -79,6 +80,14 @@ class ShardWriter:
             stale.unlink(missing_ok=True)
         self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
 
+    def abort(self) -> None:
+        """Drop the temporary file (the run failed or was interrupted while writing it)."""
+        try:
+            self.tar.close()
+        except OSError:  # e.g. a full disk again while flushing the end blocks
+            pass
+        self.tmp.unlink(missing_ok=True)
+
     def add(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = len(data), MTIME, 0o644
@@ -96,12 +105,6 @@ class ShardWriter:
         return summary
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def meta_dir(out: Path) -> Path:
     return out / META_DIR
 
@@ -110,27 +113,79 @@ def shard_summary(made: list[tuple[str, Counter]]) -> dict:
     """Count, change histogram and skips by reason from (change, skips) per sample."""
     changes = Counter(change for change, _ in made)
     skips: Counter = Counter()
+    first: dict[str, str] = {}
     for _, sample_skips in made:
         skips.update(sample_skips)
-    return {"count": len(made), "changes": {c: changes[c] for c in CHANGE_TYPES}, "skips": dict(sorted(skips.items()))}
+        for reason, detail in getattr(sample_skips, "first", {}).items():
+            first.setdefault(reason, detail)
+    return {"count": len(made), "changes": {c: changes[c] for c in CHANGE_TYPES}, "skips": dict(sorted(skips.items())),
+            "skip_examples": dict(sorted(first.items()))}
 
 
-def prepare_output(cfg: GenerateConfig) -> None:
+def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None:
     """Create the output folder, prove it writable, and refuse to mix two configs
-    in one folder (a rerun with the same config resumes)."""
-    try:
-        meta_dir(cfg.out).mkdir(parents=True, exist_ok=True)
-        probe = meta_dir(cfg.out) / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"--out {cfg.out} is not writable ({err.strerror or err})") from None
+    in one folder (a rerun with the same config resumes). `left_out` (the files the
+    source passed over while listing) goes to index.json as `source_skips`."""
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise UserError(f"--out {cfg.out} is a file, not a folder: give a folder name (it is created if missing)")
     config = to_json(cfg.dataset_fields())
     existing = meta_dir(cfg.out) / "config.json"
     if existing.is_file() and existing.read_bytes() != config:
         raise UserError(f"--out {cfg.out} holds a dataset made with another config; choose a new --out or the same options")
-    if not existing.is_file():
-        write_atomic(existing, config)
+    source = meta_dir(cfg.out) / "source.json"
+    listing = to_json(dict(sorted((left_out or {}).items())))
+    try:
+        meta_dir(cfg.out).mkdir(parents=True, exist_ok=True)
+        if not existing.is_file():
+            write_atomic(existing, config)
+        if not source.is_file() or source.read_bytes() != listing:
+            write_atomic(source, listing)
+    except OSError as err:
+        raise UserError(f"--out {cfg.out} is not writable ({err.strerror or err})") from None
+
+
+class ShardLocks:
+    """Who is writing which shard: a POSIX byte-range lock (`fcntl.lockf`) on one byte
+    per shard id of `.changegen/lock`, held by the parent process for the whole run.
+
+    Two runs that would write the same shard cannot both go on (the second is refused
+    with one line), while ranks and `--shards` ranges that do not overlap still share a
+    folder. Record locks work on NFS and die with their process, so a killed run never
+    leaves a stale lock behind. Only this object may open the lock file in a process:
+    closing any descriptor of it would drop the process's locks.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        try:
+            self.file = open(meta_dir(out) / "lock", "a+b")
+        except OSError as err:
+            raise UserError(f"--out {out} is not writable ({err.strerror or err})") from None
+
+    def acquire(self, cfg: GenerateConfig, shard_ids: list[int]) -> None:
+        import fcntl
+
+        for shard_id in shard_ids:
+            try:
+                fcntl.lockf(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, shard_id, os.SEEK_SET)
+            except OSError:
+                self.close()
+                raise UserError(
+                    f"--out {self.out}: another generate run is writing {shard_name(cfg.prefix, shard_id)} right now; "
+                    "wait for it to end (rerunning then resumes what is missing) or choose another --out "
+                    "(ranks and --shards ranges that do not overlap may share one folder)") from None
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def remove_partial(cfg: GenerateConfig, shard_ids: list[int]) -> None:
+    """Delete the temporary files of shards this run holds the locks of (a failed or
+    interrupted run: pool workers it terminated cannot clean up after themselves)."""
+    for shard_id in shard_ids:
+        name = shard_name(cfg.prefix, shard_id)
+        for tmp in [*cfg.out.glob(f".{name}.tmp-*"), *meta_dir(cfg.out).glob(f".{Path(name).stem}.json.tmp-*")]:
+            tmp.unlink(missing_ok=True)
 
 
 def is_complete(cfg: GenerateConfig, shard_id: int) -> bool:
@@ -138,9 +193,38 @@ def is_complete(cfg: GenerateConfig, shard_id: int) -> bool:
     return (cfg.out / name).is_file() and (meta_dir(cfg.out) / f"{Path(name).stem}.json").is_file()
 
 
+def _source_skips(cfg: GenerateConfig) -> dict:
+    try:
+        return json.loads((meta_dir(cfg.out) / "source.json").read_bytes())
+    except (OSError, ValueError):  # a dataset made before source skips were recorded
+        return {}
+
+
+# skips of whole source images (the others are instances, crowds and redraws: normal noise)
+IMAGE_SKIPS = ("unreadable", "too_small", "too_large", "size_mismatch")
+
+
+def skip_report(index: dict) -> list[str]:
+    """The lines `generate` prints at the end of a run: source images skipped while
+    drawing pairs, and files the source left out while listing, each named in index.json."""
+    def counts(found: dict) -> str:
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(found.items()))
+
+    lines = []
+    images = {r: n for r, n in index.get("skips", {}).items() if r in IMAGE_SKIPS}
+    if images:
+        first = index.get("skip_examples", {}).get(next(iter(sorted(images))), "")
+        lines.append(f"warning: source images skipped while drawing pairs (counted per draw): {counts(images)} "
+                     f"(index.json skips{'; first: ' + first if first else ''})")
+    if index.get("source_skips"):
+        lines.append(f"warning: files left out of the source: {counts(index['source_skips'])} "
+                     "(index.json source_skips)")
+    return lines
+
+
 def write_index(cfg: GenerateConfig) -> Path:
     """index.json from the summaries of every complete shard, in shard order."""
-    shards, changes, skips = [], Counter(), Counter()
+    shards, changes, skips, examples = [], Counter(), Counter(), {}
     for shard_id in range(cfg.num_shards):
         if not is_complete(cfg, shard_id):
             continue
@@ -148,6 +232,8 @@ def write_index(cfg: GenerateConfig) -> Path:
         shards.append({k: summary[k] for k in ("name", "count", "changes", "sha256")})
         changes.update(summary["changes"])
         skips.update(summary["skips"])
+        for reason, detail in summary.get("skip_examples", {}).items():
+            examples.setdefault(reason, detail)
     index = {
         "schema": SCHEMA,
         "generator": {"name": GENERATOR_NAME, "version": GENERATOR_VERSION},
@@ -159,6 +245,8 @@ def write_index(cfg: GenerateConfig) -> Path:
         "pairs_written": sum(s["count"] for s in shards),
         "changes": {c: changes[c] for c in CHANGE_TYPES},
         "skips": dict(sorted(skips.items())),
+        "skip_examples": dict(sorted(examples.items())),
+        "source_skips": _source_skips(cfg),
         "shards": shards,
     }
     path = cfg.out / "index.json"

@@ -10,8 +10,9 @@ stays in the caller's per-sample RNG.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
-import json
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metauas.changegen.images import IMAGE_SUFFIXES, SkipSource, fit_mask, fit_square, read_rgb
+from metauas.changegen.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
 from metauas.changegen.scenes import render_scene
 from metauas.changegen.segment import object_candidates
 from metauas.errors import UserError
@@ -36,9 +37,13 @@ class SourceItem:
 
 
 class Source:
-    """Base: a finite list of items. Subclasses define __len__ and load."""
+    """Base: a finite list of items. Subclasses define __len__ and load.
+
+    `left_out` counts, by reason, the files a source passed over once while listing
+    (not per draw): index.json records them as `source_skips` and generate prints them."""
 
     name = "source"
+    left_out: Counter = Counter()
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -63,30 +68,66 @@ def _keep_by_area(masks: list[np.ndarray], min_area: float, max_area: float, ski
     return kept
 
 
+def walk_images(root: Path) -> tuple[list[Path], Counter]:
+    """Image files under `root` (sorted), following linked folders once each, and what
+    was left out by reason: `not_an_image` (another suffix), `broken_link`,
+    `symlink_loop` (a link to itself, or to a folder already walked), `unreadable`."""
+    found, left_out, seen, stack = [], Counter(), set(), [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                left_out["symlink_loop"] += 1
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = list(folder.iterdir())
+        except OSError:
+            left_out["unreadable"] += 1
+            continue
+        for p in entries:
+            try:
+                mode = p.stat().st_mode
+            except OSError as err:
+                left_out["symlink_loop" if err.errno == errno.ELOOP else
+                         "broken_link" if p.is_symlink() else "unreadable"] += 1
+                continue
+            if stat.S_ISDIR(mode):
+                stack.append(p)
+            elif stat.S_ISREG(mode) and p.suffix.lower() in IMAGE_SUFFIXES:
+                found.append(p)
+            else:
+                left_out["not_an_image"] += 1
+    return sorted(found), left_out
+
+
 class FolderSource(Source):
     """Image files without annotations; instances from unsupervised segmentation."""
 
     name = "folder"
 
-    def __init__(self, paths: list[Path], min_side: int, min_area: float, max_area: float):
+    def __init__(self, paths: list[Path], min_side: int, min_area: float, max_area: float,
+                 max_pixels: int = MAX_PIXELS, left_out: Counter | None = None):
         self.paths = paths
-        self.min_side, self.min_area, self.max_area = min_side, min_area, max_area
+        self.min_side, self.min_area, self.max_area, self.max_pixels = min_side, min_area, max_area, max_pixels
+        self.left_out = left_out or Counter()
         self._segments: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
     def from_dir(cls, root: Path, **kw) -> FolderSource:
         if not root.is_dir():
             raise UserError(f"--images {root} is not a folder")
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        paths, left_out = walk_images(root)
         if not paths:
-            raise UserError(f"--images {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-        return cls(paths, **kw)
+            raise UserError(f"--images {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                            + (f"; left out: {dict(left_out)}" if left_out else ""))
+        return cls(paths, left_out=left_out, **kw)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _image(self, k: int, size: int) -> np.ndarray:
-        return fit_square(read_rgb(self.paths[k], self.min_side), size)
+        return fit_square(read_rgb(self.paths[k], self.min_side, self.max_pixels), size)
 
     def prime(self, size: int) -> None:
         if len(self) <= SEGMENT_CACHE:
@@ -113,15 +154,67 @@ class FolderSource(Source):
         return SourceItem(image, instances, {"kind": "folder", "file": self.paths[k].name})
 
 
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _image_entry_ok(info) -> bool:
+    return (isinstance(info, dict) and isinstance(info.get("id"), int) and not isinstance(info["id"], bool)
+            and isinstance(info.get("file_name"), str) and bool(info["file_name"])
+            and _whole(info.get("height")) and _whole(info.get("width")))
+
+
+def rle_counts(text: str) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString), or
+    None when the string is malformed (cut inside a number, or a number over 64 bits):
+    pycocotools decodes without bounds checks, so a hostile string must not reach it."""
+    data, counts, p = text.encode("latin-1", "replace"), [], 0
+    while p < len(data):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(data) or k > 12:
+                return None
+            c = data[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        counts.append(x + counts[-2] if len(counts) > 2 else x)
+    return counts
+
+
+def rle_problem(seg: dict, h: int, w: int) -> str | None:
+    """Why an RLE segmentation cannot be decoded safely for an h x w image, or None."""
+    if seg.get("size") != [h, w]:
+        return "size_mismatch"
+    counts = seg.get("counts")
+    if isinstance(counts, str):
+        counts = rle_counts(counts)
+    elif not (isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)):
+        counts = None
+    if counts is None or min(counts, default=0) < 0 or sum(counts) != h * w:
+        return "bad_annotation"
+    return None
+
+
 class CocoSource(Source):
-    """COCO instances JSON + images folder, read with pycocotools."""
+    """COCO instances JSON + images folder, read with pycocotools.
+
+    The file is checked when opened (every image entry needs an integer id, a file name,
+    and its height and width), so a malformed file is one error before any work; an
+    image whose file is not the size its entry states is skipped as `size_mismatch`
+    (its polygons would not fit it), and an annotation that cannot be decoded as
+    `bad_annotation`."""
 
     name = "coco"
 
     SPLIT_SEED = 0  # the image-subset shuffle: fixed, so train and val never overlap whatever --seed
 
     def __init__(self, images: Path, annotations: Path, min_side: int, min_area: float, max_area: float,
-                 max_images: int | None = None, split: str = "all", val_fraction: float = 0.05):
+                 max_pixels: int = MAX_PIXELS, max_images: int | None = None, split: str = "all",
+                 val_fraction: float = 0.05):
         if not annotations.is_file():
             raise UserError(f"--coco-annotations {annotations} does not exist")
         if not images.is_dir():
@@ -131,31 +224,45 @@ class CocoSource(Source):
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.coco = COCO(str(annotations))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AssertionError) as err:
-            raise UserError(f"--coco-annotations {annotations} is not a COCO instances file ({err})") from None
+        except OSError as err:
+            raise UserError(f"cannot read --coco-annotations {annotations} ({err.strerror or err})") from None
+        except (ValueError, KeyError, TypeError, AssertionError, AttributeError, IndexError, RecursionError) as err:
+            raise UserError(f"--coco-annotations {annotations} is not a COCO instances file "
+                            f"({type(err).__name__}: {str(err)[:100]})") from None
+        for info in self.coco.imgs.values():
+            if not _image_entry_ok(info):
+                raise UserError(f"--coco-annotations {annotations}: image entry {str(info)[:120]} needs an integer "
+                                "id, a file_name and its height and width in pixels")
         self.ids = subset_ids(sorted(self.coco.getImgIds()), max_images, split, val_fraction, self.SPLIT_SEED)
         if not self.ids:
             raise UserError(f"--coco-annotations {annotations} lists no images" +
                             (f" in --coco-split {split}" if split != "all" else ""))
         self.images = images
-        self.min_side, self.min_area, self.max_area = min_side, min_area, max_area
+        self.min_side, self.min_area, self.max_area, self.max_pixels = min_side, min_area, max_area, max_pixels
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def _instance(self, ann: dict, h: int, w: int, skips: Counter) -> np.ndarray | None:
+        if not isinstance(ann, dict):
+            skips["bad_annotation"] += 1
+            return None
         seg = ann.get("segmentation")
         if ann.get("iscrowd", 0):
             skips["iscrowd"] += 1
             return None
         if isinstance(seg, list):
-            polys = [p for p in seg if len(p) >= 6 and len(p) % 2 == 0]
+            polys = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
             if not polys:
                 skips["degenerate_polygon"] += 1
                 return None
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                       for poly in polys for v in poly):
+                skips["bad_annotation"] += 1
+                return None
             ann = {**ann, "segmentation": polys}
-        elif not isinstance(seg, dict):
-            skips["degenerate_polygon"] += 1
+        elif not isinstance(seg, dict) or (problem := rle_problem(seg, h, w)):
+            skips["bad_annotation" if not isinstance(seg, dict) else problem] += 1
             return None
         with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -167,8 +274,11 @@ class CocoSource(Source):
 
     def load(self, k: int, size: int) -> SourceItem:
         info = self.coco.imgs[self.ids[k]]
-        image = read_rgb(self.images / info["file_name"], self.min_side)
+        image = read_rgb(self.images / info["file_name"], self.min_side, self.max_pixels)
         h, w = image.shape[:2]
+        if (h, w) != (info["height"], info["width"]):
+            raise SkipSource("size_mismatch", f"{info['file_name']}: the annotations say {info['width']} x "
+                             f"{info['height']}, the file is {w} x {h}")
         skips: Counter = Counter()
         anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[info["id"]]))
         masks = [m for m in (self._instance(a, h, w, skips) for a in anns) if m is not None]
@@ -219,6 +329,10 @@ class ConcatSource(Source):
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    @property
+    def left_out(self) -> Counter:  # type: ignore[override]
+        return sum((p.left_out for p in self.parts), Counter())
 
     def _locate(self, k: int) -> tuple[Source, int]:
         part = int(np.searchsorted(self.offsets, k, side="right") - 1)

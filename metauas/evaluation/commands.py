@@ -34,7 +34,7 @@ FIELDS = {"protocol": "metric.protocol", "image_score": "metric.image_score", "s
           "pixel_bins": "metric.pixel_bins", "lookup_sigma": "lookup.sigma", "prompts": "prompts_file",
           **{name: name for name in ("data", "out", "checkpoint", "fmt", "method", "prompt_mode", "shots",
                                      "shot_fusion", "prompt_rotations", "mix_weight", "seeds", "size", "classes",
-                                     "batch_size", "overlays", "device", "compile", "progress")}}
+                                     "batch_size", "overlays", "fit_normals", "device", "compile", "progress")}}
 
 
 def evaluate_command(
@@ -90,6 +90,9 @@ def evaluate_command(
     batch_size: int = typer.Option(_d("batch_size"), "--batch-size", help="Queries per forward pass."),
     overlays: int = typer.Option(_d("overlays"), "--overlays", help="Best and worst anomalous queries drawn per "
                                  "class and method (0 = none)."),
+    fit_normals: int = typer.Option(_d("fit_normals"), "--fit-normals", help="Normal training images (besides the "
+                                    "prompts) a decision threshold is fitted on per class, as predict --threshold "
+                                    "auto does; its image/pixel F1 is reported beside F1max (0 = off)."),
     device: str = typer.Option(_d("device"), "--device", help=DEVICE_CHOICES),
     compile: bool = typer.Option(_d("compile"), "--compile", help=COMPILE_HELP),
     progress: bool = progress_option(),
@@ -113,6 +116,9 @@ def evaluate_command(
     typer.echo(f"protocol: {cfg.metric.protocol}")
     typer.echo(markdown_table(result["rows"]))
     typer.echo(f"efficiency: {efficiency_line(result['efficiency'])}")
+    for problem in result["problems"]:
+        if problem.startswith("class ") and " left out: " in problem:
+            typer.secho(f"warning: {problem}", err=True, fg=typer.colors.YELLOW)
     if result["problems"]:
         typer.secho(f"warning: {len(result['problems'])} data problem(s), listed in {cfg.out / 'metrics.md'}",
                     err=True, fg=typer.colors.YELLOW)

@@ -38,6 +38,10 @@ class EvalConfig:
     lookup: LookupConfig = field(default_factory=LookupConfig)
     batch_size: int = 8
     overlays: int = 2  # best and worst anomalous queries per class and method (first run)
+    # normal training images (other than the prompts) a decision threshold is fitted on per
+    # class and run, as `predict --threshold auto` fits it; its F1 is reported beside F1max.
+    # 0 = off; only with fixed prompts (random seeds, prompt files) and the exact protocol
+    fit_normals: int = 8
     device: str = "auto"
     compile: bool = False  # torch.compile the model (see inference/prepared.py)
     progress: bool = True
@@ -57,6 +61,7 @@ class EvalConfig:
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.size is None or self.size >= 32, f"--size must be at least 32, got {self.size}"),
             (self.overlays >= 0, "--overlays must not be negative"),
+            (self.fit_normals >= 0, "--fit-normals must not be negative"),
             (bool(self.prompt_rotations) and all(r % 90 == 0 for r in self.prompt_rotations),
              f"--prompt-rotations takes multiples of 90 degrees, got {list(self.prompt_rotations)}"),
         ]

@@ -9,7 +9,10 @@ are then averaged per run, and runs give mean ± std (paper: 5 seeds).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +26,13 @@ from metauas.changegen.images import read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
-from metauas.evaluation.metrics import METRICS, compute_metrics
+from metauas.evaluation.metrics import METRICS, compute_metrics, f1_at, image_score
 from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchmark
 from metauas.evaluation.report import write_html_report, write_tables
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
 from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
+from metauas.outputs import prepare_dir
 
 
 @dataclass
@@ -165,6 +169,38 @@ def _bank(cfg: EvalConfig, run: Run, data: ClassData, classes: list[ClassData], 
     return None
 
 
+def fit_thresholds(cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, size: int,
+                   fixed: list[Path] | None) -> dict[str, float]:
+    """Per method, the threshold `predict --threshold auto` would fit: the highest image
+    score among up to `fit_normals` normal training images other than the prompts, each
+    scored against the run's prompts ({} when not applicable: no fixed prompts, the
+    official protocol's per-class rescaling, or no spare normal image)."""
+    if not cfg.fit_normals or fixed is None or cfg.metric.protocol != "exact":
+        return {}
+    spare = [p for p in data.train if p not in fixed]
+    if not spare:
+        return {}
+    rng = np.random.default_rng([run.seed or 0, zlib.crc32(data.name.encode()), 1])
+    picked = [spare[i] for i in sorted(rng.choice(len(spare), min(cfg.fit_normals, len(spare)), replace=False))]
+    normals = ClassData(data.name, [], [Sample(p, 0, None, "good") for p in picked])
+    quiet = dataclasses.replace(cfg, progress=False)
+    maps = score_class(quiet, scorer, normals, size, fixed, None, []).maps
+    return {m: max(image_score(x, cfg.metric) for x in maps[m]) for m in maps}
+
+
+def _thresholds(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
+                methods: Sequence[str]) -> list[dict]:
+    """Per class and method, the fitted threshold and its F1s (means over the runs that had one)."""
+    rows = []
+    for name in classes:
+        for method in methods:
+            runs = [per_run[r][name][method] for r in per_run if "threshold" in per_run[r][name][method]]
+            if runs:
+                rows.append({"class": name, "method": method, "runs": len(runs), **{
+                    k: float(np.nanmean([r[k] for r in runs])) for k in ("threshold", "I-F1@t", "P-F1@t")}})
+    return rows
+
+
 def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
                methods: Sequence[str]) -> list[dict]:
     """Rows per class and method (mean over runs, std when several) and a mean row."""
@@ -189,14 +225,36 @@ def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str
     return rows
 
 
+def enough_normals(cfg: EvalConfig, classes: list[ClassData], problems: list[str]) -> list[ClassData]:
+    """The classes that have the --shots normal images their prompts are drawn from.
+
+    A class with fewer is left out and listed in the problems (metrics.md, report.html,
+    a warning line): K-shot metrics from fewer shots would be another protocol, and one
+    small class must not cost the others their results. None left is a UserError."""
+    if cfg.prompts_file is not None or cfg.prompt_mode == "pool":
+        return classes  # a prompts file names its prompts; pool mode draws one per class
+    kept = [c for c in classes if len(c.train) >= cfg.shots]
+    for c in classes:
+        if c not in kept:
+            problems.append(f"class {c.name} left out: {len(c.train)} normal training image(s), "
+                            f"--shots {cfg.shots} needs at least {cfg.shots}")
+    if not kept:
+        raise UserError(f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
+                        + "; ".join(problems[-len(classes):]))
+    return kept
+
+
 def evaluate(cfg: EvalConfig) -> dict:
-    """Run the whole evaluation and write metrics.{json,csv,md} and overlays under cfg.out."""
+    """Run the whole evaluation and write metrics.{json,csv,md} and overlays under cfg.out.
+    The output folder is checked first: a mistake there must not cost the scoring."""
+    prepare_dir(cfg.out)
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
     scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, resolve_device(cfg.device),
                                 cfg.mix_weight, compile=cfg.compile)
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)
+    bench.classes = enough_normals(cfg, bench.classes, problems)
     runs = _runs(cfg, bench.classes)
     per_run: dict[str, dict[str, dict[str, dict]]] = {}
     pools: dict[Run, PromptBank] = {}
@@ -206,8 +264,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         for data in bench.classes:
             bank = _bank(cfg, run, data, bench.classes, size, scorer, pools)
             cm = score_class(cfg, scorer, data, size, fixed[data.name], bank, problems if r == 0 else [])
-            per_run[run.label][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, [s.label for s in cm.samples],
-                                                                cfg.metric) for m in methods}
+            labels = [s.label for s in cm.samples]
+            per_run[run.label][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric)
+                                             for m in methods}
+            for m, t in fit_thresholds(cfg, run, scorer, data, size, fixed[data.name]).items():
+                per_run[run.label][data.name][m].update(f1_at(cm.maps[m], cm.masks, labels, t, cfg.metric))
             if r == 0 and cfg.overlays > 0:
                 overlays += [str(p.relative_to(cfg.out)) for p in write_overlays(cfg.out, data.name, cm, size,
                                                                                  cfg.overlays)]
@@ -217,6 +278,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "resolved": {"size": size, "runs": [run.label for run in runs], "image_score": image_score},
         "checkpoint": {k: meta[k] for k in ("step", "size", "encoder", "parameters") if k in meta},
         "rows": _summarise(per_run, [c.name for c in bench.classes], methods),
+        "thresholds": _thresholds(per_run, [c.name for c in bench.classes], methods),
         "runs": per_run,
         "efficiency": scorer.efficiency(size),
         "problems": problems,
@@ -224,4 +286,18 @@ def evaluate(cfg: EvalConfig) -> dict:
     }
     write_tables(cfg.out, result)
     write_html_report(cfg.out, result)
+    write_prompts(cfg.out, runs)
     return result
+
+
+def write_prompts(out: Path, runs: dict[Run, dict[str, list[Path] | None]]) -> Path | None:
+    """prompts.json: the prompts of every run whose prompts were fixed per class (random
+    mode, a prompts file), in the `--prompts` format, so `evaluate --prompts
+    OUT/prompts.json` replays them exactly."""
+    table = {str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
+             for run, fixed in runs.items() if run.seed is not None and all(v is not None for v in fixed.values())}
+    if not table:
+        return None
+    from metauas.outputs import write_atomic
+
+    return write_atomic(out / "prompts.json", json.dumps(table, indent=2).encode())

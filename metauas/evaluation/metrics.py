@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
+# NumPy 2 renamed trapz to trapezoid; both compute the same area (NumPy >= 1.24 is supported)
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
 PROTOCOLS = ("exact", "official")
 IMAGE_SCORES = ("max", "topk")  # the map's max (paper) | mean of its top-k pixels
 
@@ -84,7 +86,7 @@ def auroc(c: Counts) -> float:
         return float("nan")
     fpr = np.concatenate([[0.0], fp / fp[-1]])
     tpr = np.concatenate([[0.0], tp / tp[-1]])
-    return float(np.trapezoid(tpr, fpr))
+    return float(_trapezoid(tpr, fpr))
 
 
 def _precision_recall(c: Counts) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +129,7 @@ def aupro(c: Counts, fpr_limit: float = 0.3) -> float:
         x0, x1, y0, y1 = fpr[end - 1], fpr[end], pro[end - 1], pro[end]
         x = np.append(x, fpr_limit)
         y = np.append(y, y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0))
-    return float(np.trapezoid(y, x) / fpr_limit)
+    return float(_trapezoid(y, x) / fpr_limit)
 
 
 def official_pro(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -140,7 +142,7 @@ def official_pro(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float = 0.3) -> fl
     # integrate in threshold order, as sklearn.metrics.auc does on the reference's arrays
     # (thresholds ascending = FPR non-increasing): sorting by FPR would reorder the points
     # of equal FPR and change the area
-    return float(-np.trapezoid(y, x))
+    return float(-_trapezoid(y, x))
 
 
 def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -276,6 +278,29 @@ def _flip(value: float, cfg: MetricConfig) -> float:
     if cfg.protocol == "official" and value < 0.5:
         return 1.0 - value
     return value
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def f1_at(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None], labels: Sequence[int],
+          threshold: float, cfg: MetricConfig = MetricConfig()) -> dict[str, float]:
+    """Image and pixel F1 of one fixed decision threshold (what a deployed model reaches,
+    beside F1max, the best any threshold could): an image is anomalous when its image score
+    exceeds it, a pixel when its value does. Masks are handled as in `compute_metrics`."""
+    predicted = np.array([image_score(m, cfg) > threshold for m in maps])
+    truth = np.array(labels, bool)
+    tp = fp = fn = 0.0
+    for score_map, mask, label in zip(maps, masks, labels, strict=True):
+        if mask is None and label:
+            continue
+        above = np.asarray(score_map) > threshold
+        gt = np.zeros(above.shape, bool) if mask is None else np.asarray(mask, bool)
+        tp, fp, fn = tp + (above & gt).sum(), fp + (above & ~gt).sum(), fn + (~above & gt).sum()
+    return {"threshold": float(threshold),
+            "I-F1@t": _f1((predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()),
+            "P-F1@t": _f1(tp, fp, fn)}
 
 
 def compute_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],

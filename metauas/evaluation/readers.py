@@ -100,7 +100,8 @@ def _visa_table(table: Path, root: Path) -> list[ClassData]:
         reader = csv.DictReader(f)
         missing = {"object", "split", "label", "image"} - set(reader.fieldnames or ())
         if missing:
-            raise UserError(f"{table} is not a VisA split file: no column(s) {', '.join(sorted(missing))}")
+            raise UserError(f"{table} lacks the column(s) {', '.join(sorted(missing))} "
+                            "(VisA's split file has object, split, label, image, mask)")
         for row in reader:
             name, label_text = row["object"].strip(), row["label"].strip().lower()
             if label_text not in VISA_LABELS:
@@ -191,7 +192,13 @@ def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None)
     readers = {"mvtec": read_mvtec, "visa": read_visa, "meta": read_meta, "folder": read_folder}
     if fmt not in readers:
         raise UserError(f"unknown format {fmt!r}: use {'|'.join(FORMATS)}")
-    found = readers[fmt](root)
+    try:
+        found = readers[fmt](root)
+    except OSError as err:
+        raise UserError(f"cannot read {root} as --format {fmt}: {err.strerror or err}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # a listing file of another shape
+        raise UserError(f"{root} is not laid out as --format {fmt} ({type(err).__name__}: {str(err)[:120]}); "
+                        "see docs/evaluation.md") from None
     if classes:
         unknown = sorted(set(classes) - {c.name for c in found})
         if unknown:

@@ -90,6 +90,12 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         "",
         f"Efficiency: {efficiency_line(result['efficiency'])}",
     ]
+    if result.get("thresholds"):
+        text += ["", "Fitted thresholds (`--fit-normals`: the highest image score among normal training images "
+                 "other than the prompts; F1 at it beside F1max, in %):", "",
+                 "| class | method | threshold | I-F1@t | P-F1@t |", "|---|---|---|---|---|",
+                 *(f"| {r['class']} | {r['method']} | {r['threshold']:.4f} | {_fmt(r['I-F1@t'])} | {_fmt(r['P-F1@t'])} |"
+                   for r in result["thresholds"])]
     if result.get("problems"):
         text += ["", f"Data problems ({len(result['problems'])}):", *(f"- {p}" for p in result["problems"])]
     paths["md"].write_text("\n".join(text) + "\n")

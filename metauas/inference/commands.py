@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import typer
 
@@ -20,7 +20,8 @@ COMPILE_HELP = ("torch.compile encoder and decoder (inductor, frozen weights): f
 def predict_command(
     query: Path = typer.Option(..., "--query", help="Query image or folder of query images."),
     out: Path = typer.Option(..., "--out", help="Output folder: maps/, overlays/, predictions.jsonl."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained checkpoint (.pt); not needed for --method lookup."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained checkpoint (.pt) or a pretrained name "
+                                    "(hf:csgaobb/MetaUAS/metauas-256.ckpt); not needed for --method lookup."),
     prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
     prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
     method: Literal["model", "lookup", "mix"] = typer.Option("model", "--method", help="model | lookup "
@@ -34,17 +35,22 @@ def predict_command(
     batch_size: int = typer.Option(8, "--batch-size", help="Queries per forward pass."),
     device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
     compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    threshold: Optional[str] = typer.Option(None, "--threshold", help="Also decide: auto (fitted on normal "
+                                            "images: the highest image score among them, see docs/api.md) or a "
+                                            "number in [0, 1]; writes masks/ and an anomalous column."),
+    normals: Optional[Path] = typer.Option(None, "--normals", help="Folder of normal images for --threshold "
+                                           "auto (default: the prompts, each scored against the others)."),
     progress: bool = progress_option(),
     quiet: bool = quiet_option(),
     verbose: bool = verbose_option(),
 ) -> None:
-    """Anomaly maps, overlays and scores for your own images against normal prompt(s)."""
+    """Anomaly maps, overlays, scores and (with --threshold) decisions for your own images."""
     from metauas.inference.predict import PredictConfig, predict
 
     cfg = PredictConfig(query=query, out=out, checkpoint=checkpoint, prompts=tuple(prompt or ()),
                         prompt_dir=prompt_dir, method=method, use_all_prompts=use_all_prompts,
                         shot_fusion=shot_fusion, size=size, map_format=map_format,
-                        batch_size=batch_size, device=device, compile=compile,
+                        batch_size=batch_size, device=device, compile=compile, threshold=threshold, normals=normals,
                         progress=setup_output(quiet, verbose, progress))
     typer.echo(f"wrote {predict(cfg)}")
 
@@ -87,7 +93,34 @@ def bench_model_command(
                    f"| {r.shared_speedup:.2f}x | {r.max_abs_diff:.1e} |")
 
 
+def app_command(
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint (.pt) or pretrained name "
+                                             "(hf:...); not needed for --method lookup."),
+    method: Literal["model", "lookup", "mix"] = typer.Option("model", "--method", help="How maps are made."),
+    size: Optional[int] = typer.Option(None, "--size", help="Inference size (default: the checkpoint's)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(7860, "--port", help="Port to listen on (0: any free port; the URL is printed)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
+) -> None:
+    """An interactive page: drop normal and query images, see heatmaps, scores and a threshold slider."""
+    import sys
+
+    from metauas.inference.api import Segmenter
+    from metauas.inference.app import serve
+
+    segmenter = Segmenter.load(checkpoint, method=method, size=size, device=device)
+    source = checkpoint or "the training-free lookup baseline"
+    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.scorer.device.type}"
+
+    def ready(url: str) -> None:
+        typer.echo(f"serving {info} on {url} (Ctrl+C to stop)")
+        sys.stdout.flush()
+
+    serve(segmenter, host, port, info, ready)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Attach `predict` to the main app, `model` to `bench`."""
+    """Attach `predict` and `app` to the main app, `model` to `bench`."""
     app.command("predict")(predict_command)
+    app.command("app")(app_command)
     bench_app.command("model")(bench_model_command)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from metauas.errors import UserError
+
 SHOT_FUSIONS = ("features", "joint", "mean", "max")
 MODES = ("random", "best", "pool")  # how prompts are chosen (prompts.py)
 METHODS = ("model", "lookup", "mix")  # the scoring registry's names (scoring.py)
@@ -45,3 +47,22 @@ class PredictConfig:
     device: str = "auto"
     compile: bool = False  # torch.compile the model (see inference/prepared.py)
     progress: bool = True
+    # decisions: "auto" (fitted from normal images, see api.Segmenter.fit_threshold), a
+    # number in [0, 1], or None (maps and scores only)
+    threshold: str | None = None
+    normals: Path | None = None  # folder of normal images for --threshold auto (else the prompts)
+
+    def __post_init__(self) -> None:
+        if self.map_format not in MAP_FORMATS:
+            raise UserError(f"unknown map format {self.map_format!r}: use {'|'.join(MAP_FORMATS)}")
+        if self.threshold is not None and self.threshold != "auto":
+            try:
+                value = float(self.threshold)
+            except ValueError:
+                value = -1.0
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"--threshold takes auto or a number in [0, 1], got {self.threshold!r}")
+        if self.normals is not None and self.threshold != "auto":
+            raise UserError("--normals is for --threshold auto")
+        if self.batch_size < 1:
+            raise UserError("--batch-size must be at least 1")

@@ -1,29 +1,32 @@
-"""`metauas predict`: anomaly maps for a user's own images, one normal prompt at a time.
+"""`metauas predict`: anomaly maps and decisions for a user's own images (a thin layer
+over the Python API, `api.Segmenter`, that reads folders and writes files).
 
 Per query: the map at the query's own resolution (16-bit PNG, 0..65535 = 0..1, or float32
-.npy), an overlay PNG (prompt | query | heatmap) and one JSON line in predictions.jsonl
-with the image score (max of the map) and the prompt(s) used. With several prompts each
-query takes the most similar one (global features, as `--prompt-mode best`), or all of
-them as K shots with `--use-all-prompts`. Queries run in batches behind a progress bar.
+.npy), an overlay PNG (prompt | query | heatmap) and one row in predictions.jsonl and
+predictions.csv with the image score (max of the map) and the prompt(s) used. With
+`--threshold auto|VALUE` also a binary mask PNG (255 = anomalous pixel) and the decision
+per query. With several prompts each query takes the most similar one (global features,
+as `--prompt-mode best`), or all of them as K shots with `--use-all-prompts`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from metauas.changegen.images import list_images, read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
-from metauas.inference.config import MAP_FORMATS, LookupConfig, PredictConfig
+from metauas.inference.api import Segmentation, Segmenter
+from metauas.inference.config import LookupConfig, PredictConfig
 from metauas.inference.overlay import overlay_row, write_png
-from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features
-from metauas.inference.scoring import build_scorer, map_to_numpy, methods_for, to_tensor
+from metauas.inference.scoring import build_scorer, methods_for
+from metauas.outputs import prepare_dir
 
 
 def list_prompts(cfg: PredictConfig) -> list[Path]:
@@ -78,41 +81,57 @@ def save_map(path: Path, score_map: np.ndarray, fmt: str) -> Path:
     return path.with_suffix(".png")
 
 
+def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> Segmenter:
+    """The API object with the prompts cached and, when asked, the threshold fitted."""
+    scorer, meta = build_scorer(cfg.checkpoint, methods_for(cfg.method), cfg.shot_fusion, LookupConfig(),
+                                resolve_device(cfg.device), compile=cfg.compile)
+    segmenter = Segmenter(scorer, meta, cfg.size, cfg.batch_size).set_prompts(*prompts, use_all=cfg.use_all_prompts)
+    if cfg.threshold == "auto":
+        normals = list_queries(cfg.normals) if cfg.normals is not None else None
+        segmenter.fit_threshold(normals)
+    elif cfg.threshold is not None:
+        segmenter.threshold = float(cfg.threshold)
+    return segmenter
+
+
+COLUMNS = ("query", "score", "anomalous", "threshold", "prompt", "method", "map", "mask", "overlay")
+
+
+def _write(cfg: PredictConfig, name: str, path: Path, rgb: np.ndarray, result: Segmentation,
+           prompts: list[Path], segmenter: Segmenter) -> dict:
+    """One query's files; its row for predictions.jsonl/csv."""
+    used = [prompts[i] for i in result.prompts]
+    map_path = save_map(cfg.out / "maps" / name, result.map, cfg.map_format)
+    tiles = _overlay(segmenter.prompt_image(result.prompts[0]), rgb, result.map, cfg.overlay_side)
+    overlay = write_png(cfg.out / "overlays" / f"{name}.png", tiles)
+    mask = None
+    if result.mask is not None:
+        mask = cfg.out / "masks" / f"{name}.png"
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(mask), result.mask.astype(np.uint8) * 255)
+    return {"query": str(path), "score": result.score, "anomalous": result.anomalous, "threshold": result.threshold,
+            "prompt": [str(u) for u in used], "method": segmenter.method, "map": str(map_path.relative_to(cfg.out)),
+            "mask": str(mask.relative_to(cfg.out)) if mask else None, "overlay": str(overlay.relative_to(cfg.out))}
+
+
 def predict(cfg: PredictConfig) -> Path:
-    """Score every query; returns the predictions.jsonl path."""
-    if cfg.map_format not in MAP_FORMATS:
-        raise UserError(f"unknown map format {cfg.map_format!r}: use {'|'.join(MAP_FORMATS)}")
-    methods = methods_for(cfg.method)
-    if len(methods) != 1:
-        raise UserError("predict takes one method: --method model, lookup or mix")
+    """Score every query; returns the predictions.jsonl path (predictions.csv beside it)."""
     prompts, queries = list_prompts(cfg), list_queries(cfg.query)
     for p in prompts:
         read_image(p)  # an unreadable prompt is an error before any work
-    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, LookupConfig(), resolve_device(cfg.device),
-                                compile=cfg.compile)
-    size = cfg.size or int(meta.get("size", 256))
-    bank, cache = PromptBank(prompts, size, scorer), {}
+    prepare_dir(cfg.out)  # an --out that is a file or not writable: one line before any work
+    segmenter = _segmenter(cfg, prompts)
     names = output_names(queries)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    lines = cfg.out / "predictions.jsonl"
-    with open(lines, "w") as jsonl:
+    lines, table = cfg.out / "predictions.jsonl", cfg.out / "predictions.csv"
+    with open(lines, "w") as jsonl, open(table, "w", newline="") as f:
+        rows = csv.DictWriter(f, COLUMNS)
+        rows.writeheader()
         for i in tqdm(range(0, len(queries), cfg.batch_size), desc="predict", unit="batch", disable=not cfg.progress):
             batch = queries[i:i + cfg.batch_size]
             images = [read_image(q) for q in batch]
-            feats = scorer.features(torch.stack([to_tensor(rgb, size) for rgb in images]))
-            if cfg.use_all_prompts or len(prompts) == 1:
-                chosen = [prompts] * len(batch)
-            else:
-                nearest = closest(pooled(feats[-1]), bank.vectors(cfg.batch_size), 1)[:, 0]
-                chosen = [[prompts[j]] for j in nearest.tolist()]
-            maps = scorer.maps(prompt_features(scorer, chosen, bank.tensor, cache), feats, (size, size))[methods[0]]
-            for path, name, rgb, m, used in zip(batch, names[i:], images, maps, chosen):
-                full = cv2.resize(map_to_numpy(m), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-                map_path = save_map(cfg.out / "maps" / name, full, cfg.map_format)
-                overlay = write_png(cfg.out / "overlays" / f"{name}.png",
-                                    _overlay(read_image(used[0]), rgb, full, cfg.overlay_side))
-                record = {"query": str(path), "score": float(full.max()), "prompt": [str(u) for u in used],
-                          "method": methods[0], "map": str(map_path.relative_to(cfg.out)),
-                          "overlay": str(overlay.relative_to(cfg.out))}
+            for path, name, rgb, result in zip(batch, names[i:], images, segmenter.segment(images)):
+                record = _write(cfg, name, path, rgb, result, prompts, segmenter)
                 jsonl.write(json.dumps(record) + "\n")
+                rows.writerow({**record, "prompt": ";".join(record["prompt"])})
     return lines

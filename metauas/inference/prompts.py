@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,10 +65,22 @@ def _resolve(name: str, roots: Sequence[Path]) -> Path:
     raise UserError(f"prompt image {name!r} not found (looked in {', '.join(map(str, roots))})")
 
 
+def _names(entry, cls: str, path: Path) -> list[str]:
+    """A class's prompt name(s): "img", ["img", ...], or the MetaUAS authors' record(s)
+    {"filename": "img", ...} (their data/<set>/oneprompt_seedN.json files, used as they are)."""
+    entries = entry if isinstance(entry, list) else [entry]
+    names = [e.get("filename") if isinstance(e, dict) else e for e in entries]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise UserError(f"prompts file {path}: class {cls!r} needs an image name, a list of them or "
+                        '{"filename": ...} records')
+    return names
+
+
 def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Path]]]:
-    """Prompt lists by seed: {"cls": "img" | ["img", ...]} (one run, seed 0) or
-    {"<seed>": {"cls": ...}, ...}. Paths are absolute, or relative to the data root or to
-    the file's folder."""
+    """Prompt lists by seed: {"cls": "img" | ["img", ...] | {"filename": "img", ...}} (one
+    run: its seed is the number after "seed" in the file name, e.g. oneprompt_seed3.json,
+    else 0) or {"<seed>": {"cls": ...}, ...}. Paths are absolute, or relative to the data
+    root or to the file's folder."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
@@ -75,15 +88,11 @@ def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Pa
     if not isinstance(data, dict) or not data:
         raise UserError(f"prompts file {path} must be a JSON object of class -> image(s)")
     per_seed = all(k.lstrip("-").isdigit() and isinstance(v, dict) for k, v in data.items())
-    runs = {int(k): v for k, v in data.items()} if per_seed else {0: data}
+    named = re.search(r"seed(\d+)", Path(path).stem)
+    runs = {int(k): v for k, v in data.items()} if per_seed else {int(named[1]) if named else 0: data}
     roots = [Path(data_root), Path(path).parent]
-    out: dict[int, dict[str, list[Path]]] = {}
-    for seed, classes in runs.items():
-        out[seed] = {
-            cls: [_resolve(n, roots) for n in ([names] if isinstance(names, str) else names)]
-            for cls, names in classes.items()
-        }
-    return out
+    return {seed: {cls: [_resolve(n, roots) for n in _names(entry, cls, path)] for cls, entry in classes.items()}
+            for seed, classes in runs.items()}
 
 
 class PromptBank:

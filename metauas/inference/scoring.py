@@ -178,8 +178,9 @@ def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion:
     model, counts = None, None
     if checkpoint is not None:
         from metauas.model.checkpoint import load_model
+        from metauas.model.hub import resolve_checkpoint
 
-        model, meta = load_model(checkpoint, map_location="cpu")
+        model, meta = load_model(resolve_checkpoint(checkpoint), map_location="cpu")
         counts = model.parameter_counts()  # before folding merges layers and freezes all
         model = prepare_for_inference(model.to(device), compile=compile)
         encoder = model.encoder

@@ -10,7 +10,7 @@ mid-save never leaves a truncated checkpoint behind.
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch
 from metauas.errors import UserError
 from metauas.model.config import ModelConfig
 from metauas.model.network import MetaUAS
+from metauas.outputs import write_atomic
 
 FORMAT = "metauas-checkpoint/1"
 
@@ -28,7 +29,7 @@ FORMAT = "metauas-checkpoint/1"
 def versions() -> dict[str, str]:
     import timm
 
-    from metauas import __version__
+    from metauas.version import __version__
 
     return {"metauas": str(__version__), "torch": str(torch.__version__), "timm": str(timm.__version__)}
 
@@ -56,14 +57,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary sibling, fsync, then rename over `path`."""
+    """torch.save into memory, then `outputs.write_atomic` (fsync, rename): a full disk
+    is a plain OSError (ENOSPC) with no temporary file left, not a torch internal error."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getbuffer(), fsync=True)
 
 
 def save_checkpoint(path: str | Path, model: MetaUAS, *, size: int, step: int,
@@ -92,7 +91,9 @@ def save_checkpoint(path: str | Path, model: MetaUAS, *, size: int, step: int,
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw checkpoint dict; a missing, truncated or foreign file is a UserError."""
+    """The checkpoint dict, every field checked (`check_payload`); a missing, truncated,
+    foreign or malformed file is a UserError. `weights_only=True`: a pickle in the file
+    never runs."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -101,33 +102,103 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:  # noqa: BLE001 - any file can be passed, and torch raises many kinds
         # torch's own message spans lines and suggests weights_only=False: not for a user
         raise UserError(f"{path} is corrupt or not a checkpoint (torch.load: {type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("meta", {}).get("format") != FORMAT:
-        raise UserError(f"{path} is not a metauas checkpoint ({FORMAT})")
+    check_payload(payload, path)
     return payload
+
+
+def _count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def check_payload(payload: Any, path: str | Path) -> ModelConfig:
+    """Every field a loader uses, checked before use; returns the model config.
+
+    A foreign file, a `meta` that is not an object, a config with an unknown key or an
+    impossible value, a size or step that is not a whole number, weights that are not a
+    name -> tensor table: each is one UserError naming the file and the field."""
+    meta = payload.get("meta") if isinstance(payload, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a metauas checkpoint ({FORMAT})")
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f"{path}: its meta.config (the model config) is missing or not an object")
+    cfg = ModelConfig.from_dict(meta["config"], f"{path}: model config")
+    if not _count(meta.get("size"), 32) or not _count(meta.get("step"), 0):
+        raise UserError(f"{path}: meta.size and meta.step must be whole numbers (size >= 32, step >= 0), "
+                        f"got {meta.get('size')!r} and {meta.get('step')!r}")
+    weights = payload.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise UserError(f"{path}: its model weights are missing or not a table of tensors")
+    return cfg
+
+
+def build_model(cfg: ModelConfig, path: str | Path) -> MetaUAS:
+    """The network a checkpoint's config describes, without looking for encoder weights
+    (they are in the checkpoint); a config timm cannot build is a UserError."""
+    try:
+        return MetaUAS(dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, weights="none")))
+    except (RuntimeError, ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{path}: its model config cannot be built ({type(err).__name__}: {str(err)[:150]})") from None
+
+
+def load_weights(model: MetaUAS, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load `weights` into `model` after checking every name and shape, so a checkpoint
+    whose weights belong to another model (another fusion, alignment, encoder or decoder,
+    or an edited file) is named as such instead of a size-mismatch traceback."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    wrong = [f"{k}: {tuple(weights[k].shape)} in the file, {tuple(v.shape)} in the model"
+             for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        cfg = model.cfg
+        first = (wrong or [f"missing {k}" for k in missing] or [f"unexpected {k}" for k in unexpected])[0]
+        raise UserError(f"{path}: its weights do not fit the model its config describes (encoder {cfg.encoder.name}, "
+                        f"fusion {cfg.fusion}, alignment {cfg.alignment}): {len(wrong)} of another shape, "
+                        f"{len(missing)} missing, {len(unexpected)} unexpected (first: {first}); the file was made "
+                        "for another model or edited")
+    model.load_state_dict(weights)
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is one of our checkpoints (and not, e.g., the paper authors' file)."""
+    try:
+        read_checkpoint(path)
+    except UserError:
+        return False
+    return True
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MetaUAS, dict]:
     """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
     payload = read_checkpoint(path, map_location)
-    meta = payload["meta"]
-    cfg = ModelConfig.from_dict(meta["config"])
-    # the encoder's weights are in the checkpoint: never look for (or download) them
-    model = MetaUAS(dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, weights="none")))
-    model.load_state_dict(payload["model"])
+    cfg = check_payload(payload, path)
+    model = build_model(cfg, path)
+    load_weights(model, payload["model"], path)
     model.cfg = cfg
-    return model.to(map_location).eval(), meta
+    return model.to(map_location).eval(), payload["meta"]
+
+
+def training_state(payload: dict, path: str | Path) -> dict[str, Any]:
+    """The states `--resume` restores, checked: a model-only checkpoint (imported with
+    `import-official`, or not saved by `metauas train`) cannot be resumed."""
+    training = payload.get("training")
+    if training is None:
+        raise UserError(f"{path} holds a model without training state (an imported or exported checkpoint), so "
+                        "--resume cannot continue it; start a new run with another --out")
+    needed = {"optimizer": dict, "scaler": dict, "state": dict, "rng": dict}
+    if not isinstance(training, dict) or any(not isinstance(training.get(k), t) for k, t in needed.items()):
+        raise UserError(f"{path}: its training state is malformed (needs optimizer, scaler, state and rng tables)")
+    return training
 
 
 def export_safetensors(model: MetaUAS, path: str | Path, meta: dict[str, Any]) -> Path:
     """The learnable weights (alignment, decoder, head) as safetensors, config in its header."""
     import json
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.learnable_state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"config": json.dumps(meta["config"]),
-                                            "size": str(meta["size"]), "step": str(meta["step"])})
-    os.replace(tmp, path)
-    return path
+    data = save(tensors, metadata={"config": json.dumps(meta["config"]), "size": str(meta["size"]),
+                                   "step": str(meta["step"])})
+    return write_atomic(path, data)

@@ -1,25 +1,19 @@
-"""`metauas import-official`: the paper authors' checkpoint as one of ours.
+"""`metauas import-official` (the paper authors' checkpoint as one of ours) and `metauas export` (ONNX).
 
 torch and timm are imported inside the command body so `metauas --help` stays fast.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import Literal, Optional
 
 import typer
 
 from metauas.errors import UserError
+from metauas.outputs import prepare_dir
 
 DEFAULT_SIZE = 256
-
-
-def size_from_name(path: Path) -> int | None:
-    """The training size a file name states (`metauas-512.ckpt` -> 512): a number of 3-4
-    digits, multiple of 32, standing alone; None if there is none or more than one."""
-    sizes = {int(n) for n in re.findall(r"(?<!\d)(\d{3,4})(?!\d)", path.stem) if int(n) % 32 == 0}
-    return sizes.pop() if len(sizes) == 1 else None
 
 
 def import_official_command(
@@ -31,8 +25,11 @@ def import_official_command(
 ) -> None:
     """Convert the official MetaUAS checkpoint (paper weights) into a metauas checkpoint."""
     from metauas.model.checkpoint import save_checkpoint
-    from metauas.model.official import load_official
+    from metauas.model.official import load_official, size_from_name
 
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give the checkpoint file to write, e.g. {out / 'official.pt'}")
+    prepare_dir(out.parent, f"--out {out}: its folder")
     if size is not None and (size < 32 or size % 32):
         raise UserError(f"--size must be a positive multiple of 32, got {size}")
     size = size or size_from_name(ckpt) or DEFAULT_SIZE
@@ -43,6 +40,32 @@ def import_official_command(
     typer.echo(f"wrote {path} (official MetaUAS weights, size {size})")
 
 
+def export_command(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...)."),
+    out: Path = typer.Option(..., "--out", help="The ONNX file to write (model.onnx); with --cached-prompt also "
+                             "model-prompt.onnx and model-query.onnx beside it."),
+    fmt: Literal["onnx"] = typer.Option("onnx", "--format", help="Export format."),
+    size: Optional[int] = typer.Option(None, "--size", help="Input side the graphs take (default: the "
+                                       "checkpoint's training size)."),
+    cached_prompt: bool = typer.Option(False, "--cached-prompt", help="Also a prompt-encoder graph and a graph "
+                                       "taking its features with the query (encode the normal image once)."),
+) -> None:
+    """Export a checkpoint to ONNX (opset 18, dynamic batch), checked against PyTorch with onnxruntime."""
+    from metauas.model.checkpoint import load_model
+    from metauas.model.export import OPSET, export_onnx
+    from metauas.model.hub import resolve_checkpoint
+
+    if out.suffix != ".onnx" or out.is_dir():
+        raise UserError(f"--out {out}: give a file name ending in .onnx")
+    model, meta = load_model(resolve_checkpoint(checkpoint))
+    side = size or int(meta.get("size", 256))
+    if side < 32 or side % 32:
+        raise UserError(f"--size must be a positive multiple of 32, got {side}")
+    for done in export_onnx(model, out, side, cached_prompt):
+        typer.echo(f"wrote {done.path} (opset {OPSET}, {side} px, max |onnxruntime - torch| {done.max_abs_diff:.1e})")
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Attach `import-official` to the main app (no benchmark)."""
+    """Attach `import-official` and `export` to the main app (no benchmark)."""
     app.command("import-official")(import_official_command)
+    app.command("export")(export_command)

@@ -19,6 +19,10 @@ HARD_SIMILARITIES = ("cosine", "dot")
 FUSIONS = ("cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos")
 
 
+def _whole(value, least: int, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= most
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Which backbone, which weights, which five feature stages."""
@@ -73,8 +77,14 @@ class ModelConfig:
             raise UserError(f"unknown fusion {self.fusion!r}: use {'|'.join(FUSIONS)}")
         if self.attention not in ("scse", "none"):
             raise UserError(f"unknown decoder attention {self.attention!r}: use scse|none")
-        if len(self.decoder_channels) != 5:
-            raise UserError("decoder channels must be five numbers (one per encoder stage)")
+        if not (isinstance(self.decoder_channels, (tuple, list)) and len(self.decoder_channels) == 5
+                and all(_whole(c, 1, 4096) for c in self.decoder_channels)):
+            raise UserError("decoder channels must be five whole numbers of 1..4096 (one per encoder stage), "
+                            f"got {self.decoder_channels!r}")
+        if not _whole(self.aligned_stages, 1, 5) or not isinstance(self.encoder, EncoderConfig):
+            raise UserError(f"aligned stages must be 1..5, got {self.aligned_stages!r}")
+        if not isinstance(self.encoder.name, str) or not _whole(self.encoder.static_pad_size, 0, 8192):
+            raise UserError(f"encoder name must be text and static_pad_size 0..8192, got {self.encoder!r}")
         if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
             raise UserError(f"--topk must be a positive whole number, got {self.topk}")
 

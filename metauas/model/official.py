@@ -84,6 +84,13 @@ def our_key(key: str, blocks: list[tuple[str, dict[str, str]]], stages: int) -> 
     return None
 
 
+def size_from_name(path: Path) -> int | None:
+    """The training size a file name states (`metauas-512.ckpt` -> 512): a number of 3-4
+    digits, multiple of 32, standing alone; None if there is none or more than one."""
+    sizes = {int(n) for n in re.findall(r"(?<!\d)(\d{3,4})(?!\d)", path.stem) if int(n) % 32 == 0}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def official_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The official file's state dict (Lightning's wrapper removed)."""
     if not path.is_file():

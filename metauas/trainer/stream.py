@@ -15,6 +15,7 @@ A corrupt sample or shard is logged and skipped, so one bad tar never kills a lo
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,36 +55,64 @@ class StreamConfig:
     workers: int = 2
     shuffle_buffer: int = 1000
     resampled: bool = False  # draw shards with replacement (multi-node; no epochs)
-    seed: int = 0  # shard order (same on every rank) and, mixed with rank/step, augmentation
-    start_step: int = 0  # a resumed run draws new augmentations, not the first run's again
+    seed: int = 0  # shard order, shuffling and augmentation (the same on every rank, mixed with rank/worker)
+    start_step: int = 0  # a resumed run: steps already done, whose samples each reader skips
     augment: AugmentConfig = AugmentConfig()
     augment_on: str = "workers"  # workers (OpenCV, per pair) | device (batched, in `to_device`)
 
 
-class _Augmenter:
-    """Picklable per-sample map for the workers, with a per-process RNG.
+def _reader() -> tuple[int, int]:
+    """(this DataLoader worker's id, number of workers); (0, 1) in the main process."""
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
 
-    Seeded from (seed, rank, start step, worker id), so ranks, workers and resumed runs
-    all draw different augmentations.
+
+def consumed(start_step: int, batch_size: int) -> int:
+    """Samples this reader fed into the first `start_step` batches: the DataLoader takes
+    batch b from worker b % workers, so worker w made len(range(w, start_step, workers))."""
+    worker, workers = _reader()
+    return len(range(worker, start_step, workers)) * batch_size
+
+
+class _SkipConsumed:
+    """Resume: drop, before decoding, the samples the steps already done were made of,
+    so a resumed run goes on with the data the uninterrupted run would have seen next
+    (exact when none of those samples was corrupt)."""
+
+    def __init__(self, start_step: int, batch_size: int) -> None:
+        self.start_step, self.batch_size = start_step, batch_size
+
+    def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
+        return itertools.islice(samples, consumed(self.start_step, self.batch_size), None)
+
+
+class _Augmenter:
+    """Picklable per-sample map for the workers. Sample n of a reader draws from an RNG
+    seeded by (seed, rank, worker, n): ranks and workers differ, and a resumed run (whose
+    readers start at n = the samples already consumed) repeats the uninterrupted run's
+    augmentations exactly.
     """
 
-    def __init__(self, size: int, augment: AugmentConfig, seed: list[int], on_device: bool = False) -> None:
+    def __init__(self, size: int, augment: AugmentConfig, seed: list[int], start_step: int = 0,
+                 batch_size: int = 1, on_device: bool = False) -> None:
         self.size = size
         self.augment = augment
         self.seed = seed
+        self.start_step, self.batch_size = start_step, batch_size
         self.on_device = on_device
-        self.rng: np.random.Generator | None = None
+        self.count: int | None = None
 
     def __call__(self, sample: dict) -> dict:
-        if self.rng is None:
-            info = torch.utils.data.get_worker_info()
-            self.rng = np.random.default_rng([*self.seed, info.id if info else 0])
+        if self.count is None:
+            self.count = consumed(self.start_step, self.batch_size)
+        rng = np.random.default_rng([*self.seed, _reader()[0], self.count])
+        self.count += 1
         pair = decode_pair(sample, meta=False)
         if not self.on_device:
-            return augment_pair(pair, self.size, self.augment, self.rng)
+            return augment_pair(pair, self.size, self.augment, rng)
         # batches need one size; the draws then include no resize (the warp starts at `size`)
         pair = resize_pair(pair, self.size)
-        return {**pair, "params": draw_params(self.rng, self.augment, (self.size, self.size), self.size)}
+        return {**pair, "params": draw_params(rng, self.augment, (self.size, self.size), self.size)}
 
 
 def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
@@ -138,6 +167,12 @@ def tar_samples(src):
         yield from shard_samples(item["url"], stats)
 
 
+def _worker_seed() -> int:
+    """ResampledShards' per-reader seed: the worker id (webdataset's default mixes in the
+    DataLoader's random base seed, which a resumed run would draw anew)."""
+    return _reader()[0]
+
+
 def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -153,7 +188,8 @@ def train_dataset(cfg: StreamConfig):
     readers = world * max(cfg.workers, 1)
     resampled = cfg.resampled or len(urls) < readers
     if resampled:  # every reader draws shards at random: no node/worker split needed
-        samples = wds.DataPipeline(wds.ResampledShards(urls, seed=cfg.seed + rank), tar_samples)
+        shards = wds.ResampledShards(urls, seed=cfg.seed + rank, deterministic=True, worker_seed=_worker_seed)
+        samples = wds.DataPipeline(shards, tar_samples)
     else:  # each node, then each worker, takes every n-th shard; reshuffled per epoch.
         # Epochs repeat the samples, not the batches: a reader whose share is smaller than
         # a batch still fills batches across epochs instead of ending the stream.
@@ -163,8 +199,10 @@ def train_dataset(cfg: StreamConfig):
         ).repeat(nepochs=10**9)
     return wds.DataPipeline(
         samples,
-        wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100)),
-        wds.map(_Augmenter(cfg.size, cfg.augment, [cfg.seed, rank, cfg.start_step], cfg.augment_on == "device"),
+        wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), seed=cfg.seed + rank),
+        _SkipConsumed(cfg.start_step, cfg.batch_size),
+        wds.map(_Augmenter(cfg.size, cfg.augment, [cfg.seed, rank], cfg.start_step, cfg.batch_size,
+                           cfg.augment_on == "device"),
                 handler=log_and_continue),
         wds.batched(cfg.batch_size, collation_fn=collate_pairs, partial=False),
     )

@@ -21,18 +21,29 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metauas.changegen.format import count_samples, expand_urls
+from metauas.changegen.format import ReadStats, count_samples, expand_urls, iter_pairs
+from metauas.configs import from_dict
 from metauas.errors import UserError
 from metauas.evaluation.metrics import pixel_auroc_ap
-from metauas.model.checkpoint import export_safetensors, read_checkpoint, save_checkpoint, set_rng_state
-from metauas.model.config import ModelConfig
+from metauas.model.checkpoint import (
+    build_model,
+    check_payload,
+    export_safetensors,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    training_state,
+)
 from metauas.model.network import MetaUAS, cosine_distance
+from metauas.outputs import out_of_space, prepare_dir, remove_stale_temps, write_atomic
 from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
 from metauas.trainer.stream import StreamConfig, resized_pairs, to_device, to_float, train_loader
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"
+BEST = "best.pt"  # the weights with the best validation P-AP (runs with --val)
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -166,17 +177,22 @@ class RunLog:
     """metrics.jsonl in the run dir, always, and TensorBoard event files beside it when
     tensorboard is installed (the `tensorboard` extra). Rank 0 only; other ranks no-op."""
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, saved_step: int | None = None) -> None:
+        """`saved_step`: the step of the checkpoint this run resumes (None: a fresh start).
+        Rows logged after it by a run that was killed before its next save are dropped,
+        so the resumed run's rows follow without duplicates."""
         self.enabled = enabled
         self.writer = None
         if enabled:
+            keep_rows(run_dir / "metrics.jsonl", saved_step)
             self.file = open(run_dir / "metrics.jsonl", "a")
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # torch's module needs the tensorboard package
                 log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
-            else:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            else:  # purge_step hides the killed run's events past the checkpoint
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"),
+                                            purge_step=0 if saved_step is None else saved_step + 1)
 
     def row(self, row: dict) -> None:
         if not self.enabled:
@@ -191,57 +207,93 @@ class RunLog:
 
     def close(self) -> None:
         if self.enabled:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:  # a full disk: the error that stopped the run is the one to report
+                pass
             if self.writer is not None:
                 self.writer.close()
 
 
+def keep_rows(path: Path, saved_step: int | None) -> None:
+    """Keep the metrics.jsonl rows up to `saved_step` (none when None), dropping the rows
+    of a killed run past its last checkpoint (and a line the kill cut short)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if saved_step is not None and isinstance(row, dict) and isinstance(row.get("step"), int) \
+                and row["step"] <= saved_step:
+            kept.append(line + "\n")
+    write_atomic(path, "".join(kept).encode())
+
+
 @dataclass
 class State:
-    """What resuming restores besides the weights: step and time used so far."""
+    """What resuming restores besides the weights: step and time used so far, and the
+    best validation P-AP (whose weights are in best.pt)."""
 
     step: int = 0
     elapsed_s: float = 0.0
+    best_val_p_ap: float | None = None
+    best_step: int | None = None
 
 
 def _prepare_run_dir(cfg: TrainConfig, d: distributed.Dist) -> tuple[Path, dict | None]:
-    run_dir = Path(cfg.out)
+    run_dir = prepare_dir(cfg.out)
     ckpt = run_dir / CHECKPOINT
     if ckpt.exists() and not cfg.resume:
         raise UserError(f"{run_dir} already holds a run ({CHECKPOINT}); pass --resume or a new --out")
     payload = read_checkpoint(ckpt) if cfg.resume and ckpt.exists() else None
+    if payload is not None:
+        training_state(payload, ckpt)  # a model-only checkpoint cannot be resumed: say so now
     if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        remove_stale_temps(run_dir)  # a checkpoint or log cut short by a kill
+        write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return run_dir, payload
 
 
 def _build(cfg: TrainConfig, payload: dict | None, d: distributed.Dist):
     """Model (fresh, or the checkpoint's config and weights), optimiser and AMP scaler."""
-    model_cfg = cfg.model
-    if payload is not None:
-        saved = ModelConfig.from_dict(payload["meta"]["config"])
-        if saved != model_cfg and d.main:
+    ckpt = Path(cfg.out) / CHECKPOINT
+    if payload is None:
+        model = MetaUAS(cfg.model)
+    else:
+        saved = check_payload(payload, ckpt)
+        if saved != cfg.model and d.main:
             log.warning("resuming with the checkpoint's model config, not the options given")
-        model_cfg = dataclasses.replace(saved, encoder=dataclasses.replace(saved.encoder, weights="none"))
-    model = MetaUAS(model_cfg)
-    if payload is not None:
-        model.load_state_dict(payload["model"])
-        model.cfg = ModelConfig.from_dict(payload["meta"]["config"])
+        model = build_model(saved, ckpt)
+        load_weights(model, payload["model"], ckpt)
+        model.cfg = saved
     model.to(d.device)
     if d.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     amp = _amp_dtype(cfg, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp == torch.float16)
-    state = State()
-    if payload is not None:
-        training = payload["training"]
+    state = State() if payload is None else _restore(payload, ckpt, optimizer, scaler)
+    return model, optimizer, scaler, amp, state
+
+
+def _restore(payload: dict, ckpt: Path, optimizer, scaler) -> State:
+    """Optimiser, scaler, step/time and RNG states of a resumed run; states that do not
+    fit this run (edited, or saved by another version) are one UserError."""
+    training = training_state(payload, ckpt)
+    try:
         optimizer.load_state_dict(training["optimizer"])
         scaler.load_state_dict(training["scaler"])
-        state = State(**training["state"])
+        state = from_dict(State, training["state"], f"{ckpt}: training.state")
         set_rng_state(training["rng"])
-    return model, optimizer, scaler, amp, state
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as err:
+        raise UserError(f"{ckpt}: its training state does not fit this run ({type(err).__name__}: "
+                        f"{str(err)[:150]}); start a new run with another --out") from None
+    if not isinstance(state.step, int) or state.step < 0 or not isinstance(state.elapsed_s, (int, float)):
+        raise UserError(f"{ckpt}: training.state has an impossible step or time: {training['state']}")
+    return state
 
 
 def _wrap(model: MetaUAS, cfg: TrainConfig, d: distributed.Dist) -> torch.nn.Module:
@@ -302,6 +354,7 @@ class Run:
     start_elapsed: float = 0.0
     t0: float = field(default_factory=time.monotonic)
     window: Window = field(default_factory=Window)
+    saved_step: int | None = None  # the step last.pt holds (None: nothing saved yet)
 
     def progress(self) -> float:
         """Fraction done, by steps or wall clock; rank 0's decides under a time budget
@@ -313,11 +366,39 @@ class Run:
         return {"step": self.state.step, "elapsed_s": round(self.state.elapsed_s, 2)}
 
     def validate(self) -> None:
-        if self.validator is not None:
-            self.log.row({**self.stamp(), **self.validator(self.model, self.d.device, self.cfg.batch_size)})
+        """Validation metrics to the log; the model to best.pt when its P-AP is the best yet."""
+        if self.validator is None:
+            return
+        metrics = self.validator(self.model, self.d.device, self.cfg.batch_size)
+        self.log.row({**self.stamp(), **metrics})
+        ap, best = metrics["val_p_ap"], self.state.best_val_p_ap
+        if math.isfinite(ap) and (best is None or ap > best):
+            self.state.best_val_p_ap, self.state.best_step = ap, self.state.step
+            save_checkpoint(self.run_dir / BEST, self.model, size=self.cfg.size, step=self.state.step,
+                            extra={"validation": metrics})
 
     def save(self) -> Path:
-        return _save(self.run_dir, self.model, self.cfg, self.state, self.optimizer, self.scaler)
+        path = _save(self.run_dir, self.model, self.cfg, self.state, self.optimizer, self.scaler)
+        self.saved_step = self.state.step
+        log.debug("saved %s at step %d", path, self.state.step)
+        return path
+
+    def out_of_space(self) -> UserError:
+        """A full disk: what is safe, and how to go on."""
+        safe = (f"{CHECKPOINT} holds step {self.saved_step}" if self.saved_step is not None
+                else "no checkpoint was saved yet")
+        return UserError(f"no space left on device in {self.run_dir} at step {self.state.step}: {safe} (the partial "
+                         "file was removed); free some space and rerun with --resume to continue from it")
+
+
+def first_pair(urls: list[str]) -> None:
+    """Read until one training pair decodes, before anything is built: shards that are
+    all corrupt are one clear error, not an endless or empty stream."""
+    stats = ReadStats(quiet=True)
+    for _ in iter_pairs(urls, stats):
+        return
+    raise UserError(f"no readable training pairs in --train ({len(urls)} shard(s)): "
+                    f"{stats.summary() or 'the shards hold no samples'}")
 
 
 def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
@@ -327,22 +408,28 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     if total is None and cfg.max_minutes is None:
         raise UserError("say how long to train: --steps, --epochs or --minutes")
     run_dir, payload = _prepare_run_dir(cfg, d)
+    first_pair(urls)
     torch.manual_seed(cfg.seed + d.rank)
     model, optimizer, scaler, amp, state = _build(cfg, payload, d)
     if payload is not None and _progress(cfg, state, total, state.elapsed_s, time.monotonic()) >= 1.0:
         log.info("%s is already complete (step %d): nothing to resume", run_dir / CHECKPOINT, state.step)
         return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate or re-log
     validator = Validator(cfg.val, cfg.size, cfg.val_pairs) if cfg.val and d.main else None
+    saved_step = None if payload is None else state.step
     run = Run(cfg, d, model, _wrap(model, cfg, d), optimizer, scaler, amp, state, total, run_dir, validator,
-              RunLog(run_dir, d.main), start_elapsed=state.elapsed_s)
-    if payload is None:  # the untrained baseline, for comparison
-        run.validate()
+              RunLog(run_dir, d.main, saved_step), start_elapsed=state.elapsed_s, saved_step=saved_step)
     stream = StreamConfig(tuple(urls), size=cfg.size, batch_size=cfg.batch_size, workers=cfg.workers,
                           shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled or d.active,
                           seed=cfg.seed, start_step=state.step, augment=cfg.augment,
                           augment_on=augment_place(cfg, d.device))
     try:
+        if payload is None:  # the untrained baseline, for comparison
+            run.validate()
         _loop(run, iter(train_loader(stream)))
+    except OSError as err:
+        if out_of_space(err):
+            raise run.out_of_space() from None
+        raise
     finally:
         run.log.close()
     return run_dir / CHECKPOINT
@@ -409,7 +496,11 @@ def _loop(run: Run, batches) -> None:
     bar = tqdm(total=run.total, initial=run.state.step, disable=not (d.main and cfg.progress),
                unit="step", dynamic_ncols=True)
     while (progress := run.progress()) < 1.0:
-        run.window.add(step(run, next(batches), progress))
+        batch = next(batches, None)
+        if batch is None:
+            raise UserError(f"the training stream ended at step {run.state.step}: every remaining sample was "
+                            "skipped as corrupt (see the warnings above)")
+        run.window.add(step(run, batch, progress))
         bar.update(1)
         if run.state.step % cfg.log_every == 0 or run.state.step == run.total:
             row = _log_window(run)

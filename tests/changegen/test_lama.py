@@ -83,3 +83,19 @@ def test_file_that_is_not_torchscript(tmp_path):
     proc = run_cli("generate", "--inpainter", "lama", "--lama-model", str(bad), "--num-pairs", "2",
                    "--out", str(tmp_path / "o"), check=False)
     assert proc.returncode == 2 and "not a TorchScript model" in proc.stderr
+
+
+def test_lama_finds_simple_lamas_download_cache(tmp_path, tiny_lama):
+    """simple-lama-inpainting caches big-lama.pt in torch hub's checkpoints folder."""
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "big-lama.pt"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(tiny_lama.read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "LAMA_MODEL"} | {"TORCH_HOME": str(tmp_path / "torch")}
+    out = tmp_path / "pairs"
+    run_cli("generate", "--inpainter", "lama", "--change-weights", "disappear=1", "--num-pairs", "2",
+            "--size", "60", "--out", str(out), "--no-progress", env=env)
+    assert json.loads((out / "index.json").read_text())["config"]["inpainter"] == "lama"
+    cached.unlink()
+    proc = run_cli("generate", "--inpainter", "lama", "--num-pairs", "2", "--out", str(tmp_path / "none"),
+                   env=env, check=False)
+    assert proc.returncode == 2 and f"none at {cached}" in proc.stderr

@@ -3,6 +3,7 @@ versions agree with each other; masks follow the recipe."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -57,3 +58,16 @@ def test_masks_threshold_rotated_noise_and_are_reproducible(method):
     a, _ = perlin_mask(np.random.default_rng(3), 40, 56, method)
     b, _ = perlin_mask(np.random.default_rng(3), 40, 56, method)
     assert a.dtype == bool and np.array_equal(a, b) and np.array_equal(a, field > 0.5)
+
+
+def test_generate_can_draw_local_masks_with_the_noise_package(tmp_path):
+    from changegen_helpers import read_back, run_cli
+
+    for name, extra in (("numpy", []), ("noise", ["--perlin", "noise"])):
+        run_cli("generate", "--out", str(tmp_path / name), "--num-pairs", "3", "--size", "64",
+                "--change-weights", "local=1", "--no-progress", *extra)
+    numpy_cfg, noise_cfg = (json.loads((tmp_path / n / "index.json").read_text())["config"] for n in ("numpy", "noise"))
+    assert "perlin" not in numpy_cfg and noise_cfg["perlin"] == "noise"  # old datasets keep resuming
+    a, b = read_back(tmp_path / "numpy"), read_back(tmp_path / "noise")
+    assert all(s["mask.png"].any() for s in a + b)
+    assert any(not np.array_equal(x["mask.png"], y["mask.png"]) for x, y in zip(a, b))

@@ -1,42 +1,19 @@
-"""Resume after a real kill, leftovers of a crash, --shards and RANK/WORLD_SIZE parts."""
+"""Leftovers of a crash, --shards and RANK/WORLD_SIZE parts (a real SIGKILL at a random point:
+tests/faults/test_generate_faults.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
-from changegen_helpers import REPO, run_cli
+from changegen_helpers import run_cli
 
 ARGS = ["--num-pairs", "120", "--shard-size", "8", "--size", "48", "--seed", "3", "--no-progress"]
 
 
 def shas(out) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.tar"))}
-
-
-def test_killed_run_rerun_gives_the_uninterrupted_dataset(tmp_path):
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    run_cli("generate", *ARGS, "--out", str(full))
-    code = "import sys; from metauas.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "generate", *ARGS, "--out", str(killed)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not list(killed.glob("*.tar")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    made = len(list(killed.glob("*.tar")))
-    assert 0 < made < 15, f"the kill should land mid-run ({made} of 15 shards)"
-    assert not (killed / "index.json").exists()
-    run_cli("generate", *ARGS, "--out", str(killed))
-    assert shas(killed) == shas(full)
-    assert (killed / "index.json").read_bytes() == (full / "index.json").read_bytes()
-    assert not [p for p in killed.iterdir() if ".tmp-" in p.name]
 
 
 def test_leftover_temp_and_missing_shards_are_remade(tmp_path):

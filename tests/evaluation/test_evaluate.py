@@ -142,3 +142,47 @@ def test_config_from_metrics_json_repeats_the_evaluation(mvtec_root, tmp_path, c
     code, _, err = _run(["--config", str(first / "metrics.json"), "--out", str(tmp_path / "c"), "--seeds", "3"],
                         capsys)
     assert code == 0 and list(json.loads((tmp_path / "c" / "metrics.json").read_text())["runs"]) == ["seed3"]
+
+
+def test_the_authors_prompt_files_replay_a_random_run_exactly(mvtec_root, tmp_path, capsys):
+    from metauas.evaluation.readers import read_benchmark
+    from metauas.inference.prompts import random_prompts
+
+    random_run = tmp_path / "random"
+    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--seeds", "3", "--overlays", "0",
+                         "--out", str(random_run)], capsys)
+    assert code == 0, err
+    table = {}  # the layout of gaobb/MetaUAS data/<set>/oneprompt_seedN.json
+    for data in read_benchmark(mvtec_root, "mvtec").classes:
+        [prompt] = random_prompts(data.train, 1, 3, data.name)
+        table[data.name] = {"filename": str(prompt.relative_to(mvtec_root)), "label": 0, "label_name": "good",
+                            "clsname": data.name}
+    (tmp_path / "oneprompt_seed3.json").write_text(json.dumps(table))
+    replay = tmp_path / "replay"
+    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--prompts",
+                         str(tmp_path / "oneprompt_seed3.json"), "--overlays", "0", "--out", str(replay)], capsys)
+    assert code == 0, err
+    a, b = (json.loads((out / "metrics.json").read_text()) for out in (random_run, replay))
+    assert list(b["runs"]) == ["file-seed3"] and b["runs"]["file-seed3"] == a["runs"]["seed3"]
+
+
+def test_fitted_threshold_is_predicts_rule_and_its_f1_never_beats_f1max(mvtec_root, tmp_path, capsys):
+    import metauas
+    from metauas.evaluation.readers import read_benchmark
+    from metauas.inference.prompts import random_prompts
+
+    out = tmp_path / "fit"
+    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--seeds", "5", "--size", "64",
+                         "--overlays", "0", "--fit-normals", "8", "--out", str(out)], capsys)
+    assert code == 0, err
+    result = json.loads((out / "metrics.json").read_text())
+    model = metauas.load(method="lookup", size=64, device="cpu")
+    for data in read_benchmark(mvtec_root, "mvtec").classes:
+        run = result["runs"]["seed5"][data.name]["lookup"]
+        [prompt] = random_prompts(data.train, 1, 5, data.name)
+        spare = [p for p in data.train if p != prompt]  # all of them: fewer than --fit-normals
+        expected = max(r.score for r in model.segment(spare, prompt=prompt))
+        assert run["threshold"] == pytest.approx(expected, abs=1e-6)
+        assert run["I-F1@t"] <= run["I-F1max"] + 1e-9 and run["P-F1@t"] <= run["P-F1max"] + 1e-9
+    assert sorted(r["class"] for r in result["thresholds"]) == ["plate", "tile"]
+    assert "Fitted thresholds" in (out / "metrics.md").read_text()

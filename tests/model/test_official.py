@@ -8,6 +8,11 @@ statistics; its state dict has the official checkpoint's key names and shapes.
 """
 
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -249,3 +254,50 @@ def test_a_global_batch_splits_over_the_processes():
     assert TrainConfig(train="x", out="y", batch_size=5).per_process(8).batch_size == 5
     with pytest.raises(UserError, match="does not split over 3 processes"):
         cfg.per_process(3)
+
+
+def _hub_run(code: str, env_dirs: dict[str, Path]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "METAUAS_"))}
+    env.update({name: str(path) for name, path in env_dirs.items()}, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_pretrained_names_load_from_the_hub_cache_and_convert_once(reference, official_file, tmp_path):
+    """A local Hugging Face cache laid out as hf_hub_download leaves it; no network."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "models--csgaobb--MetaUAS"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    shutil.copy(official_file, snapshot / "metauas-512.ckpt")
+    dirs = {"HF_HUB_CACHE": tmp_path / "hf", "METAUAS_CACHE": tmp_path / "cache"}
+    code = ("import metauas, numpy as np; m = metauas.load('hf:csgaobb/MetaUAS/metauas-512.ckpt', device='cpu', "
+            "size=64); r = m.segment(np.zeros((64, 64, 3), np.uint8), prompt=np.full((64, 64, 3), 9, np.uint8)); "
+            "print(m.size, m.meta['official'], r.map.shape)")
+    first = _hub_run(code, dirs)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["64", "True", "(64,", "64)"]
+    [converted] = (tmp_path / "cache" / "converted").glob("*-metauas-512.pt")
+    model, meta = load_model(converted)
+    assert meta["size"] == 512 and meta["source"] == "hf:csgaobb/MetaUAS/metauas-512.ckpt"
+    assert _max_diff(reference, model, 256) < 1e-4
+    stamp = converted.stat().st_mtime_ns
+    assert _hub_run(code, dirs).returncode == 0 and converted.stat().st_mtime_ns == stamp  # converted once
+
+    image = tmp_path / "x.png"
+    image.write_bytes(_png())
+    missing = _hub_run("from metauas.cli import main; import sys; sys.exit(main(['predict', '--checkpoint', "
+                       f"'hf:csgaobb/MetaUAS/metauas-256.ckpt', '--prompt', '{image}', '--query', '{image}', "
+                       f"'--out', '{tmp_path / 'o'}']))", dirs)
+    assert missing.returncode == 2
+    line = missing.stderr.strip()
+    assert "\n" not in line and "cannot get hf:csgaobb/MetaUAS/metauas-256.ckpt" in line
+    assert "https://huggingface.co/csgaobb/MetaUAS/resolve/main/metauas-256.ckpt by hand" in line
+
+
+def _png() -> bytes:
+    import cv2
+    import numpy as np
+
+    return cv2.imencode(".png", np.full((32, 32, 3), 128, np.uint8))[1].tobytes()

@@ -1,6 +1,7 @@
 """Streaming shards: URL forms, the deterministic reader, augmentation, corrupt data."""
 
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -20,8 +21,9 @@ def test_url_forms_expand_to_the_same_shards(shard_dir):
     assert expand_urls(str(train / "shard-{000000..000003}.tar")) == expected
     assert expand_urls(str(train / "*.tar")) == expected
     assert expand_urls(str(train)) == expected
-    assert expand_urls(["pipe:cat a.tar", "s3://bucket/x-{0..1}.tar"]) == [
-        "pipe:cat a.tar", "s3://bucket/x-0.tar", "s3://bucket/x-1.tar"]
+    assert expand_urls(["pipe:cat a.tar", "s3://bucket/x-{0..1}.tar", "https://h/y.tar"]) == [
+        "pipe:cat a.tar", "pipe:aws s3 cp s3://bucket/x-0.tar -", "pipe:aws s3 cp s3://bucket/x-1.tar -",
+        "https://h/y.tar"]
     assert count_samples(expected) == 32
     with pytest.raises(UserError, match="not found"):
         expand_urls(str(train / "missing.tar"))
@@ -134,3 +136,20 @@ def test_both_augmentation_places_give_the_model_the_same_batch_shapes(shard_dir
         assert prompt.shape == query.shape == (4, 3, 48, 48) and mask.shape == (4, 1, 48, 48)
         assert prompt.is_contiguous() and prompt.dtype == torch.float32 and 0 <= prompt.min() <= prompt.max() <= 1
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_s3_urls_stream_through_the_aws_cli(shard_dir, tmp_path, monkeypatch):
+    """A stand-in `aws` on PATH serves s3://bucket/KEY from a local folder, as `aws s3 cp
+    URL -` streams an object to stdout: the reader and the training stream both read it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    aws = bin_dir / "aws"
+    aws.write_text(f"#!/bin/sh\n[ \"$1 $2 $4\" = \"s3 cp -\" ] || exit 9\nexec cat {shard_dir}/${{3#s3://bucket/}}\n")
+    aws.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    urls = expand_urls("s3://bucket/train/shard-{000000..000001}.tar")
+    assert [p["key"] for p in resized_pairs(urls, 32)] == [p["key"] for p in resized_pairs(
+        [str(shard_dir / "train" / f"shard-00000{i}.tar") for i in (0, 1)], 32)]
+    stream = StreamConfig(tuple(urls), size=32, batch_size=4, workers=0, shuffle_buffer=4)
+    batch = next(iter(train_dataset(stream)))
+    assert batch["prompt"].shape == (4, 32, 32, 3)

@@ -2,11 +2,8 @@
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -33,6 +30,7 @@ def _config(shard_dir, out, **overrides):
     return TrainConfig(**{**fields, **overrides})
 
 
+@pytest.mark.slow
 def test_overfits_a_few_pairs_and_leaves_the_encoder_untouched(tmp_path):
     write_shards(tmp_path / "few", shards=1, per_shard=4, seed=5)
     cfg = TrainConfig(train=str(tmp_path / "few"), val=str(tmp_path / "few"), out=str(tmp_path / "run"),
@@ -57,6 +55,21 @@ def test_overfits_a_few_pairs_and_leaves_the_encoder_untouched(tmp_path):
     assert list((tmp_path / "run" / "tensorboard").iterdir())
 
 
+def test_best_pt_holds_the_weights_of_the_best_validation(shard_dir, tmp_path):
+    out = tmp_path / "run"
+    train(_config(shard_dir, out, steps=8, val_every=2, lr=3e-3))
+    val = [r for r in _rows(out) if "val_p_ap" in r]
+    best_row = max(val, key=lambda r: r["val_p_ap"])  # the first of equals wins, as in training
+    best = [r for r in val if r["val_p_ap"] == best_row["val_p_ap"]][0]
+    model, meta = load_model(out / "best.pt")
+    assert meta["step"] == best["step"] and meta["validation"]["val_p_ap"] == best["val_p_ap"]
+    state = read_checkpoint(out / "last.pt")["training"]["state"]
+    assert (state["best_step"], state["best_val_p_ap"]) == (best["step"], best["val_p_ap"])
+    if best["step"] == 8:
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                     load_model(out / "last.pt")[0].state_dict().values()))
+
+
 def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
     run = tmp_path / "run"
     train(_config(shard_dir, run, steps=4, save_every=2))
@@ -75,43 +88,32 @@ def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
     assert (run / "last.pt").stat().st_mtime_ns == saved and (run / "metrics.jsonl").read_text() == logged
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(shard_dir, run, steps, *extra):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(_free_port()), "-m", "metauas.cli", "train",
+    """Two gloo ranks; --standalone lets the rendezvous bind a port the OS picks (no
+    check-then-bind race with other tests)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "metauas.cli", "train",
            "--train", str(shard_dir / "train"), "--val", str(shard_dir / "val"), "--out", str(run),
            "--encoder-weights", "none", "--size", "64", "--batch-size", "2", "--steps", str(steps),
            "--workers", "0", "--save-every", "2", "--log-every", "1", "--val-every", "1000",
            "--warmup", "1", "--no-progress", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_two_process_gloo_ddp_trains_is_killed_and_resumes(shard_dir, tmp_path):
+@pytest.mark.slow
+def test_two_process_gloo_ddp_trains_and_resumes(shard_dir, tmp_path):
     run = tmp_path / "ddp"
-    proc = _torchrun(shard_dir, run, 10_000)
-    deadline = time.monotonic() + 120
-    while not (run / "last.pt").exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)  # kill mid-run: torchrun kills both ranks, then exits
-    proc.wait(timeout=60)
-    saved = read_checkpoint(run / "last.pt")["meta"]["step"]
-    assert saved >= 2 and saved % 2 == 0
+    first = _torchrun(shard_dir, run, 4)
+    assert first.returncode == 0, first.stdout
+    assert read_checkpoint(run / "last.pt")["meta"]["step"] == 4
 
-    proc = _torchrun(shard_dir, run, saved + 3, "--resume")
-    output, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, output
+    second = _torchrun(shard_dir, run, 7, "--resume")
+    assert second.returncode == 0, second.stdout
     final = read_checkpoint(run / "last.pt")
-    assert final["meta"]["step"] == saved + 3
+    assert final["meta"]["step"] == 7
     steps = [r["step"] for r in _rows(run) if "loss" in r]
-    assert steps[-3:] == [saved + 1, saved + 2, saved + 3]
+    assert steps == [1, 2, 3, 4, 5, 6, 7]
     pairs_per_step = [r["pairs_per_s"] for r in _rows(run) if "loss" in r]
     assert all(p > 0 for p in pairs_per_step)
 

@@ -1,0 +1,98 @@
+"""Where results go: output places checked before any work, files written whole or not
+at all, and a full disk told as such.
+
+Every command that writes calls `prepare_dir` (or `check_file`) before its first real
+work, so an `--out` that names a file, or a place the user may not write, costs a
+second rather than an evaluation's worth of scoring. `write_atomic` writes to a hidden
+temporary sibling and renames it, removing the temporary file whatever goes wrong, so a
+kill or a full disk never leaves a final-named partial file. `out_of_space` tells a
+full disk (or quota) from other I/O errors, so commands can say what is safe and that
+rerunning resumes, instead of printing a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from metauas.errors import UserError
+
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def out_of_space(err: BaseException) -> bool:
+    """Whether `err` is an OSError for a full disk or an exhausted quota."""
+    return isinstance(err, OSError) and err.errno in OUT_OF_SPACE
+
+
+def _probe(folder: Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+        pass
+
+
+def prepare_dir(path: str | Path, option: str = "--out") -> Path:
+    """Create the output folder (and its parents) and prove it writable; a file in the
+    way or a folder the user may not write is a UserError now, before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file, not a folder: give a folder name (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _probe(path)
+    except OSError as err:
+        raise UserError(f"{option} {path} is not writable ({err.strerror or err})") from None
+    return path
+
+
+def check_file(path: str | Path, suffixes: tuple[str, ...], option: str = "--out") -> Path:
+    """An output file's name and folder, checked before any work: one of `suffixes`,
+    not a folder, in a folder that exists (or can be made) and is writable."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes or path.is_dir():
+        raise UserError(f"{option} {path}: give a file name ending in {' or '.join(suffixes)}")
+    prepare_dir(path.parent, f"{option} {path}: its folder")
+    return path
+
+
+def write_atomic(path: str | Path, data: bytes, fsync: bool = False) -> Path:
+    """Write `data` to a hidden temporary sibling, then rename it over `path`. On any
+    failure (a full disk, a signal turned exception) the temporary file is removed and
+    the error goes on; `path` is either its old self or the whole new file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files `write_atomic` left in `folder` when its process was
+    killed mid-write (their pid is gone); a live process's files are left alone."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        pid = tmp.name.rpartition(".tmp-")[2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -1,0 +1,103 @@
+"""Hostile files made by the tests themselves: a decompression bomb, truncated and
+mistyped images, a folder with links that loop or dangle, broken shards."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tarfile
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(path: Path, side: int) -> Path:
+    """A valid grey PNG of side x side black pixels: a few hundred KB on disk, side**2
+    bytes once decoded (and three times that as RGB)."""
+    squeeze = zlib.compressobj(9)
+    rows = (b"\x00" * (side + 1)) * 1000
+    body = b"".join(squeeze.compress(rows[: (side + 1) * min(1000, side - r)]) for r in range(0, side, 1000))
+    body += squeeze.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b""))
+    return path
+
+
+def textured(rng: np.random.Generator, side: int) -> np.ndarray:
+    base = rng.integers(0, 255, (side // 8, side // 8, 3), dtype=np.uint8)
+    return cv2.resize(base, (side, side), interpolation=cv2.INTER_CUBIC)
+
+
+def hostile_folder(root: Path, bomb: Path) -> Path:
+    """Four good photos, and one of each kind of trouble a folder source meets."""
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir(parents=True)
+    for i in range(4):
+        cv2.imwrite(str(root / f"good{i}.png"), textured(rng, 96))
+    (root / "bomb.png").write_bytes(bomb.read_bytes())
+    good = (root / "good0.png").read_bytes()
+    (root / "truncated.png").write_bytes(good[: len(good) // 3])
+    (root / "notes.jpg").write_text("a text file with an image's name")
+    _gif(root / "sub" / "frame.gif", textured(rng, 96))
+    (root / "readme.txt").write_text("not an image")
+    (root / "self.png").symlink_to("self.png")  # a link to itself
+    (root / "gone.png").symlink_to("nowhere.png")  # a dangling link
+    (root / "sub" / "up").symlink_to("..")  # a folder loop
+    (root / "unreadable.png").symlink_to("/proc/self/clear_refs")  # a file no one may read
+    return root
+
+
+def _gif(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path)
+
+
+def sample_members(rng: np.random.Generator, key: str, side: int = 48, mask_side: int | None = None) -> dict:
+    prompt = textured(rng, side)
+    query = prompt.copy()
+    query[8:24, 8:24] = 255
+    mask = np.zeros((mask_side or side,) * 2, np.uint8)
+    mask[8:24, 8:24] = 255
+    return {f"{key}.prompt.png": cv2.imencode(".png", prompt)[1].tobytes(),
+            f"{key}.query.png": cv2.imencode(".png", query)[1].tobytes(),
+            f"{key}.mask.png": cv2.imencode(".png", mask)[1].tobytes(),
+            f"{key}.json": b'{"schema": "changepair/1", "change": "local"}'}
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def hostile_shards(root: Path) -> dict[str, Path]:
+    """One shard per trouble, and one good shard; returns them by name."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    good = {k: v for i in range(4) for k, v in sample_members(rng, f"{i:09d}").items()}
+    shards = {"good": write_tar(root / "good.tar", good)}
+    whole = shards["good"].read_bytes()
+    (root / "truncated.tar").write_bytes(whole[:1500])  # cut inside the first sample
+    shards["truncated"] = root / "truncated.tar"
+    (root / "random.tar").write_bytes(rng.integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    shards["random"] = root / "random.tar"
+    shards["missing"] = write_tar(root / "missing.tar", {k: v for k, v in sample_members(rng, "000000009").items()
+                                                        if "mask" not in k})
+    shards["wrong_mask"] = write_tar(root / "wrong_mask.tar", sample_members(rng, "000000010", mask_side=32))
+    bad_json = sample_members(rng, "000000011")
+    bad_json["000000011.json"] = b"[" * 100000
+    shards["bad_json"] = write_tar(root / "bad_json.tar", bad_json)
+    garbage = sample_members(rng, "000000012")
+    garbage["000000012.query.png"] = b"\x89PNG\r\n\x1a\n garbage"
+    shards["garbage_image"] = write_tar(root / "garbage_image.tar", garbage)
+    return shards

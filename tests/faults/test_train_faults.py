@@ -1,0 +1,136 @@
+"""train and its checkpoints under hostile inputs and broken machines: pickles never
+run, foreign checkpoints are named, corrupt shards are one line, a full disk keeps the
+last checkpoint, and a SIGKILL then --resume equals the run that was never stopped."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+
+import pytest
+import torch
+from fault_helpers import cli, cpu_of, one_line_error, remount, run_main, temp_files
+from hostile import hostile_shards
+from make_data import tiny_model_config
+
+from metauas.model.checkpoint import read_checkpoint, save_checkpoint
+from metauas.model.network import MetaUAS
+
+TRAIN = ["--size", "32", "--batch-size", "2", "--encoder-weights", "none", "--workers", "0", "--no-progress",
+         "--log-every", "1", "--warmup", "3"]
+
+
+def rows(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+class Payload:
+    """Unpickling this creates a file: the proof that a pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    model = MetaUAS(tiny_model_config())
+    return model, save_checkpoint(tmp_path / "tiny.pt", model, size=64, step=0)
+
+
+def _edit(path, out, change) -> str:
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, out)
+    return str(out)
+
+
+def test_a_pickle_in_a_checkpoint_never_runs(tmp_path, tiny, mvtec_root, shard_dir, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"meta": {"format": "metauas-checkpoint/1"}, "model": Payload(marker)}, evil)
+    image = mvtec_root / "tile" / "train" / "good" / "000.png"
+    one_line_error(run_main(capsys, "predict", "--checkpoint", evil, "--prompt", image, "--query", image,
+                            "--out", tmp_path / "p"), "corrupt or not a checkpoint")
+    one_line_error(run_main(capsys, "evaluate", "--checkpoint", evil, "--data", mvtec_root, "--out", tmp_path / "e"),
+                   "corrupt or not a checkpoint")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(evil.read_bytes())
+    one_line_error(run_main(capsys, "train", "--train", shard_dir / "train", "--out", run, "--steps", "2", "--resume",
+                            *TRAIN), "corrupt or not a checkpoint")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda p: p["meta"]["config"].update(fusion="cat"), ["weights do not fit", "fusion cat", "of another shape"]),
+    (lambda p: p["meta"]["config"].update(dropout=0.1), ["unknown key(s) dropout"]),
+    (lambda p: p.update(meta=["not", "an", "object"]), ["not a metauas checkpoint"]),
+    (lambda p: p["meta"].update(size="large"), ["meta.size"]),
+    (lambda p: p["meta"]["config"].update(decoder_channels=[10**9] * 5), ["decoder channels"]),
+    (lambda p: p["model"].pop(next(iter(p["model"]))), ["1 missing"]),
+])
+def test_checkpoint_fields_are_checked_before_use(tmp_path, tiny, mvtec_root, capsys, change, words):
+    bad = _edit(tiny[1], tmp_path / "bad.pt", change)
+    image = mvtec_root / "tile" / "train" / "good" / "000.png"
+    proc = run_main(capsys, "predict", "--checkpoint", bad, "--prompt", image, "--query", image,
+                    "--out", tmp_path / "p")
+    one_line_error(proc, *words)
+
+
+def test_resume_of_a_model_only_checkpoint_is_refused(tmp_path, tiny, shard_dir, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(tiny[1].read_bytes())  # as `import-official` writes it: no training state
+    proc = run_main(capsys, "train", "--train", shard_dir / "train", "--out", run, "--steps", "2", "--resume", *TRAIN)
+    one_line_error(proc, "without training state", "another --out")
+
+
+def test_every_training_shard_corrupt_is_one_line(tmp_path, capsys):
+    shards = hostile_shards(tmp_path / "shards")
+    bad = [str(p) for name, p in shards.items() if name != "good"]
+    proc = run_main(capsys, "train", "--train", ",".join(bad).join("{}"), "--out", tmp_path / "run", "--steps", "2",
+                    *TRAIN)
+    one_line_error(proc, "no readable training pairs", "corrupt_sample", "unreadable_shard")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, small_disk, shard_dir):
+    """A checkpoint of the default model (random encoder weights) is about 66 MB: the
+    disk holds one, not the temporary copy of the next."""
+    disk = small_disk("100m")
+    run = disk / "run"
+    args = ["--train", shard_dir / "train", "--out", run, "--steps", "6", "--save-every", "2", *TRAIN]
+    line = one_line_error(cli("train", *args), "no space left on device", "last.pt holds step 2", "--resume")
+    assert not temp_files(run)
+    assert read_checkpoint(run / "last.pt")["meta"]["step"] == 2
+    remount(disk, "size=250m")
+    assert cli("train", *args, "--resume").returncode == 0, line
+    assert read_checkpoint(run / "last.pt")["meta"]["step"] == 6
+    steps = [r["step"] for r in rows(run) if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_the_run_never_stopped(tmp_path, shard_dir):
+    """Killed by the kernel at a random share of the run's CPU time, resumed: the same
+    weights, the same losses on the same data, the same learning rates, no row twice."""
+    args = ["--train", shard_dir / "train", "--val", shard_dir / "val", "--steps", "24", "--save-every", "4",
+            "--val-every", "8", "--val-pairs", "4", *TRAIN]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    cpu = cpu_of(lambda: cli("train", *args, "--out", straight))
+    kill_at = random.randint(max(1, int(0.4 * cpu)), max(1, int(0.8 * cpu)))
+    proc = cli("train", *args, "--out", killed, cpu_seconds=kill_at)
+    assert proc.returncode == -signal.SIGKILL, f"killed at {kill_at} of {cpu:.1f} CPU s: {proc.stderr[-2000:]}"
+    assert cli("train", *args, "--out", killed, "--resume").returncode == 0
+    a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(killed / "last.pt")
+    assert a["meta"]["step"] == b["meta"]["step"] == 24
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    keep = ("step", "loss", "lr", "val_p_auroc", "val_p_ap", "val_loss")
+    same = [[{k: r[k] for k in keep if k in r} for r in rows(run)] for run in (straight, killed)]
+    assert same[0] == same[1]
+    assert not temp_files(killed)
