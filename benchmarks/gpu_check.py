@@ -131,6 +131,57 @@ def train_args(c: Check, run: Path, steps: int, *extra: str) -> list[str]:
                     str(max(steps // 20, 1)), "--device", c.device, "--no-progress", *extra)
 
 
+def data_steps(c: Check, tiny: bool) -> None:
+    c.run("generate", cli("generate", "--source", "builtin", "--builtin-split", "train", "--num-pairs", str(c.pairs),
+                          "--size", str(c.size), "--shard-size", str(max(c.pairs // 8, 4)), "--workers",
+                          str(min(8, os.cpu_count() or 1)), "--out", str(c.out / "train"), "--no-progress", "-q"))
+    c.run("generate held-out", cli("generate", "--source", "builtin", "--builtin-split", "heldout", "--num-pairs",
+                                   str(8 if tiny else 128), "--size", str(c.size), "--change-weights",
+                                   "disappear=1,appear=1,exchange=1,local=1,none=1", "--out", str(c.out / "heldout"),
+                                   "--no-progress", "-q"))
+
+
+def training_steps(c: Check, env: dict) -> float:
+    """DDP training, its resume and (CUDA) an fp16 run; returns pairs/s per process."""
+    run = c.out / "run"
+    c.run("DDP train" + ("" if c.device == "cpu" else " (AMP, device augmentation)"), train_args(c, run, c.steps), env)
+    rate = training_rate(run, c.gpus)
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    c.note(f"{c.steps} steps, {c.gpus} processes, {rate:.1f} pairs/s per process, "
+           f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    c.run("resume", train_args(c, run, c.steps + max(1, c.steps // 10), "--resume"), env)
+    if c.device != "cpu":
+        c.run("fp16 train (grad scaler)", train_args(c, c.out / "run-fp16", 30, "--amp", "fp16"), env)
+    return rate
+
+
+def bench_steps(c: Check, rate: float, tiny: bool) -> str:
+    """bench train (fed the measured step rate) and bench model; returns bench train's table."""
+    bench = c.run("bench train", cli("bench", "train", "--shards", str(c.out / "train"), "--size", str(c.size),
+                                     "--batch-size", str(c.batch // c.gpus), "--pairs", str(4 * c.batch // c.gpus),
+                                     "--batches", "2" if tiny else "8", "--device", c.device,
+                                     "--gpu-pairs-s", f"{max(rate, 1e-3):.3f}", "--cores", "8,16,32,64"))
+    row = next((line.split("|") for line in bench.splitlines() if line.startswith("| device |")), None)
+    c.note(f"loader, device augmentation: {row[2].strip()} pairs/s per core, {row[3].strip()} of the decode floor"
+           if row else "")
+    model = c.run("bench model", cli("bench", "model", "--device", c.device, "--size", str(c.size), "--pairs",
+                                     "1" if tiny else "8", "--repeats", "1" if tiny else "3",
+                                     *(["--no-paper"] if tiny else [])))
+    speed = [line for line in model.splitlines() if line.startswith("| default")]
+    c.note(f"lite0: {speed[0].split('|')[7].strip()} pairs/s" if speed else "")
+    return bench
+
+
+def evaluate_step(c: Check, tiny: bool) -> None:
+    bench_set = mvtec_from_pairs(c.out / "heldout", c.out / "eval-set")
+    c.run("evaluate", cli("evaluate", "--checkpoint", str(c.out / "run" / "last.pt"), "--data", str(bench_set),
+                          "--format", "mvtec", "--method", "both", "--seeds", "1" if tiny else "1,3", "--device",
+                          c.device, "--overlays", "1", "--out", str(c.out / "eval"), "-q"))
+    result = json.loads((c.out / "eval" / "metrics.json").read_text())
+    mean = next(r for r in result["rows"] if r["class"] == "mean" and r["method"] == "model")
+    c.note(f"model P-AUROC {mean['metrics']['P-AUROC']:.3f}, I-AUROC {mean['metrics']['I-AUROC']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cpu", action="store_true", help="the CPU form: gloo, no CUDA needed")
@@ -149,52 +200,18 @@ def main(argv: list[str] | None = None) -> int:
               "run with --cpu for the CPU form", file=sys.stderr)
         return 1
     gpus = min(a.gpus, 2 if a.cpu else torch.cuda.device_count())
-    tiny = a.tiny
-    c = Check(device="cpu" if a.cpu else "cuda", gpus=gpus, out=a.out, size=64 if tiny else 256,
-              steps=a.steps or (3 if tiny else 300), batch=(4 if tiny else 32) * gpus,
-              pairs=48 if tiny else 2048, workers=0 if tiny else min(6, max(1, (os.cpu_count() or 2) // gpus - 1)),
-              paper=(a.model or ("lite" if tiny else "paper")) == "paper")
-    env = {"OMP_NUM_THREADS": "1"} if a.cpu else {}
+    c = Check(device="cpu" if a.cpu else "cuda", gpus=gpus, out=a.out, size=64 if a.tiny else 256,
+              steps=a.steps or (3 if a.tiny else 300), batch=(4 if a.tiny else 32) * gpus,
+              pairs=48 if a.tiny else 2048,
+              workers=0 if a.tiny else min(6, max(1, (os.cpu_count() or 2) // gpus - 1)),
+              paper=(a.model or ("lite" if a.tiny else "paper")) == "paper")
     header = (f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda}, {gpus} x {torch.cuda.get_device_name(0)}"
               if not a.cpu else f"CPU form, {gpus} gloo processes") + f", {os.cpu_count()} cores")
     print(f"[gpu_check] {header}", file=sys.stderr)
-
-    c.run("generate", cli("generate", "--source", "builtin", "--builtin-split", "train", "--num-pairs", str(c.pairs),
-                          "--size", str(c.size), "--shard-size", str(max(c.pairs // 8, 4)), "--workers",
-                          str(min(8, os.cpu_count() or 1)), "--out", str(c.out / "train"), "--no-progress", "-q"))
-    c.run("generate held-out", cli("generate", "--source", "builtin", "--builtin-split", "heldout", "--num-pairs",
-                                   str(8 if tiny else 128), "--size", str(c.size), "--change-weights",
-                                   "disappear=1,appear=1,exchange=1,local=1,none=1", "--out", str(c.out / "heldout"),
-                                   "--no-progress", "-q"))
-    run = c.out / "run"
-    c.run("DDP train" + ("" if a.cpu else " (AMP, device augmentation)"), train_args(c, run, c.steps), env)
-    rate = training_rate(run, gpus)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in rows if "loss" in r]
-    c.note(f"{c.steps} steps, {gpus} processes, {rate:.1f} pairs/s per process, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    c.run("resume", train_args(c, run, c.steps + max(1, c.steps // 10), "--resume"), env)
-    if not a.cpu:
-        c.run("fp16 train (grad scaler)", train_args(c, c.out / "run-fp16", 30, "--amp", "fp16"), env)
-    bench = c.run("bench train", cli("bench", "train", "--shards", str(c.out / "train"), "--size", str(c.size),
-                                     "--batch-size", str(c.batch // gpus), "--pairs", str(4 * c.batch // gpus),
-                                     "--batches", "2" if tiny else "8", "--device", c.device,
-                                     "--gpu-pairs-s", f"{max(rate, 1e-3):.3f}", "--cores", "8,16,32,64"))
-    device_row = next((line for line in bench.splitlines() if line.startswith("| device |")), "")
-    c.note(f"loader, device augmentation: {device_row.split('|')[2].strip()} pairs/s per core, "
-           f"{device_row.split('|')[3].strip()} of the decode floor" if device_row else "")
-    model = c.run("bench model", cli("bench", "model", "--device", c.device, "--size", str(c.size), "--pairs",
-                                     "1" if tiny else "8", "--repeats", "1" if tiny else "3",
-                                     *(["--no-paper"] if tiny else [])))
-    speed = [line for line in model.splitlines() if line.startswith("| default")]
-    c.note(f"lite0: {speed[0].split('|')[7].strip()} pairs/s" if speed else "")
-    bench_set = mvtec_from_pairs(c.out / "heldout", c.out / "eval-set")
-    c.run("evaluate", cli("evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(bench_set), "--format",
-                          "mvtec", "--method", "both", "--seeds", "1" if tiny else "1,3", "--device", c.device,
-                          "--overlays", "1",
-                          "--out", str(c.out / "eval"), "-q"))
-    result = json.loads((c.out / "eval" / "metrics.json").read_text())
-    mean = next(r for r in result["rows"] if r["class"] == "mean" and r["method"] == "model")
-    c.note(f"model P-AUROC {mean['metrics']['P-AUROC']:.3f}, I-AUROC {mean['metrics']['I-AUROC']:.3f}")
+    data_steps(c, a.tiny)
+    rate = training_steps(c, {"OMP_NUM_THREADS": "1"} if a.cpu else {})
+    bench = bench_steps(c, rate, a.tiny)
+    evaluate_step(c, a.tiny)
     print(f"\n{header}")
     c.table()
     print(f"\n{bench}")

@@ -52,7 +52,7 @@ def perlin_headline(size: int, repeats: int) -> Headline:
 def train_headline(size: int, pairs: int) -> Headline:
     from metauas.trainer.bench import TrainBenchConfig, bench_train_builtin
 
-    cfg = TrainBenchConfig(size=size, batch_size=8, workers=1, batches=4, pairs=max(pairs, 16))
+    cfg = TrainBenchConfig(size=size, batch_size=16, workers=1, batches=4, pairs=max(pairs, 16))
     r = bench_train_builtin(max(pairs, 32), cfg)
     return Headline("train", f"loader pairs/s per core at {size} px, augmenting on the device",
                     f"{r.loader_per_core['device']:.0f}", f"{r.floor:.0f} (decode floor)", r.ratio("device"),
