@@ -226,8 +226,9 @@ def _pax(data: bytes) -> dict[str, str]:
 def tar_members(stream) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of each regular file of an uncompressed tar stream, parsed directly.
 
-    The tarfile module spends about as long per member as decoding a whole pair takes, so
-    the training stream and every reader here use this instead: POSIX ustar headers
+    Reading a 256 px pair through the tarfile module took 0.12-0.27 ms here (webdataset's
+    reader 0.14-0.16 ms), this 0.04 ms: a few percent of the loader's per-pair budget, so
+    the training stream and every reader here use it: POSIX ustar headers
     (checksums checked), pax extended headers (path, size) and GNU long names; other
     entries (folders, links) are skipped. A corrupt header raises tarfile.ReadError, a cut
     stream EOFError."""

