@@ -1,0 +1,213 @@
+"""Ablation of the training-free lookup baseline (docs/quality.md, "Lookup baseline").
+
+    python benchmarks/lookup_ablation.py --data ../shared/data/magnetic-tile-dev \\
+        --data ../shared/data/glass-dev --heldout /tmp/heldout256 --out /tmp/lookup-ablation \\
+        --cache /tmp/lookup-cache
+
+Encoder features are computed once per image (every test and train/good image of each
+MVTec-layout class at --size, the train images also rotated by 90/180/270 degrees for the
+prompt-rotation rows; every held-out pair's prompt and query) and kept (in memory, and in
+--cache to reuse across runs); every variant is then scored from them. Real classes use
+`evaluate`'s protocol exactly (random 1-shot prompts per seed, queries in batches of 8,
+the prompt encoded alone, exact-protocol metrics), so the `default-old` row equals
+`metauas evaluate --method lookup --seeds 1,3,5,7,9 --size 256`. Held-out pairs: each
+query against its own prompt (one run, no seeds). Writes OUT/results.json (every metric,
+per seed and mean/std) and OUT/table.md (mean ± std of I-AUROC, P-AUROC, P-AP, P-AUPRO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metauas.trainer.lookup import LookupConfig, lookup_from_features
+from metauas.trainer.metrics import METRICS, MetricConfig, compute_metrics
+
+SEEDS = (1, 3, 5, 7, 9)
+BATCH = 8  # evaluate's default --batch-size: the same batches give the same floats
+ROTATIONS = (0, 90, 180, 270)
+TABLE = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
+
+OLD = {"stages": (2, 3), "neighbourhood": 3, "sigma": 4.0}  # LookupConfig's default before this study
+PATCHCORE = {"stages": (1, 2, 3), "neighbourhood": 1, "sigma": 0.0, "upsample": "image"}
+# name -> (LookupConfig fields, prompt rotations); round 1 changes one factor of `default-old`
+VARIANTS: dict[str, tuple[dict, tuple[int, ...]]] = {
+    "default-old": (OLD, (0,)),
+    "plain-patchcore": (PATCHCORE, (0,)),
+    **{f"stages={''.join(map(str, s))}": ({**OLD, "stages": s}, (0,))
+       for s in [(1,), (2,), (3,), (1, 2), (1, 2, 3), (2, 3, 4), (1, 2, 3, 4)]},
+    **{f"k={k}": ({**OLD, "neighbourhood": k}, (0,)) for k in (1, 5, (1, 3), (3, 1), (1, 5))},
+    **{f"sigma={s:g}": ({**OLD, "sigma": s}, (0,)) for s in (0.0, 1.0, 2.0, 8.0)},
+    "norm=prompt": ({**OLD, "normalise": "prompt"}, (0,)),
+    "norm=prompt,q=0.9": ({**OLD, "normalise": "prompt", "quantile": 0.9}, (0,)),
+    "norm=prompt,excl=1": ({**OLD, "normalise": "prompt", "exclude": 1}, (0,)),
+    "norm=prompt,excl=4": ({**OLD, "normalise": "prompt", "exclude": 4}, (0,)),
+    "norm=query": ({**OLD, "normalise": "query"}, (0,)),
+    "agg=max": ({**OLD, "aggregate": "max"}, (0,)),
+    "agg=geomean": ({**OLD, "aggregate": "geomean"}, (0,)),
+    "upsample=image": ({**OLD, "upsample": "image"}, (0,)),
+    "prompt-rot4": (OLD, ROTATIONS),
+}
+
+
+def label(cfg: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cfg.items())
+
+
+def load_encoder():
+    """The encoder exactly as `metauas evaluate --method lookup` builds it."""
+    from metauas.trainer.scoring import build_scorer
+
+    scorer, _ = build_scorer(None, ("lookup",), "features", LookupConfig(), torch.device("cpu"))
+    return scorer.features
+
+
+def _keep(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Stage 0 (stride 2) is never used: an empty placeholder keeps the stage indices."""
+    return [torch.empty(0), *feats[1:]]
+
+
+def encode_class(encode, root: Path, size: int) -> dict:
+    """One MVTec-layout class: test features in evaluate's batches, masks, labels, and
+    every train image's features (batch 1, as evaluate encodes a shared prompt) per rotation."""
+    from metauas.trainer.evaluate import _mask
+    from metauas.trainer.readers import read_benchmark, read_image
+    from metauas.trainer.scoring import load_tensor, to_tensor
+
+    (data,) = read_benchmark(root, "mvtec").classes
+    batches, masks, problems = [], [], []
+    for i in range(0, len(data.test), BATCH):
+        samples = data.test[i:i + BATCH]
+        images = [read_image(s.path) for s in samples]
+        batches.append(_keep(encode(torch.stack([to_tensor(rgb, size) for rgb in images]))))
+        masks += [_mask(s, rgb.shape, size, "exact", problems) for s, rgb in zip(samples, images)]
+    train = {(str(p), r): _keep(encode(torch.rot90(load_tensor(p, size)[None], r // 90, dims=(2, 3))))
+             for p in data.train for r in ROTATIONS}
+    return {"name": data.name, "train_paths": [str(p) for p in data.train], "train": train, "batches": batches,
+            "masks": masks, "labels": [s.label for s in data.test], "problems": problems}
+
+
+def encode_heldout(encode, urls: str, size: int) -> dict:
+    """Held-out pairs in batches: query features, and prompt features per rotation."""
+    from metauas.trainer.data import iter_pairs
+
+    pairs = list(iter_pairs(urls, size))
+    batches = []
+    for i in range(0, len(pairs), BATCH):
+        chunk = pairs[i:i + BATCH]
+        prompts = torch.stack([p["prompt"] for p in chunk])
+        batches.append({"query": _keep(encode(torch.stack([p["query"] for p in chunk]))),
+                        "prompt": {r: _keep(encode(torch.rot90(prompts, r // 90, dims=(2, 3)))) for r in ROTATIONS}})
+    masks = [p["mask"][0].numpy() > 0.5 for p in pairs]
+    return {"name": "heldout", "batches": batches, "masks": masks, "labels": [int(m.any()) for m in masks]}
+
+
+def cached(path: Path | None, key: dict, make) -> dict:
+    """`make()` once; reused from `path` when it was made with the same `key`."""
+    if path is not None and path.is_file():
+        stored = torch.load(path, weights_only=False)
+        if stored["key"] == key:
+            return stored["value"]
+    value = make()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "value": value}, path)
+    return value
+
+
+def _maps(prompt_feats, query_feats, size: int, cfg: LookupConfig) -> list[np.ndarray]:
+    m = lookup_from_features(prompt_feats, query_feats, (size, size), cfg).float()
+    return [x.cpu().numpy().reshape(size, size) for x in m]
+
+
+def score_class(data: dict, cfg: LookupConfig, rotations, size: int) -> dict[str, dict]:
+    """Seven metrics per seed: the seed's random 1-shot prompt against every test image."""
+    from metauas.trainer.prompts import random_prompts
+
+    runs = {}
+    for seed in SEEDS:
+        (prompt,) = random_prompts([Path(p) for p in data["train_paths"]], 1, seed, data["name"])
+        shots = [data["train"][(str(prompt), r)] for r in rotations]
+        maps = [m for q in data["batches"] for m in _maps(shots, q, size, cfg)]
+        runs[f"seed{seed}"] = compute_metrics(maps, data["masks"], data["labels"], MetricConfig())
+    return runs
+
+
+def score_heldout(data: dict, cfg: LookupConfig, rotations, size: int) -> dict[str, dict]:
+    maps = [m for b in data["batches"] for m in _maps([b["prompt"][r] for r in rotations], b["query"], size, cfg)]
+    return {"pairs": compute_metrics(maps, data["masks"], data["labels"], MetricConfig())}
+
+
+def summarise(runs: dict[str, dict]) -> dict:
+    values = {m: np.array([r[m] for r in runs.values()], float) for m in METRICS}
+    return {"runs": runs, "mean": {m: float(np.nanmean(v)) for m, v in values.items()},
+            "std": {m: float(np.nanstd(v)) for m, v in values.items()}}
+
+
+def _cell(result: dict, metric: str, seeds: bool) -> str:
+    mean = 100 * result["mean"][metric]
+    return f"{mean:.1f} ± {100 * result['std'][metric]:.1f}" if seeds else f"{mean:.1f}"
+
+
+def write_table(results: dict, datasets: list[str], path: Path) -> str:
+    lines = []
+    for name in datasets:
+        seeds = name != "heldout"
+        lines += [f"### {name}" + ("" if seeds else " (one run: each pair's own prompt)"), "",
+                  "| variant | " + " | ".join(TABLE) + " |", "|---" * (len(TABLE) + 1) + "|"]
+        lines += [f"| {v} | " + " | ".join(_cell(r["datasets"][name], m, seeds) for m in TABLE) + " |"
+                  for v, r in results.items() if name in r["datasets"]]
+        lines.append("")
+    text = "\n".join(lines)
+    path.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, action="append", default=[], help="MVTec-layout folder (one class)")
+    parser.add_argument("--heldout", type=Path, help="folder of generated held-out shards")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, help="folder for cached encoder features")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--variants", default="", help="comma-separated names (default: all)")
+    args = parser.parse_args()
+    names = [v for v in args.variants.split(",") if v] or list(VARIANTS)
+    start = time.perf_counter()
+    encode = load_encoder()
+    sets = []
+    for root in args.data:
+        key = {"root": str(root.resolve()), "size": args.size, "kind": "mvtec"}
+        sets.append(cached(args.cache and args.cache / f"{root.name}-{args.size}.pt", key,
+                           lambda root=root: encode_class(encode, root, args.size)))
+    if args.heldout:
+        key = {"root": str(args.heldout.resolve()), "size": args.size, "kind": "pairs"}
+        sets.append(cached(args.cache and args.cache / f"heldout-{args.size}.pt", key,
+                           lambda: encode_heldout(encode, str(args.heldout / "shard-*.tar"), args.size)))
+    encoded = time.perf_counter() - start
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in names:
+        fields, rotations = VARIANTS[name]
+        cfg, t0 = LookupConfig(**fields), time.perf_counter()
+        score = {True: score_heldout, False: score_class}
+        results[name] = {"config": asdict(cfg), "prompt_rotations": list(rotations), "datasets": {
+            d["name"]: summarise(score[d["name"] == "heldout"](d, cfg, rotations, args.size)) for d in sets}}
+        results[name]["seconds"] = time.perf_counter() - t0
+        print(f"{name}: {results[name]['seconds']:.1f} s", flush=True)
+    total = time.perf_counter() - start
+    meta = {"size": args.size, "seeds": SEEDS, "encode_seconds": encoded, "total_seconds": total,
+            "threads": torch.get_num_threads(), "problems": [p for d in sets for p in d.get("problems", [])]}
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "variants": results}, indent=1))
+    print(write_table(results, [d["name"] for d in sets], args.out / "table.md"))
+    print(f"encoding {encoded:.0f} s, total {total:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
