@@ -34,25 +34,65 @@ BATCH = 8  # evaluate's default --batch-size: the same batches give the same flo
 ROTATIONS = (0, 90, 180, 270)
 TABLE = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
 
-OLD = {"stages": (2, 3), "neighbourhood": 3, "sigma": 4.0}  # LookupConfig's default before this study
-PATCHCORE = {"stages": (1, 2, 3), "neighbourhood": 1, "sigma": 0.0, "upsample": "image"}
+# LookupConfig's default before this study, every field spelled out so that rows do not
+# move when the defaults do
+OLD = {"stages": (2, 3), "neighbourhood": 3, "sigma": 4.0, "normalise": "none", "exclude": 2, "quantile": 0.5,
+       "aggregate": "mean", "upsample": "finest"}
+# one-shot PatchCore: strides 4, 8, 16, no pooling, no blur, 1 - max cosine summed over
+# stages at image size (the mean ranks every pixel as the sum does)
+PATCHCORE = {**OLD, "stages": (1, 2, 3), "neighbourhood": 1, "sigma": 0.0, "upsample": "image"}
+
+
+def _k(k: int | tuple[int, ...]) -> str:
+    return "/".join(map(str, k)) if isinstance(k, tuple) else str(k)
+
+
 # name -> (LookupConfig fields, prompt rotations); round 1 changes one factor of `default-old`
 VARIANTS: dict[str, tuple[dict, tuple[int, ...]]] = {
     "default-old": (OLD, (0,)),
+    "default": ({}, (0,)),  # LookupConfig() as the code has it now
     "plain-patchcore": (PATCHCORE, (0,)),
     **{f"stages={''.join(map(str, s))}": ({**OLD, "stages": s}, (0,))
        for s in [(1,), (2,), (3,), (1, 2), (1, 2, 3), (2, 3, 4), (1, 2, 3, 4)]},
-    **{f"k={k}": ({**OLD, "neighbourhood": k}, (0,)) for k in (1, 5, (1, 3), (3, 1), (1, 5))},
+    **{f"k={_k(k)}": ({**OLD, "neighbourhood": k}, (0,)) for k in (1, 5, (1, 3), (3, 1), (1, 5))},
     **{f"sigma={s:g}": ({**OLD, "sigma": s}, (0,)) for s in (0.0, 1.0, 2.0, 8.0)},
     "norm=prompt": ({**OLD, "normalise": "prompt"}, (0,)),
-    "norm=prompt,q=0.9": ({**OLD, "normalise": "prompt", "quantile": 0.9}, (0,)),
-    "norm=prompt,excl=1": ({**OLD, "normalise": "prompt", "exclude": 1}, (0,)),
-    "norm=prompt,excl=4": ({**OLD, "normalise": "prompt", "exclude": 4}, (0,)),
+    "norm=prompt q=0.9": ({**OLD, "normalise": "prompt", "quantile": 0.9}, (0,)),
+    "norm=prompt excl=1": ({**OLD, "normalise": "prompt", "exclude": 1}, (0,)),
+    "norm=prompt excl=4": ({**OLD, "normalise": "prompt", "exclude": 4}, (0,)),
     "norm=query": ({**OLD, "normalise": "query"}, (0,)),
     "agg=max": ({**OLD, "aggregate": "max"}, (0,)),
     "agg=geomean": ({**OLD, "aggregate": "geomean"}, (0,)),
     "upsample=image": ({**OLD, "upsample": "image"}, (0,)),
     "prompt-rot4": (OLD, ROTATIONS),
+}
+K1 = {**OLD, "neighbourhood": 1}  # round 1's clear winner on every set
+# round 2: combinations around k=1 (each row names what differs from `k=1`)
+VARIANTS |= {
+    **{f"k=1 sigma={s:g}": ({**K1, "sigma": s}, (0,)) for s in (0.0, 2.0)},
+    **{f"k=1 stages={''.join(map(str, s))}": ({**K1, "stages": s}, (0,))
+       for s in [(1, 2), (1, 2, 3), (2, 3, 4), (1, 2, 3, 4), (3, 4)]},
+    "k=1 agg=max": ({**K1, "aggregate": "max"}, (0,)),
+    "k=1 agg=geomean": ({**K1, "aggregate": "geomean"}, (0,)),
+    "k=1 norm=prompt q=0.9": ({**K1, "normalise": "prompt", "quantile": 0.9}, (0,)),
+    "k=1/1/3 stages=123": ({**K1, "stages": (1, 2, 3), "neighbourhood": (1, 1, 3)}, (0,)),
+    "k=3/1/1 stages=123": ({**K1, "stages": (1, 2, 3), "neighbourhood": (3, 1, 1)}, (0,)),
+    "k=1 stages=234 agg=geomean": ({**K1, "stages": (2, 3, 4), "aggregate": "geomean"}, (0,)),
+    "k=1 stages=1234 agg=geomean": ({**K1, "stages": (1, 2, 3, 4), "aggregate": "geomean"}, (0,)),
+    "k=1 prompt-rot4": (K1, ROTATIONS),
+    "k=1 stages=123 prompt-rot4": ({**K1, "stages": (1, 2, 3)}, ROTATIONS),
+    "k=1 stages=234 prompt-rot4": ({**K1, "stages": (2, 3, 4)}, ROTATIONS),
+    "plain-patchcore prompt-rot4": (PATCHCORE, ROTATIONS),
+}
+# round 3: around the round-2 leaders (k=1 with geomean, stage 4 for context)
+VARIANTS |= {
+    "k=1 stages=123 agg=geomean": ({**K1, "stages": (1, 2, 3), "aggregate": "geomean"}, (0,)),
+    "k=1 stages=24": ({**K1, "stages": (2, 4)}, (0,)),
+    "k=1 stages=24 agg=geomean": ({**K1, "stages": (2, 4), "aggregate": "geomean"}, (0,)),
+    **{f"k=1 stages=234 agg=geomean sigma={s:g}": ({**K1, "stages": (2, 3, 4), "aggregate": "geomean", "sigma": s},
+                                                   (0,)) for s in (0.0, 2.0)},
+    "k=1 agg=geomean prompt-rot4": ({**K1, "aggregate": "geomean"}, ROTATIONS),
+    "k=1 stages=234 agg=geomean prompt-rot4": ({**K1, "stages": (2, 3, 4), "aggregate": "geomean"}, ROTATIONS),
 }
 
 
@@ -150,36 +190,51 @@ def summarise(runs: dict[str, dict]) -> dict:
             "std": {m: float(np.nanstd(v)) for m, v in values.items()}}
 
 
+def paired(result: dict, reference: dict) -> dict:
+    """Per metric, the variant minus the reference on the same prompts (seed by seed): mean,
+    std and how many seeds it is ahead. Prompts are shared, so this is far less noisy than
+    comparing the two seed spreads."""
+    out = {}
+    for m in METRICS:
+        d = np.array([result["runs"][r][m] - reference["runs"][r][m] for r in result["runs"]], float)
+        out[m] = {"mean": float(d.mean()), "std": float(d.std()), "ahead": int((d > 0).sum()),
+                  "behind": int((d < 0).sum())}
+    return out
+
+
 def _cell(result: dict, metric: str, seeds: bool) -> str:
     mean = 100 * result["mean"][metric]
     return f"{mean:.1f} ± {100 * result['std'][metric]:.1f}" if seeds else f"{mean:.1f}"
 
 
-def write_table(results: dict, datasets: list[str], path: Path) -> str:
+def _delta(d: dict) -> str:
+    return f"{100 * d['mean']:+.1f} ± {100 * d['std']:.1f} ({d['ahead']}/{d['ahead'] + d['behind']})"
+
+
+def write_table(results: dict, datasets: list[str], references: list[str], path: Path) -> str:
+    """Per set: mean ± std over seeds; for seeded sets also each variant minus each reference
+    on the same prompts (mean ± std of the per-seed difference, seeds ahead / seeds differing)."""
     lines = []
     for name in datasets:
         seeds = name != "heldout"
+        rows = [(v, r["datasets"][name]) for v, r in results.items() if name in r["datasets"]]
         lines += [f"### {name}" + ("" if seeds else " (one run: each pair's own prompt)"), "",
                   "| variant | " + " | ".join(TABLE) + " |", "|---" * (len(TABLE) + 1) + "|"]
-        lines += [f"| {v} | " + " | ".join(_cell(r["datasets"][name], m, seeds) for m in TABLE) + " |"
-                  for v, r in results.items() if name in r["datasets"]]
+        lines += [f"| {v} | " + " | ".join(_cell(r, m, seeds) for m in TABLE) + " |" for v, r in rows]
+        for ref_name in (references if seeds else []):
+            if ref_name in results:
+                ref = results[ref_name]["datasets"][name]
+                lines += ["", f"{name}, paired with {ref_name}:", "", "| variant | " +
+                          " | ".join(f"Δ {m}" for m in TABLE) + " |", "|---" * (len(TABLE) + 1) + "|"]
+                lines += [f"| {v} | " + " | ".join(_delta(paired(r, ref)[m]) for m in TABLE) + " |"
+                          for v, r in rows if v != ref_name]
         lines.append("")
     text = "\n".join(lines)
     path.write_text(text)
     return text
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, action="append", default=[], help="MVTec-layout folder (one class)")
-    parser.add_argument("--heldout", type=Path, help="folder of generated held-out shards")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, help="folder for cached encoder features")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--variants", default="", help="comma-separated names (default: all)")
-    args = parser.parse_args()
-    names = [v for v in args.variants.split(",") if v] or list(VARIANTS)
-    start = time.perf_counter()
+def encode_sets(args: argparse.Namespace) -> list[dict]:
     encode = load_encoder()
     sets = []
     for root in args.data:
@@ -190,22 +245,46 @@ def main() -> None:
         key = {"root": str(args.heldout.resolve()), "size": args.size, "kind": "pairs"}
         sets.append(cached(args.cache and args.cache / f"heldout-{args.size}.pt", key,
                            lambda: encode_heldout(encode, str(args.heldout / "shard-*.tar"), args.size)))
-    encoded = time.perf_counter() - start
+    return sets
+
+
+def score_variant(sets: list[dict], name: str, size: int) -> dict:
+    fields, rotations = VARIANTS[name]
+    cfg, start = LookupConfig(**fields), time.perf_counter()
+    datasets = {d["name"]: summarise((score_heldout if d["name"] == "heldout" else score_class)(d, cfg, rotations, size))
+                for d in sets}
+    return {"config": asdict(cfg), "prompt_rotations": list(rotations), "datasets": datasets,
+            "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, action="append", default=[], help="MVTec-layout folder (one class)")
+    parser.add_argument("--heldout", type=Path, help="folder of generated held-out shards")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, help="folder for cached encoder features")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--variants", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--reference", default="default-old,default",
+                        help="comma-separated variants the paired differences are taken to")
+    args = parser.parse_args()
+    names = [v for v in args.variants.split(",") if v] or list(VARIANTS)
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    start = time.perf_counter()
+    sets = encode_sets(args)
+    meta = {"size": args.size, "seeds": SEEDS, "encode_seconds": time.perf_counter() - start,
+            "threads": torch.get_num_threads(), "problems": [p for d in sets for p in d.get("problems", [])]}
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name in names:
-        fields, rotations = VARIANTS[name]
-        cfg, t0 = LookupConfig(**fields), time.perf_counter()
-        score = {True: score_heldout, False: score_class}
-        results[name] = {"config": asdict(cfg), "prompt_rotations": list(rotations), "datasets": {
-            d["name"]: summarise(score[d["name"] == "heldout"](d, cfg, rotations, args.size)) for d in sets}}
-        results[name]["seconds"] = time.perf_counter() - t0
+    for name in names:  # written after every variant: an interrupted run keeps what it scored
+        results[name] = score_variant(sets, name, args.size)
         print(f"{name}: {results[name]['seconds']:.1f} s", flush=True)
-    total = time.perf_counter() - start
-    meta = {"size": args.size, "seeds": SEEDS, "encode_seconds": encoded, "total_seconds": total,
-            "threads": torch.get_num_threads(), "problems": [p for d in sets for p in d.get("problems", [])]}
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "variants": results}, indent=1))
-    print(write_table(results, [d["name"] for d in sets], args.out / "table.md"))
+        meta["total_seconds"] = time.perf_counter() - start
+        (args.out / "results.json").write_text(json.dumps({"meta": meta, "variants": results}, indent=1))
+    encoded, total = meta["encode_seconds"], meta["total_seconds"]
+    print(write_table(results, [d["name"] for d in sets], args.reference.split(","), args.out / "table.md"))
     print(f"encoding {encoded:.0f} s, total {total:.0f} s")
 
 

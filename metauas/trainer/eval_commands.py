@@ -42,7 +42,7 @@ def evaluate_command(
     image_score: str = typer.Option("max", "--image-score", help="Image score from the map: max (paper) | topk (mean of the --topk highest pixels)."),
     topk: int = typer.Option(100, "--topk", help="Pixels averaged by --image-score topk."),
     pixel_bins: int = typer.Option(1 << 20, "--pixel-bins", help="Pixel-metric score levels: this many even bins over [2^-8, 1] plus log-spaced ones below (memory stays bounded at any pixel count; max error 2.5e-7 measured); 0 = every distinct score (exact, memory grows with pixels)."),
-    smooth: float = typer.Option(4.0, "--lookup-sigma", help="Gaussian smoothing (pixels) of the lookup baseline's map; 0 = none."),
+    smooth: float = typer.Option(None, "--lookup-sigma", help="Gaussian smoothing (pixels) of the lookup baseline's map; 0 = none (default: the baseline's own, 4)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Queries per forward pass."),
     overlays: int = typer.Option(2, "--overlays", help="Best and worst anomalous queries drawn per class and method (0 = none)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
@@ -63,7 +63,7 @@ def evaluate_command(
         prompt_rotations=_ints(prompt_rotations, "--prompt-rotations"), mix_weight=mix_weight,
         prompts_file=prompts, batch_size=batch_size, overlays=overlays, device=device, compile=compile,
         metric=MetricConfig(protocol=protocol, image_score=image_score, topk=topk, pixel_bins=pixel_bins),
-        lookup=LookupConfig(sigma=smooth),
+        lookup=LookupConfig() if smooth is None else LookupConfig(sigma=smooth),
     )
     result = evaluate(cfg)
     typer.echo(f"protocol: {protocol}")
