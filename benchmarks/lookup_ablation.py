@@ -12,7 +12,11 @@ prompt-rotation rows; every held-out pair's prompt and query) and kept (in memor
 the prompt encoded alone, exact-protocol metrics), so the `default-old` row equals
 `metauas evaluate --method lookup --seeds 1,3,5,7,9 --size 256`. Held-out pairs: each
 query against its own prompt (one run, no seeds). Writes OUT/results.json (every metric,
-per seed and mean/std) and OUT/table.md (mean ± std of I-AUROC, P-AUROC, P-AP, P-AUPRO).
+per seed and mean/std) and OUT/table.md (mean ± std of I-AUROC, P-AUROC, P-AP, P-AUPRO,
+and each variant's per-seed difference to the --reference rows on the same prompts).
+
+Seeds can draw the same prompt twice (glass-dev's five seeds draw three distinct images):
+`--every-prompt` replaces the seeds with one run per normal training image, each once.
 """
 
 from __future__ import annotations
@@ -166,20 +170,28 @@ def _maps(prompt_feats, query_feats, size: int, cfg: LookupConfig) -> list[np.nd
     return [x.cpu().numpy().reshape(size, size) for x in m]
 
 
-def score_class(data: dict, cfg: LookupConfig, rotations, size: int) -> dict[str, dict]:
-    """Seven metrics per seed: the seed's random 1-shot prompt against every test image."""
+def class_prompts(data: dict, every_prompt: bool) -> dict[str, Path]:
+    """Run name -> prompt: the seeds' random picks (seeds may pick the same image), or
+    every normal training image once."""
     from metauas.trainer.prompts import random_prompts
 
+    train = [Path(p) for p in data["train_paths"]]
+    if every_prompt:
+        return {f"prompt-{p.name}": p for p in train}
+    return {f"seed{s}": random_prompts(train, 1, s, data["name"])[0] for s in SEEDS}
+
+
+def score_class(data: dict, cfg: LookupConfig, rotations, size: int, every_prompt: bool = False) -> dict[str, dict]:
+    """Seven metrics per run: the run's 1-shot prompt against every test image."""
     runs = {}
-    for seed in SEEDS:
-        (prompt,) = random_prompts([Path(p) for p in data["train_paths"]], 1, seed, data["name"])
+    for run, prompt in class_prompts(data, every_prompt).items():
         shots = [data["train"][(str(prompt), r)] for r in rotations]
         maps = [m for q in data["batches"] for m in _maps(shots, q, size, cfg)]
-        runs[f"seed{seed}"] = compute_metrics(maps, data["masks"], data["labels"], MetricConfig())
+        runs[run] = compute_metrics(maps, data["masks"], data["labels"], MetricConfig())
     return runs
 
 
-def score_heldout(data: dict, cfg: LookupConfig, rotations, size: int) -> dict[str, dict]:
+def score_heldout(data: dict, cfg: LookupConfig, rotations, size: int, every_prompt: bool = False) -> dict[str, dict]:
     maps = [m for b in data["batches"] for m in _maps([b["prompt"][r] for r in rotations], b["query"], size, cfg)]
     return {"pairs": compute_metrics(maps, data["masks"], data["labels"], MetricConfig())}
 
@@ -248,11 +260,11 @@ def encode_sets(args: argparse.Namespace) -> list[dict]:
     return sets
 
 
-def score_variant(sets: list[dict], name: str, size: int) -> dict:
+def score_variant(sets: list[dict], name: str, size: int, every_prompt: bool) -> dict:
     fields, rotations = VARIANTS[name]
     cfg, start = LookupConfig(**fields), time.perf_counter()
-    datasets = {d["name"]: summarise((score_heldout if d["name"] == "heldout" else score_class)(d, cfg, rotations, size))
-                for d in sets}
+    score = {d["name"]: score_heldout if d["name"] == "heldout" else score_class for d in sets}
+    datasets = {d["name"]: summarise(score[d["name"]](d, cfg, rotations, size, every_prompt)) for d in sets}
     return {"config": asdict(cfg), "prompt_rotations": list(rotations), "datasets": datasets,
             "seconds": time.perf_counter() - start}
 
@@ -265,6 +277,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="folder for cached encoder features")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--variants", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--every-prompt", action="store_true",
+                        help="one run per normal training image instead of the seeds' random picks")
     parser.add_argument("--reference", default="default-old,default",
                         help="comma-separated variants the paired differences are taken to")
     args = parser.parse_args()
@@ -274,12 +288,12 @@ def main() -> None:
         parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     start = time.perf_counter()
     sets = encode_sets(args)
-    meta = {"size": args.size, "seeds": SEEDS, "encode_seconds": time.perf_counter() - start,
+    meta = {"size": args.size, "runs": "every prompt" if args.every_prompt else f"seeds {SEEDS}", "encode_seconds": time.perf_counter() - start,
             "threads": torch.get_num_threads(), "problems": [p for d in sets for p in d.get("problems", [])]}
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in names:  # written after every variant: an interrupted run keeps what it scored
-        results[name] = score_variant(sets, name, args.size)
+        results[name] = score_variant(sets, name, args.size, args.every_prompt)
         print(f"{name}: {results[name]['seconds']:.1f} s", flush=True)
         meta["total_seconds"] = time.perf_counter() - start
         (args.out / "results.json").write_text(json.dumps({"meta": meta, "variants": results}, indent=1))
