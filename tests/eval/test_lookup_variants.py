@@ -110,7 +110,7 @@ def test_query_normalisation_divides_each_stage_by_its_median():
 
 def test_per_stage_windows_and_mean_at_image_size_are_the_mean_of_single_stage_maps():
     prompt, query = _feats(7), _feats(8, batch=2)
-    one = dict(sigma=0.0, upsample="image")
+    one = {"sigma": 0.0, "upsample": "image"}
     both = lookup_from_features([prompt], query, (64, 64), LookupConfig(stages=(2, 3), neighbourhood=(1, 3), **one))
     s2 = lookup_from_features([prompt], query, (64, 64), LookupConfig(stages=(2,), neighbourhood=1, **one))
     s3 = lookup_from_features([prompt], query, (64, 64), LookupConfig(stages=(3,), neighbourhood=3, **one))
