@@ -17,11 +17,11 @@ from metauas.changegen.config import DEFAULT_WEIGHTS, GenerateConfig
 from metauas.configs import default
 from metauas.errors import UserError
 from metauas.options import (
+    RecipeName,
     build_config,
     config_option,
     progress_option,
     quiet_option,
-    RecipeName,
     recipe_option,
     setup_output,
     verbose_option,
@@ -128,8 +128,8 @@ def generate(
     paper's data settings (docs/reproduce.md); options typed beside either override them."""
     from metauas.changegen.config import parse_change_weights
     from metauas.changegen.run import generate_dataset
-    from metauas.recipes import recipe as recipe_settings
     from metauas.changegen.shards import skip_report
+    from metauas.recipes import recipe as recipe_settings
 
     values = dict(locals())
     values["progress"] = setup_output(quiet, verbose, progress)

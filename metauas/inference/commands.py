@@ -71,10 +71,9 @@ def bench_model_command(
     the reference runs the same weights image by image with autograd on."""
     import torch
 
+    from metauas.devices import resolve_device
     from metauas.inference.bench import bench_model
     from metauas.model.config import EncoderConfig, ModelConfig
-
-    from metauas.devices import resolve_device
 
     dev = str(resolve_device(device))
     configs = [("default (lite0)", ModelConfig(encoder=EncoderConfig(weights="none")))]

@@ -15,11 +15,11 @@ from metauas.configs import default
 from metauas.devices import CHOICES as DEVICE_CHOICES
 from metauas.errors import UserError
 from metauas.options import (
+    RecipeName,
     build_config,
     config_option,
     progress_option,
     quiet_option,
-    RecipeName,
     recipe_option,
     setup_output,
     typed,

@@ -90,8 +90,8 @@ def test_visa_raw_and_prepared_layouts_read_alike(tmp_path):
     """The raw download (split CSV, small-valued masks) and prepare_data.py's MVTec-style
     output list the same images with the same labels and the same masks."""
     import numpy as np
-
     from make_data import make_visa_raw, prepare_visa
+
     from metauas.evaluation.readers import load_mask
 
     raw = make_visa_raw(tmp_path / "VisA", {"candle": (200, 180, 90), "pcb1": (60, 140, 70)})
