@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast test-numpy1 bench gpu-check clean
+.PHONY: install demo test test-slow test-numpy1 bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,13 +23,15 @@ DEMO_REAL ?= $(wildcard ../shared/data/magnetic-tile-dev ../shared/data/glass-de
 demo: install
 	$(VENV)/bin/metauas demo --out demo-out $(foreach d,$(DEMO_REAL),--real $(d))
 
-# everything: the fault suite, the fuzz pass, real kills and DDP included (CI runs this)
+# the suite: everything not marked slow (the fault suite and the fuzz pass included), under
+# ten minutes on 2 cores
 test: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
-
-# the everyday suite: everything not marked slow
-test-fast: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
+
+# the long variants: real kills, DDP, the demo, ONNX export, the browser page, the GPU
+# check's CPU form, reproduce.md's commands (CI runs them after `make test`)
+test-slow: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow tests
 
 # the metrics on NumPy 1.x (pyproject allows numpy>=1.24): base install + pytest, no torch
 test-numpy1:

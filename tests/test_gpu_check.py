@@ -28,6 +28,7 @@ def _rows(out: str) -> dict[str, str]:
             if len(cells) == 5 and cells[1].strip() in STEPS}
 
 
+@pytest.mark.slow  # the whole check in its CPU form: a minute or two on 2 cores
 def test_cpu_form_runs_every_step(tmp_path):
     rows = _rows(_run(tmp_path))
     assert set(rows) == set(STEPS) and "FAILED" not in "".join(rows.values())

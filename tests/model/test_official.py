@@ -262,6 +262,7 @@ def _hub_run(code: str, env_dirs: dict[str, Path]) -> subprocess.CompletedProces
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow  # two fresh interpreters load b4 and convert: about a minute
 def test_pretrained_names_load_from_the_hub_cache_and_convert_once(reference, official_file, tmp_path):
     """A local Hugging Face cache laid out as hf_hub_download leaves it; no network."""
     commit = "0123456789abcdef0123456789abcdef01234567"
