@@ -59,11 +59,13 @@ def generate(
     min_area: float = typer.Option(0.01, "--min-area", help="Smallest instance kept, as a fraction of the output image."),
     max_area: float = typer.Option(0.35, "--max-area", help="Largest instance kept, as a fraction of the output image."),
     max_exchange: int = typer.Option(3, "--max-exchange", help="exchange pastes 1..N instances."),
+    local_masks: Optional[str] = typer.Option(None, "--local-masks", help="Mask kinds of the local change with weights, e.g. perlin=1,blob=1,stroke=1,stain=0.5: perlin (DRAEM's Perlin regions, the paper's; the default alone) | blob (one pit/blowhole, 3-12% of the side across) | stroke (a scratch/crack polyline, 0.8-3.5% of the side wide) | stain (fine Perlin noise inside one small ellipse)."),
+    local_intensity: float = typer.Option(0.5, "--local-intensity", help="Probability that a blob/stroke/stain is a darker or brighter spot instead of DRAEM's fill from another image or texture."),
     start_method: Optional[str] = typer.Option(None, "--start-method", help="multiprocessing start method: spawn (default) | fork | forkserver."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with pairs/s and ETA on stderr."),
 ) -> None:
     """Generate synthetic change pairs as WebDataset shards (schema changepair/1)."""
-    from metauas.changegen.config import DEFAULT_WEIGHTS, GenerateConfig, parse_change_weights
+    from metauas.changegen.config import DEFAULT_LOCAL_MASKS, DEFAULT_WEIGHTS, GenerateConfig, parse_change_weights, parse_local_masks
     from metauas.changegen.run import generate_dataset
 
     cfg = GenerateConfig(
@@ -73,6 +75,8 @@ def generate(
         lama_model=lama_model, change_weights=parse_change_weights(change_weights) if change_weights else dict(DEFAULT_WEIGHTS),
         min_side=min_side, min_area=min_area, max_area=max_area, max_exchange=max_exchange,
         workers=workers, shards=shards, progress=progress, start_method=start_method,
+        local_masks=parse_local_masks(local_masks) if local_masks else dict(DEFAULT_LOCAL_MASKS),
+        local_intensity=local_intensity,
     )
     index = generate_dataset(cfg)
     typer.echo(str(index))
