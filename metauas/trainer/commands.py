@@ -32,6 +32,32 @@ def _model_config(encoder: str, encoder_weights: str, layout: str, alignment: st
                        learn_temperature=learn_temperature)
 
 
+DISCREPANCY_HELP = ("Encoder stages (0 = finest; lite0 strides 2,4,8,16,32) whose prompt-query discrepancy, "
+                    "1 - max cosine of each query position to any prompt position (frozen features, no "
+                    "learning), joins the decoder as one more channel at that stage, e.g. 1,2,3; "
+                    "'none' = off. Default: ModelConfig's.")
+
+
+def _with_discrepancy(model, stages: str | None, pool: int | None, residual: float | None):
+    """`model` with the discrepancy options that were given (None keeps ModelConfig's default)."""
+    import dataclasses
+
+    from metauas.errors import UserError
+
+    changes: dict = {}
+    if stages is not None:
+        text = stages.replace(" ", "")
+        try:
+            changes["discrepancy_stages"] = () if text in ("", "none") else tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise UserError(f"--discrepancy-stages takes comma-separated stages 0..4 or none, got {stages!r}") from None
+    if pool is not None:
+        changes["discrepancy_pool"] = pool
+    if residual is not None:
+        changes["lookup_residual"] = residual
+    return dataclasses.replace(model, **changes) if changes else model
+
+
 def _augment_config(prompt_rot90: float, prompt_rotate: float, prompt_flip: float, prompt_dropout: float):
     from metauas.trainer.augment import AugmentConfig
 
@@ -82,6 +108,12 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue OUT/last.pt (model, optimiser, schedule, step, RNG)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    discrepancy_stages: str = typer.Option(None, "--discrepancy-stages", help=DISCREPANCY_HELP),
+    discrepancy_pool: int = typer.Option(None, "--discrepancy-pool", help="k x k average pooling (odd k) of the "
+                                         "features before the discrepancy's cosine; 1 = none. Default: ModelConfig's."),
+    lookup_residual: float = typer.Option(None, "--lookup-residual", help="Initial gain g of a learned residual: "
+                                          "logits += g * (mean discrepancy map, upsampled); the model starts from the "
+                                          "lookup's ranking. 0 = off. Needs --discrepancy-stages. Default: ModelConfig's."),
 ) -> None:
     """Train MetaUAS on change-pair shards (also under `torchrun --nproc-per-node K`)."""
     import logging
@@ -98,8 +130,9 @@ def train_command(
         amp=amp, compile=compile, workers=workers, shuffle_buffer=shuffle_buffer, resampled=resampled,
         val_every=val_every, val_pairs=val_pairs, save_every=save_every, log_every=log_every,
         seed=seed, resume=resume, progress=progress, device=device,
-        model=_model_config(encoder, encoder_weights, layout, alignment, fusion, topk, scale_similarity,
-                            learn_temperature),
+        model=_with_discrepancy(_model_config(encoder, encoder_weights, layout, alignment, fusion, topk,
+                                              scale_similarity, learn_temperature),
+                                discrepancy_stages, discrepancy_pool, lookup_residual),
     )
     path = run_training(cfg)
     typer.echo(f"checkpoint: {path}")
