@@ -28,6 +28,8 @@ KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
 LOOKUPS = {
     "lookup-default": LookupConfig(),
     "lookup-plain": LookupConfig(stages=(1, 2, 3), neighbourhood=1, sigma=0.0),
+    # the lookup helper's winner (branch exp-lookup, 712bbb7): strides 8 and 16, no pooling, sigma 4
+    "lookup-k1": LookupConfig(stages=(2, 3), neighbourhood=1, sigma=4.0),
 }
 
 
@@ -87,7 +89,27 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def merged_tables(folders: list[Path], methods: tuple[str, ...] = ("model",)) -> str:
+    """One table per set (dev class, heldout): a row per run folder (its `methods`)."""
+    runs = {f.name: json.loads((f / "summary.json").read_text()) for f in folders}
+    sets = list(dict.fromkeys(name for summary in runs.values() for name in summary))
+    out = []
+    for name in sets:
+        out += [f"\n{name}:\n", "| run | method | " + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]
+        for run, summary in runs.items():
+            for method, entry in summary.get(name, {}).items():
+                if method in methods or not methods:
+                    out.append(f"| {run} | {method} | " + " | ".join(fmt(entry, k) for k in KEYS) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "table":  # python quality.py table Q/a Q/b [--all]
+        folders = [Path(a) for a in sys.argv[2:] if not a.startswith("--")]
+        print(merged_tables(folders, () if "--all" in sys.argv else ("model",)))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("model", "lookups"))
     parser.add_argument("--checkpoint", type=Path)
@@ -96,10 +118,12 @@ def main() -> None:
     parser.add_argument("--heldout", type=Path)
     parser.add_argument("--seeds", default="1,3,5,7,9")
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--only", default=None, help="Comma-separated lookup variants for `lookups` (default: all).")
     parser.add_argument("--lookup", default="lookup-default",
                         help="Lookup variant used by the model's `lookup` and `mix` rows: " + " | ".join(LOOKUPS))
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
+    chosen = {k: LOOKUPS[k] for k in args.only.split(",")} if args.only else LOOKUPS
     summary: dict[str, dict] = {}
     for data in args.data:
         if args.what == "model":
@@ -107,12 +131,12 @@ def main() -> None:
                                   seeds, args.size)
         else:
             found = {name: evaluate_real(data, args.out / data.name / name, None, "lookup", cfg, seeds,
-                                         args.size)["lookup"] for name, cfg in LOOKUPS.items()}
+                                         args.size)["lookup"] for name, cfg in chosen.items()}
         summary[data.name] = found
         print(f"{data.name}: done", flush=True)
     if args.heldout is not None:
         summary["heldout"] = heldout(args.checkpoint if args.what == "model" else None, args.heldout,
-                                     args.size, LOOKUPS)
+                                     args.size, chosen)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(table(summary))
