@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from metauas.changegen.augment import augment3
+from metauas.changegen.defects import KINDS, MASKS, intensity_fill
 from metauas.changegen.perlin import perlin_mask
 from metauas.changegen.sources import SourceItem
 from metauas.changegen.textures import random_texture
@@ -47,6 +48,9 @@ class Context:
     draw_item: Callable[[np.random.Generator, bool], SourceItem]  # (rng, need_instances)
     max_exchange: int
     perlin: str = "numpy"  # Perlin implementation of `local` masks (perlin.METHODS)
+    # `local` mask kinds and weights (defects.KINDS); {"perlin": 1} is DRAEM's, the paper's
+    local_masks: dict[str, float] = field(default_factory=lambda: {"perlin": 1.0})
+    local_intensity: float = 0.5  # probability that a small (non-perlin) mask is an intensity change
 
 
 Synth = Generator[InpaintRequest, np.ndarray, Pair | None]
@@ -114,16 +118,53 @@ def exchange(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Pair:
     return Pair(item.image, query, mask, "exchange", {"pasted": pasted})
 
 
+def _local_kind(ctx: Context, rng: np.random.Generator) -> str:
+    """The mask kind of a `local` change; one kind alone draws nothing from the RNG (so the
+    default, DRAEM's Perlin masks only, makes the same bytes as before kinds existed)."""
+    kinds = [k for k in KINDS if ctx.local_masks.get(k, 0.0) > 0]
+    if len(kinds) == 1:
+        return kinds[0]
+    w = np.array([ctx.local_masks[k] for k in kinds], np.float64)
+    return kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
+
+
 def local(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Pair | None:
     """DRAEM: Perlin mask, filled from another image or a texture after 3 augmenters,
-    blended as I(1-m) + (1-b) m A + b I m with b ~ U[0, 0.8)."""
+    blended as I(1-m) + (1-b) m A + b I m with b ~ U[0, 0.8).
+
+    Other mask kinds (`ctx.local_masks`, see defects.py) are small and thin defects:
+    filled the same way, or with probability `ctx.local_intensity` as a darker or
+    brighter spot."""
     size = item.image.shape[0]
+    kind = _local_kind(ctx, rng)
+    if kind != "perlin":
+        return _small_local(ctx, rng, item, kind)
     for _ in range(MAX_LOCAL_NOISE_DRAWS):
         mask, noise_params = perlin_mask(rng, size, size, ctx.perlin)
         if mask.any():
             break
     else:
         return None
+    return _draem_fill(ctx, rng, item, mask, {"perlin": noise_params})
+
+
+def _small_local(ctx: Context, rng: np.random.Generator, item: SourceItem, kind: str) -> Pair | None:
+    size = item.image.shape[0]
+    for _ in range(MAX_LOCAL_NOISE_DRAWS):
+        mask, mask_params = MASKS[kind](rng, size)
+        if mask.any():
+            break
+    else:
+        return None
+    if rng.random() < ctx.local_intensity:
+        query, fill = intensity_fill(item.image, mask, rng)
+        return Pair(item.image, query, mask, "local", {"mask": mask_params, "fill": fill})
+    return _draem_fill(ctx, rng, item, mask, {"mask": mask_params})
+
+
+def _draem_fill(ctx: Context, rng: np.random.Generator, item: SourceItem, mask: np.ndarray,
+                mask_params: dict) -> Pair:
+    size = item.image.shape[0]
     from_texture = bool(rng.random() < 0.5)
     if from_texture:
         fill, fill_src = random_texture(rng, size), {"kind": "texture"}
@@ -135,7 +176,7 @@ def local(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Pair | No
     blended = cv2.addWeighted(fill, 1 - beta, item.image, beta, 0.0)
     query = item.image.copy()
     np.copyto(query, blended, where=mask[..., None])
-    params = {"perlin": noise_params, "fill": fill_src, "augmenters": augs, "beta": round(beta, 4)}
+    params = {**mask_params, "fill": fill_src, "augmenters": augs, "beta": round(beta, 4)}
     return Pair(item.image, query, mask, "local", params)
 
 

@@ -64,7 +64,8 @@ FIELDS = {"jpeg_quality": "jpeg_quality", **{name: name for name in (
     "out", "num_pairs", "source", "images", "coco_images", "coco_annotations", "coco_max_images", "coco_split",
     "coco_val_fraction", "builtin_split", "size", "shard_size",
     "prefix", "image_format", "workers", "seed", "inpainter", "lama_model", "change_weights", "shards", "min_side",
-    "min_area", "max_area", "max_exchange", "perlin", "start_method", "progress", "max_pixels")}}
+    "min_area", "max_area", "max_exchange", "perlin", "start_method", "progress", "max_pixels", "local_masks",
+    "local_intensity")}}
 
 
 def generate(
@@ -116,6 +117,15 @@ def generate(
     perlin: Literal["numpy", "noise"] = typer.Option(_d("perlin"), "--perlin", help="Perlin noise of local "
                                                      "masks: numpy (DRAEM's recipe, vectorised) | noise (the noise "
                                                      "package's pnoise2, ~50x slower)."),
+    local_masks: Optional[str] = typer.Option(None, "--local-masks", help="Mask kinds of the local change with "
+                                              "weights, e.g. perlin=1,blob=1,stroke=1,stain=0.5: perlin (DRAEM's "
+                                              "Perlin regions, the paper's; the default alone) | blob (one pit or "
+                                              "blowhole, 3-12% of the side across) | stroke (a scratch or crack "
+                                              "polyline, 0.8-3.5% of the side wide) | stain (fine Perlin noise "
+                                              "inside one small ellipse)."),
+    local_intensity: float = typer.Option(_d("local_intensity"), "--local-intensity", help="Probability that a "
+                                          "blob/stroke/stain is a darker or brighter spot instead of DRAEM's fill "
+                                          "from another image or texture."),
     start_method: Optional[Literal["spawn", "fork", "forkserver"]] = typer.Option(
         None, "--start-method", help="multiprocessing start method (default: spawn)."),
     progress: bool = progress_option(),
@@ -126,7 +136,7 @@ def generate(
 
     `--config DIR/index.json` repeats a dataset's settings (index.json records them); `--recipe paper` sets the
     paper's data settings (docs/reproduce.md); options typed beside either override them."""
-    from metauas.changegen.config import parse_change_weights
+    from metauas.changegen.config import parse_change_weights, parse_local_masks
     from metauas.changegen.run import generate_dataset
     from metauas.changegen.shards import skip_report
     from metauas.recipes import recipe as recipe_settings
@@ -134,6 +144,7 @@ def generate(
     values = dict(locals())
     values["progress"] = setup_output(quiet, verbose, progress)
     values["change_weights"] = parse_change_weights(change_weights) if change_weights else None
+    values["local_masks"] = parse_local_masks(local_masks) if local_masks else None
     if out is None or (config is None and num_pairs is None):
         raise UserError("give --out DIR and --num-pairs N (or --config DIR/index.json with --out)")
     cfg = build_config(GenerateConfig, ctx, values, FIELDS, config, section="config",

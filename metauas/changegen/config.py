@@ -19,6 +19,7 @@ GENERATOR_NAME = "metauas.changegen"
 # Bump when the same config + seed would give different bytes.
 GENERATOR_VERSION = "1.0.0"
 
+DEFAULT_LOCAL_MASKS = {"perlin": 1.0}
 DEFAULT_WEIGHTS = {"disappear": 0.25, "appear": 0.25, "exchange": 0.2, "local": 0.2, "none": 0.1}
 SOURCES = ("builtin", "coco", "folder")
 IMAGE_FORMATS = ("jpg", "png", "webp")
@@ -27,7 +28,8 @@ COCO_SPLITS = ("all", "train", "val")
 PERLIN = {"numpy": "numpy", "noise": "pnoise2"}  # --perlin -> perlin.METHODS
 # fields added after datasets were made, with the value that makes the old bytes: left out
 # of the recorded config at that value, so older folders still resume with the same options
-ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS}
+ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS, "local_masks": DEFAULT_LOCAL_MASKS,
+               "local_intensity": 0.5}
 # the COCO subset, added later too: its three fields are left out together while no subset
 # is chosen, and recorded together when one is
 COCO_SUBSET = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
@@ -68,6 +70,11 @@ class GenerateConfig:
     # Perlin noise of `local` masks: numpy (vectorised, DRAEM's exact recipe, default) |
     # noise (the `noise` package's pnoise2 per pixel, ~50x slower; docs/benchmarks.md)
     perlin: str = "numpy"
+    # `local` mask kinds and weights: perlin (DRAEM, the paper's) | blob | stroke | stain
+    # (small and thin defects, defects.py); the fill of a small kind is an intensity change
+    # with probability local_intensity, else DRAEM's
+    local_masks: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOCAL_MASKS))
+    local_intensity: float = 0.5
     # how (never changes the bytes)
     workers: int = 1
     shards: str | None = None  # "A:B" shard-id range
@@ -104,6 +111,9 @@ class GenerateConfig:
             if not ok:
                 raise UserError(message)
         validate_weights(self.change_weights)
+        validate_local_masks(self.local_masks)
+        if not 0 <= self.local_intensity <= 1:
+            raise UserError(f"--local-intensity is a probability in 0..1, got {self.local_intensity}")
 
     @property
     def num_shards(self) -> int:
@@ -130,6 +140,32 @@ def validate_weights(weights: dict[str, float]) -> None:
         raise UserError(f"unknown change type(s) in --change-weights: {', '.join(sorted(unknown))}; known: {', '.join(CHANGE_TYPES)}")
     if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
         raise UserError("--change-weights must be non-negative with a positive sum")
+
+
+def validate_local_masks(weights: dict[str, float]) -> None:
+    from metauas.changegen.defects import KINDS
+
+    unknown = set(weights) - set(KINDS)
+    if unknown:
+        raise UserError(f"unknown local mask kind(s) in --local-masks: {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise UserError("--local-masks must be non-negative with a positive sum")
+
+
+def parse_local_masks(text: str) -> dict[str, float]:
+    """`perlin=1,blob=1,stroke=1` -> dict of the named kinds (unnamed kinds are off)."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise UserError(f"--local-masks wants kind=weight pairs, got {part!r}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise UserError(f"--local-masks: {value!r} is not a number") from None
+        weights[name.strip()] = weight
+    validate_local_masks(weights)
+    return {k: w for k, w in weights.items() if w > 0}
 
 
 def parse_change_weights(text: str) -> dict[str, float]:

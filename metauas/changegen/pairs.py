@@ -78,7 +78,8 @@ class Synthesizer:
         rng = np.random.default_rng([self.cfg.seed, index])
         change = CHANGE_TYPES[int(rng.choice(len(CHANGE_TYPES), p=self.weights))]
         skips = Skips()
-        ctx = Context(lambda r, need: self.draw_item(r, need, skips), self.cfg.max_exchange, PERLIN[self.cfg.perlin])
+        ctx = Context(lambda r, need: self.draw_item(r, need, skips), self.cfg.max_exchange, PERLIN[self.cfg.perlin],
+                      self.cfg.local_masks, self.cfg.local_intensity)
         for _ in range(MAX_ATTEMPTS):
             item = self.draw_item(rng, change in NEEDS_INSTANCES, skips)
             pair = yield from SYNTHS[change](ctx, rng, item)

@@ -67,6 +67,16 @@ class ModelConfig:
     # `hard` alignment's choice of prompt position: cosine of the projected features (the
     # paper's Eq. 3) or their raw dot product (models saved before this field existed)
     hard_similarity: str = "cosine"
+    # Prompt-query discrepancy beside the learned alignment (docs/quality.md, "Model variants"):
+    # for each listed encoder stage (0 = the finest, stride 2 on lite0) one more decoder input
+    # channel, 1 - the highest cosine similarity of the query position's frozen feature to ANY
+    # prompt position (PatchCore's one-image lookup, no learning). () = off (the model before).
+    discrepancy_stages: tuple[int, ...] = ()
+    discrepancy_pool: int = 1  # k x k average pooling of both images' features before the cosine
+    # > 0: logits += gain * (mean of the discrepancy maps, upsampled to the input), with the
+    # gain a learned scalar starting at this value: the model starts from the lookup's ranking
+    # and learns a correction (needs discrepancy_stages). 0 = off.
+    lookup_residual: float = 0.0
 
     def __post_init__(self) -> None:
         if self.alignment not in ALIGNMENTS:
@@ -87,6 +97,13 @@ class ModelConfig:
             raise UserError(f"encoder name must be text and static_pad_size 0..8192, got {self.encoder!r}")
         if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
             raise UserError(f"--topk must be a positive whole number, got {self.topk}")
+        stages = self.discrepancy_stages
+        if not all(_whole(x, 0, 4) for x in stages) or len(set(stages)) != len(stages):
+            raise UserError(f"--discrepancy-stages takes distinct encoder stages 0..4, got {list(stages)}")
+        if not _whole(self.discrepancy_pool, 1, 99) or self.discrepancy_pool % 2 == 0:
+            raise UserError(f"--discrepancy-pool must be an odd positive whole number, got {self.discrepancy_pool}")
+        if self.lookup_residual < 0 or (self.lookup_residual > 0 and not stages):
+            raise UserError("--lookup-residual must be >= 0 and needs --discrepancy-stages")
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "model config") -> ModelConfig:

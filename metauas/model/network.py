@@ -147,6 +147,28 @@ def align(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mode: s
     return out.transpose(1, 2).reshape(b, c, h, w)
 
 
+@torch.no_grad()
+def max_cosine_distance(query: torch.Tensor, prompts: Sequence[torch.Tensor], pool: int = 1,
+                        chunk: int = 4096) -> torch.Tensor:
+    """B x 1 x h x w: 1 - the highest cosine similarity of each query position to any
+    position of any prompt (each B or 1 x C x h' x w'; batch 1 is shared by all queries).
+
+    The one-image PatchCore lookup on frozen features (no gradients). `pool` averages each
+    k x k neighbourhood first. Query positions go in chunks, so the similarity matrix stays
+    small at fine stages (stride 2 at 256 px: 16384 x 16384 positions otherwise).
+    """
+    def patches(f: torch.Tensor) -> torch.Tensor:
+        if pool > 1:
+            f = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False)
+        return F.normalize(f.float(), dim=1, eps=1e-6).flatten(2)
+
+    b, _, h, w = query.shape
+    q = patches(query).transpose(1, 2)  # B x N x C
+    bank = torch.cat([patches(p).expand(b, -1, -1) for p in prompts], dim=2)  # B x C x M
+    best = torch.cat([torch.bmm(q[:, i:i + chunk], bank).amax(dim=2) for i in range(0, h * w, chunk)], dim=1)
+    return (1 - best).clamp(0, 2).view(b, 1, h, w).to(query.dtype)
+
+
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """1 - cos over channels (dim 1), keeping a 1-channel axis: B x 1 x h x w."""
     return 1 - F.cosine_similarity(a, b, dim=1, eps=1e-6).unsqueeze(1)
@@ -248,11 +270,14 @@ class MetaUAS(nn.Module):
         n = cfg.aligned_stages
         self.alignments = nn.ModuleList(Alignment(c, cfg) for c in channels[-n:])
         fused = [fused_channels(c, cfg.fusion) for c in channels[-n:]]
-        self.decoder = UnetDecoder([*channels[:-n], *fused], cfg.decoder_channels, cfg.attention)
+        inputs = [c + (s in cfg.discrepancy_stages) for s, c in enumerate([*channels[:-n], *fused])]
+        self.decoder = UnetDecoder(inputs, cfg.decoder_channels, cfg.attention)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 1, kernel_size=1)
         # Start at the prior of a changed pixel (Lin et al. 2017): a fresh head predicts
         # ~0.5 everywhere and its first hundreds of steps would only learn this bias.
         nn.init.constant_(self.head.bias, math.log(CHANGE_PRIOR / (1 - CHANGE_PRIOR)))
+        self.residual_gain = (nn.Parameter(torch.tensor(float(cfg.lookup_residual)))
+                              if cfg.lookup_residual > 0 else None)
 
     def encode(self, images: torch.Tensor) -> Features:
         """Frozen encoder features of RGB images in [0, 1] (no gradients)."""
@@ -286,20 +311,38 @@ class MetaUAS(nn.Module):
             pairs.append((query, aligned))
         return pairs
 
-    def _fuse(self, query_feats: Features, pairs: list[AlignedPair]) -> Features:
-        """Shallow query stages + the fused deep stages: the decoder's input."""
+    def _fuse(self, query_feats: Features, pairs: list[AlignedPair],
+              prompt_feats: Features | list[Features]) -> Features:
+        """Shallow query stages + the fused deep stages, each discrepancy stage with its
+        1 - max cos map appended as the last channel: the decoder's input."""
         shallow = query_feats[:-self.cfg.aligned_stages]
-        return [*shallow, *(fuse(q, a, self.cfg.fusion) for q, a in pairs)]
+        stages = [*shallow, *(fuse(q, a, self.cfg.fusion) for q, a in pairs)]
+        if not self.cfg.discrepancy_stages:
+            return stages
+        shots = prompt_feats if isinstance(prompt_feats[0], (list, tuple)) else [prompt_feats]
+        for s in self.cfg.discrepancy_stages:
+            d = max_cosine_distance(query_feats[s], [shot[s] for shot in shots], self.cfg.discrepancy_pool)
+            stages[s] = torch.cat([stages[s], d.to(stages[s].dtype)], dim=1)
+        return stages
 
     def fused_stages(self, prompt_feats: Features | list[Features], query_feats: Features,
                      joint: bool = False) -> Features:
         """Shallow query stages + fused deep stages (K prompts: see `aligned_pairs`)."""
-        return self._fuse(query_feats, self.aligned_pairs(prompt_feats, query_feats, joint))
+        return self._fuse(query_feats, self.aligned_pairs(prompt_feats, query_feats, joint), prompt_feats)
+
+    def lookup_prior(self, stages: Features, size: Sequence[int]) -> torch.Tensor:
+        """Mean of the discrepancy channels (each stage's last), upsampled to `size`."""
+        maps = [F.interpolate(stages[s][:, -1:].float(), size=tuple(size), mode="bilinear", align_corners=False)
+                for s in self.cfg.discrepancy_stages]
+        return torch.stack(maps).mean(dim=0)
 
     def _decode(self, stages: Features, query_feats: Features, size: Sequence[int] | None) -> torch.Tensor:
         if size is None:
             size = [s * self.encoder.reductions[0] for s in query_feats[0].shape[-2:]]
-        return self.head(self.decoder(stages, size))
+        logits = self.head(self.decoder(stages, size))
+        if self.residual_gain is not None:
+            logits = logits + self.residual_gain * self.lookup_prior(stages, size).to(logits.dtype)
+        return logits
 
     def segment(self, prompt_feats: Features | list[Features], query_feats: Features,
                 size: Sequence[int] | None = None, joint: bool = False) -> torch.Tensor:
@@ -317,7 +360,7 @@ class MetaUAS(nn.Module):
         else:  # one prompt shared by many queries
             pf, qf = self.encode(prompt), self.encode(query)
         pairs = self.aligned_pairs(pf, qf)
-        logits = self._decode(self._fuse(qf, pairs), qf, size=query.shape[-2:])
+        logits = self._decode(self._fuse(qf, pairs, pf), qf, size=query.shape[-2:])
         return (logits, pairs) if return_aligned else logits
 
     @torch.inference_mode()

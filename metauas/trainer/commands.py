@@ -50,7 +50,8 @@ FIELDS = {
     "learn_temperature": "model.learn_temperature", "fusion": "model.fusion", "minutes": "max_minutes",
     "warmup": "warmup_steps", "dice": "dice_weight", "prompt_rot90": "augment.prompt_rot90",
     "prompt_rotate": "augment.prompt_rotate", "prompt_flip": "augment.prompt_flip",
-    "prompt_dropout": "augment.prompt_dropout",
+    "prompt_dropout": "augment.prompt_dropout", "discrepancy_stages": "model.discrepancy_stages",
+    "discrepancy_pool": "model.discrepancy_pool", "lookup_residual": "model.lookup_residual",
     **{name: name for name in ("train", "val", "out", "size", "batch_size", "steps", "epochs", "lr", "weight_decay",
                                "lookup_weight", "cqc_margin", "amp", "compile", "workers", "shuffle_buffer",
                                "resampled", "val_every", "val_pairs", "save_every", "log_every", "seed", "resume", "augment_on",
@@ -61,6 +62,21 @@ FIELDS = {
 def _d(option: str):
     """The TrainConfig default behind an option (defaults are written once, in the dataclass)."""
     return default(TrainConfig, FIELDS[option])
+
+
+DISCREPANCY_HELP = ("Encoder stages (0 = finest; lite0 strides 2,4,8,16,32) whose prompt-query discrepancy, "
+                    "1 - max cosine of each query position to any prompt position (frozen features, no "
+                    "learning), joins the decoder as one more channel at that stage, e.g. 1,2,3; "
+                    "'none' = off. Default: ModelConfig's.")
+
+
+def _parse_stages(text: str) -> tuple[int, ...]:
+    """--discrepancy-stages "1,2,3" | "none" -> (1, 2, 3) | ()."""
+    text = text.replace(" ", "")
+    try:
+        return () if text in ("", "none") else tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--discrepancy-stages takes comma-separated stages 0..4 or none, got {text!r}") from None
 
 
 def train_command(
@@ -130,6 +146,13 @@ def train_command(
     seed: int = typer.Option(_d("seed"), "--seed", help="Seed for initialisation, shard order and augmentation."),
     resume: bool = typer.Option(_d("resume"), "--resume", help="Continue OUT/last.pt (model, optimiser, schedule, "
                                 "step, RNG)."),
+    discrepancy_stages: Optional[str] = typer.Option(None, "--discrepancy-stages", help=DISCREPANCY_HELP),
+    discrepancy_pool: int = typer.Option(_d("discrepancy_pool"), "--discrepancy-pool", help="k x k average pooling "
+                                         "(odd k) of the features before the discrepancy's cosine; 1 = none."),
+    lookup_residual: float = typer.Option(_d("lookup_residual"), "--lookup-residual", help="Initial gain g of a "
+                                          "learned residual: logits += g * (mean discrepancy map, upsampled); the "
+                                          "model starts from the lookup's ranking. 0 = off. Needs "
+                                          "--discrepancy-stages."),
     device: str = typer.Option(_d("device"), "--device", help=f"{DEVICE_CHOICES} (under torchrun: auto or cuda)."),
     progress: bool = progress_option(),
     quiet: bool = quiet_option(),
@@ -145,6 +168,7 @@ def train_command(
 
     values = dict(locals())
     values["progress"] = setup_output(quiet, verbose, progress)
+    values["discrepancy_stages"] = _parse_stages(discrepancy_stages) if discrepancy_stages is not None else None
     also = set()
     if scale_similarity is None:  # DictAS scales sparsemax's similarities; the paper doesn't
         values["scale_similarity"] = alignment == "sparsemax"
