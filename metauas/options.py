@@ -16,6 +16,7 @@ from typing import Any, Literal
 import typer
 
 from metauas.configs import from_cli
+from metauas.errors import UserError
 from metauas.recipes import RECIPES
 
 CONFIG_HELP = ("A JSON config to start from: a run's config.json (train), index.json's config "
@@ -75,3 +76,22 @@ def build_config(cls: type, ctx: typer.Context, values: dict[str, Any], fields: 
             given[dotted] = value
             chosen.add(dotted)
     return from_cli(cls, given, chosen, config, section)
+
+
+def parse_ints(text: str, option: str, allow_none: bool = False, positive: bool = False) -> tuple[int, ...]:
+    """A comma-separated option of whole numbers, "1,3,5" -> (1, 3, 5); with `allow_none`,
+    "none" (or nothing) is the empty tuple, else at least one value is needed; with
+    `positive`, each must be at least 1."""
+    text = text.replace(" ", "")
+    if allow_none and text in ("", "none"):
+        return ()
+    try:
+        values = tuple(int(v) for v in text.split(",") if v)
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
+    if not values:
+        raise UserError(f"{option} needs at least one value")
+    if positive and min(values) < 1:
+        raise UserError(f"{option} takes positive whole numbers, got {text!r}")
+    return values
+

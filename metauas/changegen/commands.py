@@ -20,6 +20,7 @@ from metauas.options import (
     RecipeName,
     build_config,
     config_option,
+    parse_ints,
     progress_option,
     quiet_option,
     recipe_option,
@@ -43,16 +44,6 @@ _LAMA_MODEL = typer.Option(None, "--lama-model", help="big-lama TorchScript file
 
 
 _ONE_AND_ALL_CORES = ",".join(str(n) for n in sorted({1, os.cpu_count() or 1}))
-
-
-def _int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag} wants comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{flag} wants positive integers, got {text!r}")
-    return values
 
 
 def _d(field: str):
@@ -189,14 +180,14 @@ def bench_generate(
 
     typer.echo("pairs/s; floor = load source + encode the pair, no synthesis")
     typer.echo(table_head())
-    for side in _int_list(sizes, "--sizes"):
+    for side in parse_ints(sizes, "--sizes", positive=True):
         cfg = GenerateConfig(
             out=Path("."), num_pairs=1, source=source, images=images, coco_images=coco_images,
             coco_annotations=coco_annotations, size=side, inpainter=inpainter, lama_model=lama_model,
             image_format=image_format,
         )
         cfg.validate()
-        for w in _int_list(workers, "--workers"):
+        for w in parse_ints(workers, "--workers", positive=True):
             typer.echo(table_row(bench_cell_row(cfg, w, max(pairs, w))))
 
 
@@ -207,7 +198,7 @@ def bench_perlin(
     """Milliseconds per Perlin mask: vectorised numpy vs noise.pnoise2 per pixel vs coarse grid."""
     from metauas.changegen.bench import bench_perlin as run
 
-    typer.echo(run(_int_list(sizes, "--sizes"), max(1, repeats)))
+    typer.echo(run(parse_ints(sizes, "--sizes", positive=True), max(1, repeats)))
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -12,17 +12,15 @@ from metauas.devices import CHOICES as DEVICE_CHOICES
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
 from metauas.inference.commands import COMPILE_HELP, ShotFusion
-from metauas.options import build_config, config_option, progress_option, quiet_option, setup_output, verbose_option
-
-
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise UserError(f"{option} takes comma-separated integers, got {text!r}") from None
-    if not values:
-        raise UserError(f"{option} needs at least one value")
-    return values
+from metauas.options import (
+    build_config,
+    config_option,
+    parse_ints,
+    progress_option,
+    quiet_option,
+    setup_output,
+    verbose_option,
+)
 
 
 def _d(field: str):
@@ -106,8 +104,8 @@ def evaluate_command(
     from metauas.evaluation.report import efficiency_line, markdown_table
 
     values = dict(locals())
-    values.update(progress=setup_output(quiet, verbose, progress), seeds=_ints(seeds, "--seeds"),
-                  prompt_rotations=_ints(prompt_rotations, "--prompt-rotations"),
+    values.update(progress=setup_output(quiet, verbose, progress), seeds=parse_ints(seeds, "--seeds"),
+                  prompt_rotations=parse_ints(prompt_rotations, "--prompt-rotations"),
                   classes=tuple(c for item in (classes or []) for c in item.split(",") if c))
     if out is None or (config is None and data is None):
         raise UserError("give --data DIR and --out DIR (or --config OUT/metrics.json with --out)")
@@ -133,7 +131,7 @@ def bench_metrics_command(
     """Pixel metrics: streaming histograms vs exact scores vs scikit-learn (time, memory, error)."""
     from metauas.evaluation.bench import MetricBenchConfig, run_metric_bench
 
-    rows = run_metric_bench(MetricBenchConfig(images=images, bins=_ints(bins, "--bins"), sklearn=sklearn))
+    rows = run_metric_bench(MetricBenchConfig(images=images, bins=parse_ints(bins, "--bins"), sklearn=sklearn))
     typer.echo(f"{images} maps x 256 x 256 = {images * 65536 / 1e6:.1f}M pixels")
     typer.echo("| method | seconds | peak MiB | max abs diff vs exact | P-AUROC | P-AP | P-F1max | P-AUPRO |")
     typer.echo("|---|---|---|---|---|---|---|---|")

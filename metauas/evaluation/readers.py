@@ -184,6 +184,15 @@ def read_folder(root: Path) -> list[ClassData]:
     return [_folder_class(p) for p in folders]
 
 
+def is_benchmark_folder(path: str | Path) -> bool:
+    """An MVTec-layout folder (a class with test/, or a root of such classes) rather than
+    shards: `--val` takes either."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.tar")):
+        return False
+    return (folder / "test").is_dir() or any((c / "test").is_dir() for c in folder.iterdir() if c.is_dir())
+
+
 def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None) -> Benchmark:
     """List a benchmark's classes, keeping `classes` (all when None) in the order found."""
     root = Path(root)

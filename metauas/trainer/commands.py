@@ -18,6 +18,7 @@ from metauas.options import (
     RecipeName,
     build_config,
     config_option,
+    parse_ints,
     progress_option,
     quiet_option,
     recipe_option,
@@ -54,7 +55,7 @@ FIELDS = {
     "discrepancy_pool": "model.discrepancy_pool", "lookup_residual": "model.lookup_residual",
     **{name: name for name in ("train", "val", "out", "size", "batch_size", "steps", "epochs", "lr", "weight_decay",
                                "lookup_weight", "cqc_margin", "amp", "compile", "workers", "shuffle_buffer",
-                               "resampled", "val_every", "val_pairs", "save_every", "log_every", "seed", "resume", "augment_on",
+                               "resampled", "val_every", "val_pairs", "val_size", "val_seeds", "save_every", "log_every", "seed", "resume", "augment_on",
                                "progress", "device")},
 }
 
@@ -70,22 +71,16 @@ DISCREPANCY_HELP = ("Encoder stages (0 = finest; lite0 strides 2,4,8,16,32) whos
                     "'none' = off. Default: ModelConfig's.")
 
 
-def _parse_stages(text: str) -> tuple[int, ...]:
-    """--discrepancy-stages "1,2,3" | "none" -> (1, 2, 3) | ()."""
-    text = text.replace(" ", "")
-    try:
-        return () if text in ("", "none") else tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--discrepancy-stages takes comma-separated stages 0..4 or none, got {text!r}") from None
-
-
 def train_command(
     ctx: typer.Context,
     config: Path = config_option(),
     recipe: Optional[RecipeName] = recipe_option(),
     train: str = typer.Option(None, "--train", help="Training shards: folder, file, brace pattern, glob, "
                               "pipe: or http(s):// / s3:// URL. Required unless --config names them."),
-    val: str = typer.Option(None, "--val", help="Held-out shards for validation (P-AUROC, P-AP)."),
+    val: Optional[list[str]] = typer.Option(None, "--val", help="Validation, repeatable: held-out shards (pixel "
+                                            "AUROC/AP on the first --val-pairs) and/or folders of real defects in "
+                                            "MVTec layout (I-AUROC, P-AUROC, P-AP, P-AUPRO as `evaluate --method "
+                                            "model`; best.pt then follows their P-AP)."),
     out: str = typer.Option(None, "--out", help="Run directory: checkpoints, config.json, metrics.jsonl, "
                             "TensorBoard logs. Required unless --config names it."),
     encoder: str = typer.Option(_d("encoder"), "--encoder", help="timm encoder name, optionally with its weights' "
@@ -141,6 +136,11 @@ def train_command(
     val_every: int = typer.Option(_d("val_every"), "--val-every", help="Validate every N steps (and at the "
                                   "start and end)."),
     val_pairs: int = typer.Option(_d("val_pairs"), "--val-pairs", help="Validation pairs used (the first N of --val)."),
+    val_size: int = typer.Option(_d("val_size"), "--val-size", help="Scoring size (px) of --val folders of real "
+                                 "defects (the protocol's 256)."),
+    val_seeds: str = typer.Option(",".join(map(str, _d("val_seeds"))), "--val-seeds", help="Prompt seeds of "
+                                  "--val folders: one random normal prompt per class and seed (more: steadier, "
+                                  "slower)."),
     save_every: int = typer.Option(_d("save_every"), "--save-every", help="Save the resumable checkpoint every N steps."),
     log_every: int = typer.Option(_d("log_every"), "--log-every", help="Write a metrics row every N steps."),
     seed: int = typer.Option(_d("seed"), "--seed", help="Seed for initialisation, shard order and augmentation."),
@@ -168,7 +168,10 @@ def train_command(
 
     values = dict(locals())
     values["progress"] = setup_output(quiet, verbose, progress)
-    values["discrepancy_stages"] = _parse_stages(discrepancy_stages) if discrepancy_stages is not None else None
+    values["val"] = (val[0] if len(val) == 1 else tuple(val)) if val else None
+    values["val_seeds"] = parse_ints(val_seeds, "--val-seeds")
+    if discrepancy_stages is not None:
+        values["discrepancy_stages"] = parse_ints(discrepancy_stages, "--discrepancy-stages", allow_none=True)
     also = set()
     if scale_similarity is None:  # DictAS scales sparsemax's similarities; the paper doesn't
         values["scale_similarity"] = alignment == "sparsemax"
@@ -228,10 +231,7 @@ def bench_train_command(
     from metauas.devices import resolve_device
     from metauas.trainer.bench import TrainBenchConfig, bench_train, bench_train_builtin, report
 
-    try:
-        counts = [int(c) for c in cores.split(",") if c.strip()]
-    except ValueError:
-        raise UserError(f"--cores wants comma-separated integers, got {cores!r}") from None
+    counts = parse_ints(cores, "--cores")
     if min([size - 31, batch_size, workers, batches, pairs - batch_size + 1, gpu_pairs_s, *counts]) <= 0:
         raise UserError("bench train: --size >= 32, --pairs >= --batch-size, and positive counts and rates")
     cfg = TrainBenchConfig(size=size, batch_size=batch_size, workers=workers, batches=batches, pairs=pairs,

@@ -49,7 +49,11 @@ class TrainConfig:
     # the training device; workers only decode) | auto (device on CUDA, workers on CPU)
     augment_on: str = "auto"
     val_every: int = 500
-    val_pairs: int = 256
+    val_pairs: int = 256  # the first N pairs of --val shards
+    # --val folders in MVTec layout (real defects) are scored as `evaluate --method model`
+    # does, at this size, with random 1-shot prompts for these seeds
+    val_size: int = 256
+    val_seeds: tuple[int, ...] = (1,)
     save_every: int = 500
     log_every: int = 10
     seed: int = 0
@@ -60,7 +64,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Reject impossible settings up front, not an hour into a run."""
         positive = {"--size": self.size, "--batch-size": self.batch_size, "--val-every": self.val_every,
-                    "--val-pairs": self.val_pairs, "--save-every": self.save_every,
+                    "--val-pairs": self.val_pairs, "--val-size": self.val_size, "--save-every": self.save_every,
                     "--log-every": self.log_every, "--lr": self.lr, "--steps": self.steps,
                     "--epochs": self.epochs, "--minutes": self.max_minutes,
                     "--global-batch-size": self.global_batch_size}
@@ -73,6 +77,8 @@ class TrainConfig:
                               "--shuffle-buffer": self.shuffle_buffer}.items():
             if value < 0:
                 raise UserError(f"{option} must not be negative, got {value}")
+        if not self.val_seeds or min(self.val_seeds) < 0:
+            raise UserError(f"--val-seeds must be non-negative integers, got {list(self.val_seeds)}")
         if self.size < 32:
             raise UserError(f"--size must be at least 32 (the encoder downsamples 32x), got {self.size}")
         if self.augment_on not in ("auto", "workers", "device"):
@@ -81,6 +87,14 @@ class TrainConfig:
             raise UserError(f"unknown --amp {self.amp!r}: use auto|bf16|fp16|off")
         if self.lookup_weight > 0 and self.model.alignment == "none":
             raise UserError("--lookup-weight needs a lookup to train: use an alignment other than none")
+
+    def val_sources(self) -> tuple[list[str], list[str]]:
+        """(shard specs, MVTec-layout folders) among --val: either kind, or both."""
+        from metauas.evaluation.readers import is_benchmark_folder
+
+        entries = [] if self.val is None else [self.val] if isinstance(self.val, str) else list(self.val)
+        folders = [e for e in entries if is_benchmark_folder(e)]
+        return [e for e in entries if e not in folders], folders
 
     def per_process(self, world: int) -> TrainConfig:
         """This config with `batch_size` resolved for `world` processes (a global batch

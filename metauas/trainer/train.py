@@ -25,6 +25,7 @@ from metauas.changegen.format import ReadStats, count_samples, expand_urls, iter
 from metauas.configs import from_dict
 from metauas.errors import UserError
 from metauas.evaluation.metrics import pixel_auroc_ap
+from metauas.evaluation.validate import RealValidator
 from metauas.model.checkpoint import (
     build_model,
     check_payload,
@@ -173,6 +174,32 @@ class Validator:
                 "val_pairs": len(self)}
 
 
+@dataclass
+class Validation:
+    """What --val names: held-out shard pairs (did it learn the task?) and/or MVTec-layout
+    folders of real defects (does it transfer?). best.pt follows the real folders' P-AP
+    when there are any, since transfer is what the model is for; else the pairs'."""
+
+    pairs: Validator | None
+    real: RealValidator | None
+
+    @property
+    def key(self) -> str:
+        return "real_p_ap" if self.real is not None else "val_p_ap"
+
+    def __call__(self, model: MetaUAS, device: torch.device, batch_size: int) -> dict[str, float]:
+        row = self.pairs(model, device, batch_size) if self.pairs is not None else {}
+        return row | (self.real(model, device) if self.real is not None else {})
+
+
+def _validation(cfg: TrainConfig) -> Validation | None:
+    shards, folders = cfg.val_sources()
+    if not shards and not folders:
+        return None
+    pairs = Validator(shards[0] if len(shards) == 1 else tuple(shards), cfg.size, cfg.val_pairs) if shards else None
+    return Validation(pairs, RealValidator(folders, cfg.val_size, cfg.val_seeds) if folders else None)
+
+
 class RunLog:
     """metrics.jsonl in the run dir, always, and TensorBoard event files beside it when
     tensorboard is installed (the `tensorboard` extra). Rank 0 only; other ranks no-op."""
@@ -203,7 +230,7 @@ class RunLog:
             return
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                self.writer.add_scalar(key.replace("val_", "val/"), value, row["step"])
+                self.writer.add_scalar(key.replace("val_", "val/").replace("real_", "real/", 1), value, row["step"])
 
     def close(self) -> None:
         if self.enabled:
@@ -235,7 +262,7 @@ def keep_rows(path: Path, saved_step: int | None) -> None:
 @dataclass
 class State:
     """What resuming restores besides the weights: step and time used so far, and the
-    best validation P-AP (whose weights are in best.pt)."""
+    best validation P-AP (whose weights are in best.pt; real folders' when --val has any)."""
 
     step: int = 0
     elapsed_s: float = 0.0
@@ -349,7 +376,7 @@ class Run:
     state: State
     total: int | None
     run_dir: Path
-    validator: Validator | None
+    validator: Validation | None
     log: RunLog
     start_elapsed: float = 0.0
     t0: float = field(default_factory=time.monotonic)
@@ -366,12 +393,13 @@ class Run:
         return {"step": self.state.step, "elapsed_s": round(self.state.elapsed_s, 2)}
 
     def validate(self) -> None:
-        """Validation metrics to the log; the model to best.pt when its P-AP is the best yet."""
+        """Validation metrics to the log; the model to best.pt when its P-AP (real folders'
+        if any, else the pairs') is the best yet."""
         if self.validator is None:
             return
         metrics = self.validator(self.model, self.d.device, self.cfg.batch_size)
         self.log.row({**self.stamp(), **metrics})
-        ap, best = metrics["val_p_ap"], self.state.best_val_p_ap
+        ap, best = metrics[self.validator.key], self.state.best_val_p_ap
         if math.isfinite(ap) and (best is None or ap > best):
             self.state.best_val_p_ap, self.state.best_step = ap, self.state.step
             save_checkpoint(self.run_dir / BEST, self.model, size=self.cfg.size, step=self.state.step,
@@ -414,7 +442,7 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     if payload is not None and _progress(cfg, state, total, state.elapsed_s, time.monotonic()) >= 1.0:
         log.info("%s is already complete (step %d): nothing to resume", run_dir / CHECKPOINT, state.step)
         return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate or re-log
-    validator = Validator(cfg.val, cfg.size, cfg.val_pairs) if cfg.val and d.main else None
+    validator = _validation(cfg) if d.main else None
     saved_step = None if payload is None else state.step
     run = Run(cfg, d, model, _wrap(model, cfg, d), optimizer, scaler, amp, state, total, run_dir, validator,
               RunLog(run_dir, d.main, saved_step), start_elapsed=state.elapsed_s, saved_step=saved_step)

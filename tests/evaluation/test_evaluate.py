@@ -84,7 +84,7 @@ def test_bad_inputs_are_one_line_errors(mvtec_root, checkpoint, tmp_path, capsys
         (["--data", str(mvtec_root), "--method", "lookup", "--seeds", "-1"], "--seeds must be non-negative"),
         (["--data", str(mvtec_root), "--method", "lookup", "--classes", "wheel"], "classes not in"),
         (["--data", str(mvtec_root), "--method", "lookup", "--shots", "9"], "needs at least 9"),
-        (["--data", str(mvtec_root), "--method", "lookup", "--seeds", "a,b"], "comma-separated integers"),
+        (["--data", str(mvtec_root), "--method", "lookup", "--seeds", "a,b"], "comma-separated whole numbers"),
     ]
     for args, message in cases:
         code, _, err = _run([*args, "--out", str(tmp_path / "o")], capsys)
