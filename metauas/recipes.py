@@ -44,6 +44,8 @@ _PAPER_TRAIN = {
     "model.fusion": "cat",
     "model.decoder_channels": [256, 128, 64, 64, 48],
     "model.attention": "scse",
+    "model.discrepancy_stages": [],  # the paper's model aligns the deep stages only
+    "model.lookup_residual": 0.0,
     "size": 256,
     "lr": 1e-4,
     "weight_decay": 5e-4,

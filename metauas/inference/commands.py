@@ -78,7 +78,8 @@ def bench_model_command(
     dev = str(resolve_device(device))
     configs = [("default (lite0)", ModelConfig(encoder=EncoderConfig(weights="none")))]
     if paper:
-        configs.append(("paper (b4, official)", ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"), fusion="cat")))
+        configs.append(("paper (b4, official)", ModelConfig(encoder=EncoderConfig("efficientnet_b4", "none", "official"),
+                                                                 fusion="cat", discrepancy_stages=())))
     typer.echo(f"size {size}, {pairs} pairs per batch, {dev}, {torch.get_num_threads()} threads, "
                f"{'compiled' if compile else 'eager'}; ms per pair")
     typer.echo("| config | total / learnable params | encoder ms | alignment ms | decoder ms "

@@ -50,8 +50,9 @@ class ModelConfig:
     models did, `LEGACY` gives the old value to stored configs that lack the field.
     """
 
-    # hard alignment picked by raw dot product before cosine (Eq. 3) became the default
-    LEGACY: ClassVar[dict[str, Any]] = {"hard_similarity": "dot"}
+    # hard alignment picked by raw dot product before cosine (Eq. 3) became the default;
+    # models saved before the discrepancy channels had none
+    LEGACY: ClassVar[dict[str, Any]] = {"hard_similarity": "dot", "discrepancy_stages": ()}
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     alignment: str = "soft"  # soft | hard | none | sparsemax | topk (normaliser over prompt positions)
@@ -70,8 +71,9 @@ class ModelConfig:
     # Prompt-query discrepancy beside the learned alignment (docs/quality.md, "Model variants"):
     # for each listed encoder stage (0 = the finest, stride 2 on lite0) one more decoder input
     # channel, 1 - the highest cosine similarity of the query position's frozen feature to ANY
-    # prompt position (PatchCore's one-image lookup, no learning). () = off (the model before).
-    discrepancy_stages: tuple[int, ...] = ()
+    # prompt position (PatchCore's one-image lookup, no learning). () = off, the paper's model;
+    # (1, 2, 3) won on both real dev classes (docs/quality.md)
+    discrepancy_stages: tuple[int, ...] = (1, 2, 3)
     discrepancy_pool: int = 1  # k x k average pooling of both images' features before the cosine
     # > 0: logits += gain * (mean of the discrepancy maps, upsampled to the input), with the
     # gain a learned scalar starting at this value: the model starts from the lookup's ranking

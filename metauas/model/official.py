@@ -33,7 +33,7 @@ OFFICIAL_CONFIG = ModelConfig(
     encoder=EncoderConfig(name="tf_efficientnet_b4", weights="none", layout="official",
                           static_pad_size=OFFICIAL_SIZE),
     alignment="soft", fusion="cat", decoder_channels=(256, 128, 64, 64, 48), attention="scse",
-    aligned_stages=3,
+    aligned_stages=3, discrepancy_stages=(),
 )
 # official keys the official forward never uses
 _UNUSED = re.compile(r"^encoder\._(conv_head|bn1)\.|^decoder\.blocks\.4\.attention1\.")

@@ -43,7 +43,7 @@ def test_a_query_position_found_in_the_prompt_has_zero_discrepancy():
 def test_discrepancy_model_shapes_and_gradients(stages, residual):
     torch.manual_seed(0)
     model = MetaUAS(tiny_model_config(discrepancy_stages=stages, lookup_residual=residual))
-    plain = MetaUAS(tiny_model_config())
+    plain = MetaUAS(tiny_model_config(discrepancy_stages=()))
     extra = sum(p.numel() for p in model.learnable_parameters()) - sum(p.numel() for p in plain.learnable_parameters())
     assert extra > 0  # one more input channel per stage (and the residual gain)
     prompt, query = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
@@ -83,7 +83,7 @@ def test_residual_starts_from_the_lookup_ranking():
 
 
 def test_old_config_dicts_load_as_the_model_without_discrepancy():
-    old = dataclasses.asdict(tiny_model_config())
+    old = dataclasses.asdict(tiny_model_config(discrepancy_stages=()))
     for key in ("discrepancy_stages", "discrepancy_pool", "lookup_residual"):
         old.pop(key)
     cfg = ModelConfig.from_dict(old)
@@ -95,7 +95,7 @@ def test_old_config_dicts_load_as_the_model_without_discrepancy():
 
 
 @pytest.mark.parametrize("kw", [{"discrepancy_stages": (5,)}, {"discrepancy_stages": (1, 1)},
-                                {"discrepancy_pool": 2}, {"lookup_residual": 3.0},
+                                {"discrepancy_pool": 2}, {"discrepancy_stages": (), "lookup_residual": 3.0},
                                 {"discrepancy_stages": (1,), "lookup_residual": -1.0}])
 def test_bad_discrepancy_options_are_user_errors(kw):
     with pytest.raises(UserError):
