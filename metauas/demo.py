@@ -224,13 +224,24 @@ def score_real(cfg: DemoConfig, checkpoint: Path) -> dict[str, list[dict]]:
 def _real_section(real: dict[str, list[dict]]) -> str:
     """One table: per real set and method, mean ± std over the prompt seeds, in %."""
     from metauas.evaluation import html as H
-    from metauas.evaluation.report import _fmt
+    from metauas.evaluation.report import JUDGED, _fmt
 
     rows = [[name, r["method"], *(_fmt(r["metrics"][c], (r.get("std") or {}).get(c)) for c in METRIC_COLUMNS)]
             for name, rs in real.items() for r in rs]
+    verdicts = [[name, *real_verdict(rs).values()] for name, rs in real.items()]
     return ("<p>Real defects on objects the model never saw (MVTec layout), random 1-shot prompts, "
             "prompt seeds 1, 3, 5, 7, 9, exact protocol; mean ± std over the seeds, in %.</p>"
-            + H.table(["set", "method", *METRIC_COLUMNS], rows))
+            + H.table(["set", "method", *METRIC_COLUMNS], rows)
+            + "<p>The trained model against the lookup baseline: ahead or behind only by more than the "
+              "larger seed std.</p>" + H.table(["set", *JUDGED], verdicts))
+
+
+def real_verdict(rows: list[dict]) -> dict[str, str]:
+    """The model's mean row against the lookup's: metric -> ahead | behind | within spread | tie."""
+    from metauas.evaluation.report import compare
+
+    by_method = {r["method"]: r for r in rows}
+    return compare(by_method["model"], by_method["lookup"])
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -245,6 +256,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     metrics = heldout_metrics(scores)
     real = score_real(cfg, checkpoint)
     (cfg.out / "metrics.json").write_text(json.dumps({**metrics, "real": real} if real else metrics, indent=2))
+    for name, rows in real.items():
+        verdict = ", ".join(f"{m} {v}" for m, v in real_verdict(rows).items())
+        typer.echo(f"[demo] {name}: model vs lookup: {verdict}", err=True)
     return write_demo_report(cfg, checkpoint, scores, metrics, real)
 
 

@@ -35,6 +35,26 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
+JUDGED = ("I-AUROC", "P-AP", "P-AUPRO")  # the metrics the model is held to against the lookup
+
+
+def compare(a: Mapping, b: Mapping, metrics: Sequence[str] = JUDGED) -> dict[str, str]:
+    """Metric -> "ahead" | "behind" | "within spread" | "tie at 100" for mean row `a`
+    against mean row `b` (each {metrics, std}): ahead or behind only when the gap of the
+    means is larger than the larger of the two seed stds (the rule of docs/quality.md)."""
+    out = {}
+    for m in metrics:
+        x, y = a["metrics"][m], b["metrics"][m]
+        spread = max((a.get("std") or {}).get(m) or 0.0, (b.get("std") or {}).get(m) or 0.0)
+        if min(x, y) >= 1.0 - 1e-9:
+            out[m] = "tie at 100"
+        elif abs(x - y) <= spread:
+            out[m] = "within spread"
+        else:
+            out[m] = "ahead" if x > y else "behind"
+    return out
+
+
 def efficiency_line(e: Mapping) -> str:
     parts = []
     for method, info in e.items():
