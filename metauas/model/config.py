@@ -72,8 +72,8 @@ class ModelConfig:
     # for each listed encoder stage (0 = the finest, stride 2 on lite0) one more decoder input
     # channel, 1 - the highest cosine similarity of the query position's frozen feature to ANY
     # prompt position (PatchCore's one-image lookup, no learning). () = off, the paper's model;
-    # (1, 2, 3) won on both real dev classes (docs/quality.md)
-    discrepancy_stages: tuple[int, ...] = (1, 2, 3)
+    # (0, 1, 2, 3) won on both real dev classes (docs/quality.md, "Model variants")
+    discrepancy_stages: tuple[int, ...] = (0, 1, 2, 3)
     discrepancy_pool: int = 1  # k x k average pooling of both images' features before the cosine
     # > 0: logits += gain * (mean of the discrepancy maps, upsampled to the input), with the
     # gain a learned scalar starting at this value: the model starts from the lookup's ranking

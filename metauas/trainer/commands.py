@@ -67,7 +67,7 @@ def _d(option: str):
 
 DISCREPANCY_HELP = ("Encoder stages (0 = finest; lite0 strides 2,4,8,16,32) whose prompt-query discrepancy, "
                     "1 - max cosine of each query position to any prompt position (frozen features, no "
-                    "learning), joins the decoder as one more channel at that stage, e.g. 1,2,3; "
+                    "learning), joins the decoder as one more channel at that stage, e.g. 0,1,2,3; "
                     "'none' = off. Default: ModelConfig's.")
 
 
