@@ -57,7 +57,8 @@ RecipeName = Literal[tuple(RECIPES)]  # the --recipe choices, for typer
 
 def recipe_option() -> Any:
     return typer.Option(None, "--recipe", help=f"Start from a published configuration: {' | '.join(RECIPES)} "
-                        "(docs/reproduce.md). Options you type override it.")
+                        "(paper, paper-512: docs/reproduce.md; cpu, the reference recipe for an hour on 2 CPU "
+                        "cores: docs/quality.md). Options you type override it.")
 
 
 def build_config(cls: type, ctx: typer.Context, values: dict[str, Any], fields: dict[str, str],

@@ -59,9 +59,26 @@ _PAPER_TRAIN = {
     "augment.prompt_dropout": 0.0,
 }
 
+# The reference CPU recipe (docs/quality.md, "The reference CPU recipe"): what gave the
+# most real-defect quality in about an hour on 2 CPU cores, builtin source at 128 px.
+# `generate --recipe cpu` needs --num-pairs (16000 there) and --out; `train --recipe cpu`
+# needs --train and --out (add --val folders of real defects for the learning curve).
+_CPU_GENERATE = {"source": "builtin", "size": 128}
+_CPU_TRAIN = {
+    "size": 128,
+    "batch_size": 8,
+    "steps": 2400,
+    "lr": 5e-4,  # a short run takes larger steps than the paper's 1e-4 (docs/benchmarks.md)
+    "warmup_steps": 30,
+    "val_every": 400,
+    "save_every": 100,  # an interrupted hour loses at most ~2 minutes (--resume)
+    "model.discrepancy_stages": [0, 1, 2, 3],
+}
+
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"generate": _PAPER_GENERATE, "train": _PAPER_TRAIN},
     "paper-512": {"generate": {**_PAPER_GENERATE, "size": 512}, "train": {**_PAPER_TRAIN, "size": 512}},
+    "cpu": {"generate": _CPU_GENERATE, "train": _CPU_TRAIN},
 }
 
 
