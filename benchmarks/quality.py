@@ -28,8 +28,6 @@ KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
 LOOKUPS = {
     "lookup-default": LookupConfig(),
     "lookup-plain": LookupConfig(stages=(1, 2, 3), neighbourhood=1, sigma=0.0),
-    # the lookup helper's winner (branch exp-lookup, 712bbb7): strides 8 and 16, no pooling, sigma 4
-    "lookup-k1": LookupConfig(stages=(2, 3), neighbourhood=1, sigma=4.0),
 }
 
 
