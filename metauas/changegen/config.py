@@ -134,51 +134,48 @@ class GenerateConfig:
         return out
 
 
-def validate_weights(weights: dict[str, float]) -> None:
-    unknown = set(weights) - set(CHANGE_TYPES)
+def _check_weights(weights: dict[str, float], known: tuple[str, ...], option: str, noun: str) -> None:
+    unknown = set(weights) - set(known)
     if unknown:
-        raise UserError(f"unknown change type(s) in --change-weights: {', '.join(sorted(unknown))}; known: {', '.join(CHANGE_TYPES)}")
+        raise UserError(f"unknown {noun}(s) in {option}: {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise UserError("--change-weights must be non-negative with a positive sum")
+        raise UserError(f"{option} must be non-negative with a positive sum")
+
+
+def _parse_weights(text: str, option: str, pair: str) -> dict[str, float]:
+    """`a=1,b=0.5` -> {"a": 1.0, "b": 0.5}, in the order written; `pair` names the left side."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise UserError(f"{option} wants {pair}=weight pairs, got {part!r}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"{option}: {value!r} is not a number") from None
+    return weights
+
+
+def validate_weights(weights: dict[str, float]) -> None:
+    _check_weights(weights, CHANGE_TYPES, "--change-weights", "change type")
 
 
 def validate_local_masks(weights: dict[str, float]) -> None:
     from metauas.changegen.defects import KINDS
 
-    unknown = set(weights) - set(KINDS)
-    if unknown:
-        raise UserError(f"unknown local mask kind(s) in --local-masks: {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
-    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise UserError("--local-masks must be non-negative with a positive sum")
+    _check_weights(weights, KINDS, "--local-masks", "local mask kind")
 
 
 def parse_local_masks(text: str) -> dict[str, float]:
     """`perlin=1,blob=1,stroke=1` -> dict of the named kinds (unnamed kinds are off)."""
-    weights = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise UserError(f"--local-masks wants kind=weight pairs, got {part!r}")
-        try:
-            weight = float(value)
-        except ValueError:
-            raise UserError(f"--local-masks: {value!r} is not a number") from None
-        weights[name.strip()] = weight
+    weights = _parse_weights(text, "--local-masks", "kind")
     validate_local_masks(weights)
     return {k: w for k, w in weights.items() if w > 0}
 
 
 def parse_change_weights(text: str) -> dict[str, float]:
     """`disappear=1,appear=1,local=0.5` -> dict; types not named get weight 0."""
-    weights = {name: 0.0 for name in CHANGE_TYPES}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise UserError(f"--change-weights wants name=weight pairs, got {part!r}")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise UserError(f"--change-weights: {value!r} is not a number") from None
+    weights = {name: 0.0 for name in CHANGE_TYPES} | _parse_weights(text, "--change-weights", "name")
     validate_weights(weights)
     return weights
 
