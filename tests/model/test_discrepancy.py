@@ -57,17 +57,6 @@ def test_discrepancy_model_shapes_and_gradients(stages, residual):
         assert x.shape[1] == c.shape[1] + (s in stages)
 
 
-def test_shared_prompt_and_k_shot_with_discrepancy():
-    model = MetaUAS(tiny_model_config(discrepancy_stages=(1, 2), lookup_residual=8.0)).eval()
-    prompt, queries = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
-    with torch.no_grad():
-        shared = model.segment(model.encode(prompt), model.encode(queries))
-        explicit = model(prompt.expand(3, -1, -1, -1), queries)
-        torch.testing.assert_close(shared, explicit, atol=1e-4, rtol=1e-4)
-        one = model.encode(prompt)
-        torch.testing.assert_close(model.segment([one, one], model.encode(queries)), shared, atol=1e-4, rtol=1e-4)
-
-
 def test_residual_starts_from_the_lookup_ranking():
     """With a large initial gain the logits rank pixels as the mean discrepancy map does."""
     torch.manual_seed(0)

@@ -63,8 +63,9 @@ def test_identical_keys_make_soft_alignment_pick_the_same_position():
     torch.testing.assert_close(out, values, atol=1e-5, rtol=0)
 
 
-def test_shared_prompt_and_k_shot_match_explicit_batches():
-    model = MetaUAS(tiny_model_config()).eval()
+@pytest.mark.parametrize("options", [{}, {"discrepancy_stages": (1, 2), "lookup_residual": 8.0}])
+def test_shared_prompt_and_k_shot_match_explicit_batches(options):
+    model = MetaUAS(tiny_model_config(**options)).eval()
     prompt, queries = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         shared = model.segment(model.encode(prompt), model.encode(queries))
