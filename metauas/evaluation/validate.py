@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from metauas.evaluation.config import EvalConfig
+from metauas.evaluation.evaluate import score_class
 from metauas.evaluation.metrics import compute_metrics
 from metauas.evaluation.readers import ClassData, read_benchmark
 from metauas.inference.prompts import random_prompts
@@ -40,8 +41,6 @@ class RealValidator:
     @torch.inference_mode()
     def __call__(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """real_<metric> (mean over classes and seeds) and real_<class>_p_ap, as fractions."""
-        from metauas.evaluation.evaluate import score_class
-
         was_training = model.training
         model.eval()
         scorer = Scorer(model.encoder, model, ("model",), device=device)
