@@ -32,14 +32,21 @@ LOOKUPS = {
 
 
 def evaluate_real(data: Path, out: Path, checkpoint: Path | None, method: str, lookup: LookupConfig,
-                  seeds: tuple[int, ...], size: int) -> dict[str, dict]:
-    """method -> {"mean": {metric: %}, "std": {...}} for the one class of `data`."""
+                  seeds: tuple[int, ...], size: int) -> dict[str, dict[str, dict]]:
+    """Set or class -> method -> {"mean": {metric: fraction}, "std": {...}} for `data`: the
+    set's mean row under the folder's name and, for a set of several classes, each class
+    under "name/class"."""
     from metauas.evaluation.evaluate import EvalConfig, evaluate
 
     result = evaluate(EvalConfig(data=data, out=out, checkpoint=checkpoint, method=method, seeds=seeds,
                                  size=size, lookup=lookup, overlays=0, progress=False))
-    rows = [r for r in result["rows"] if r["class"] == "mean"]
-    return {r["method"]: {"mean": r["metrics"], "std": r["std"] or {}} for r in rows}
+    classes = {r["class"] for r in result["rows"]} - {"mean"}
+    found: dict[str, dict[str, dict]] = {}
+    for r in result["rows"]:
+        if r["class"] == "mean" or len(classes) > 1:
+            key = data.name if r["class"] == "mean" else f"{data.name}/{r['class']}"
+            found.setdefault(key, {})[r["method"]] = {"mean": r["metrics"], "std": r["std"] or {}}
+    return found
 
 
 def heldout(checkpoint: Path | None, folder: Path, size: int, lookups: dict[str, LookupConfig]) -> dict:
@@ -125,12 +132,13 @@ def main() -> None:
     summary: dict[str, dict] = {}
     for data in args.data:
         if args.what == "model":
-            found = evaluate_real(data, args.out / data.name, args.checkpoint, "all", LOOKUPS[args.lookup],
-                                  seeds, args.size)
+            summary.update(evaluate_real(data, args.out / data.name, args.checkpoint, "all", LOOKUPS[args.lookup],
+                                         seeds, args.size))
         else:
-            found = {name: evaluate_real(data, args.out / data.name / name, None, "lookup", cfg, seeds,
-                                         args.size)["lookup"] for name, cfg in chosen.items()}
-        summary[data.name] = found
+            for name, cfg in chosen.items():
+                for key, methods in evaluate_real(data, args.out / data.name / name, None, "lookup", cfg, seeds,
+                                                  args.size).items():
+                    summary.setdefault(key, {})[name] = methods["lookup"]
         print(f"{data.name}: done", flush=True)
     if args.heldout is not None:
         summary["heldout"] = heldout(args.checkpoint if args.what == "model" else None, args.heldout,

@@ -56,7 +56,7 @@ FIELDS = {"jpeg_quality": "jpeg_quality", **{name: name for name in (
     "coco_val_fraction", "builtin_split", "size", "shard_size",
     "prefix", "image_format", "workers", "seed", "inpainter", "lama_model", "change_weights", "shards", "min_side",
     "min_area", "max_area", "max_exchange", "perlin", "start_method", "progress", "max_pixels", "local_masks",
-    "local_intensity")}}
+    "local_intensity", "instance_prompts")}}
 
 
 def generate(
@@ -117,6 +117,12 @@ def generate(
     local_intensity: float = typer.Option(_d("local_intensity"), "--local-intensity", help="Probability that a "
                                           "blob/stroke/stain is a darker or brighter spot instead of DRAEM's fill "
                                           "from another image or texture."),
+    instance_prompts: float = typer.Option(_d("instance_prompts"), "--instance-prompts", help="Probability "
+                                           "that a local or none pair of a procedural scene takes its prompt "
+                                           "from another instance of the scene's kind (same materials, another "
+                                           "layout) instead of the query's own image before the change; the "
+                                           "mask still marks only the change. Photos and COCO items keep their "
+                                           "own image."),
     start_method: Optional[Literal["spawn", "fork", "forkserver"]] = typer.Option(
         None, "--start-method", help="multiprocessing start method (default: spawn)."),
     progress: bool = progress_option(),

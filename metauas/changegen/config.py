@@ -29,7 +29,7 @@ PERLIN = {"numpy": "numpy", "noise": "pnoise2"}  # --perlin -> perlin.METHODS
 # fields added after datasets were made, with the value that makes the old bytes: left out
 # of the recorded config at that value, so older folders still resume with the same options
 ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS, "local_masks": DEFAULT_LOCAL_MASKS,
-               "local_intensity": 0.5}
+               "local_intensity": 0.5, "instance_prompts": 0.0}
 # the COCO subset, added later too: its three fields are left out together while no subset
 # is chosen, and recorded together when one is
 COCO_SUBSET = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
@@ -75,6 +75,10 @@ class GenerateConfig:
     # with probability local_intensity, else DRAEM's
     local_masks: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOCAL_MASKS))
     local_intensity: float = 0.5
+    # probability that a local or none pair of a source with instances (the builtin scenes)
+    # takes its prompt from another instance of the query's kind: same materials, another
+    # layout (scenes.render_instance), as a real normal is another part, not the same one
+    instance_prompts: float = 0.0
     # how (never changes the bytes)
     workers: int = 1
     shards: str | None = None  # "A:B" shard-id range
@@ -112,8 +116,10 @@ class GenerateConfig:
                 raise UserError(message)
         validate_weights(self.change_weights)
         validate_local_masks(self.local_masks)
-        if not 0 <= self.local_intensity <= 1:
-            raise UserError(f"--local-intensity is a probability in 0..1, got {self.local_intensity}")
+        for name in ("local_intensity", "instance_prompts"):
+            if not 0 <= getattr(self, name) <= 1:
+                option = "--" + name.replace("_", "-")
+                raise UserError(f"{option} is a probability in 0..1, got {getattr(self, name)}")
 
     @property
     def num_shards(self) -> int:

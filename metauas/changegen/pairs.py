@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -73,6 +73,21 @@ class Synthesizer:
             + "".join(f"; first {detail}" for detail in list(getattr(skips, "first", {}).values())[:1]) + ")"
         )
 
+    def instances(self, change: str, item: SourceItem, rng: np.random.Generator
+                  ) -> tuple[SourceItem, np.ndarray | None]:
+        """With probability `instance_prompts`, for a local or none change of an item that
+        has instances: (the query's instance as the item to change, another instance as
+        the prompt); otherwise (item, None). The coin is drawn only when the option is on,
+        so datasets made without it keep their bytes."""
+        p = self.cfg.instance_prompts
+        if p <= 0 or change not in ("local", "none") or rng.random() >= p:
+            return item, None
+        found = self.source.instance_images(item, rng, self.cfg.size)
+        if found is None:
+            return item, None
+        query, prompt = found
+        return SourceItem(query, [], {**item.ident, "instance": True}), prompt
+
     def sample(self, index: int):
         """Generator: yields InpaintRequests, returns the finished Sample."""
         rng = np.random.default_rng([self.cfg.seed, index])
@@ -82,8 +97,11 @@ class Synthesizer:
                       self.cfg.local_masks, self.cfg.local_intensity)
         for _ in range(MAX_ATTEMPTS):
             item = self.draw_item(rng, change in NEEDS_INSTANCES, skips)
+            item, prompt = self.instances(change, item, rng)
             pair = yield from SYNTHS[change](ctx, rng, item)
-            if pair is not None and visible(pair):
+            if pair is not None and visible(pair):  # visible against the query's own image
+                if prompt is not None:
+                    pair = replace(pair, prompt=prompt, params={**pair.params, "prompt": "instance"})
                 return Sample(index, pair, item.ident, skips)
             skips[f"redraw_invisible_{change}"] += 1
         raise RuntimeError(f"sample {index}: no visible {change} change in {MAX_ATTEMPTS} attempts")

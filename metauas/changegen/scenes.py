@@ -8,6 +8,8 @@ function of its seed, so any worker renders the same pixels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -16,11 +18,12 @@ from metauas.changegen.textures import random_texture
 SHAPES = ("ellipse", "rectangle", "polygon", "blob")
 
 
-def _shape_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
-    """One filled shape of a random kind, 8%..45% of the side, anywhere in the frame."""
+def _shape_mask(rng: np.random.Generator, size: int, radius_range: tuple[float, float] = (0.08, 0.45)
+                ) -> tuple[np.ndarray, str]:
+    """One filled shape of a random kind, `radius_range` of the half side, anywhere in the frame."""
     kind = SHAPES[int(rng.integers(len(SHAPES)))]
     mask = np.zeros((size, size), np.uint8)
-    radius = float(rng.uniform(0.08, 0.45)) * size / 2
+    radius = float(rng.uniform(*radius_range)) * size / 2
     cx, cy = (float(v) for v in rng.uniform(radius * 0.5, size - radius * 0.5, size=2))
     angle = float(rng.uniform(0, 360))
     if kind == "ellipse":
@@ -70,3 +73,48 @@ def render_scene(rng: np.random.Generator, size: int, min_area: float) -> tuple[
         kinds.append(kind)
     keep = [i for i, m in enumerate(masks) if m.mean() >= min_area]
     return image, [masks[i] for i in keep], [kinds[i] for i in keep]
+
+
+# --- instance pairs: two scenes of one style (same materials, different layouts) ---------
+# Real normals are never the query's own image before a defect: a PCB crop shows the same
+# traces and pads elsewhere, a tile the same grain shifted, a part the same materials in
+# another pose. A `SceneStyle` fixes the materials (a background field and 1-3 textures for
+# shapes) and `render_instance` lays them out anew from its own RNG, so two renders are
+# two instances of one kind of object: nothing at the same place, nothing new in kind.
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """Materials as stationary fields twice the frame's side (instances crop them at
+    different offsets), how many shapes an instance has and how large they are."""
+
+    background: np.ndarray
+    materials: tuple[np.ndarray, ...]
+    shapes: tuple[int, int]  # least, most shapes per instance (0: a bare texture)
+    radius: tuple[float, float]  # shape radius as a fraction of the half side
+
+
+def scene_style(rng: np.random.Generator, size: int) -> SceneStyle:
+    """A style: one of the scene's textures per material, and a layout density (many
+    small parts like a board, or a few large ones, or none: a plain surface)."""
+    background = random_texture(rng, 2 * size)
+    materials = tuple(random_texture(rng, 2 * size) for _ in range(int(rng.integers(1, 4))))
+    density = int(rng.integers(3))
+    shapes, radius = (((0, 0), (0.1, 0.2)), ((4, 12), (0.06, 0.16)), ((1, 5), (0.12, 0.4)))[density]
+    return SceneStyle(background, materials, shapes, radius)
+
+
+def _crop(field: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    y, x = (int(v) for v in rng.integers(0, field.shape[0] - size + 1, size=2))
+    return field[y:y + size, x:x + size]
+
+
+def render_instance(style: SceneStyle, rng: np.random.Generator, size: int) -> np.ndarray:
+    """One instance: the background field cropped at a random offset, then the style's
+    number of shapes, each filled from one of its materials (also at a random offset)."""
+    image = _crop(style.background, rng, size).copy()
+    for _ in range(int(rng.integers(style.shapes[0], style.shapes[1] + 1))):
+        mask = _shape_mask(rng, size, style.radius)[0].astype(np.uint8)
+        fill = _crop(style.materials[int(rng.integers(len(style.materials)))], rng, size)
+        alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)[..., None] * mask[..., None]
+        image = (image * (1 - alpha) + fill * alpha).round().astype(np.uint8)
+    return image

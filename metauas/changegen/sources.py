@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from metauas.changegen.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
-from metauas.changegen.scenes import render_scene
+from metauas.changegen.scenes import render_instance, render_scene, scene_style
 from metauas.changegen.segment import object_candidates
 from metauas.errors import UserError
 
@@ -56,6 +56,12 @@ class Source:
 
     def prime(self, size: int) -> None:
         """Fill per-process caches (benchmarks measure the steady state); default none."""
+
+    def instance_images(self, item: SourceItem, rng: np.random.Generator, size: int
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Two other instances of `item`'s kind (query side, prompt side), or None where the
+        source knows no instances (photos, COCO: one image is one instance)."""
+        return None
 
 
 def _keep_by_area(masks: list[np.ndarray], min_area: float, max_area: float, skips: Counter) -> list[np.ndarray]:
@@ -318,6 +324,16 @@ class SceneSource(Source):
         masks = _keep_by_area(masks, self.min_area, self.max_area, skips)
         return SourceItem(image, masks, {"kind": "scene", "namespace": self.namespace, "scene": k}, skips)
 
+    def instance_images(self, item: SourceItem, rng: np.random.Generator, size: int
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Two layouts of scene k's style; the style is seeded by the scene alone, the
+        layouts by the sample's RNG, so every pair of one scene is a new pair of parts."""
+        ident = item.ident
+        if ident.get("kind") != "scene" or ident.get("namespace") != self.namespace:
+            return None
+        style = scene_style(np.random.default_rng([self.SCENE_SEED, self.namespace, ident["scene"], 1]), size)
+        return render_instance(style, rng, size), render_instance(style, rng, size)
+
 
 class ConcatSource(Source):
     """Several sources as one; `pick` first draws a part by weight, then an item in it."""
@@ -341,6 +357,14 @@ class ConcatSource(Source):
     def load(self, k: int, size: int) -> SourceItem:
         source, j = self._locate(k)
         return source.load(j, size)
+
+    def instance_images(self, item: SourceItem, rng: np.random.Generator, size: int
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+        for part in self.parts:
+            found = part.instance_images(item, rng, size)
+            if found is not None:
+                return found
+        return None
 
     def prime(self, size: int) -> None:
         for part in self.parts:
