@@ -92,7 +92,7 @@ def mvtec_from_pairs(shards: Path, root: Path) -> Path:
     """A one-class MVTec-layout set from change pairs: the first half's prompts are the
     normal training images; of the second half, changed queries (with their masks) are
     the anomalies and prompts the normal test images."""
-    from metauas.changegen.format import iter_pairs
+    from metauas.data.format import iter_pairs
 
     pairs = list(iter_pairs(str(shards)))
     cls = root / "heldout"

@@ -121,7 +121,7 @@ def _keep(feats: list[torch.Tensor]) -> list[torch.Tensor]:
 def encode_class(encode, root: Path, size: int) -> dict:
     """One MVTec-layout class: test features in evaluate's batches, masks, labels, and
     every train image's features (batch 1, as evaluate encodes a shared prompt) per rotation."""
-    from metauas.changegen.images import read_image
+    from metauas.data.images import read_image
     from metauas.evaluation.evaluate import _mask
     from metauas.evaluation.readers import read_benchmark
     from metauas.inference.scoring import load_tensor, to_tensor

@@ -56,7 +56,7 @@ def real_masks(root: Path):
 
 
 def shard_masks(folder: Path, max_pairs: int):
-    from metauas.changegen.format import iter_pairs
+    from metauas.data.format import iter_pairs
 
     for i, pair in enumerate(iter_pairs(str(folder))):
         if i >= max_pairs:

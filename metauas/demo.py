@@ -174,7 +174,7 @@ def _heatmap_rows(scores: HeldoutScores, n: int) -> list:
 def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
                       metrics: dict[str, dict[str, float]], real: dict[str, list[dict]] | None = None) -> Path:
     """report.html: metrics, learning curves, training pairs and held-out heatmaps."""
-    from metauas.changegen.format import expand_urls
+    from metauas.data.format import expand_urls
     from metauas.changegen.preview import contact_sheet
     from metauas.evaluation import html as H
     from metauas.model.checkpoint import load_model

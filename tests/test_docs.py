@@ -29,7 +29,7 @@ def pairs(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("heading, printed", [
-    ("Reading the shards without torch: `metauas.changegen.format`", "12 samples; nothing skipped"),
+    ("Reading the shards without torch: `metauas.data.format`", "12 samples; nothing skipped"),
     ("Reading the shards in plain PyTorch + webdataset", "batch (4, 3, 64, 64) (4, 1, 64, 64) 4\n" * 3)])
 def test_shards_md_readers_run_as_printed(pairs, heading, printed):
     (block,) = python_blocks("shards.md", heading)

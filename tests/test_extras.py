@@ -54,7 +54,7 @@ def test_generate_and_preview_run_without_torch(pairs):
 
 def test_the_shard_reader_runs_without_torch(pairs):
     proc = run_without_torch(pairs, """
-        from metauas.changegen.format import count_samples, expand_urls, iter_pairs
+        from metauas.data.format import count_samples, expand_urls, iter_pairs
         urls = expand_urls("pairs")
         pairs = list(iter_pairs(urls))
         assert count_samples(urls) == len(pairs) == 6

@@ -9,7 +9,7 @@ Importing this package never imports torch; only the `lama` inpainter does.
 """
 
 from metauas.changegen.config import GenerateConfig
-from metauas.changegen.format import CHANGE_TYPES
+from metauas.data.format import CHANGE_TYPES
 from metauas.changegen.run import generate_dataset
 
 __all__ = ["CHANGE_TYPES", "GenerateConfig", "generate_dataset"]

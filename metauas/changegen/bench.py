@@ -18,8 +18,8 @@ from collections import Counter
 import numpy as np
 
 from metauas.changegen.config import GenerateConfig
-from metauas.changegen.format import CHANGE_TYPES
-from metauas.changegen.images import encode
+from metauas.data.format import CHANGE_TYPES
+from metauas.data.images import encode
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import sample_members
 

@@ -152,7 +152,7 @@ def preview(
     n: int = typer.Option(16, "--n", help="Number of samples on the sheet (the first N)."),
 ) -> None:
     """Draw a contact sheet: prompt | query | mask over query, with the change type."""
-    from metauas.changegen.format import ReadStats
+    from metauas.data.format import ReadStats
     from metauas.changegen.preview import write_preview
 
     if n < 1:

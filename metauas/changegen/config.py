@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metauas.changegen.format import CHANGE_TYPES
-from metauas.changegen.images import MAX_PIXELS
+from metauas.data.format import CHANGE_TYPES
+from metauas.data.images import MAX_PIXELS
 from metauas.errors import UserError
 
 GENERATOR_NAME = "metauas.changegen"

@@ -16,8 +16,8 @@ import numpy as np
 
 from metauas.changegen.changes import NEEDS_INSTANCES, SYNTHS, Context, InpaintRequest, Pair, visible
 from metauas.changegen.config import PERLIN, GenerateConfig
-from metauas.changegen.format import CHANGE_TYPES
-from metauas.changegen.images import SkipSource
+from metauas.data.format import CHANGE_TYPES
+from metauas.data.images import SkipSource
 from metauas.changegen.inpaint import Inpainter
 from metauas.changegen.sources import Source, SourceItem
 from metauas.errors import UserError

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metauas.changegen.builtin import open_source
 from metauas.changegen.config import GenerateConfig, parse_shard_range
-from metauas.changegen.format import shard_name
+from metauas.data.format import shard_name
 from metauas.changegen.inpaint import make_inpainter, resolve_lama_path
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import (

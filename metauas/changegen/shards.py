@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from metauas.changegen.config import GENERATOR_NAME, GENERATOR_VERSION, GenerateConfig
-from metauas.changegen.format import CHANGE_TYPES, SCHEMA, sample_key, shard_name
-from metauas.changegen.images import encode
+from metauas.data.format import CHANGE_TYPES, SCHEMA, sample_key, shard_name
+from metauas.data.images import encode
 from metauas.changegen.pairs import Sample
 from metauas.errors import UserError
 from metauas.outputs import write_atomic

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metauas.changegen.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
+from metauas.data.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
 from metauas.changegen.scenes import render_scene
 from metauas.changegen.segment import object_candidates
 from metauas.errors import UserError

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metauas.changegen.images import read_image
+from metauas.data.images import read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.changegen.images import list_images
+from metauas.data.images import list_images
 from metauas.errors import UserError
 
 FORMATS = ("mvtec", "visa", "meta", "folder")

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from metauas.changegen.images import read_image, to_rgb
+from metauas.data.images import read_image, to_rgb
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.inference.config import LookupConfig

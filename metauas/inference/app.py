@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from metauas.changegen.images import decode
+from metauas.data.images import decode
 from metauas.errors import UserError
 from metauas.inference.api import Segmenter
 from metauas.inference.overlay import heatmap

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from metauas.changegen.images import list_images, read_image
+from metauas.data.images import list_images, read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.inference.api import Segmentation, Segmenter

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from metauas.changegen.images import read_image
+from metauas.data.images import read_image
 from metauas.devices import describe
 from metauas.errors import UserError
 from metauas.inference.config import METHOD_CHOICES, METHOD_SETS, METHODS, SHOT_FUSIONS, LookupConfig

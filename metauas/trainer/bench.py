@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from metauas.changegen.format import decode_pair, expand_urls, iter_samples
+from metauas.data.format import decode_pair, expand_urls, iter_samples
 from metauas.model.config import ModelConfig
 from metauas.trainer.augment import AugmentConfig, augment_pair, draw_params, resize_pair
 from metauas.trainer.stream import PREFETCH, StreamConfig, collate_pairs, to_device, train_loader

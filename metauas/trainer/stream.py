@@ -1,6 +1,6 @@
 """Change pairs streamed from `changepair/1` shards into torch (the training side).
 
-Both readers decode with `changegen.format.decode_pair`, the schema's one decoder:
+Both readers decode with `data.format.decode_pair`, the schema's one decoder:
 - `train_loader`: an endless, shuffled, augmented stream split across nodes (ranks) and
   DataLoader workers by webdataset, batched inside the workers as uint8 tensors (4x less
   to pass between processes than float), images N x H x W x 3 as decoded (stacking them
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metauas.changegen.format import ReadStats, decode_pair, iter_pairs, shard_samples
+from metauas.data.format import ReadStats, decode_pair, iter_pairs, shard_samples
 from metauas.trainer.augment import AugmentConfig, augment_pair, draw_params, resize_pair
 
 log = logging.getLogger("metauas.data")
@@ -159,7 +159,7 @@ def to_device(batch: dict, device: torch.device | str) -> tuple[torch.Tensor, to
 
 
 def tar_samples(src):
-    """webdataset stage: shard URLs -> raw samples, read by changegen.format's direct tar
+    """webdataset stage: shard URLs -> raw samples, read by data.format's direct tar
     parser (a quarter of webdataset's tarfile-based reader's time per pair); an unreadable
     shard is logged and skipped, the rest of the stream goes on."""
     stats = ReadStats()

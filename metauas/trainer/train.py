@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metauas.changegen.format import ReadStats, count_samples, expand_urls, iter_pairs
+from metauas.data.format import ReadStats, count_samples, expand_urls, iter_pairs
 from metauas.configs import from_dict
 from metauas.errors import UserError
 from metauas.evaluation.metrics import pixel_auroc_ap

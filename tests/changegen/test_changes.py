@@ -8,7 +8,7 @@ import pytest
 from metauas.changegen.builtin import open_source
 from metauas.changegen.changes import visible
 from metauas.changegen.config import CHANGE_TYPES, GenerateConfig
-from metauas.changegen.images import decode
+from metauas.data.images import decode
 from metauas.changegen.inpaint import make_inpainter
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import sample_members

@@ -10,8 +10,8 @@ from changegen_helpers import run_cli
 
 from metauas.changegen.builtin import HELDOUT_PHOTOS, TRAIN_PHOTOS, builtin_source
 from metauas.changegen.config import GenerateConfig, parse_change_weights, parse_shard_range
-from metauas.changegen.format import sample_key
-from metauas.changegen.images import fit_square
+from metauas.data.format import sample_key
+from metauas.data.images import fit_square
 from metauas.changegen.shards import MTIME
 from metauas.errors import UserError
 
@@ -76,7 +76,7 @@ def test_config_records_only_what_changes_the_bytes():
 
 
 def test_coco_source_reads_polygon_and_rle_and_counts_what_it_skips(coco_set):
-    from metauas.changegen.images import SkipSource
+    from metauas.data.images import SkipSource
     from metauas.changegen.sources import CocoSource
 
     images, annotations = coco_set

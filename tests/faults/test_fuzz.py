@@ -20,8 +20,8 @@ from hostile import sample_members  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from metauas.changegen.format import ReadStats, iter_pairs
-from metauas.changegen.images import SkipSource, read_rgb
+from metauas.data.format import ReadStats, iter_pairs
+from metauas.data.images import SkipSource, read_rgb
 from metauas.changegen.sources import CocoSource
 from metauas.errors import UserError
 from metauas.evaluation.readers import read_benchmark

@@ -9,7 +9,7 @@ import pytest
 import torch
 from make_data import write_shards
 
-from metauas.changegen.format import ReadStats, count_samples, expand_urls
+from metauas.data.format import ReadStats, count_samples, expand_urls
 from metauas.errors import UserError
 from metauas.trainer.augment import AugmentConfig, augment_pair
 from metauas.trainer.stream import StreamConfig, resized_pairs, train_dataset

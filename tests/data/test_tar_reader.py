@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from metauas.changegen.format import ReadStats, shard_samples, tar_members
+from metauas.data.format import ReadStats, shard_samples, tar_members
 
 
 def _tar(fmt: int, files: dict[str, bytes], mode: str = "w") -> bytes:
