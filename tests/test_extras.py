@@ -52,13 +52,17 @@ def test_generate_and_preview_run_without_torch(pairs):
     assert (pairs / "sheet.png").stat().st_size > 1000
 
 
-def test_the_shard_reader_runs_without_torch(pairs):
+def test_the_shard_reader_and_writer_run_without_torch(pairs):
     proc = run_without_torch(pairs, """
-        from metauas.data.format import count_samples, expand_urls, iter_pairs
+        from metauas.data import ShardWriter, count_samples, expand_urls, iter_pairs
         urls = expand_urls("pairs")
         pairs = list(iter_pairs(urls))
         assert count_samples(urls) == len(pairs) == 6
         assert pairs[0]["prompt"].shape == (64, 64, 3) and pairs[0]["mask"].shape == (64, 64)
+        with ShardWriter("copy", "copier", shard_size=4) as writer:
+            for pair in pairs:
+                writer.write(pair["prompt"], pair["query"], pair["mask"], pair["meta"])
+        assert count_samples(expand_urls("copy")) == 6
         assert "torch" not in sys.modules
         print("ok", pairs[0]["meta"]["change"])
     """)

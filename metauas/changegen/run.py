@@ -21,17 +21,8 @@ from metauas.changegen.config import GenerateConfig, parse_shard_range
 from metauas.data.format import shard_name
 from metauas.changegen.inpaint import make_inpainter, resolve_lama_path
 from metauas.changegen.pairs import Synthesizer
-from metauas.changegen.shards import (
-    ShardLocks,
-    ShardWriter,
-    is_complete,
-    prepare_output,
-    remove_partial,
-    sample_members,
-    shard_indices,
-    shard_summary,
-    write_index,
-)
+from metauas.changegen.shards import lock_shards, prepare_output, sample_members, shard_indices, write_index
+from metauas.data.shards import ShardFile, is_complete, remove_partial, shard_summary
 from metauas.errors import UserError
 from metauas.outputs import out_of_space
 
@@ -51,7 +42,7 @@ def rank_shards(cfg: GenerateConfig, env: dict[str, str] | None = None) -> list[
 
 def make_shard(cfg: GenerateConfig, synth: Synthesizer, shard_id: int, report=lambda n: None) -> dict:
     """Synthesise, encode and atomically write one shard; returns its summary."""
-    writer = ShardWriter(cfg.out, shard_name(cfg.prefix, shard_id))
+    writer = ShardFile(cfg.out, shard_name(cfg.prefix, shard_id))
     made = []  # (change, skips) per sample; the pixels are dropped once written
     indices = shard_indices(cfg, shard_id)
     chunk = synth.inpainter.chunk  # samples advanced together: one inpainting batch
@@ -132,7 +123,7 @@ def _make(cfg: GenerateConfig, synth: Synthesizer, todo: list[int], mine: list[i
 
 def _out_of_space(cfg: GenerateConfig) -> UserError:
     """The message for a full disk: what is safe, and that rerunning resumes."""
-    done = [s for s in range(cfg.num_shards) if is_complete(cfg, s)]
+    done = [s for s in range(cfg.num_shards) if is_complete(cfg.out, cfg.prefix, s)]
     try:
         write_index(cfg)
     except OSError:
@@ -147,7 +138,7 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
     """Generate (or resume) the dataset described by `cfg`; returns index.json's path.
 
     All user mistakes are raised as UserError before any shard is started. The run
-    holds a lock on each shard it makes (`ShardLocks`): a second run that would write
+    holds a lock on each shard it makes (`data.shards.ShardLocks`): a second run that would write
     one of them is refused. A full disk removes the partial shard and says what is safe."""
     cfg.validate()
     if cfg.inpainter == "lama":
@@ -155,14 +146,13 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
     mine = rank_shards(cfg)
     synth = build_synthesizer(cfg)  # validates the source (missing files, empty) up front
     prepare_output(cfg, synth.source.left_out)
-    locks = ShardLocks(cfg.out)
-    todo = [s for s in mine if not is_complete(cfg, s)]
-    locks.acquire(cfg, todo)  # refused (and released) when another run is writing one of them
+    todo = [s for s in mine if not is_complete(cfg.out, cfg.prefix, s)]
+    locks = lock_shards(cfg, todo)  # refused (and released) when another run is writing one of them
     try:
-        todo = [s for s in todo if not is_complete(cfg, s)]  # another run may have ended meanwhile
+        todo = [s for s in todo if not is_complete(cfg.out, cfg.prefix, s)]  # another run may have ended meanwhile
         _make(cfg, synth, todo, mine)
     except BaseException as err:
-        remove_partial(cfg, todo)
+        remove_partial(cfg.out, cfg.prefix, todo)
         if out_of_space(err):
             raise _out_of_space(cfg) from None
         raise

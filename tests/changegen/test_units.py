@@ -12,7 +12,7 @@ from metauas.changegen.builtin import HELDOUT_PHOTOS, TRAIN_PHOTOS, builtin_sour
 from metauas.changegen.config import GenerateConfig, parse_change_weights, parse_shard_range
 from metauas.data.format import sample_key
 from metauas.data.images import fit_square
-from metauas.changegen.shards import MTIME
+from metauas.data.shards import MTIME
 from metauas.errors import UserError
 
 
