@@ -133,7 +133,7 @@ def loader_rate(urls: list[str], size: int, batch_size: int, workers: int, batch
 def step_rate(cfg: ModelConfig, batch: dict, steps: int, device: torch.device) -> float:
     """Pairs/s of training steps on one in-memory batch (after one warm-up step)."""
     from metauas.model.network import MetaUAS
-    from metauas.trainer.train import segmentation_loss
+    from metauas.trainer.losses import segmentation_loss
 
     model = MetaUAS(cfg).to(device).train()
     optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=1e-4)

@@ -88,14 +88,6 @@ class TrainConfig:
         if self.lookup_weight > 0 and self.model.alignment == "none":
             raise UserError("--lookup-weight needs a lookup to train: use an alignment other than none")
 
-    def val_sources(self) -> tuple[list[str], list[str]]:
-        """(shard specs, MVTec-layout folders) among --val: either kind, or both."""
-        from metauas.evaluation.readers import is_benchmark_folder
-
-        entries = [] if self.val is None else [self.val] if isinstance(self.val, str) else list(self.val)
-        folders = [e for e in entries if is_benchmark_folder(e)]
-        return [e for e in entries if e not in folders], folders
-
     def per_process(self, world: int) -> TrainConfig:
         """This config with `batch_size` resolved for `world` processes (a global batch
         is split evenly; a per-process batch stays as it is)."""

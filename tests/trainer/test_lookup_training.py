@@ -10,7 +10,8 @@ from metauas.errors import UserError
 from metauas.model.network import MetaUAS
 from metauas.trainer.augment import AugmentConfig
 from metauas.trainer.config import TrainConfig
-from metauas.trainer.train import lookup_losses, stage_masks, train
+from metauas.trainer.losses import lookup_losses, stage_masks
+from metauas.trainer.train import train
 
 
 def _masks(*changed_columns):
