@@ -57,7 +57,7 @@ def train_variant(name: str, data: Path, out: Path, steps: int, lr: float, size:
 
 
 def heldout_metrics(checkpoint: Path, data: Path, size: int) -> dict[str, float]:
-    from metauas.demo import pair_maps
+    from metauas.evaluation.heldout import pair_maps
     from metauas.evaluation.metrics import compute_metrics
     from metauas.model.checkpoint import load_model
     from metauas.trainer.stream import resized_pairs

@@ -122,7 +122,7 @@ def encode_class(encode, root: Path, size: int) -> dict:
     """One MVTec-layout class: test features in evaluate's batches, masks, labels, and
     every train image's features (batch 1, as evaluate encodes a shared prompt) per rotation."""
     from metauas.data.images import read_image
-    from metauas.evaluation.evaluate import _mask
+    from metauas.evaluation.evaluate import evaluated_mask
     from metauas.evaluation.readers import read_benchmark
     from metauas.inference.scoring import load_tensor, to_tensor
 
@@ -132,7 +132,7 @@ def encode_class(encode, root: Path, size: int) -> dict:
         samples = data.test[i:i + BATCH]
         images = [read_image(s.path) for s in samples]
         batches.append(_keep(encode(torch.stack([to_tensor(rgb, size) for rgb in images]))))
-        masks += [_mask(s, rgb.shape, size, "exact", problems) for s, rgb in zip(samples, images)]
+        masks += [evaluated_mask(s, rgb.shape, size, "exact", problems) for s, rgb in zip(samples, images)]
     train = {(str(p), r): _keep(encode(torch.rot90(load_tensor(p, size)[None], r // 90, dims=(2, 3))))
              for p in data.train for r in ROTATIONS}
     return {"name": data.name, "train_paths": [str(p) for p in data.train], "train": train, "batches": batches,

@@ -8,7 +8,7 @@ real dev classes and the builtin held-out pairs, every number as mean ± std ove
 `model` runs `metauas evaluate --method all --seeds 1,3,5,7,9 --size 256` (exact protocol,
 random 1-shot prompts: the same `evaluate()` the CLI calls) on each --data folder, and
 scores every pair of HELDOUT (`generate --source builtin --builtin-split heldout
---num-pairs 240 --seed 1`) as `metauas/demo.py` does (unchanged pairs are the normals).
+--num-pairs 240 --seed 1`) as the demo does (`metauas/evaluation/heldout.py`; unchanged pairs are the normals).
 `lookups` does the same for the training-free baselines: the current default
 (`--method lookup`) and the "plain PatchCore" variant (stages at strides 4, 8, 16, no
 pooling, no blur; the mean over stages ranks pixels as their sum does).
@@ -46,7 +46,7 @@ def heldout(checkpoint: Path | None, folder: Path, size: int, lookups: dict[str,
     """method -> metrics on every held-out pair, scored as the demo does."""
     import torch
 
-    from metauas.demo import HeldoutScores, heldout_metrics, pair_maps
+    from metauas.evaluation.heldout import HeldoutScores, heldout_metrics, pair_maps
     from metauas.inference.lookup import lookup_map
     from metauas.model.encoder import EncoderConfig, build_encoder
     from metauas.trainer.stream import resized_pairs

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from metauas.options import progress_option, quiet_option, setup_output, verbose_option
+
+if TYPE_CHECKING:  # the demo command must start without torch: evaluation.heldout is imported on use
+    from metauas.evaluation.heldout import HeldoutScores
 
 
 @dataclass
@@ -91,32 +94,11 @@ def train_model(cfg: DemoConfig) -> Path:
     ))
 
 
-@dataclass
-class HeldoutScores:
-    """Per method, the held-out score maps (HxW floats in [0, 1]), beside the pairs."""
-
-    pairs: list[dict]
-    maps: dict[str, list]
-
-
-def pair_maps(methods: dict, pairs: list[dict], batch: int = 16) -> HeldoutScores:
-    """Maps of each method (name -> fn(prompt, query) -> B x 1 x H x W) on decoded pairs."""
-    import torch
-
-    maps: dict[str, list] = {name: [] for name in methods}
-    with torch.inference_mode():
-        for i in range(0, len(pairs), batch):
-            prompt = torch.stack([p["prompt"] for p in pairs[i:i + batch]])
-            query = torch.stack([p["query"] for p in pairs[i:i + batch]])
-            for name, method in methods.items():
-                maps[name] += list(method(prompt, query)[:, 0].numpy())
-    return HeldoutScores(pairs, maps)
-
-
 def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     """Maps of the trained model, the same model untrained, and the lookup baseline."""
     import torch
 
+    from metauas.evaluation.heldout import pair_maps
     from metauas.inference.lookup import lookup_map
     from metauas.inference.prepared import prepare_for_inference
     from metauas.model.checkpoint import load_model
@@ -134,14 +116,6 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
 
 
 METRIC_COLUMNS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
-
-
-def heldout_metrics(scores: HeldoutScores) -> dict[str, dict[str, float]]:
-    """The seven paper metrics per method (exact protocol); `none` pairs are the normals."""
-    from metauas.evaluation.metrics import compute_metrics
-
-    masks = [p["mask"][0].numpy() > 0.5 for p in scores.pairs]
-    return {name: compute_metrics(maps, masks) for name, maps in scores.maps.items()}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -224,9 +198,9 @@ def score_real(cfg: DemoConfig, checkpoint: Path) -> dict[str, list[dict]]:
 def _real_section(real: dict[str, list[dict]]) -> str:
     """One table: per real set and method, mean ± std over the prompt seeds, in %."""
     from metauas.evaluation import html as H
-    from metauas.evaluation.report import JUDGED, _fmt
+    from metauas.evaluation.report import JUDGED, fmt_metric
 
-    rows = [[name, r["method"], *(_fmt(r["metrics"][c], (r.get("std") or {}).get(c)) for c in METRIC_COLUMNS)]
+    rows = [[name, r["method"], *(fmt_metric(r["metrics"][c], (r.get("std") or {}).get(c)) for c in METRIC_COLUMNS)]
             for name, rs in real.items() for r in rs]
     verdicts = [[name, *real_verdict(rs).values()] for name, rs in real.items()]
     return ("<p>Real defects on objects the model never saw (MVTec layout), random 1-shot prompts, "
@@ -247,6 +221,8 @@ def real_verdict(rows: list[dict]) -> dict[str, str]:
 def run_demo(cfg: DemoConfig) -> Path:
     """The whole demo; returns the report's path."""
     import json
+
+    from metauas.evaluation.heldout import heldout_metrics
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     make_data(cfg)

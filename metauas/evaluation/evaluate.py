@@ -45,7 +45,7 @@ class ClassMaps:
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
-def _mask(sample: Sample, shape: tuple[int, ...], size: int, protocol: str,
+def evaluated_mask(sample: Sample, shape: tuple[int, ...], size: int, protocol: str,
           problems: list[str]) -> np.ndarray | None:
     """Mask at the evaluated size: nearest (exact) or bilinear then L > 0 (official)."""
     if sample.label == 0 or sample.mask is None:
@@ -89,7 +89,7 @@ def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
             result.maps[method].extend(map_to_numpy(x) for x in m)
         result.samples.extend(batch)
         result.prompts.extend(chosen)
-        result.masks.extend(_mask(s, rgb.shape, size, cfg.metric.protocol, problems)
+        result.masks.extend(evaluated_mask(s, rgb.shape, size, cfg.metric.protocol, problems)
                             for s, rgb in zip(batch, images))
     return result
 
