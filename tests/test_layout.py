@@ -1,4 +1,5 @@
-"""The house rules of docs/decisions.md: imports only run downward, and no circles.
+"""The house rules of docs/decisions.md: imports only run downward, no circles, and no
+package imports another's private (`_name`) modules or names.
 
 Every `import` counts, including those inside functions (a lazy import is still a
 dependency). Floors, from the ground up:
@@ -7,7 +8,8 @@ dependency). Floors, from the ground up:
                  configs,
                  options (CLI conventions),
                  outputs (--out checks, atomic writes),
-                 recipes (settings as data)
+                 recipes (settings as data),
+                 lazy (the packages' faces)
     data         image I/O, changepair/1     base
     model        MetaUAS, encoder, ckpts     base
     changegen    sources, synthesis          base, data
@@ -28,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "metauas"
 BASE = {"metauas.version", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options",
-        "metauas.outputs", "metauas.recipes"}
+        "metauas.outputs", "metauas.recipes", "metauas.lazy"}
 ALLOWED = {
     "base": set(),
     "data": {"base"},
@@ -124,8 +126,51 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def package(module: str) -> str:
+    """`metauas.evaluation.report` -> evaluation; a top module is its own package."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def private_imports(files: list[Path], root: Path) -> list[str]:
+    """Every import of a private name (a `_module` on the path, or an imported `_name`)
+    that crosses a package boundary (benchmarks/ are a package of their own)."""
+    found = []
+    for path in files:
+        rel = path.relative_to(root).with_suffix("")
+        mine = package(".".join(rel.parts)) if rel.parts[0] == "metauas" else rel.parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metauas."):
+                targets = [(node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [(alias.name, "") for alias in node.names if alias.name.startswith("metauas.")]
+            else:
+                continue
+            for module, name in targets:
+                hidden = [p for p in [*module.split(".")[2:], name] if p.startswith("_") and not p.startswith("__")]
+                if hidden and package(module) != mine:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} imports {hidden[0]} from {module}")
+    return found
+
+
 def test_the_package_keeps_the_house_rules():
     assert violations(ROOT) == []
+
+
+def test_no_package_imports_private_names_of_another():
+    files = sorted(ROOT.rglob("*.py")) + sorted((ROOT.parent / "benchmarks").rglob("*.py"))
+    assert private_imports(files, ROOT.parent) == []
+
+
+def test_the_private_rule_catches_a_crossing(tmp_path):
+    for name, code in {"metauas/demo.py": "from metauas.evaluation.report import _fmt, table\n",
+                       "metauas/evaluation/evaluate.py": "from metauas.evaluation.report import _fmt\n",
+                       "benchmarks/q.py": "import metauas.model._hidden\n"}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(code)
+    found = private_imports(sorted(tmp_path.rglob("*.py")), tmp_path)
+    assert found == ["benchmarks/q.py:1 imports _hidden from metauas.model._hidden",
+                     "metauas/demo.py:1 imports _fmt from metauas.evaluation.report"]
 
 
 def test_the_rules_catch_an_upward_import_and_a_circle(tmp_path):
