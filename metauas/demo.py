@@ -70,10 +70,18 @@ def make_data(cfg: DemoConfig) -> None:
         ("heldout", cfg.heldout_dir, cfg.heldout_pairs, cfg.seed + 1),
     ):
         typer.echo(f"[demo] {split} pairs -> {folder}", err=True)
-        generate_dataset(GenerateConfig(
-            out=folder, num_pairs=pairs, builtin_split=split, size=cfg.size,
-            shard_size=max(1, pairs // 8), seed=seed, workers=cfg.workers, progress=cfg.progress,
-        ))
+        generate_dataset(
+            GenerateConfig(
+                out=folder,
+                num_pairs=pairs,
+                builtin_split=split,
+                size=cfg.size,
+                shard_size=max(1, pairs // 8),
+                seed=seed,
+                workers=cfg.workers,
+                progress=cfg.progress,
+            )
+        )
 
 
 def train_model(cfg: DemoConfig) -> Path:
@@ -85,13 +93,25 @@ def train_model(cfg: DemoConfig) -> Path:
     from metauas.trainer.train import train
 
     typer.echo(f"[demo] training for {cfg.minutes:g} min -> {cfg.run_dir}", err=True)
-    return train(TrainConfig(
-        train=str(cfg.train_dir), val=str(cfg.heldout_dir),
-        out=str(cfg.run_dir), model=ModelConfig(), size=cfg.size, batch_size=cfg.batch_size,
-        lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=cfg.minutes, val_every=100,
-        val_pairs=cfg.heldout_pairs, save_every=100,
-        seed=cfg.seed, resume=(cfg.run_dir / "last.pt").exists(), progress=cfg.progress,
-    ))
+    return train(
+        TrainConfig(
+            train=str(cfg.train_dir),
+            val=str(cfg.heldout_dir),
+            out=str(cfg.run_dir),
+            model=ModelConfig(),
+            size=cfg.size,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            max_minutes=cfg.minutes,
+            val_every=100,
+            val_pairs=cfg.heldout_pairs,
+            save_every=100,
+            seed=cfg.seed,
+            resume=(cfg.run_dir / "last.pt").exists(),
+            progress=cfg.progress,
+        )
+    )
 
 
 def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
@@ -110,8 +130,11 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
     untrained = prepare_for_inference(MetaUAS(ModelConfig.from_dict(meta["config"])))
     trained = prepare_for_inference(trained)
-    methods = {"MetaUAS (trained)": trained.predict, "MetaUAS (step 0)": untrained.predict,
-               "lookup baseline": lambda prompt, query: lookup_map(trained.encoder, prompt, query)}
+    methods = {
+        "MetaUAS (trained)": trained.predict,
+        "MetaUAS (step 0)": untrained.predict,
+        "lookup baseline": lambda prompt, query: lookup_map(trained.encoder, prompt, query),
+    }
     return pair_maps(methods, list(resized_pairs(str(cfg.heldout_dir), cfg.size)))
 
 
@@ -145,8 +168,13 @@ def _heatmap_rows(scores: HeldoutScores, n: int) -> list:
     return rows
 
 
-def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
-                      metrics: dict[str, dict[str, float]], real: dict[str, list[dict]] | None = None) -> Path:
+def write_demo_report(
+    cfg: DemoConfig,
+    checkpoint: Path,
+    scores: HeldoutScores,
+    metrics: dict[str, dict[str, float]],
+    real: dict[str, list[dict]] | None = None,
+) -> Path:
     """report.html: metrics, learning curves, training pairs and held-out heatmaps."""
     from metauas.data.format import expand_urls
     from metauas.changegen.preview import contact_sheet
@@ -173,10 +201,14 @@ def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
         *([("Real defects", _real_section(real))] if real else []),
         ("Training loss", H.line_chart({"BCE loss": loss}, "step", "loss")),
         ("Validation during training", H.line_chart(val, "step", "held-out pixel metric")),
-        ("Training pairs (prompt | query | change mask)",
-         H.image_tag(contact_sheet([Path(u) for u in expand_urls(str(cfg.train_dir))], 8), "training pairs")),
-        ("Held-out heatmaps (prompt | query | truth | trained model | lookup baseline)",
-         "".join(H.image_tag(r, "heatmap") for r in _heatmap_rows(scores, cfg.heatmaps))),
+        (
+            "Training pairs (prompt | query | change mask)",
+            H.image_tag(contact_sheet([Path(u) for u in expand_urls(str(cfg.train_dir))], 8), "training pairs"),
+        ),
+        (
+            "Held-out heatmaps (prompt | query | truth | trained model | lookup baseline)",
+            "".join(H.image_tag(r, "heatmap") for r in _heatmap_rows(scores, cfg.heatmaps)),
+        ),
     ]
     return H.write_html(cfg.out / "report.html", "metauas demo", sections)
 
@@ -189,8 +221,17 @@ def score_real(cfg: DemoConfig, checkpoint: Path) -> dict[str, list[dict]]:
     out = {}
     for root in cfg.real:
         typer.echo(f"[demo] real defects: {root}", err=True)
-        result = evaluate(EvalConfig(data=root, out=cfg.out / "real" / root.name, checkpoint=checkpoint,
-                                     method="both", size=cfg.real_size, overlays=1, progress=cfg.progress))
+        result = evaluate(
+            EvalConfig(
+                data=root,
+                out=cfg.out / "real" / root.name,
+                checkpoint=checkpoint,
+                method="both",
+                size=cfg.real_size,
+                overlays=1,
+                progress=cfg.progress,
+            )
+        )
         out[root.name] = [r for r in result["rows"] if r["class"] == "mean"]
     return out
 
@@ -200,14 +241,19 @@ def _real_section(real: dict[str, list[dict]]) -> str:
     from metauas.evaluation import html as H
     from metauas.evaluation.report import JUDGED, fmt_metric
 
-    rows = [[name, r["method"], *(fmt_metric(r["metrics"][c], (r.get("std") or {}).get(c)) for c in METRIC_COLUMNS)]
-            for name, rs in real.items() for r in rs]
+    rows = [
+        [name, r["method"], *(fmt_metric(r["metrics"][c], (r.get("std") or {}).get(c)) for c in METRIC_COLUMNS)]
+        for name, rs in real.items()
+        for r in rs
+    ]
     verdicts = [[name, *real_verdict(rs).values()] for name, rs in real.items()]
-    return ("<p>Real defects on objects the model never saw (MVTec layout), random 1-shot prompts, "
-            "prompt seeds 1, 3, 5, 7, 9, exact protocol; mean ± std over the seeds, in %.</p>"
-            + H.table(["set", "method", *METRIC_COLUMNS], rows)
-            + "<p>The trained model against the lookup baseline: ahead or behind only by more than the "
-              "larger seed std.</p>" + H.table(["set", *JUDGED], verdicts))
+    return (
+        "<p>Real defects on objects the model never saw (MVTec layout), random 1-shot prompts, "
+        "prompt seeds 1, 3, 5, 7, 9, exact protocol; mean ± std over the seeds, in %.</p>"
+        + H.table(["set", "method", *METRIC_COLUMNS], rows)
+        + "<p>The trained model against the lookup baseline: ahead or behind only by more than the "
+        "larger seed std.</p>" + H.table(["set", *JUDGED], verdicts)
+    )
 
 
 def real_verdict(rows: list[dict]) -> dict[str, str]:
@@ -239,23 +285,38 @@ def run_demo(cfg: DemoConfig) -> Path:
 
 
 def demo(
-    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for data, run, checkpoint and report.html; a rerun reuses it."),
+    out: Path = typer.Option(
+        Path("demo-out"), "--out", help="Folder for data, run, checkpoint and report.html; a rerun reuses it."
+    ),
     minutes: float = typer.Option(8.0, "--minutes", min=0.1, help="Wall-clock training budget in minutes."),
     size: int = typer.Option(128, "--size", min=32, help="Side of generated pairs and of the model input, in pixels."),
     train_pairs: int = typer.Option(4000, "--train-pairs", min=16, help="Builtin training pairs to generate."),
-    heldout_pairs: int = typer.Option(240, "--heldout-pairs", min=16, help="Held-out pairs (other photos and scenes) to score."),
+    heldout_pairs: int = typer.Option(
+        240, "--heldout-pairs", min=16, help="Held-out pairs (other photos and scenes) to score."
+    ),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Training batch size."),
     seed: int = typer.Option(0, "--seed", help="Seed of generation and training."),
-    real: Optional[list[Path]] = typer.Option(None, "--real", help="A real defect set in MVTec layout to score "
-                                              "the trained model and the lookup baseline on (repeatable)."),
+    real: Optional[list[Path]] = typer.Option(
+        None,
+        "--real",
+        help="A real defect set in MVTec layout to score the trained model and the lookup baseline on (repeatable).",
+    ),
     progress: bool = progress_option(),
     quiet: bool = quiet_option(),
     verbose: bool = verbose_option(),
 ) -> None:
     """Generate builtin pairs, train on the CPU, score held-out pairs and write report.html."""
-    cfg = DemoConfig(out=out, minutes=minutes, size=size, train_pairs=train_pairs,
-                     heldout_pairs=heldout_pairs, batch_size=batch_size, seed=seed, real=tuple(real or ()),
-                     progress=setup_output(quiet, verbose, progress))
+    cfg = DemoConfig(
+        out=out,
+        minutes=minutes,
+        size=size,
+        train_pairs=train_pairs,
+        heldout_pairs=heldout_pairs,
+        batch_size=batch_size,
+        seed=seed,
+        real=tuple(real or ()),
+        progress=setup_output(quiet, verbose, progress),
+    )
     report = run_demo(cfg)
     metrics = (cfg.out / "metrics.json").read_text()
     typer.echo(metrics)

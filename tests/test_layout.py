@@ -29,8 +29,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "metauas"
-BASE = {"metauas.version", "metauas.errors", "metauas.devices", "metauas.configs", "metauas.options",
-        "metauas.outputs", "metauas.recipes", "metauas.lazy"}
+BASE = {
+    "metauas.version",
+    "metauas.errors",
+    "metauas.devices",
+    "metauas.configs",
+    "metauas.options",
+    "metauas.outputs",
+    "metauas.recipes",
+    "metauas.lazy",
+}
 ALLOWED = {
     "base": set(),
     "data": {"base"},
@@ -114,7 +122,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
             if nxt not in edges or nxt == node:
                 continue
             if state.get(nxt) == 1:
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -163,14 +171,18 @@ def test_no_package_imports_private_names_of_another():
 
 
 def test_the_private_rule_catches_a_crossing(tmp_path):
-    for name, code in {"metauas/demo.py": "from metauas.evaluation.report import _fmt, table\n",
-                       "metauas/evaluation/evaluate.py": "from metauas.evaluation.report import _fmt\n",
-                       "benchmarks/q.py": "import metauas.model._hidden\n"}.items():
+    for name, code in {
+        "metauas/demo.py": "from metauas.evaluation.report import _fmt, table\n",
+        "metauas/evaluation/evaluate.py": "from metauas.evaluation.report import _fmt\n",
+        "benchmarks/q.py": "import metauas.model._hidden\n",
+    }.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(code)
     found = private_imports(sorted(tmp_path.rglob("*.py")), tmp_path)
-    assert found == ["benchmarks/q.py:1 imports _hidden from metauas.model._hidden",
-                     "metauas/demo.py:1 imports _fmt from metauas.evaluation.report"]
+    assert found == [
+        "benchmarks/q.py:1 imports _hidden from metauas.model._hidden",
+        "metauas/demo.py:1 imports _fmt from metauas.evaluation.report",
+    ]
 
 
 def test_the_rules_catch_an_upward_import_and_a_circle(tmp_path):

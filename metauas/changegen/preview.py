@@ -23,8 +23,10 @@ TRIPLETS_PER_ROW = 2
 
 
 def _triplet(pair: dict) -> np.ndarray:
-    cells = [cv2.resize(im, (CELL, CELL), interpolation=cv2.INTER_AREA)
-             for im in (pair["prompt"], pair["query"], draw_mask(pair["query"], pair["mask"]))]
+    cells = [
+        cv2.resize(im, (CELL, CELL), interpolation=cv2.INTER_AREA)
+        for im in (pair["prompt"], pair["query"], draw_mask(pair["query"], pair["mask"]))
+    ]
     strip = np.full((LABEL, 3 * CELL, 3), 32, np.uint8)
     meta = pair["meta"]
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}

@@ -109,8 +109,14 @@ def _make(cfg: GenerateConfig, synth: Synthesizer, todo: list[int], mine: list[i
     from tqdm import tqdm
 
     total = sum(len(shard_indices(cfg, s)) for s in todo)
-    with tqdm(total=total, unit="pair", file=sys.stderr, disable=not cfg.progress, dynamic_ncols=True,
-              desc=f"generate {len(todo)}/{len(mine)} shards") as bar:
+    with tqdm(
+        total=total,
+        unit="pair",
+        file=sys.stderr,
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+        desc=f"generate {len(todo)}/{len(mine)} shards",
+    ) as bar:
         if cfg.workers == 1 or len(todo) <= 1:
             for s in todo:
                 make_shard(cfg, synth, s, bar.update)
@@ -129,9 +135,11 @@ def _out_of_space(cfg: GenerateConfig) -> UserError:
     except OSError:
         pass  # no room even for index.json: the shards and their summaries are what counts
     pairs = sum(len(shard_indices(cfg, s)) for s in done)
-    return UserError(f"no space left on device in --out {cfg.out}: {len(done)} of {cfg.num_shards} shards "
-                     f"({pairs} pairs) are complete and safe, the partial one was removed; free some space "
-                     "and rerun the same command to resume")
+    return UserError(
+        f"no space left on device in --out {cfg.out}: {len(done)} of {cfg.num_shards} shards "
+        f"({pairs} pairs) are complete and safe, the partial one was removed; free some space "
+        "and rerun the same command to resume"
+    )
 
 
 def generate_dataset(cfg: GenerateConfig) -> Path:

@@ -37,8 +37,9 @@ def sample_members(cfg: GenerateConfig, sample: Sample) -> list[tuple[str, bytes
         "params": sample.pair.params,
     }
     key = sample_key(sample.index, cfg.num_pairs)
-    return encode_pair(key, sample.pair.prompt, sample.pair.query, sample.pair.mask, meta, cfg.image_format,
-                       cfg.jpeg_quality)
+    return encode_pair(
+        key, sample.pair.prompt, sample.pair.query, sample.pair.mask, meta, cfg.image_format, cfg.jpeg_quality
+    )
 
 
 def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None:
@@ -50,7 +51,9 @@ def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None
     config = to_json(cfg.dataset_fields())
     existing = meta_dir(cfg.out) / "config.json"
     if existing.is_file() and existing.read_bytes() != config:
-        raise UserError(f"--out {cfg.out} holds a dataset made with another config; choose a new --out or the same options")
+        raise UserError(
+            f"--out {cfg.out} holds a dataset made with another config; choose a new --out or the same options"
+        )
     source = meta_dir(cfg.out) / "source.json"
     listing = to_json(dict(sorted((left_out or {}).items())))
     try:
@@ -73,7 +76,8 @@ def lock_shards(cfg: GenerateConfig, shard_ids: list[int]) -> ShardLocks:
         raise UserError(
             f"--out {cfg.out}: another generate run is writing {busy.name} right now; "
             "wait for it to end (rerunning then resumes what is missing) or choose another --out "
-            "(ranks and --shards ranges that do not overlap may share one folder)") from None
+            "(ranks and --shards ranges that do not overlap may share one folder)"
+        ) from None
     return locks
 
 
@@ -91,6 +95,7 @@ IMAGE_SKIPS = ("unreadable", "too_small", "too_large", "size_mismatch")
 def skip_report(index: dict) -> list[str]:
     """The lines `generate` prints at the end of a run: source images skipped while
     drawing pairs, and files the source left out while listing, each named in index.json."""
+
     def counts(found: dict) -> str:
         return ", ".join(f"{n} {reason}" for reason, n in sorted(found.items()))
 
@@ -98,11 +103,14 @@ def skip_report(index: dict) -> list[str]:
     images = {r: n for r, n in index.get("skips", {}).items() if r in IMAGE_SKIPS}
     if images:
         first = index.get("skip_examples", {}).get(next(iter(sorted(images))), "")
-        lines.append(f"warning: source images skipped while drawing pairs (counted per draw): {counts(images)} "
-                     f"(index.json skips{'; first: ' + first if first else ''})")
+        lines.append(
+            f"warning: source images skipped while drawing pairs (counted per draw): {counts(images)} "
+            f"(index.json skips{'; first: ' + first if first else ''})"
+        )
     if index.get("source_skips"):
-        lines.append(f"warning: files left out of the source: {counts(index['source_skips'])} "
-                     "(index.json source_skips)")
+        lines.append(
+            f"warning: files left out of the source: {counts(index['source_skips'])} (index.json source_skips)"
+        )
     return lines
 
 

@@ -218,8 +218,8 @@ def _pax(data: bytes) -> dict[str, str]:
     """The records ("LEN key=value\n") of a pax extended header."""
     out, pos = {}, 0
     while pos < len(data):
-        length = int(data[pos:data.index(b" ", pos)])
-        key, _, value = data[data.index(b" ", pos) + 1:pos + length - 1].partition(b"=")
+        length = int(data[pos : data.index(b" ", pos)])
+        key, _, value = data[data.index(b" ", pos) + 1 : pos + length - 1].partition(b"=")
         out[key.decode()] = value.decode()
         pos += length
     return out
@@ -328,15 +328,24 @@ def to_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, default=_plain).encode()
 
 
-def encode_pair(key: str, prompt: np.ndarray, query: np.ndarray, mask: np.ndarray, meta: dict,
-                image_format: str = "jpg", quality: int = 95) -> list[tuple[str, bytes]]:
+def encode_pair(
+    key: str,
+    prompt: np.ndarray,
+    query: np.ndarray,
+    mask: np.ndarray,
+    meta: dict,
+    image_format: str = "jpg",
+    quality: int = 95,
+) -> list[tuple[str, bytes]]:
     """The four members of one sample, in the order they go into the tar (the inverse of
     `decode_pair`): RGB uint8 prompt and query of one size, a mask of that size (nonzero =
     changed, stored as 255), and `meta` as the sample's JSON with "schema" set. Raises
     ValueError for sizes that differ or a "change" that is not one of CHANGE_TYPES."""
     if prompt.shape != query.shape or prompt.ndim != 3 or mask.shape != prompt.shape[:2]:
-        raise ValueError(f"sample {key}: prompt {prompt.shape}, query {query.shape} and mask {mask.shape} "
-                         "must be H x W x 3, H x W x 3 and H x W")
+        raise ValueError(
+            f"sample {key}: prompt {prompt.shape}, query {query.shape} and mask {mask.shape} "
+            "must be H x W x 3, H x W x 3 and H x W"
+        )
     if meta.get("change") not in CHANGE_TYPES:
         raise ValueError(f"sample {key}: meta['change'] must be one of {', '.join(CHANGE_TYPES)}")
     return [
@@ -365,8 +374,7 @@ def decode_pair(sample: dict, meta: bool = True) -> dict:
         info = json.loads(sample["json"]) if meta and "json" in sample else {}
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
         raise ValueError(f"sample {key}: its .json member is not JSON") from None
-    return {"key": key, "prompt": prompt, "query": query, "mask": mask,
-            "meta": info if isinstance(info, dict) else {}}
+    return {"key": key, "prompt": prompt, "query": query, "mask": mask, "meta": info if isinstance(info, dict) else {}}
 
 
 def iter_pairs(urls: str | Iterable[str], stats: ReadStats | None = None) -> Iterator[dict]:

@@ -84,8 +84,12 @@ def shard_summary(made: list[tuple[str, Counter]]) -> dict:
         skips.update(sample_skips)
         for reason, detail in getattr(sample_skips, "first", {}).items():
             first.setdefault(reason, detail)
-    return {"count": len(made), "changes": {c: changes[c] for c in CHANGE_TYPES}, "skips": dict(sorted(skips.items())),
-            "skip_examples": dict(sorted(first.items()))}
+    return {
+        "count": len(made),
+        "changes": {c: changes[c] for c in CHANGE_TYPES},
+        "skips": dict(sorted(skips.items())),
+        "skip_examples": dict(sorted(first.items())),
+    }
 
 
 class ShardBusy(UserError):
@@ -188,9 +192,19 @@ class ShardWriter:
     the complete shards and no partial one. The folder must hold no shards of `prefix`.
     """
 
-    def __init__(self, out: str | Path, generator: str, version: str = "0", *, shard_size: int = 1000,
-                 prefix: str = "shard", image_format: str = "jpg", quality: int = 95, seed: int = 0,
-                 config: dict | None = None) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        generator: str,
+        version: str = "0",
+        *,
+        shard_size: int = 1000,
+        prefix: str = "shard",
+        image_format: str = "jpg",
+        quality: int = 95,
+        seed: int = 0,
+        config: dict | None = None,
+    ) -> None:
         self.out = prepare_dir(out, "ShardWriter: out")
         if shard_size < 1 or not prefix or "." in prefix or "/" in prefix:
             raise ValueError("ShardWriter wants shard_size >= 1 and a prefix without dots or slashes")
@@ -206,8 +220,14 @@ class ShardWriter:
 
     def write(self, prompt: np.ndarray, query: np.ndarray, mask: np.ndarray, meta: dict) -> str:
         """Add one pair (encoded at once; see the class docstring); returns its key."""
-        record = {"source": {}, "params": {}, **meta, "seed": self.seed, "index": self.count,
-                  "generator": self.generator}
+        record = {
+            "source": {},
+            "params": {},
+            **meta,
+            "seed": self.seed,
+            "index": self.count,
+            "generator": self.generator,
+        }
         key = sample_key(self.count, self.count + 1)
         members = encode_pair(key, prompt, query, mask, record, self.image_format, self.quality)
         if self.shard is None:
@@ -231,8 +251,13 @@ class ShardWriter:
         try:
             if self.shard is not None:
                 self._commit()
-            fields = {"generator": self.generator, "seed": self.seed, "config": self.config,
-                      "num_pairs": self.count, "source_skips": {}}
+            fields = {
+                "generator": self.generator,
+                "seed": self.seed,
+                "config": self.config,
+                "num_pairs": self.count,
+                "source_skips": {},
+            }
             return write_index(self.out, self.prefix, -(-self.count // self.shard_size), fields)
         finally:
             self.locks.close()

@@ -30,8 +30,8 @@ def pair_maps(methods: dict, pairs: list[dict], batch: int = 16) -> HeldoutScore
     maps: dict[str, list] = {name: [] for name in methods}
     with torch.inference_mode():
         for i in range(0, len(pairs), batch):
-            prompt = torch.stack([p["prompt"] for p in pairs[i:i + batch]])
-            query = torch.stack([p["query"] for p in pairs[i:i + batch]])
+            prompt = torch.stack([p["prompt"] for p in pairs[i : i + batch]])
+            query = torch.stack([p["query"] for p in pairs[i : i + batch]])
             for name, method in methods.items():
                 maps[name] += list(method(prompt, query)[:, 0].numpy())
     return HeldoutScores(pairs, maps)

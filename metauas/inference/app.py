@@ -115,8 +115,10 @@ def _images(items: object, what: str) -> list[tuple[str, np.ndarray]]:
             name, data = str(item["name"]), base64.b64decode(item["data"], validate=True)
             out.append((name, decode(data)))
         except (KeyError, TypeError, ValueError):
-            raise UserError(f"{what} image {item.get('name', '?') if isinstance(item, dict) else '?'} "
-                            "is not an image this page can read") from None
+            raise UserError(
+                f"{what} image {item.get('name', '?') if isinstance(item, dict) else '?'} "
+                "is not an image this page can read"
+            ) from None
     return out
 
 
@@ -127,10 +129,22 @@ def segment_request(segmenter: Segmenter, body: dict, lock: threading.Lock) -> d
         segmenter.set_prompts(*(rgb for _, rgb in normals))
         threshold = segmenter.fit_threshold() if len(normals) >= 2 else None
         results = segmenter.segment([rgb for _, rgb in queries])
-    return {"method": segmenter.method, "size": segmenter.size, "threshold": threshold, "results": [
-        {"name": name, "score": r.score, "width": rgb.shape[1], "height": rgb.shape[0],
-         "heatmap": _png(heatmap(r.map, rgb)), "map": _png(np.round(np.clip(r.map, 0, 1) * 255).astype(np.uint8))}
-        for (name, rgb), r in zip(queries, results)]}
+    return {
+        "method": segmenter.method,
+        "size": segmenter.size,
+        "threshold": threshold,
+        "results": [
+            {
+                "name": name,
+                "score": r.score,
+                "width": rgb.shape[1],
+                "height": rgb.shape[0],
+                "heatmap": _png(heatmap(r.map, rgb)),
+                "map": _png(np.round(np.clip(r.map, 0, 1) * 255).astype(np.uint8)),
+            }
+            for (name, rgb), r in zip(queries, results)
+        ],
+    }
 
 
 def make_handler(segmenter: Segmenter, info: str) -> type[BaseHTTPRequestHandler]:
@@ -159,7 +173,9 @@ def make_handler(segmenter: Segmenter, info: str) -> type[BaseHTTPRequestHandler
             if self.path != "/segment":
                 return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             if not 0 < length <= MAX_REQUEST:
-                return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"send 1 byte to {MAX_REQUEST >> 20} MB"})
+                return self._json(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"send 1 byte to {MAX_REQUEST >> 20} MB"}
+                )
             try:
                 body = json.loads(self.rfile.read(length))
                 self._json(HTTPStatus.OK, segment_request(segmenter, body if isinstance(body, dict) else {}, lock))

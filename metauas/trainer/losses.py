@@ -40,8 +40,9 @@ def stage_masks(masks: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tenso
     return fraction == 0, fraction >= 0.5
 
 
-def lookup_losses(pairs: list[tuple[torch.Tensor, torch.Tensor]], masks: torch.Tensor,
-                  margin: float) -> dict[str, torch.Tensor]:
+def lookup_losses(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]], masks: torch.Tensor, margin: float
+) -> dict[str, torch.Tensor]:
     """DictAS's visual lookup constraints, supervised by the change masks; stage means.
 
     In the frozen feature space, with distance d = 1 - cos(query feature, aligned prompt
@@ -67,8 +68,9 @@ def _masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return (x * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp(min=1)
 
 
-def training_loss(logits: torch.Tensor, pairs: list | None, masks: torch.Tensor,
-                  cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def training_loss(
+    logits: torch.Tensor, pairs: list | None, masks: torch.Tensor, cfg: TrainConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss to minimise and its parts for the log (`loss` is the total; the BCE/Dice
     part `loss_seg` and the lookup parts are logged only when the lookup losses are on)."""
     loss = segmentation_loss(logits, masks, cfg.dice_weight)

@@ -33,8 +33,9 @@ class RunLog:
             except ImportError:  # torch's module needs the tensorboard package
                 log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
             else:  # purge_step hides the killed run's events past the checkpoint
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"),
-                                            purge_step=0 if saved_step is None else saved_step + 1)
+                self.writer = SummaryWriter(
+                    str(run_dir / "tensorboard"), purge_step=0 if saved_step is None else saved_step + 1
+                )
 
     def row(self, row: dict) -> None:
         if not self.enabled:
@@ -68,8 +69,12 @@ def keep_rows(path: Path, saved_step: int | None) -> None:
             row = json.loads(line)
         except ValueError:
             continue
-        if saved_step is not None and isinstance(row, dict) and isinstance(row.get("step"), int) \
-                and row["step"] <= saved_step:
+        if (
+            saved_step is not None
+            and isinstance(row, dict)
+            and isinstance(row.get("step"), int)
+            and row["step"] <= saved_step
+        ):
             kept.append(line + "\n")
     write_atomic(path, "".join(kept).encode())
 

@@ -98,8 +98,10 @@ def _restore(payload: dict, ckpt: Path, optimizer, scaler) -> State:
         state = from_dict(State, training["state"], f"{ckpt}: training.state")
         set_rng_state(training["rng"])
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as err:
-        raise UserError(f"{ckpt}: its training state does not fit this run ({type(err).__name__}: "
-                        f"{str(err)[:150]}); start a new run with another --out") from None
+        raise UserError(
+            f"{ckpt}: its training state does not fit this run ({type(err).__name__}: "
+            f"{str(err)[:150]}); start a new run with another --out"
+        ) from None
     if not isinstance(state.step, int) or state.step < 0 or not isinstance(state.elapsed_s, (int, float)):
         raise UserError(f"{ckpt}: training.state has an impossible step or time: {training['state']}")
     return state
@@ -119,6 +121,5 @@ def wrap_model(model: MetaUAS, cfg: TrainConfig, d: distributed.Dist) -> torch.n
 
 def save_state(run_dir: Path, model: MetaUAS, cfg: TrainConfig, state: State, optimizer, scaler) -> Path:
     """last.pt: the weights and everything resuming restores."""
-    training = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "state": dataclasses.asdict(state)}
+    training = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "state": dataclasses.asdict(state)}
     return save_checkpoint(run_dir / CHECKPOINT, model, size=cfg.size, step=state.step, training=training)

@@ -101,8 +101,9 @@ class Run:
         ap, best = metrics[self.validator.key], self.state.best_val_p_ap
         if math.isfinite(ap) and (best is None or ap > best):
             self.state.best_val_p_ap, self.state.best_step = ap, self.state.step
-            save_checkpoint(self.run_dir / BEST, self.model, size=self.cfg.size, step=self.state.step,
-                            extra={"validation": metrics})
+            save_checkpoint(
+                self.run_dir / BEST, self.model, size=self.cfg.size, step=self.state.step, extra={"validation": metrics}
+            )
 
     def save(self) -> Path:
         path = save_state(self.run_dir, self.model, self.cfg, self.state, self.optimizer, self.scaler)
@@ -112,10 +113,15 @@ class Run:
 
     def out_of_space(self) -> UserError:
         """A full disk: what is safe, and how to go on."""
-        safe = (f"{CHECKPOINT} holds step {self.saved_step}" if self.saved_step is not None
-                else "no checkpoint was saved yet")
-        return UserError(f"no space left on device in {self.run_dir} at step {self.state.step}: {safe} (the partial "
-                         "file was removed); free some space and rerun with --resume to continue from it")
+        safe = (
+            f"{CHECKPOINT} holds step {self.saved_step}"
+            if self.saved_step is not None
+            else "no checkpoint was saved yet"
+        )
+        return UserError(
+            f"no space left on device in {self.run_dir} at step {self.state.step}: {safe} (the partial "
+            "file was removed); free some space and rerun with --resume to continue from it"
+        )
 
 
 def first_pair(urls: list[str]) -> None:
@@ -124,8 +130,10 @@ def first_pair(urls: list[str]) -> None:
     stats = ReadStats(quiet=True)
     for _ in iter_pairs(urls, stats):
         return
-    raise UserError(f"no readable training pairs in --train ({len(urls)} shard(s)): "
-                    f"{stats.summary() or 'the shards hold no samples'}")
+    raise UserError(
+        f"no readable training pairs in --train ({len(urls)} shard(s)): "
+        f"{stats.summary() or 'the shards hold no samples'}"
+    )
 
 
 def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
@@ -143,12 +151,34 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
         return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate or re-log
     validator = build_validation(cfg) if d.main else None
     saved_step = None if payload is None else state.step
-    run = Run(cfg, d, model, wrap_model(model, cfg, d), optimizer, scaler, amp, state, total, run_dir, validator,
-              RunLog(run_dir, d.main, saved_step), start_elapsed=state.elapsed_s, saved_step=saved_step)
-    stream = StreamConfig(tuple(urls), size=cfg.size, batch_size=cfg.batch_size, workers=cfg.workers,
-                          shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled or d.active,
-                          seed=cfg.seed, start_step=state.step, augment=cfg.augment,
-                          augment_on=augment_place(cfg, d.device))
+    run = Run(
+        cfg,
+        d,
+        model,
+        wrap_model(model, cfg, d),
+        optimizer,
+        scaler,
+        amp,
+        state,
+        total,
+        run_dir,
+        validator,
+        RunLog(run_dir, d.main, saved_step),
+        start_elapsed=state.elapsed_s,
+        saved_step=saved_step,
+    )
+    stream = StreamConfig(
+        tuple(urls),
+        size=cfg.size,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        shuffle_buffer=cfg.shuffle_buffer,
+        resampled=cfg.resampled or d.active,
+        seed=cfg.seed,
+        start_step=state.step,
+        augment=cfg.augment,
+        augment_on=augment_place(cfg, d.device),
+    )
     try:
         if payload is None:  # the untrained baseline, for comparison
             run.validate()
@@ -207,8 +237,12 @@ def _log_window(run: Run) -> dict:
     """The metrics row of the steps since the last one (mean loss parts, lr, pairs/s)."""
     w = run.window
     pairs_per_s = w.steps * run.cfg.batch_size * run.d.world / (time.monotonic() - w.since)
-    row = {**run.stamp(), **{k: v / w.steps for k, v in w.sums.items()},
-           "lr": run.optimizer.param_groups[0]["lr"], "pairs_per_s": pairs_per_s}
+    row = {
+        **run.stamp(),
+        **{k: v / w.steps for k, v in w.sums.items()},
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "pairs_per_s": pairs_per_s,
+    }
     run.log.row(row)
     run.window = Window()
     return row
@@ -220,13 +254,16 @@ def _loop(run: Run, batches) -> None:
 
     cfg, d = run.cfg, run.d
     run.model.train()
-    bar = tqdm(total=run.total, initial=run.state.step, disable=not (d.main and cfg.progress),
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=run.total, initial=run.state.step, disable=not (d.main and cfg.progress), unit="step", dynamic_ncols=True
+    )
     while (progress := run.progress()) < 1.0:
         batch = next(batches, None)
         if batch is None:
-            raise UserError(f"the training stream ended at step {run.state.step}: every remaining sample was "
-                            "skipped as corrupt (see the warnings above)")
+            raise UserError(
+                f"the training stream ended at step {run.state.step}: every remaining sample was "
+                "skipped as corrupt (see the warnings above)"
+            )
         run.window.add(step(run, batch, progress))
         bar.update(1)
         if run.state.step % cfg.log_every == 0 or run.state.step == run.total:
@@ -241,6 +278,9 @@ def _loop(run: Run, batches) -> None:
         if run.state.step % cfg.val_every != 0:
             run.validate()
         run.save()
-        export_safetensors(run.model, run.run_dir / "model.safetensors",
-                           {"config": run.model.cfg.to_dict(), "size": cfg.size, "step": run.state.step})
+        export_safetensors(
+            run.model,
+            run.run_dir / "model.safetensors",
+            {"config": run.model.cfg.to_dict(), "size": cfg.size, "step": run.state.step},
+        )
     distributed.barrier(d)

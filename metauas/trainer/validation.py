@@ -61,15 +61,20 @@ class Validator:
         model.eval()
         probs, losses = [], []
         for i in range(0, len(self), batch_size):
-            logits = model(to_float(self.prompts[i:i + batch_size], device),
-                           to_float(self.queries[i:i + batch_size], device)).float()
-            target = self.masks[i:i + batch_size].to(device).float()
+            logits = model(
+                to_float(self.prompts[i : i + batch_size], device), to_float(self.queries[i : i + batch_size], device)
+            ).float()
+            target = self.masks[i : i + batch_size].to(device).float()
             losses.append(F.binary_cross_entropy_with_logits(logits, target, reduction="sum").item())
             probs.append(torch.sigmoid(logits).cpu())
         model.train(was_training)
         auroc, ap = pixel_auroc_ap(torch.cat(probs), self.masks)
-        return {"val_p_auroc": auroc, "val_p_ap": ap, "val_loss": sum(losses) / self.masks.numel(),
-                "val_pairs": len(self)}
+        return {
+            "val_p_auroc": auroc,
+            "val_p_ap": ap,
+            "val_loss": sum(losses) / self.masks.numel(),
+            "val_pairs": len(self),
+        }
 
 
 LOGGED = {"I-AUROC": "i_auroc", "P-AUROC": "p_auroc", "P-AP": "p_ap", "P-AUPRO": "p_aupro"}
@@ -80,10 +85,12 @@ class RealValidator:
 
     def __init__(self, roots: Sequence[str | Path], size: int, seeds: tuple[int, ...]) -> None:
         self.classes: list[ClassData] = [c for root in roots for c in read_benchmark(root, "mvtec").classes]
-        self.cfg = EvalConfig(data=Path(roots[0]), method="model", seeds=seeds, size=size, overlays=0,
-                              fit_normals=0, progress=False)
-        self.prompts = {(seed, c.name): random_prompts(c.train, 1, seed, c.name) for seed in seeds
-                        for c in self.classes}
+        self.cfg = EvalConfig(
+            data=Path(roots[0]), method="model", seeds=seeds, size=size, overlays=0, fit_normals=0, progress=False
+        )
+        self.prompts = {
+            (seed, c.name): random_prompts(c.train, 1, seed, c.name) for seed in seeds for c in self.classes
+        }
 
     def __len__(self) -> int:
         return sum(len(c.test) for c in self.classes)
@@ -101,8 +108,10 @@ class RealValidator:
                 labels = [s.label for s in cm.samples]
                 per_class[data.name].append(compute_metrics(cm.maps["model"], cm.masks, labels, self.cfg.metric))
         model.train(was_training)
-        row = {f"real_{key}": float(np.nanmean([m[name] for runs in per_class.values() for m in runs]))
-               for name, key in LOGGED.items()}
+        row = {
+            f"real_{key}": float(np.nanmean([m[name] for runs in per_class.values() for m in runs]))
+            for name, key in LOGGED.items()
+        }
         row |= {f"real_{name}_p_ap": float(np.mean([m["P-AP"] for m in runs])) for name, runs in per_class.items()}
         return row
 

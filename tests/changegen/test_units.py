@@ -17,7 +17,13 @@ from metauas.errors import UserError
 
 
 def test_change_weights_parse_and_reject():
-    assert parse_change_weights("disappear=2, local=0.5") == {"disappear": 2.0, "appear": 0.0, "exchange": 0.0, "local": 0.5, "none": 0.0}
+    assert parse_change_weights("disappear=2, local=0.5") == {
+        "disappear": 2.0,
+        "appear": 0.0,
+        "exchange": 0.0,
+        "local": 0.5,
+        "none": 0.0,
+    }
     for bad in ("disappear", "disappear=x", "melt=1", "local=-1"):
         with pytest.raises(UserError):
             parse_change_weights(bad)

@@ -42,8 +42,14 @@ def test_pairs_read_back_as_written_with_their_meta_and_index(tmp_path):
         assert np.array_equal(pair["mask"], mask.astype(np.uint8))
         assert pair["meta"]["change"] == meta["change"] and pair["meta"]["params"] == {"i": int(meta["params"]["i"])}
     assert read[4]["meta"] | {"params": None} == {
-        "schema": "changepair/1", "change": "none", "source": {}, "params": None, "seed": 11, "index": 4,
-        "generator": {"name": "test-gen", "version": "2.0"}}
+        "schema": "changepair/1",
+        "change": "none",
+        "source": {},
+        "params": None,
+        "seed": 11,
+        "index": 4,
+        "generator": {"name": "test-gen", "version": "2.0"},
+    }
     index = json.loads((tmp_path / "a" / "index.json").read_text())
     assert index["complete"] and index["num_shards"] == 3 and index["num_pairs"] == 7
     assert [s["count"] for s in index["shards"]] == [3, 3, 1] and index["changes"]["local"] == 3

@@ -27,10 +27,36 @@ def _per_class(result: dict) -> list:
 
 
 def test_prompts_replay_reproduces_a_runs_metrics_exactly(mvtec_root, checkpoint, tmp_path, capsys):
-    first = _evaluate(capsys, "--data", mvtec_root, "--checkpoint", checkpoint, "--method", "both", "--seeds", "1,3",
-                      "--overlays", "0", "--out", tmp_path / "a")
-    replay = _evaluate(capsys, "--data", mvtec_root, "--checkpoint", checkpoint, "--method", "both",
-                       "--prompts", tmp_path / "a" / "prompts.json", "--overlays", "0", "--out", tmp_path / "b")
+    first = _evaluate(
+        capsys,
+        "--data",
+        mvtec_root,
+        "--checkpoint",
+        checkpoint,
+        "--method",
+        "both",
+        "--seeds",
+        "1,3",
+        "--overlays",
+        "0",
+        "--out",
+        tmp_path / "a",
+    )
+    replay = _evaluate(
+        capsys,
+        "--data",
+        mvtec_root,
+        "--checkpoint",
+        checkpoint,
+        "--method",
+        "both",
+        "--prompts",
+        tmp_path / "a" / "prompts.json",
+        "--overlays",
+        "0",
+        "--out",
+        tmp_path / "b",
+    )
     assert sorted(replay["runs"]) == ["file-seed1", "file-seed3"]
     assert _per_class(replay) == _per_class(first)
     assert [r["metrics"] for r in replay["rows"]] == [r["metrics"] for r in first["rows"]]
@@ -56,8 +82,9 @@ def test_best_mode_picks_a_planted_copy_of_the_querys_normal(mvtec_root, checkpo
     train = sorted((root / "tile" / "train" / "good").glob("*.png"))
     bank = PromptBank(train, 64, scorer)
     cfg = EvalConfig(data=root, prompt_mode="best", checkpoint=checkpoint)
-    feats = scorer.features(torch.stack([to_tensor(cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2RGB), 64)
-                                         for q in queries]))
+    feats = scorer.features(
+        torch.stack([to_tensor(cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2RGB), 64) for q in queries])
+    )
     chosen = _choose(cfg, None, bank, feats)
     assert [c[0].name for c in chosen] == [f"copy-{q.name}" for q in queries]
 

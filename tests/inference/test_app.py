@@ -29,8 +29,13 @@ def _browser() -> tuple[str, str]:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("no chromium/chromedriver, and no root apt-get to install Debian's packages")
-    proc = subprocess.run("apt-get update -qq && apt-get install -y -qq chromium chromium-driver", shell=True,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        "apt-get update -qq && apt-get install -y -qq chromium chromium-driver",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     found = shutil.which("chromium"), shutil.which("chromedriver")
     if not all(found):
         pytest.skip(f"apt-get could not install chromium and chromium-driver: {proc.stderr[-300:]}")
@@ -41,8 +46,26 @@ def _browser() -> tuple[str, str]:
 def server(tmp_path_factory):
     """`metauas app --method lookup --port 0` in a real process; its URL from its first line."""
     code = "import sys; from metauas.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-u", "-c", code, "app", "--method", "lookup", "--size", "64",
-                             "--port", "0", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-u",
+            "-c",
+            code,
+            "app",
+            "--method",
+            "lookup",
+            "--size",
+            "64",
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if "http://" not in line:
         proc.kill()
@@ -56,15 +79,25 @@ def test_page_shows_heatmaps_scores_and_a_working_threshold(server, mvtec_root, 
     chromium, chromedriver = _browser()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,900",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
         tile = mvtec_root / "tile"
         driver.get(server)
-        driver.find_element(By.ID, "normals").send_keys("\n".join(str(tile / f"train/good/00{i}.png") for i in range(3)))
+        driver.find_element(By.ID, "normals").send_keys(
+            "\n".join(str(tile / f"train/good/00{i}.png") for i in range(3))
+        )
         queries = [tile / "test/blob/000.png", tile / "test/good/000.png"]
         driver.find_element(By.ID, "queries").send_keys("\n".join(map(str, queries)))
         driver.find_element(By.ID, "run").click()
