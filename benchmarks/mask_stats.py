@@ -75,7 +75,8 @@ def summarise(rows: dict[str, list[dict]]) -> list[str]:
         return np.percentile(values, q) if len(values) else float("nan")
 
     lines = [
-        "| masks | n | area % (p10 / median / p90) | components (median, p90) | component width px (p10 / median / p90) | elongation (median / p90) | components < 0.1% area |",
+        "| masks | n | area % (p10 / median / p90) | components (median, p90) "
+        "| component width px (p10 / median / p90) | elongation (median / p90) | components < 0.1% area |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, items in rows.items():

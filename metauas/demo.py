@@ -176,8 +176,8 @@ def write_demo_report(
     real: dict[str, list[dict]] | None = None,
 ) -> Path:
     """report.html: metrics, learning curves, training pairs and held-out heatmaps."""
-    from metauas.data.format import expand_urls
     from metauas.changegen.preview import contact_sheet
+    from metauas.data.format import expand_urls
     from metauas.evaluation import html as H
     from metauas.model.checkpoint import load_model
 

@@ -230,8 +230,8 @@ def preview(
     n: int = typer.Option(16, "--n", help="Number of samples on the sheet (the first N)."),
 ) -> None:
     """Draw a contact sheet: prompt | query | mask over query, with the change type."""
-    from metauas.data.format import ReadStats
     from metauas.changegen.preview import write_preview
+    from metauas.data.format import ReadStats
 
     if n < 1:
         raise UserError("--n must be at least 1")

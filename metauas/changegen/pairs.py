@@ -16,10 +16,10 @@ import numpy as np
 
 from metauas.changegen.changes import NEEDS_INSTANCES, SYNTHS, Context, InpaintRequest, Pair, visible
 from metauas.changegen.config import PERLIN, GenerateConfig
-from metauas.data.format import CHANGE_TYPES
-from metauas.data.images import SkipSource
 from metauas.changegen.inpaint import Inpainter
 from metauas.changegen.sources import Source, SourceItem
+from metauas.data.format import CHANGE_TYPES
+from metauas.data.images import SkipSource
 from metauas.errors import UserError
 
 log = logging.getLogger("metauas.generate")
@@ -111,4 +111,4 @@ class Synthesizer:
                 [r.image for r in requests.values()], [r.hole for r in requests.values()]
             )
             replies = dict(zip(requests, filled))
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value] - every slot is set: each generator returned (StopIteration)

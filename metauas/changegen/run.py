@@ -18,10 +18,10 @@ from pathlib import Path
 
 from metauas.changegen.builtin import open_source
 from metauas.changegen.config import GenerateConfig, parse_shard_range
-from metauas.data.format import shard_name
 from metauas.changegen.inpaint import make_inpainter, resolve_lama_path
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import lock_shards, prepare_output, sample_members, shard_indices, write_index
+from metauas.data.format import shard_name
 from metauas.data.shards import ShardFile, is_complete, remove_partial, shard_summary
 from metauas.errors import UserError
 from metauas.outputs import out_of_space

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from metauas.data.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
 from metauas.changegen.scenes import render_scene
 from metauas.changegen.segment import object_candidates
+from metauas.data.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
 from metauas.errors import UserError
 
 SEGMENT_CACHE = 512
@@ -367,7 +367,7 @@ class ConcatSource(Source):
         return int(self.offsets[-1])
 
     @property
-    def left_out(self) -> Counter:  # type: ignore[override]
+    def left_out(self) -> Counter:  # type: ignore[override] - the parts' sum, where Source has an attribute
         return sum((p.left_out for p in self.parts), Counter())
 
     def _locate(self, k: int) -> tuple[Source, int]:

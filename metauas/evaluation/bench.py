@@ -72,7 +72,7 @@ def run_metric_bench(cfg: MetricBenchConfig) -> list[dict]:
     """Rows {method, seconds, peak_mib, max_abs_diff, metrics}; the exact path is the reference."""
     if cfg.sklearn:
         try:
-            import sklearn  # noqa: F401
+            import sklearn  # noqa: F401 - only asks whether the reference is installed
         except ImportError:
             raise UserError("scikit-learn is not installed: pip install scikit-learn, or pass --no-sklearn") from None
     exact, seconds, peak = _measure(lambda: _accumulate(cfg, 0))

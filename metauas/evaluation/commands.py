@@ -171,7 +171,8 @@ def evaluate_command(
 ) -> None:
     """Benchmark a checkpoint and the lookup baseline: the seven paper metrics per class.
 
-    `--config OUT/metrics.json` repeats an evaluation (metrics.json records its config); options typed beside it override it."""
+    `--config OUT/metrics.json` repeats an evaluation (metrics.json records its config);
+    options typed beside it override it."""
     from metauas.evaluation.evaluate import evaluate
     from metauas.evaluation.report import efficiency_line, markdown_table
 

@@ -247,7 +247,7 @@ class OfficialProAccumulator:
     def value(self, fpr_limit: float = 0.3) -> float:
         if self.regions == 0 or self.negatives == 0:
             return float("nan")
-        above = lambda h: np.cumsum(h[::-1])[::-1][1:]  # noqa: E731  (count with idx > i)
+        above = lambda h: np.cumsum(h[::-1])[::-1][1:]  # noqa: E731 - a one-line helper for the two sums below (count with idx > i)
         fpr = above(self.neg_above) / self.negatives
         pro = above(self.pro_above) / self.regions
         return official_pro(fpr, pro, fpr_limit)

@@ -121,7 +121,8 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
             "| class | method | threshold | I-F1@t | P-F1@t |",
             "|---|---|---|---|---|",
             *(
-                f"| {r['class']} | {r['method']} | {r['threshold']:.4f} | {fmt_metric(r['I-F1@t'])} | {fmt_metric(r['P-F1@t'])} |"
+                f"| {r['class']} | {r['method']} | {r['threshold']:.4f} "
+                f"| {fmt_metric(r['I-F1@t'])} | {fmt_metric(r['P-F1@t'])} |"
                 for r in result["thresholds"]
             ),
         ]

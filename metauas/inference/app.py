@@ -42,7 +42,8 @@ fieldset{border:1px solid #ccc;border-radius:6px;margin:0 0 12px;padding:8px 12p
 </style></head><body>
 <h1>metauas: one normal image, any query</h1>
 <p>__INFO__</p>
-<fieldset><legend>Normal image(s) of the object</legend><input type="file" id="normals" accept="image/*" multiple></fieldset>
+<fieldset><legend>Normal image(s) of the object</legend>
+<input type="file" id="normals" accept="image/*" multiple></fieldset>
 <fieldset><legend>Query image(s)</legend><input type="file" id="queries" accept="image/*" multiple></fieldset>
 <button id="run">Segment</button><span id="status"></span>
 <p><label>Threshold <input type="range" id="threshold" min="0" max="1" step="0.005" value="0.5">
@@ -162,13 +163,13 @@ def make_handler(segmenter: Segmenter, info: str) -> type[BaseHTTPRequestHandler
         def _json(self, status: int, payload: dict) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json")
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # the name http.server calls
             if self.path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:  # the name http.server calls
             length = int(self.headers.get("Content-Length") or 0)
             if self.path != "/segment":
                 return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})

@@ -149,7 +149,7 @@ def load_pretrained(cfg: EncoderConfig) -> nn.Module:
     if weights == "timm":
         try:
             return timm.create_model(cfg.name, pretrained=True)
-        except Exception as err:  # network, hub or cache failures all end here
+        except Exception as err:  # noqa: BLE001 - network, hub, auth or cache failures all end here
             raise UserError(
                 f"could not load pretrained {cfg.name!r} through timm ({type(err).__name__}: "
                 f"{err}); download the weights elsewhere and pass --encoder-weights FILE"

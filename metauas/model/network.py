@@ -136,8 +136,9 @@ def align(
     combination of the values; hard: the value of the most similar position, by cosine
     (the paper's Eq. 3) or raw dot product (`hard_similarity`); none: the values as they
     are (resized to the query's grid). argmax has no gradient, so in training hard
-    alignment passes the soft alignment's gradient to the projection (straight-through). A batch-1 prompt is shared by all B queries. `values` and `keys`
-    may be flattened (B x C x M) dictionaries of several prompts (see `dictionary`).
+    alignment passes the soft alignment's gradient to the projection (straight-through).
+    A batch-1 prompt is shared by all B queries. `values` and `keys` may be flattened
+    (B x C x M) dictionaries of several prompts (see `dictionary`).
     """
     b, _, h, w = query.shape
     if mode == "none":

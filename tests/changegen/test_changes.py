@@ -8,10 +8,10 @@ import pytest
 from metauas.changegen.builtin import open_source
 from metauas.changegen.changes import visible
 from metauas.changegen.config import CHANGE_TYPES, GenerateConfig
-from metauas.data.images import decode
 from metauas.changegen.inpaint import make_inpainter
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import sample_members
+from metauas.data.images import decode
 
 SIZE = 64
 N = 12

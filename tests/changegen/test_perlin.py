@@ -32,7 +32,7 @@ def draem_rand_perlin_2d(rng, shape, res):
     n01 = dot(tile([0, -1], [1, None]), [0, -1])
     n11 = dot(tile([1, None], [1, None]), [-1, -1])
     t = 6 * grid**5 - 15 * grid**4 + 10 * grid**3
-    lerp = lambda a, b, w: (b - a) * w + a  # noqa: E731
+    lerp = lambda a, b, w: (b - a) * w + a  # noqa: E731 - the reference's own one-liner
     return math.sqrt(2) * lerp(lerp(n00, n10, t[..., 0]), lerp(n01, n11, t[..., 0]), t[..., 1])
 
 

@@ -82,8 +82,8 @@ def test_config_records_only_what_changes_the_bytes():
 
 
 def test_coco_source_reads_polygon_and_rle_and_counts_what_it_skips(coco_set):
-    from metauas.data.images import SkipSource
     from metauas.changegen.sources import CocoSource
+    from metauas.data.images import SkipSource
 
     images, annotations = coco_set
     source = CocoSource(images, annotations, min_side=64, min_area=0.01, max_area=0.35)

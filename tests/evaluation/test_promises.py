@@ -101,7 +101,7 @@ def test_images_with_mask_problems_count_as_absent_in_pixel_metrics(mvtec_root, 
         (without / "tile" / "test" / "blob" / f"{name}.png").unlink()
     a = _evaluate(capsys, "--data", broken, *LOOKUP, "--seeds", "1", "--out", tmp_path / "a")
     b = _evaluate(capsys, "--data", without, *LOOKUP, "--seeds", "1", "--out", tmp_path / "b")
-    tile = lambda result: next(r["metrics"] for r in result["rows"] if r["class"] == "tile")  # noqa: E731
+    tile = lambda result: next(r["metrics"] for r in result["rows"] if r["class"] == "tile")  # noqa: E731 - a one-line helper
     assert {m: tile(a)[m] for m in pixel} == {m: tile(b)[m] for m in pixel}
     assert len(a["problems"]) == 2
 

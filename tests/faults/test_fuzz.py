@@ -16,13 +16,13 @@ import pytest
 import torch
 
 pytest.importorskip("hypothesis", reason="the fuzz pass needs hypothesis (pip install -e '.[dev]')")
-from hostile import sample_members  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hostile import sample_members
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from metauas.changegen.sources import CocoSource
 from metauas.data.format import ReadStats, iter_pairs
 from metauas.data.images import SkipSource, read_rgb
-from metauas.changegen.sources import CocoSource
 from metauas.errors import UserError
 from metauas.evaluation.readers import read_benchmark
 from metauas.model.checkpoint import load_model

@@ -13,11 +13,11 @@ import cv2
 import pytest
 
 selenium = pytest.importorskip("selenium")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions as seen  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium import webdriver  # noqa: E402 - after the importorskip above
+from selenium.webdriver.chrome.service import Service  # noqa: E402 - after the importorskip above
+from selenium.webdriver.common.by import By  # noqa: E402 - after the importorskip above
+from selenium.webdriver.support import expected_conditions as seen  # noqa: E402 - after the importorskip above
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402 - after the importorskip above
 
 pytestmark = pytest.mark.slow
 

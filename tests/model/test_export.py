@@ -10,8 +10,8 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
-from metauas.cli import main  # noqa: E402
-from metauas.model.checkpoint import load_model  # noqa: E402
+from metauas.cli import main  # noqa: E402 - after the importorskip above
+from metauas.model.checkpoint import load_model  # noqa: E402 - after the importorskip above
 
 
 def _photos(size: int) -> tuple[np.ndarray, np.ndarray]:

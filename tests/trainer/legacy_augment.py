@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from metauas.trainer.augment import AugmentConfig  # noqa: F401  (the same options)
+from metauas.trainer.augment import AugmentConfig  # the same options
 
 IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float64)
 
