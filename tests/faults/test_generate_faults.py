@@ -129,7 +129,9 @@ def test_a_second_writer_is_refused_while_the_first_goes_on(tmp_path):
     assert cli("generate", *args, "--out", ref).returncode == 0
     out = tmp_path / "d"
     first = popen("generate", *args, "--out", out)
-    while not temp_files(out):  # the first run holds its shards' locks before it writes
+    # a shard's temporary file (not config.json's, written before the locks are taken):
+    # the first run holds its shards' locks before it writes one
+    while not [p for p in temp_files(out) if p.name.startswith(".shard-")]:
         assert first.poll() is None, first.communicate()
         time.sleep(0.005)
     first.send_signal(signal.SIGSTOP)  # frozen mid-shard, locks held
