@@ -461,7 +461,7 @@ class PageHandler(BaseHTTPRequestHandler):
 def make_handler(segmenter: Segmenter, info: str, names: frozenset[str], timeout: float = TIMEOUT
                  ) -> type[BaseHTTPRequestHandler]:
     """A PageHandler for this model; `info` (the header line) is escaped into the page."""
-    page, policy = render_page(html.escape(info))
+    page, policy = render_page(html.escape(info), MAX_REQUEST)
     return type("Handler", (PageHandler,), {"segmenter": segmenter, "lock": threading.Lock(), "page": page,
                                             "policy": policy, "names": names, "seconds": timeout})
 

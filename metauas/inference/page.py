@@ -50,6 +50,7 @@ figcaption{font-size:.8em;color:#444;max-width:200px;overflow-wrap:anywhere}
 SCRIPT = r"""
 'use strict';
 const JET = __JET__;  // OpenCV's COLORMAP_JET as 256 x (r, g, b): predict's overlay colours
+const MAX_REQUEST = __MAX_REQUEST__;  // bytes the server reads of one request (app.MAX_REQUEST)
 const $ = (id) => document.getElementById(id);
 const picked = {normals: [], queries: []};  // {file, label}, in the order given
 let shown = [], reply = null, current = 0.5;
@@ -122,8 +123,12 @@ async function run() {
   if (!picked.normals.length || !picked.queries.length) { say('choose or drop at least one normal and one query image'); return; }
   busy(true); say('segmenting...');
   try {
-    const body = JSON.stringify({normals: await Promise.all(picked.normals.map(read)),
-                                 queries: await Promise.all(picked.queries.map(read))});
+    const body = new Blob([JSON.stringify({normals: await Promise.all(picked.normals.map(read)),
+                                           queries: await Promise.all(picked.queries.map(read))})]);
+    if (body.size > MAX_REQUEST) {  // said here: a server that stops reading an upload looks like a network error
+      say(`error: the images come to ${(body.size / 2 ** 20).toFixed(1)} MB; the page takes up to ${MAX_REQUEST / 2 ** 20} MB at a time`);
+      return;
+    }
     const out = await ask('segment', {method: 'POST', headers: {'Content-Type': 'application/json'}, body});
     await show(out);
     say(`${out.results.length} image(s), ${out.method} at ${out.size} px`);
@@ -359,11 +364,11 @@ def _hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def render_page(info_html: str) -> tuple[bytes, str]:
+def render_page(info_html: str, max_request: int) -> tuple[bytes, str]:
     """The page with `info_html` (already escaped) in its header line, and the
     Content-Security-Policy that allows its own script and style and nothing else."""
     jet = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
-    script = SCRIPT.replace("__JET__", json.dumps(jet.reshape(-1).tolist()))
+    script = SCRIPT.replace("__JET__", json.dumps(jet.reshape(-1).tolist())).replace("__MAX_REQUEST__", str(max_request))
     page = BODY.replace("__STYLE__", STYLE).replace("__SCRIPT__", script).replace("__INFO__", info_html)
     policy = (f"default-src 'none'; script-src {_hash(script)}; style-src {_hash(STYLE)}; img-src data: blob:; "
               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")

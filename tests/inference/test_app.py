@@ -166,16 +166,26 @@ def test_dropped_files_get_four_named_tiles_and_an_adjustable_threshold(server, 
     driver.find_element(By.ID, "reset").click()
     assert float(number.get_attribute("value")) == fitted and "anomalous" in _verdicts(driver)[0]
 
+    driver.find_element(By.ID, "clear").click()  # an upload over the server's limit is told before it is sent
+    assert not driver.find_elements(By.CLASS_NAME, "result") and not driver.find_elements(By.CSS_SELECTOR, "#queries-list li")
+    (tmp_path / "huge.png").write_bytes(os.urandom(25 << 20))
+    driver.find_element(By.ID, "normals").send_keys(str(tmp_path / "huge.png"))
+    driver.find_element(By.ID, "queries").send_keys(str(tile / "test/good/000.png"))
+    driver.find_element(By.ID, "run").click()
+    WebDriverWait(driver, 120).until(seen.text_to_be_present_in_element((By.ID, "status"), "the page takes up to 32 MB"))
 
-def _api_results(example: dict):
+
+def _api_results(example: dict, folder):
     """What the Python API makes of the example's files (the page must agree)."""
-    from metauas.changegen.images import decode_rgb
     from metauas.inference.api import Segmenter
 
-    rgb = {f["name"]: decode_rgb(base64.b64decode(f["data"]), f["name"]) for f in example["normals"] + example["queries"]}
-    segmenter = Segmenter.load(None, method="lookup", size=64, device="cpu").set_prompts(*(rgb[f["name"]] for f in example["normals"]))
+    for f in example["normals"] + example["queries"]:
+        (folder / f["name"]).write_bytes(base64.b64decode(f["data"]))
+    segmenter = Segmenter.load(None, method="lookup", size=64, device="cpu")
+    segmenter.set_prompts(*(folder / f["name"] for f in example["normals"]))
     threshold = segmenter.fit_threshold()
-    return threshold, {f["name"]: r for f, r in zip(example["queries"], segmenter.segment([rgb[f["name"]] for f in example["queries"]]))}
+    results = segmenter.segment([folder / f["name"] for f in example["queries"]])
+    return threshold, {f["name"]: r for f, r in zip(example["queries"], results)}
 
 
 def test_example_downloads_match_the_api(server, driver, tmp_path):
@@ -202,7 +212,8 @@ def test_example_downloads_match_the_api(server, driver, tmp_path):
 
     from metauas.inference.app import example_body
 
-    threshold, api = _api_results(json.loads(example_body()))
+    (tmp_path / "files").mkdir()
+    threshold, api = _api_results(json.loads(example_body()), tmp_path / "files")
     assert [r["query"] for r in rows] == list(api)
     for row in rows:
         result = api[row["query"]]
