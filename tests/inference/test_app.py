@@ -228,3 +228,7 @@ def test_example_downloads_match_the_api(server, driver, tmp_path):
         assert np.array_equal((mask == 255)[~near], (result.map > threshold)[~near]) and mask.any()
     driver.find_element(By.ID, "csv").click()
     assert _downloaded(downloads, "predictions.csv") == archive.read("predictions.csv")
+    driver.find_elements(By.CSS_SELECTOR, "button[data-download=mask]")[0].click()
+    alone = cv2.imdecode(np.frombuffer(_downloaded(downloads, "brick-gravel-spot_mask.png"), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(alone, cv2.imdecode(np.frombuffer(archive.read("masks/brick-gravel-spot.png"), np.uint8),
+                                              cv2.IMREAD_GRAYSCALE))
