@@ -150,16 +150,30 @@ def app_command(
     ),
     method: Literal["model", "lookup", "mix"] = typer.Option("model", "--method", help="How maps are made."),
     size: Optional[int] = typer.Option(None, "--size", help="Inference size (default: the checkpoint's)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on (0.0.0.0: every interface; the "
+        "page has no authentication, so only on a trusted network).",
+    ),
     port: int = typer.Option(7860, "--port", help="Port to listen on (0: any free port; the URL is printed)."),
+    timeout: float = typer.Option(
+        30.0,
+        "--timeout",
+        min=0.5,
+        help="Seconds a client has to send its request, and to take the answer; slower connections are cut.",
+    ),
     device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
 ) -> None:
-    """An interactive page: drop normal and query images, see heatmaps, scores and a threshold slider."""
+    """An interactive page: drop normal and query images, see prompt, query, heatmap and mask, download them."""
     import sys
 
     from metauas.inference.api import Segmenter
-    from metauas.inference.app import serve
+    from metauas.inference.app import exposure_warning, serve
 
+    warning = exposure_warning(host)
+    if warning:  # before the model loads: the first thing a user sees
+        typer.echo(warning, err=True)
     segmenter = Segmenter.load(checkpoint, method=method, size=size, device=device)
     source = checkpoint or "the training-free lookup baseline"
     info = f"{method} from {source}, {segmenter.size} px, on {segmenter.scorer.device.type}"
@@ -168,7 +182,7 @@ def app_command(
         typer.echo(f"serving {info} on {url} (Ctrl+C to stop)")
         sys.stdout.flush()
 
-    serve(segmenter, host, port, info, ready)
+    serve(segmenter, host, port, info, ready, timeout)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
