@@ -50,7 +50,7 @@ def load_photo(name: str) -> np.ndarray:
     h, w = image.shape[:2]
     side = min(h, w)
     y, x = (h - side) // 2, (w - side) // 2
-    return np.ascontiguousarray(image[y:y + side, x:x + side])
+    return np.ascontiguousarray(image[y : y + side, x : x + side])
 
 
 def view(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -139,8 +139,9 @@ def deform(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / r
     strength = float(rng.uniform(0.35, 0.6)) * (1 if rng.random() < 0.5 else -1)
     factor = np.where(d < 1, 1 - strength * (1 - d) ** 2, 1).astype(np.float32)
-    out = cv2.remap(image, cx + (xx - cx) * factor, cy + (yy - cy) * factor, cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REFLECT)
+    out = cv2.remap(
+        image, cx + (xx - cx) * factor, cy + (yy - cy) * factor, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     moved = np.abs(1 - factor) * d * r > 1.0
     changed = np.abs(out.astype(np.int16) - image).max(axis=2) > 15
     return out, moved & cv2.dilate(changed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)

@@ -40,8 +40,21 @@ def train_seed(work: Path, name: str, seed: int, steps: int, train_args: list[st
     if (run / "done").exists():
         return run
     resume = ["--resume"] if (run / "last.pt").exists() else []
-    cmd = [sys.executable, "-m", "metauas.cli", "train", *train_args, "--out", str(run), "--seed", str(seed),
-           "--steps", str(steps), "--no-progress", *resume]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metauas.cli",
+        "train",
+        *train_args,
+        "--out",
+        str(run),
+        "--seed",
+        str(seed),
+        "--steps",
+        str(steps),
+        "--no-progress",
+        *resume,
+    ]
     subprocess.run(cmd, check=True)
     (run / "done").write_text(" ".join(cmd) + "\n")
     return run
@@ -51,9 +64,17 @@ def score_seed(work: Path, name: str, seed: int, run: Path, data: list[Path], he
     """quality.py model on every set, unless its summary exists."""
     out = work / "score" / f"{name}-s{seed}"
     if not (out / "summary.json").exists():
-        cmd = [sys.executable, str(HERE / "quality.py"), "model", "--checkpoint", str(run / "last.pt"),
-               "--out", str(out), *[a for d in data for a in ("--data", str(d))],
-               *(["--heldout", str(heldout)] if heldout else [])]
+        cmd = [
+            sys.executable,
+            str(HERE / "quality.py"),
+            "model",
+            "--checkpoint",
+            str(run / "last.pt"),
+            "--out",
+            str(out),
+            *[a for d in data for a in ("--data", str(d))],
+            *(["--heldout", str(heldout)] if heldout else []),
+        ]
         subprocess.run(cmd, check=True)
     return out / "summary.json"
 
@@ -79,8 +100,9 @@ def collect(work: Path, name: str) -> dict[str, dict[str, dict]]:
             for method in ("model", "lookup"):
                 if method not in methods:
                     continue
-                row = out.setdefault(s, {}).setdefault(method, {"runs": {k: [] for k in KEYS},
-                                                                 "prompt_std": {k: [] for k in KEYS}})
+                row = out.setdefault(s, {}).setdefault(
+                    method, {"runs": {k: [] for k in KEYS}, "prompt_std": {k: [] for k in KEYS}}
+                )
                 for k in KEYS:
                     row["runs"][k].append(methods[method]["mean"][k])
                     row["prompt_std"][k].append((methods[method].get("std") or {}).get(k) or 0.0)
@@ -99,8 +121,10 @@ def verdict(model: dict, lookup: dict) -> str:
 
 
 def table(work: Path, names: list[str]) -> str:
-    lines = ["| set | run | seeds | " + " | ".join(KEYS) + " | vs lookup (I-AUROC P-AP P-AUPRO) |",
-             "|---|---|---|" + "---|" * (len(KEYS) + 1)]
+    lines = [
+        "| set | run | seeds | " + " | ".join(KEYS) + " | vs lookup (I-AUROC P-AP P-AUPRO) |",
+        "|---|---|---|" + "---|" * (len(KEYS) + 1),
+    ]
     runs = {n: collect(work, n) for n in names}
     sets = list(dict.fromkeys(s for r in runs.values() for s in r))
     for s in ["suite", *[x for x in sets if x != "suite"]]:
@@ -119,8 +143,8 @@ def table(work: Path, names: list[str]) -> str:
 
 def main() -> None:
     argv = sys.argv[1:]
-    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    train_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("run", "table"))
     parser.add_argument("names", nargs="*", help="`table`: run names, in the order to list them.")

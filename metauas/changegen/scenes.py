@@ -18,8 +18,9 @@ from metauas.changegen.textures import random_texture
 SHAPES = ("ellipse", "rectangle", "polygon", "blob")
 
 
-def _shape_mask(rng: np.random.Generator, size: int, radius_range: tuple[float, float] = (0.08, 0.45)
-                ) -> tuple[np.ndarray, str]:
+def _shape_mask(
+    rng: np.random.Generator, size: int, radius_range: tuple[float, float] = (0.08, 0.45)
+) -> tuple[np.ndarray, str]:
     """One filled shape of a random kind, `radius_range` of the half side, anywhere in the frame."""
     kind = SHAPES[int(rng.integers(len(SHAPES)))]
     mask = np.zeros((size, size), np.uint8)
@@ -56,7 +57,9 @@ def _paint(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Non
     image[box] = (image[box] * (1 - alpha) + fill * alpha).round().astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator, size: int, min_area: float) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+def render_scene(
+    rng: np.random.Generator, size: int, min_area: float
+) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
     """Background + 1..6 shapes painted back to front; later shapes occlude earlier
     ones, so each instance mask is what remains visible. Instances below `min_area`
     of the frame after occlusion are dropped."""
@@ -82,6 +85,7 @@ def render_scene(rng: np.random.Generator, size: int, min_area: float) -> tuple[
 # shapes) and `render_instance` lays them out anew from its own RNG, so two renders are
 # two instances of one kind of object: nothing at the same place, nothing new in kind.
 
+
 @dataclass(frozen=True)
 class SceneStyle:
     """Materials as stationary fields twice the frame's side (instances crop them at
@@ -105,7 +109,7 @@ def scene_style(rng: np.random.Generator, size: int) -> SceneStyle:
 
 def _crop(field: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     y, x = (int(v) for v in rng.integers(0, field.shape[0] - size + 1, size=2))
-    return field[y:y + size, x:x + size]
+    return field[y : y + size, x : x + size]
 
 
 def render_instance(style: SceneStyle, rng: np.random.Generator, size: int) -> np.ndarray:

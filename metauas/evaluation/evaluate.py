@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metauas.changegen.images import read_image
+from metauas.data.images import read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
@@ -45,23 +45,26 @@ class ClassMaps:
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
-def _mask(sample: Sample, shape: tuple[int, ...], size: int, protocol: str,
-          problems: list[str]) -> np.ndarray | None:
+def evaluated_mask(
+    sample: Sample, shape: tuple[int, ...], size: int, protocol: str, problems: list[str]
+) -> np.ndarray | None:
     """Mask at the evaluated size: nearest (exact) or bilinear then L > 0 (official)."""
     if sample.label == 0 or sample.mask is None:
         return None
     mask = load_mask(sample.mask, shape)
     if mask is None:
-        problems.append(f"mask unreadable or not the image's size {shape[:2]} (left out of "
-                        f"pixel metrics): {sample.mask}")
+        problems.append(
+            f"mask unreadable or not the image's size {shape[:2]} (left out of pixel metrics): {sample.mask}"
+        )
         return None
     if protocol == "official":
         return cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR) > 0
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
 
 
-def _choose(cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None,
-            query_feats: list[torch.Tensor]) -> list[list[Path]]:
+def _choose(
+    cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None, query_feats: list[torch.Tensor]
+) -> list[list[Path]]:
     """K prompt paths per query of the batch."""
     b = query_feats[0].shape[0]
     if fixed is not None:
@@ -70,15 +73,22 @@ def _choose(cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None,
     return [[bank.paths[i] for i in row] for row in idx]
 
 
-def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
-                fixed: list[Path] | None, bank: PromptBank | None, problems: list[str]) -> ClassMaps:
+def score_class(
+    cfg: EvalConfig,
+    scorer: Scorer,
+    data: ClassData,
+    size: int,
+    fixed: list[Path] | None,
+    bank: PromptBank | None,
+    problems: list[str],
+) -> ClassMaps:
     """All test queries of one class through every method, in batches."""
     result = ClassMaps(maps={m: [] for m in scorer.methods})
     loader = bank or PromptBank([], size, scorer)
     samples, cache = data.test, {}
     bar = tqdm(range(0, len(samples), cfg.batch_size), desc=data.name, disable=not cfg.progress, leave=False)
     for i in bar:
-        batch = samples[i:i + cfg.batch_size]
+        batch = samples[i : i + cfg.batch_size]
         images = [read_image(s.path) for s in batch]
         queries = torch.stack([to_tensor(rgb, size) for rgb in images])
         query_feats = scorer.features(queries)
@@ -89,8 +99,9 @@ def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
             result.maps[method].extend(map_to_numpy(x) for x in m)
         result.samples.extend(batch)
         result.prompts.extend(chosen)
-        result.masks.extend(_mask(s, rgb.shape, size, cfg.metric.protocol, problems)
-                            for s, rgb in zip(batch, images))
+        result.masks.extend(
+            evaluated_mask(s, rgb.shape, size, cfg.metric.protocol, problems) for s, rgb in zip(batch, images)
+        )
     return result
 
 
@@ -118,8 +129,13 @@ def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int) -> li
         picks = [("worst", r) for r in worst] + [("best", r) for r in best]
         for tag, (quality, i) in picks:
             s = cm.samples[i]
-            row = overlay_row(to_tensor(read_image(cm.prompts[i][0]), size), to_tensor(read_image(s.path), size),
-                              cm.masks[i], maps[i], vmax)
+            row = overlay_row(
+                to_tensor(read_image(cm.prompts[i][0]), size),
+                to_tensor(read_image(s.path), size),
+                cm.masks[i],
+                maps[i],
+                vmax,
+            )
             path = out / "overlays" / method / name / f"{tag}-{s.defect}-{s.path.stem}.png"
             written.append(write_png(path, row))
     return written
@@ -150,27 +166,39 @@ def _runs(cfg: EvalConfig, classes: list[ClassData]) -> dict[Run, dict[str, list
         return {Run("best"): {c.name: None for c in classes}}
     if cfg.prompt_mode == "pool":
         return {Run("pool", s): {c.name: None for c in classes} for s in cfg.seeds}
-    return {Run("random", s): {c.name: random_prompts(c.train, cfg.shots, s, c.name) for c in classes}
-            for s in cfg.seeds}
+    return {
+        Run("random", s): {c.name: random_prompts(c.train, cfg.shots, s, c.name) for c in classes} for s in cfg.seeds
+    }
 
 
-def _bank(cfg: EvalConfig, run: Run, data: ClassData, classes: list[ClassData], size: int,
-          scorer: Scorer, pools: dict[Run, PromptBank]) -> PromptBank | None:
+def _bank(
+    cfg: EvalConfig,
+    run: Run,
+    data: ClassData,
+    classes: list[ClassData],
+    size: int,
+    scorer: Scorer,
+    pools: dict[Run, PromptBank],
+) -> PromptBank | None:
     if run.mode == "best":
         if len(data.train) < cfg.shots:
-            raise UserError(f"class {data.name}: {len(data.train)} normal training image(s), "
-                            f"--shots {cfg.shots} needs at least {cfg.shots}")
+            raise UserError(
+                f"class {data.name}: {len(data.train)} normal training image(s), "
+                f"--shots {cfg.shots} needs at least {cfg.shots}"
+            )
         return PromptBank(data.train, size, scorer)
     if run.mode == "pool":
         if run not in pools:
-            pools[run] = PromptBank([random_prompts(c.train, 1, run.seed, c.name)[0] for c in classes if c.train],
-                                    size, scorer)
+            pools[run] = PromptBank(
+                [random_prompts(c.train, 1, run.seed, c.name)[0] for c in classes if c.train], size, scorer
+            )
         return pools[run]
     return None
 
 
-def fit_thresholds(cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, size: int,
-                   fixed: list[Path] | None) -> dict[str, float]:
+def fit_thresholds(
+    cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, size: int, fixed: list[Path] | None
+) -> dict[str, float]:
     """Per method, the threshold `predict --threshold auto` would fit: the highest image
     score among up to `fit_normals` normal training images other than the prompts, each
     scored against the run's prompts ({} when not applicable: no fixed prompts, the
@@ -188,22 +216,31 @@ def fit_thresholds(cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, s
     return {m: max(image_score(x, cfg.metric) for x in maps[m]) for m in maps}
 
 
-def _thresholds(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
-                methods: Sequence[str]) -> list[dict]:
+def _thresholds(
+    per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str], methods: Sequence[str]
+) -> list[dict]:
     """Per class and method, the fitted threshold and its F1s (means over the runs that had one)."""
     rows = []
     for name in classes:
         for method in methods:
             runs = [per_run[r][name][method] for r in per_run if "threshold" in per_run[r][name][method]]
             if runs:
-                rows.append({"class": name, "method": method, "runs": len(runs), **{
-                    k: float(np.nanmean([r[k] for r in runs])) for k in ("threshold", "I-F1@t", "P-F1@t")}})
+                rows.append(
+                    {
+                        "class": name,
+                        "method": method,
+                        "runs": len(runs),
+                        **{k: float(np.nanmean([r[k] for r in runs])) for k in ("threshold", "I-F1@t", "P-F1@t")},
+                    }
+                )
     return rows
 
 
-def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
-               methods: Sequence[str]) -> list[dict]:
+def _summarise(
+    per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str], methods: Sequence[str]
+) -> list[dict]:
     """Rows per class and method (mean over runs, std when several) and a mean row."""
+
     def stats(values: list[dict]) -> tuple[dict, dict | None]:
         arr = {m: np.array([v[m] for v in values], float) for m in METRICS}
         mean = {m: float(np.nanmean(a)) if np.isfinite(a).any() else math.nan for m, a in arr.items()}
@@ -236,11 +273,15 @@ def enough_normals(cfg: EvalConfig, classes: list[ClassData], problems: list[str
     kept = [c for c in classes if len(c.train) >= cfg.shots]
     for c in classes:
         if c not in kept:
-            problems.append(f"class {c.name} left out: {len(c.train)} normal training image(s), "
-                            f"--shots {cfg.shots} needs at least {cfg.shots}")
+            problems.append(
+                f"class {c.name} left out: {len(c.train)} normal training image(s), "
+                f"--shots {cfg.shots} needs at least {cfg.shots}"
+            )
     if not kept:
-        raise UserError(f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
-                        + "; ".join(problems[-len(classes):]))
+        raise UserError(
+            f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
+            + "; ".join(problems[-len(classes) :])
+        )
     return kept
 
 
@@ -250,8 +291,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     prepare_dir(cfg.out)
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
-    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, resolve_device(cfg.device),
-                                cfg.mix_weight, compile=cfg.compile)
+    scorer, meta = build_scorer(
+        cfg.checkpoint,
+        methods,
+        cfg.shot_fusion,
+        cfg.lookup,
+        resolve_device(cfg.device),
+        cfg.mix_weight,
+        compile=cfg.compile,
+    )
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)
     bench.classes = enough_normals(cfg, bench.classes, problems)
@@ -265,13 +313,15 @@ def evaluate(cfg: EvalConfig) -> dict:
             bank = _bank(cfg, run, data, bench.classes, size, scorer, pools)
             cm = score_class(cfg, scorer, data, size, fixed[data.name], bank, problems if r == 0 else [])
             labels = [s.label for s in cm.samples]
-            per_run[run.label][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric)
-                                             for m in methods}
+            per_run[run.label][data.name] = {
+                m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric) for m in methods
+            }
             for m, t in fit_thresholds(cfg, run, scorer, data, size, fixed[data.name]).items():
                 per_run[run.label][data.name][m].update(f1_at(cm.maps[m], cm.masks, labels, t, cfg.metric))
             if r == 0 and cfg.overlays > 0:
-                overlays += [str(p.relative_to(cfg.out)) for p in write_overlays(cfg.out, data.name, cm, size,
-                                                                                 cfg.overlays)]
+                overlays += [
+                    str(p.relative_to(cfg.out)) for p in write_overlays(cfg.out, data.name, cm, size, cfg.overlays)
+                ]
     image_score = "max" if cfg.metric.image_score == "max" else f"mean of top-{cfg.metric.topk}"
     result = {
         "config": cfg.to_dict(),  # `evaluate --config metrics.json` rebuilds this run
@@ -294,8 +344,11 @@ def write_prompts(out: Path, runs: dict[Run, dict[str, list[Path] | None]]) -> P
     """prompts.json: the prompts of every run whose prompts were fixed per class (random
     mode, a prompts file), in the `--prompts` format, so `evaluate --prompts
     OUT/prompts.json` replays them exactly."""
-    table = {str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
-             for run, fixed in runs.items() if run.seed is not None and all(v is not None for v in fixed.values())}
+    table = {
+        str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
+        for run, fixed in runs.items()
+        if run.seed is not None and all(v is not None for v in fixed.values())
+    }
     if not table:
         return None
     from metauas.outputs import write_atomic

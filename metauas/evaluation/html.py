@@ -51,8 +51,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], x_label: str,
-               y_label: str, width: int = 640, height: int = 260) -> str:
+def line_chart(
+    series: Mapping[str, Sequence[tuple[float, float]]], x_label: str, y_label: str, width: int = 640, height: int = 260
+) -> str:
     """An inline SVG chart of one or more (x, y) series sharing both axes."""
     points = [p for s in series.values() for p in s if math.isfinite(p[1])]
     if not points:
@@ -67,18 +68,25 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], x_label: str
         py = height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
         return f"{px:.1f},{py:.1f}"
 
-    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
-             f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" '
-             'fill="none" stroke="#999"/>']
+    parts = [
+        f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#999"/>',
+    ]
     for i, (name, pts) in enumerate(series.items()):
         colour = _COLOURS[i % len(_COLOURS)]
         poly = " ".join(xy(x, y) for x, y in pts if math.isfinite(y))
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{poly}"/>')
-        parts.append(f'<text x="{pad + 8}" y="{pad + 16 + 14 * i}" fill="{colour}" '
-                     f'font-size="12">{html.escape(name)}</text>')
-    labels = [(pad, height - pad + 14, f"{x0:g}"), (width - pad, height - pad + 14, f"{x1:g}"),
-              (4, height - pad, f"{y0:.3g}"), (4, pad + 4, f"{y1:.3g}"),
-              (width / 2, height - 6, x_label), (4, pad - 10, y_label)]
+        parts.append(
+            f'<text x="{pad + 8}" y="{pad + 16 + 14 * i}" fill="{colour}" font-size="12">{html.escape(name)}</text>'
+        )
+    labels = [
+        (pad, height - pad + 14, f"{x0:g}"),
+        (width - pad, height - pad + 14, f"{x1:g}"),
+        (4, height - pad, f"{y0:.3g}"),
+        (4, pad + 4, f"{y1:.3g}"),
+        (width / 2, height - 6, x_label),
+        (4, pad - 10, y_label),
+    ]
     parts += [f'<text x="{x}" y="{y}" font-size="11">{html.escape(t)}</text>' for x, y, t in labels]
     parts.append("</svg>")
     return "".join(parts)
@@ -87,9 +95,11 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], x_label: str
 def write_html(path: Path, title: str, sections: Sequence[tuple[str, str]]) -> Path:
     """Write `sections` ((heading, html body) pairs) as one page, atomically."""
     body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"{body}</body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"{body}</body></html>"
+    )
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)

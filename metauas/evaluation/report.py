@@ -17,7 +17,8 @@ import cv2
 from metauas.evaluation.metrics import METRICS
 
 
-def _fmt(value: float, std: float | None = None) -> str:
+def fmt_metric(value: float, std: float | None = None) -> str:
+    """A metric as a table cell: percent with one decimal, `± std` when given, n/a for NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     text = f"{100 * value:.1f}"
@@ -30,7 +31,7 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         std = r.get("std") or {}
-        cells = [_fmt(r["metrics"][m], std.get(m)) for m in METRICS]
+        cells = [fmt_metric(r["metrics"][m], std.get(m)) for m in METRICS]
         lines.append("| " + " | ".join([r["class"], r["method"], *cells]) + " |")
     return "\n".join(lines)
 
@@ -96,8 +97,9 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         writer.writerow(["class", "method", *METRICS, *(f"{m} std" for m in METRICS)])
         for r in result["rows"]:
             std = r.get("std") or {}
-            writer.writerow([r["class"], r["method"], *(r["metrics"][m] for m in METRICS),
-                             *(std.get(m, "") for m in METRICS)])
+            writer.writerow(
+                [r["class"], r["method"], *(r["metrics"][m] for m in METRICS), *(std.get(m, "") for m in METRICS)]
+            )
     cfg, done = result["config"], result["resolved"]
     text = [
         f"# MetaUAS evaluation: {cfg['data']} ({cfg['fmt']})",
@@ -111,11 +113,19 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         f"Efficiency: {efficiency_line(result['efficiency'])}",
     ]
     if result.get("thresholds"):
-        text += ["", "Fitted thresholds (`--fit-normals`: the highest image score among normal training images "
-                 "other than the prompts; F1 at it beside F1max, in %):", "",
-                 "| class | method | threshold | I-F1@t | P-F1@t |", "|---|---|---|---|---|",
-                 *(f"| {r['class']} | {r['method']} | {r['threshold']:.4f} | {_fmt(r['I-F1@t'])} | {_fmt(r['P-F1@t'])} |"
-                   for r in result["thresholds"])]
+        text += [
+            "",
+            "Fitted thresholds (`--fit-normals`: the highest image score among normal training images "
+            "other than the prompts; F1 at it beside F1max, in %):",
+            "",
+            "| class | method | threshold | I-F1@t | P-F1@t |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {r['class']} | {r['method']} | {r['threshold']:.4f} "
+                f"| {fmt_metric(r['I-F1@t'])} | {fmt_metric(r['P-F1@t'])} |"
+                for r in result["thresholds"]
+            ),
+        ]
     if result.get("problems"):
         text += ["", f"Data problems ({len(result['problems'])}):", *(f"- {p}" for p in result["problems"])]
     paths["md"].write_text("\n".join(text) + "\n")
@@ -129,11 +139,15 @@ def write_html_report(out: Path, result: Mapping) -> Path:
     from metauas.evaluation.html import image_tag, table, write_html
 
     cfg, done = result["config"], result["resolved"]
-    rows = [[r["class"], r["method"], *(_fmt(r["metrics"][m], (r.get("std") or {}).get(m)) for m in METRICS)]
-            for r in result["rows"]]
-    summary = (f'<p class="note">protocol <b>{cfg["metric"]["protocol"]}</b> · prompts {cfg["prompt_mode"]}, '
-               f'{cfg["shots"]}-shot · runs {", ".join(done["runs"])} · size {done["size"]} · image score '
-               f'{done["image_score"]}</p><p class="note">{html.escape(efficiency_line(result["efficiency"]))}</p>')
+    rows = [
+        [r["class"], r["method"], *(fmt_metric(r["metrics"][m], (r.get("std") or {}).get(m)) for m in METRICS)]
+        for r in result["rows"]
+    ]
+    summary = (
+        f'<p class="note">protocol <b>{cfg["metric"]["protocol"]}</b> · prompts {cfg["prompt_mode"]}, '
+        f"{cfg['shots']}-shot · runs {', '.join(done['runs'])} · size {done['size']} · image score "
+        f'{done["image_score"]}</p><p class="note">{html.escape(efficiency_line(result["efficiency"]))}</p>'
+    )
     sections = [("Metrics (%)", summary + table(["class", "method", *METRICS], rows))]
     images = []
     for rel in result.get("overlays", []):

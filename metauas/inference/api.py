@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from metauas.changegen.images import read_image, to_rgb
+from metauas.data.images import read_image, to_rgb
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.inference.config import LookupConfig
@@ -87,13 +87,24 @@ class Segmenter:
         self._vectors: torch.Tensor | None = None
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, *, method: str = "model", size: int | None = None,
-             device: str = "auto", shot_fusion: str = "features", lookup: LookupConfig = LookupConfig(),
-             mix_weight: float = 0.5, batch_size: int = 8, compile: bool = False) -> Segmenter:
+    def load(
+        cls,
+        checkpoint: str | Path | None = None,
+        *,
+        method: str = "model",
+        size: int | None = None,
+        device: str = "auto",
+        shot_fusion: str = "features",
+        lookup: LookupConfig = LookupConfig(),
+        mix_weight: float = 0.5,
+        batch_size: int = 8,
+        compile: bool = False,
+    ) -> Segmenter:
         """A checkpoint path, a pretrained name (`hf:owner/repo/file`, see `model.hub`), or
         None with `method="lookup"` (the training-free baseline, default encoder)."""
-        scorer, meta = build_scorer(checkpoint, methods_for(method), shot_fusion, lookup, resolve_device(device),
-                                    mix_weight, compile=compile)
+        scorer, meta = build_scorer(
+            checkpoint, methods_for(method), shot_fusion, lookup, resolve_device(device), mix_weight, compile=compile
+        )
         return cls(scorer, meta, size, batch_size)
 
     @property
@@ -105,8 +116,10 @@ class Segmenter:
         return self._prompts[index]
 
     def _encode(self, rgbs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        parts = [self.scorer.features(torch.stack([to_tensor(rgb, self.size) for rgb in rgbs[i:i + self.batch_size]]))
-                 for i in range(0, len(rgbs), self.batch_size)]
+        parts = [
+            self.scorer.features(torch.stack([to_tensor(rgb, self.size) for rgb in rgbs[i : i + self.batch_size]]))
+            for i in range(0, len(rgbs), self.batch_size)
+        ]
         return [torch.cat(stage) for stage in zip(*parts)]
 
     def set_prompts(self, *images: Image, use_all: bool = False) -> Segmenter:
@@ -121,18 +134,19 @@ class Segmenter:
         self.use_all = use_all
         return self
 
-    def _prompt_feats(self, query_feats: list[torch.Tensor], exclude: int | None = None
-                      ) -> tuple[list[list[torch.Tensor]], list[tuple[int, ...]]]:
+    def _prompt_feats(
+        self, query_feats: list[torch.Tensor], exclude: int | None = None
+    ) -> tuple[list[list[torch.Tensor]], list[tuple[int, ...]]]:
         """Per shot, prompt features (batch 1 when every query uses the same prompt)."""
         k = len(self._prompts)
         allowed = [i for i in range(k) if i != exclude]
         b = query_feats[0].shape[0]
         if self.use_all or len(allowed) == 1:
-            return [[f[i:i + 1] for f in self._feats] for i in allowed], [tuple(allowed)] * b
+            return [[f[i : i + 1] for f in self._feats] for i in allowed], [tuple(allowed)] * b
         nearest = closest(pooled(query_feats[-1]), self._vectors[allowed], 1)[:, 0].tolist()
         picks = [allowed[j] for j in nearest]
         if len(set(picks)) == 1:
-            return [[f[picks[0]:picks[0] + 1] for f in self._feats]], [(picks[0],)] * b
+            return [[f[picks[0] : picks[0] + 1] for f in self._feats]], [(picks[0],)] * b
         return [[f[picks] for f in self._feats]], [(p,) for p in picks]
 
     def _segment_rgbs(self, rgbs: list[np.ndarray], exclude: int | None = None) -> list[Segmentation]:
@@ -140,7 +154,7 @@ class Segmenter:
             raise UserError("set a normal prompt first: segment(query, prompt=...) or set_prompts(...)")
         out = []
         for i in range(0, len(rgbs), self.batch_size):
-            batch = rgbs[i:i + self.batch_size]
+            batch = rgbs[i : i + self.batch_size]
             feats = self.scorer.features(torch.stack([to_tensor(rgb, self.size) for rgb in batch]))
             prompt_feats, used = self._prompt_feats(feats, exclude)
             maps = self.scorer.maps(prompt_feats, feats, (self.size, self.size))[self.method]
@@ -149,8 +163,12 @@ class Segmenter:
                 out.append(Segmentation(full, float(full.max()), u, self.threshold))
         return out
 
-    def segment(self, query: Image | Sequence[Image], prompt: Image | Sequence[Image] | None = None,
-                threshold: float | None = None) -> Segmentation | list[Segmentation]:
+    def segment(
+        self,
+        query: Image | Sequence[Image],
+        prompt: Image | Sequence[Image] | None = None,
+        threshold: float | None = None,
+    ) -> Segmentation | list[Segmentation]:
         """The map, score (and with a threshold, mask and decision) of one query, or a list
         of them for a list of queries. `prompt` (one image or several) replaces the
         cached prompts; `threshold` overrides the fitted one for this call."""
@@ -181,8 +199,10 @@ class Segmenter:
         else:
             scores = []
         if not scores:
-            raise UserError("an automatic threshold needs normal images: give --normals DIR (or normals=...) "
-                            "or at least two prompts")
+            raise UserError(
+                "an automatic threshold needs normal images: give --normals DIR (or normals=...) "
+                "or at least two prompts"
+            )
         self.threshold = float(np.quantile(scores, quantile))
         return self.threshold
 

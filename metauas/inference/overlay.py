@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.changegen.images import draw_mask
+from metauas.data.images import draw_mask
 
 
 def _rgb(image) -> np.ndarray:

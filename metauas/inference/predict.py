@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from metauas.changegen.images import list_images, read_image
+from metauas.data.images import list_images, read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.inference.api import Segmentation, Segmenter
@@ -83,8 +83,14 @@ def save_map(path: Path, score_map: np.ndarray, fmt: str) -> Path:
 
 def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> Segmenter:
     """The API object with the prompts cached and, when asked, the threshold fitted."""
-    scorer, meta = build_scorer(cfg.checkpoint, methods_for(cfg.method), cfg.shot_fusion, LookupConfig(),
-                                resolve_device(cfg.device), compile=cfg.compile)
+    scorer, meta = build_scorer(
+        cfg.checkpoint,
+        methods_for(cfg.method),
+        cfg.shot_fusion,
+        LookupConfig(),
+        resolve_device(cfg.device),
+        compile=cfg.compile,
+    )
     segmenter = Segmenter(scorer, meta, cfg.size, cfg.batch_size).set_prompts(*prompts, use_all=cfg.use_all_prompts)
     if cfg.threshold == "auto":
         normals = list_queries(cfg.normals) if cfg.normals is not None else None
@@ -97,8 +103,15 @@ def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> Segmenter:
 COLUMNS = ("query", "score", "anomalous", "threshold", "prompt", "method", "map", "mask", "overlay")
 
 
-def _write(cfg: PredictConfig, name: str, path: Path, rgb: np.ndarray, result: Segmentation,
-           prompts: list[Path], segmenter: Segmenter) -> dict:
+def _write(
+    cfg: PredictConfig,
+    name: str,
+    path: Path,
+    rgb: np.ndarray,
+    result: Segmentation,
+    prompts: list[Path],
+    segmenter: Segmenter,
+) -> dict:
     """One query's files; its row for predictions.jsonl/csv."""
     used = [prompts[i] for i in result.prompts]
     map_path = save_map(cfg.out / "maps" / name, result.map, cfg.map_format)
@@ -109,9 +122,17 @@ def _write(cfg: PredictConfig, name: str, path: Path, rgb: np.ndarray, result: S
         mask = cfg.out / "masks" / f"{name}.png"
         mask.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(mask), result.mask.astype(np.uint8) * 255)
-    return {"query": str(path), "score": result.score, "anomalous": result.anomalous, "threshold": result.threshold,
-            "prompt": [str(u) for u in used], "method": segmenter.method, "map": str(map_path.relative_to(cfg.out)),
-            "mask": str(mask.relative_to(cfg.out)) if mask else None, "overlay": str(overlay.relative_to(cfg.out))}
+    return {
+        "query": str(path),
+        "score": result.score,
+        "anomalous": result.anomalous,
+        "threshold": result.threshold,
+        "prompt": [str(u) for u in used],
+        "method": segmenter.method,
+        "map": str(map_path.relative_to(cfg.out)),
+        "mask": str(mask.relative_to(cfg.out)) if mask else None,
+        "overlay": str(overlay.relative_to(cfg.out)),
+    }
 
 
 def predict(cfg: PredictConfig) -> Path:
@@ -128,7 +149,7 @@ def predict(cfg: PredictConfig) -> Path:
         rows = csv.DictWriter(f, COLUMNS)
         rows.writeheader()
         for i in tqdm(range(0, len(queries), cfg.batch_size), desc="predict", unit="batch", disable=not cfg.progress):
-            batch = queries[i:i + cfg.batch_size]
+            batch = queries[i : i + cfg.batch_size]
             images = [read_image(q) for q in batch]
             for path, name, rgb, result in zip(batch, names[i:], images, segmenter.segment(images)):
                 record = _write(cfg, name, path, rgb, result, prompts, segmenter)

@@ -19,9 +19,13 @@ DEFAULT_SIZE = 256
 def import_official_command(
     ckpt: Path = typer.Argument(..., help="Official checkpoint (gaobb/MetaUAS metauas-256.ckpt or metauas-512.ckpt)."),
     out: Path = typer.Option(..., "--out", help="Our checkpoint to write (.pt), for predict/evaluate --checkpoint."),
-    size: int = typer.Option(None, "--size", help="Size the weights were trained at, recorded as the "
-                             "checkpoint's default inference size (default: the number in the file "
-                             f"name, e.g. metauas-512.ckpt -> 512, else {DEFAULT_SIZE})."),
+    size: int = typer.Option(
+        None,
+        "--size",
+        help="Size the weights were trained at, recorded as the "
+        "checkpoint's default inference size (default: the number in the file "
+        f"name, e.g. metauas-512.ckpt -> 512, else {DEFAULT_SIZE}).",
+    ),
 ) -> None:
     """Convert the official MetaUAS checkpoint (paper weights) into a metauas checkpoint."""
     from metauas.model.checkpoint import save_checkpoint
@@ -34,21 +38,33 @@ def import_official_command(
         raise UserError(f"--size must be a positive multiple of 32, got {size}")
     size = size or size_from_name(ckpt) or DEFAULT_SIZE
     model = load_official(ckpt)
-    extra = {"source": str(ckpt.resolve()), "official": True,
-             "origin": "official MetaUAS checkpoint (gaobb/MetaUAS), converted by metauas import-official"}
+    extra = {
+        "source": str(ckpt.resolve()),
+        "official": True,
+        "origin": "official MetaUAS checkpoint (gaobb/MetaUAS), converted by metauas import-official",
+    }
     path = save_checkpoint(out, model, size=size, step=0, extra=extra)
     typer.echo(f"wrote {path} (official MetaUAS weights, size {size})")
 
 
 def export_command(
     checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...)."),
-    out: Path = typer.Option(..., "--out", help="The ONNX file to write (model.onnx); with --cached-prompt also "
-                             "model-prompt.onnx and model-query.onnx beside it."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="The ONNX file to write (model.onnx); with --cached-prompt also "
+        "model-prompt.onnx and model-query.onnx beside it.",
+    ),
     fmt: Literal["onnx"] = typer.Option("onnx", "--format", help="Export format."),
-    size: Optional[int] = typer.Option(None, "--size", help="Input side the graphs take (default: the "
-                                       "checkpoint's training size)."),
-    cached_prompt: bool = typer.Option(False, "--cached-prompt", help="Also a prompt-encoder graph and a graph "
-                                       "taking its features with the query (encode the normal image once)."),
+    size: Optional[int] = typer.Option(
+        None, "--size", help="Input side the graphs take (default: the checkpoint's training size)."
+    ),
+    cached_prompt: bool = typer.Option(
+        False,
+        "--cached-prompt",
+        help="Also a prompt-encoder graph and a graph "
+        "taking its features with the query (encode the normal image once).",
+    ),
 ) -> None:
     """Export a checkpoint to ONNX (opset 18, dynamic batch), checked against PyTorch with onnxruntime."""
     from metauas.model.checkpoint import load_model

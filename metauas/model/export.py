@@ -68,8 +68,15 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _export(graph: nn.Module, args: tuple, names: list[str], outputs: list[str], path: Path,
-            dynamic: dict[str, dict[int, object]], tolerance: float) -> Exported:
+def _export(
+    graph: nn.Module,
+    args: tuple,
+    names: list[str],
+    outputs: list[str],
+    path: Path,
+    dynamic: dict[str, dict[int, object]],
+    tolerance: float,
+) -> Exported:
     """Export one graph (eval mode: torch restores the wrapper's mode after exporting),
     then compare onnxruntime with PyTorch on `args` with the batch doubled."""
     graph.eval()
@@ -80,8 +87,17 @@ def _export(graph: nn.Module, args: tuple, names: list[str], outputs: list[str],
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     shapes = {name: dynamic.get(name) for name in names}
-    torch.onnx.export(graph, args, str(tmp), input_names=names, output_names=outputs, opset_version=OPSET,
-                      dynamo=True, dynamic_shapes=tuple(shapes.values()), external_data=False)
+    torch.onnx.export(
+        graph,
+        args,
+        str(tmp),
+        input_names=names,
+        output_names=outputs,
+        opset_version=OPSET,
+        dynamo=True,
+        dynamic_shapes=tuple(shapes.values()),
+        external_data=False,
+    )
     check = tuple(torch.cat([a, torch.rand_like(a)]) if name in dynamic else a for a, name in zip(args, names))
     with torch.no_grad():
         expected = graph(*check)
@@ -97,20 +113,48 @@ def _export(graph: nn.Module, args: tuple, names: list[str], outputs: list[str],
     return Exported(path, diff)
 
 
-def export_onnx(model: MetaUAS, out: Path, size: int, cached_prompt: bool = False,
-                tolerance: float = 1e-4) -> list[Exported]:
+def export_onnx(
+    model: MetaUAS, out: Path, size: int, cached_prompt: bool = False, tolerance: float = 1e-4
+) -> list[Exported]:
     """Write and check the graphs described in the module docstring."""
     model = model.eval().float()
     batch = torch.export.Dim("batch", min=1)
     prompt, query = torch.rand(2, 3, size, size), torch.rand(2, 3, size, size)
-    done = [_export(FullGraph(model), (prompt, query), ["prompt", "query"], ["map"], out,
-                    {"prompt": {0: batch}, "query": {0: batch}}, tolerance)]
+    done = [
+        _export(
+            FullGraph(model),
+            (prompt, query),
+            ["prompt", "query"],
+            ["map"],
+            out,
+            {"prompt": {0: batch}, "query": {0: batch}},
+            tolerance,
+        )
+    ]
     if cached_prompt:
         one = prompt[:1]
-        done.append(_export(PromptGraph(model), (one,), ["prompt"], list(STAGES),
-                            out.with_name(f"{out.stem}-prompt.onnx"), {}, tolerance))
+        done.append(
+            _export(
+                PromptGraph(model),
+                (one,),
+                ["prompt"],
+                list(STAGES),
+                out.with_name(f"{out.stem}-prompt.onnx"),
+                {},
+                tolerance,
+            )
+        )
         with torch.no_grad():
             feats = tuple(model.encode(one))
-        done.append(_export(QueryGraph(model), (*feats, query), [*STAGES, "query"], ["map"],
-                            out.with_name(f"{out.stem}-query.onnx"), {"query": {0: batch}}, tolerance))
+        done.append(
+            _export(
+                QueryGraph(model),
+                (*feats, query),
+                [*STAGES, "query"],
+                ["map"],
+                out.with_name(f"{out.stem}-query.onnx"),
+                {"query": {0: batch}},
+                tolerance,
+            )
+        )
     return done

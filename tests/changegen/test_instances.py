@@ -35,8 +35,9 @@ def test_instances_of_one_style_share_materials_not_layout():
 
 
 def test_scene_pairs_take_another_instance_as_prompt():
-    samples = synth(change_weights={"local": 1.0, "none": 1.0}, instance_prompts=1.0,
-                    local_masks={"blob": 1.0, "stroke": 1.0}).make(list(range(24)))
+    samples = synth(
+        change_weights={"local": 1.0, "none": 1.0}, instance_prompts=1.0, local_masks={"blob": 1.0, "stroke": 1.0}
+    ).make(list(range(24)))
     instance = [s for s in samples if s.pair.params.get("prompt") == "instance"]
     assert instance and all(s.source["kind"] == "scene" and s.source["instance"] for s in instance)
     assert all(s.source["kind"] != "scene" for s in samples if s not in instance)  # photos keep their own
@@ -48,10 +49,13 @@ def test_scene_pairs_take_another_instance_as_prompt():
             assert not p.mask.any()
         else:
             assert p.mask.any() and p.mask.mean() < 0.1  # only the small defect is a change
-    again = synth(change_weights={"local": 1.0, "none": 1.0}, instance_prompts=1.0,
-                  local_masks={"blob": 1.0, "stroke": 1.0}).make(list(range(24)))
-    assert all(np.array_equal(a.pair.prompt, b.pair.prompt) and np.array_equal(a.pair.mask, b.pair.mask)
-               for a, b in zip(samples, again))
+    again = synth(
+        change_weights={"local": 1.0, "none": 1.0}, instance_prompts=1.0, local_masks={"blob": 1.0, "stroke": 1.0}
+    ).make(list(range(24)))
+    assert all(
+        np.array_equal(a.pair.prompt, b.pair.prompt) and np.array_equal(a.pair.mask, b.pair.mask)
+        for a, b in zip(samples, again)
+    )
 
 
 def test_off_by_default_and_unrecorded():

@@ -10,8 +10,8 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
-from metauas.cli import main  # noqa: E402
-from metauas.model.checkpoint import load_model  # noqa: E402
+from metauas.cli import main  # noqa: E402 - after the importorskip above
+from metauas.model.checkpoint import load_model  # noqa: E402 - after the importorskip above
 
 
 def _photos(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -20,7 +20,7 @@ def _photos(size: int) -> tuple[np.ndarray, np.ndarray]:
 
     rgb = cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
     changed = rgb.copy()
-    changed[size // 4:size // 2, size // 4:size // 2] = (20, 200, 40)
+    changed[size // 4 : size // 2, size // 4 : size // 2] = (20, 200, 40)
     as_input = [np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32) / 255 for x in (rgb, changed)]
     return as_input[0], as_input[1]
 
