@@ -1,4 +1,5 @@
-"""`metauas predict` and `metauas bench model` (torch and timm are imported inside the bodies)."""
+"""`metauas predict` and `metauas bench model` (torch and timm are imported inside the bodies;
+predict on an exported graph imports neither)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ COMPILE_HELP = ("torch.compile encoder and decoder (inductor, frozen weights): f
 def predict_command(
     query: Path = typer.Option(..., "--query", help="Query image or folder of query images."),
     out: Path = typer.Option(..., "--out", help="Output folder: maps/, overlays/, predictions.jsonl."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained checkpoint (.pt) or a pretrained name "
-                                    "(hf:csgaobb/MetaUAS/metauas-256.ckpt); not needed for --method lookup."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained checkpoint (.pt), a pretrained name "
+                                    "(hf:csgaobb/MetaUAS/metauas-256.ckpt) or an exported graph (model.onnx, "
+                                    "model.xml: runs without torch); not needed for --method lookup."),
     prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
     prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
     method: Literal["model", "lookup", "mix"] = typer.Option("model", "--method", help="model | lookup "
@@ -40,6 +42,8 @@ def predict_command(
                                             "number in [0, 1]; writes masks/ and an anomalous column."),
     normals: Optional[Path] = typer.Option(None, "--normals", help="Folder of normal images for --threshold "
                                            "auto (default: the prompts, each scored against the others)."),
+    recursive: bool = typer.Option(False, "--recursive", help="Search --query, --prompt-dir and --normals "
+                                   "folders in their subfolders too (outputs keep the subfolders)."),
     progress: bool = progress_option(),
     quiet: bool = quiet_option(),
     verbose: bool = verbose_option(),
@@ -51,8 +55,9 @@ def predict_command(
                         prompt_dir=prompt_dir, method=method, use_all_prompts=use_all_prompts,
                         shot_fusion=shot_fusion, size=size, map_format=map_format,
                         batch_size=batch_size, device=device, compile=compile, threshold=threshold, normals=normals,
-                        progress=setup_output(quiet, verbose, progress))
-    typer.echo(f"wrote {predict(cfg)}")
+                        recursive=recursive, progress=setup_output(quiet, verbose, progress))
+    warn = lambda message: typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)  # noqa: E731
+    typer.echo(f"wrote {predict(cfg, warn)}")
 
 
 def bench_model_command(
@@ -110,7 +115,7 @@ def app_command(
 
     segmenter = Segmenter.load(checkpoint, method=method, size=size, device=device)
     source = checkpoint or "the training-free lookup baseline"
-    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.scorer.device.type}"
+    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.device}"
 
     def ready(url: str) -> None:
         typer.echo(f"serving {info} on {url} (Ctrl+C to stop)")
