@@ -32,7 +32,8 @@ FIELDS = {"protocol": "metric.protocol", "image_score": "metric.image_score", "s
           "pixel_bins": "metric.pixel_bins", "lookup_sigma": "lookup.sigma", "prompts": "prompts_file",
           **{name: name for name in ("data", "out", "checkpoint", "fmt", "method", "prompt_mode", "shots",
                                      "shot_fusion", "prompt_rotations", "mix_weight", "seeds", "size", "classes",
-                                     "batch_size", "overlays", "fit_normals", "device", "compile", "progress")}}
+                                     "batch_size", "overlays", "overlay_scale", "fit_normals", "device", "compile",
+                                     "progress")}}
 
 
 def evaluate_command(
@@ -88,6 +89,9 @@ def evaluate_command(
     batch_size: int = typer.Option(_d("batch_size"), "--batch-size", help="Queries per forward pass."),
     overlays: int = typer.Option(_d("overlays"), "--overlays", help="Best and worst anomalous queries drawn per "
                                  "class and method (0 = none)."),
+    overlay_scale: Literal["shared", "per-map"] = typer.Option(
+        _d("overlay_scale"), "--overlay-scale", help="Heatmap colours of the overlays: shared (model over [0, 1], "
+        "lookup over the class maximum; strips comparable) | per-map (each over its own maximum)."),
     fit_normals: int = typer.Option(_d("fit_normals"), "--fit-normals", help="Normal training images (besides the "
                                     "prompts) a decision threshold is fitted on per class, as predict --threshold "
                                     "auto does; its image/pixel F1 is reported beside F1max (0 = off)."),
@@ -120,7 +124,7 @@ def evaluate_command(
     if result["problems"]:
         typer.secho(f"warning: {len(result['problems'])} data problem(s), listed in {cfg.out / 'metrics.md'}",
                     err=True, fg=typer.colors.YELLOW)
-    typer.echo(f"wrote {cfg.out / 'metrics.json'}, metrics.csv, metrics.md, report.html")
+    typer.echo(f"wrote {cfg.out / 'metrics.json'}, metrics.csv, metrics.md, scores.csv, report.html, figures/")
 
 
 def bench_metrics_command(
