@@ -48,7 +48,8 @@ def _import(runtime: str):
 
         return openvino
     except ImportError:
-        raise UserError(f"running a {runtime} graph needs {runtime}: pip install 'metauas[{EXTRA[runtime]}]'") from None
+        raise UserError(f"this graph runs on {runtime}, which is not installed: "
+                        f"pip install 'metauas[{EXTRA[runtime]}]'") from None
 
 
 def decode_metadata(raw: dict[str, str], path: Path) -> dict:

@@ -74,3 +74,18 @@ def test_the_graph_path_imports_no_torch(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: graph not found: missing.onnx"]
     proc = run_without_torch(tmp_path, cli("predict", "--checkpoint", "model.pt", *images, "--out", "o"))
     assert proc.returncode == 2 and "pip install 'metauas[torch]'" in proc.stderr
+
+
+def test_a_missing_runtime_names_its_extra(tmp_path):
+    import subprocess
+    import sys
+
+    _identity(tmp_path / "model.onnx")
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"  # as if not installed
+            "from metauas.cli import main\n"
+            "sys.exit(main(['predict', '--checkpoint', 'model.onnx', '--prompt', 'p.png', '--query', 'p.png', "
+            "'--out', 'o']))\n")
+    cv2.imwrite(str(tmp_path / "p.png"), np.full((32, 32, 3), 128, np.uint8))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: this graph runs on onnxruntime, which is not installed: pip install 'metauas[onnx]'"]
