@@ -48,16 +48,28 @@ def train_variant(name: str, data: Path, out: Path, steps: int, lr: float, size:
     model_kw, train_kw, augment_kw = VARIANTS[name]
     run = out / name / "run"
     cfg = TrainConfig(
-        train=str(data / "train"), val=str(data / "heldout"), out=str(run), size=size, batch_size=8,
-        steps=steps, lr=lr, warmup_steps=30, val_every=max(steps // 4, 1), val_pairs=240,
-        save_every=steps, progress=False, model=ModelConfig(**{**BASE_MODEL, **model_kw}),
-        augment=AugmentConfig(**augment_kw), resume=(run / "last.pt").exists(), **{"seed": 0, **train_kw},
+        train=str(data / "train"),
+        val=str(data / "heldout"),
+        out=str(run),
+        size=size,
+        batch_size=8,
+        steps=steps,
+        lr=lr,
+        warmup_steps=30,
+        val_every=max(steps // 4, 1),
+        val_pairs=240,
+        save_every=steps,
+        progress=False,
+        model=ModelConfig(**{**BASE_MODEL, **model_kw}),
+        augment=AugmentConfig(**augment_kw),
+        resume=(run / "last.pt").exists(),
+        **{"seed": 0, **train_kw},
     )
     return train(cfg)
 
 
 def heldout_metrics(checkpoint: Path, data: Path, size: int) -> dict[str, float]:
-    from metauas.demo import pair_maps
+    from metauas.evaluation.heldout import pair_maps
     from metauas.evaluation.metrics import compute_metrics
     from metauas.model.checkpoint import load_model
     from metauas.trainer.stream import resized_pairs
@@ -70,8 +82,15 @@ def heldout_metrics(checkpoint: Path, data: Path, size: int) -> dict[str, float]
 def real_metrics(checkpoint: Path, real: Path, out: Path, **options) -> dict[str, float]:
     from metauas.evaluation.evaluate import EvalConfig, evaluate
 
-    cfg = EvalConfig(data=real, checkpoint=checkpoint, out=out, seeds=(1, 3, 5), overlays=0,
-                     progress=False, **{"method": "model", **options})
+    cfg = EvalConfig(
+        data=real,
+        checkpoint=checkpoint,
+        out=out,
+        seeds=(1, 3, 5),
+        overlays=0,
+        progress=False,
+        **{"method": "model", **options},
+    )
     rows = evaluate(cfg)["rows"]
     return {r["method"]: r["metrics"] for r in rows if r["class"] == "mean"}
 
@@ -103,10 +122,14 @@ def run_train(args: argparse.Namespace) -> None:
 
 def run_shots(args: argparse.Namespace) -> None:
     checkpoint = args.out / args.variant / "run" / "last.pt"
-    settings = [(f"{k} shot(s), {fusion}", {"shots": k, "shot_fusion": fusion})
-                for k in (1, 2, 4) for fusion in (("features",) if k == 1 else ("features", "joint", "mean", "max"))]
-    settings += [("1 shot, rotations 0/90/180/270, joint", {"prompt_rotations": (0, 90, 180, 270),
-                                                              "shot_fusion": "joint"})]
+    settings = [
+        (f"{k} shot(s), {fusion}", {"shots": k, "shot_fusion": fusion})
+        for k in (1, 2, 4)
+        for fusion in (("features",) if k == 1 else ("features", "joint", "mean", "max"))
+    ]
+    settings += [
+        ("1 shot, rotations 0/90/180/270, joint", {"prompt_rotations": (0, 90, 180, 270), "shot_fusion": "joint"})
+    ]
     settings += [(f"mix, weight {w}", {"method": "all", "mix_weight": w}) for w in (0.25, 0.5, 0.75)]
     results = {}
     print(_header("setting"))

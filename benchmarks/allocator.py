@@ -60,8 +60,18 @@ def main() -> None:
     results: dict[str, list[float]] = {"default": [], "kept": []}
     for _ in range(args.rounds):
         for setting in results:
-            cmd = [sys.executable, __file__, "--child", setting, "--pairs", str(args.pairs),
-                   "--size", str(args.size), "--calls", str(args.calls)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                setting,
+                "--pairs",
+                str(args.pairs),
+                "--size",
+                str(args.size),
+                "--calls",
+                str(args.calls),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results[setting].append(float(out.strip().splitlines()[-1]))
     default, kept = (statistics.median(v) for v in results.values())

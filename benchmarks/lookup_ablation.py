@@ -41,8 +41,16 @@ TABLE = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
 
 # LookupConfig's default before this study, every field spelled out so that rows do not
 # move when the defaults do
-OLD = {"stages": (2, 3), "neighbourhood": 3, "sigma": 4.0, "normalise": "none", "exclude": 2, "quantile": 0.5,
-       "aggregate": "mean", "upsample": "finest"}
+OLD = {
+    "stages": (2, 3),
+    "neighbourhood": 3,
+    "sigma": 4.0,
+    "normalise": "none",
+    "exclude": 2,
+    "quantile": 0.5,
+    "aggregate": "mean",
+    "upsample": "finest",
+}
 # one-shot PatchCore: strides 4, 8, 16, no pooling, no blur, 1 - max cosine summed over
 # stages at image size (the mean ranks every pixel as the sum does)
 PATCHCORE = {**OLD, "stages": (1, 2, 3), "neighbourhood": 1, "sigma": 0.0, "upsample": "image"}
@@ -57,8 +65,10 @@ VARIANTS: dict[str, tuple[dict, tuple[int, ...]]] = {
     "default-old": (OLD, (0,)),
     "default": ({}, (0,)),  # LookupConfig() as the code has it now
     "plain-patchcore": (PATCHCORE, (0,)),
-    **{f"stages={''.join(map(str, s))}": ({**OLD, "stages": s}, (0,))
-       for s in [(1,), (2,), (3,), (1, 2), (1, 2, 3), (2, 3, 4), (1, 2, 3, 4)]},
+    **{
+        f"stages={''.join(map(str, s))}": ({**OLD, "stages": s}, (0,))
+        for s in [(1,), (2,), (3,), (1, 2), (1, 2, 3), (2, 3, 4), (1, 2, 3, 4)]
+    },
     **{f"k={_k(k)}": ({**OLD, "neighbourhood": k}, (0,)) for k in (1, 5, (1, 3), (3, 1), (1, 5))},
     **{f"sigma={s:g}": ({**OLD, "sigma": s}, (0,)) for s in (0.0, 1.0, 2.0, 8.0)},
     "norm=prompt": ({**OLD, "normalise": "prompt"}, (0,)),
@@ -75,8 +85,10 @@ K1 = {**OLD, "neighbourhood": 1}  # round 1's clear winner on every set
 # round 2: combinations around k=1 (each row names what differs from `k=1`)
 VARIANTS |= {
     **{f"k=1 sigma={s:g}": ({**K1, "sigma": s}, (0,)) for s in (0.0, 2.0)},
-    **{f"k=1 stages={''.join(map(str, s))}": ({**K1, "stages": s}, (0,))
-       for s in [(1, 2), (1, 2, 3), (2, 3, 4), (1, 2, 3, 4), (3, 4)]},
+    **{
+        f"k=1 stages={''.join(map(str, s))}": ({**K1, "stages": s}, (0,))
+        for s in [(1, 2), (1, 2, 3), (2, 3, 4), (1, 2, 3, 4), (3, 4)]
+    },
     "k=1 agg=max": ({**K1, "aggregate": "max"}, (0,)),
     "k=1 agg=geomean": ({**K1, "aggregate": "geomean"}, (0,)),
     "k=1 norm=prompt q=0.9": ({**K1, "normalise": "prompt", "quantile": 0.9}, (0,)),
@@ -94,8 +106,13 @@ VARIANTS |= {
     "k=1 stages=123 agg=geomean": ({**K1, "stages": (1, 2, 3), "aggregate": "geomean"}, (0,)),
     "k=1 stages=24": ({**K1, "stages": (2, 4)}, (0,)),
     "k=1 stages=24 agg=geomean": ({**K1, "stages": (2, 4), "aggregate": "geomean"}, (0,)),
-    **{f"k=1 stages=234 agg=geomean sigma={s:g}": ({**K1, "stages": (2, 3, 4), "aggregate": "geomean", "sigma": s},
-                                                   (0,)) for s in (0.0, 2.0)},
+    **{
+        f"k=1 stages=234 agg=geomean sigma={s:g}": (
+            {**K1, "stages": (2, 3, 4), "aggregate": "geomean", "sigma": s},
+            (0,),
+        )
+        for s in (0.0, 2.0)
+    },
     "k=1 agg=geomean prompt-rot4": ({**K1, "aggregate": "geomean"}, ROTATIONS),
     "k=1 stages=234 agg=geomean prompt-rot4": ({**K1, "stages": (2, 3, 4), "aggregate": "geomean"}, ROTATIONS),
 }
@@ -121,22 +138,32 @@ def _keep(feats: list[torch.Tensor]) -> list[torch.Tensor]:
 def encode_class(encode, root: Path, size: int) -> dict:
     """One MVTec-layout class: test features in evaluate's batches, masks, labels, and
     every train image's features (batch 1, as evaluate encodes a shared prompt) per rotation."""
-    from metauas.changegen.images import read_image
-    from metauas.evaluation.evaluate import _mask
+    from metauas.data.images import read_image
+    from metauas.evaluation.evaluate import evaluated_mask
     from metauas.evaluation.readers import read_benchmark
     from metauas.inference.scoring import load_tensor, to_tensor
 
     (data,) = read_benchmark(root, "mvtec").classes
     batches, masks, problems = [], [], []
     for i in range(0, len(data.test), BATCH):
-        samples = data.test[i:i + BATCH]
+        samples = data.test[i : i + BATCH]
         images = [read_image(s.path) for s in samples]
         batches.append(_keep(encode(torch.stack([to_tensor(rgb, size) for rgb in images]))))
-        masks += [_mask(s, rgb.shape, size, "exact", problems) for s, rgb in zip(samples, images)]
-    train = {(str(p), r): _keep(encode(torch.rot90(load_tensor(p, size)[None], r // 90, dims=(2, 3))))
-             for p in data.train for r in ROTATIONS}
-    return {"name": data.name, "train_paths": [str(p) for p in data.train], "train": train, "batches": batches,
-            "masks": masks, "labels": [s.label for s in data.test], "problems": problems}
+        masks += [evaluated_mask(s, rgb.shape, size, "exact", problems) for s, rgb in zip(samples, images)]
+    train = {
+        (str(p), r): _keep(encode(torch.rot90(load_tensor(p, size)[None], r // 90, dims=(2, 3))))
+        for p in data.train
+        for r in ROTATIONS
+    }
+    return {
+        "name": data.name,
+        "train_paths": [str(p) for p in data.train],
+        "train": train,
+        "batches": batches,
+        "masks": masks,
+        "labels": [s.label for s in data.test],
+        "problems": problems,
+    }
 
 
 def encode_heldout(encode, urls: str, size: int) -> dict:
@@ -146,10 +173,14 @@ def encode_heldout(encode, urls: str, size: int) -> dict:
     pairs = list(iter_pairs(urls, size))
     batches = []
     for i in range(0, len(pairs), BATCH):
-        chunk = pairs[i:i + BATCH]
+        chunk = pairs[i : i + BATCH]
         prompts = torch.stack([p["prompt"] for p in chunk])
-        batches.append({"query": _keep(encode(torch.stack([p["query"] for p in chunk]))),
-                        "prompt": {r: _keep(encode(torch.rot90(prompts, r // 90, dims=(2, 3)))) for r in ROTATIONS}})
+        batches.append(
+            {
+                "query": _keep(encode(torch.stack([p["query"] for p in chunk]))),
+                "prompt": {r: _keep(encode(torch.rot90(prompts, r // 90, dims=(2, 3)))) for r in ROTATIONS},
+            }
+        )
     masks = [p["mask"][0].numpy() > 0.5 for p in pairs]
     return {"name": "heldout", "batches": batches, "masks": masks, "labels": [int(m.any()) for m in masks]}
 
@@ -200,8 +231,11 @@ def score_heldout(data: dict, cfg: LookupConfig, rotations, size: int, every_pro
 
 def summarise(runs: dict[str, dict]) -> dict:
     values = {m: np.array([r[m] for r in runs.values()], float) for m in METRICS}
-    return {"runs": runs, "mean": {m: float(np.nanmean(v)) for m, v in values.items()},
-            "std": {m: float(np.nanstd(v)) for m, v in values.items()}}
+    return {
+        "runs": runs,
+        "mean": {m: float(np.nanmean(v)) for m, v in values.items()},
+        "std": {m: float(np.nanstd(v)) for m, v in values.items()},
+    }
 
 
 def paired(result: dict, reference: dict) -> dict:
@@ -211,8 +245,12 @@ def paired(result: dict, reference: dict) -> dict:
     out = {}
     for m in METRICS:
         d = np.array([result["runs"][r][m] - reference["runs"][r][m] for r in result["runs"]], float)
-        out[m] = {"mean": float(d.mean()), "std": float(d.std()), "ahead": int((d > 0).sum()),
-                  "behind": int((d < 0).sum())}
+        out[m] = {
+            "mean": float(d.mean()),
+            "std": float(d.std()),
+            "ahead": int((d > 0).sum()),
+            "behind": int((d < 0).sum()),
+        }
     return out
 
 
@@ -232,16 +270,28 @@ def write_table(results: dict, datasets: list[str], references: list[str], path:
     for name in datasets:
         seeds = name != "heldout"
         rows = [(v, r["datasets"][name]) for v, r in results.items() if name in r["datasets"]]
-        lines += [f"### {name}" + ("" if seeds else " (one run: each pair's own prompt)"), "",
-                  "| variant | " + " | ".join(TABLE) + " |", "|---" * (len(TABLE) + 1) + "|"]
+        lines += [
+            f"### {name}" + ("" if seeds else " (one run: each pair's own prompt)"),
+            "",
+            "| variant | " + " | ".join(TABLE) + " |",
+            "|---" * (len(TABLE) + 1) + "|",
+        ]
         lines += [f"| {v} | " + " | ".join(_cell(r, m, seeds) for m in TABLE) + " |" for v, r in rows]
-        for ref_name in (references if seeds else []):
+        for ref_name in references if seeds else []:
             if ref_name in results:
                 ref = results[ref_name]["datasets"][name]
-                lines += ["", f"{name}, paired with {ref_name}:", "", "| variant | " +
-                          " | ".join(f"Δ {m}" for m in TABLE) + " |", "|---" * (len(TABLE) + 1) + "|"]
-                lines += [f"| {v} | " + " | ".join(_delta(paired(r, ref)[m]) for m in TABLE) + " |"
-                          for v, r in rows if v != ref_name]
+                lines += [
+                    "",
+                    f"{name}, paired with {ref_name}:",
+                    "",
+                    "| variant | " + " | ".join(f"Δ {m}" for m in TABLE) + " |",
+                    "|---" * (len(TABLE) + 1) + "|",
+                ]
+                lines += [
+                    f"| {v} | " + " | ".join(_delta(paired(r, ref)[m]) for m in TABLE) + " |"
+                    for v, r in rows
+                    if v != ref_name
+                ]
         lines.append("")
     text = "\n".join(lines)
     path.write_text(text)
@@ -253,12 +303,22 @@ def encode_sets(args: argparse.Namespace) -> list[dict]:
     sets = []
     for root in args.data:
         key = {"root": str(root.resolve()), "size": args.size, "kind": "mvtec"}
-        sets.append(cached(args.cache and args.cache / f"{root.name}-{args.size}.pt", key,
-                           lambda root=root: encode_class(encode, root, args.size)))
+        sets.append(
+            cached(
+                args.cache and args.cache / f"{root.name}-{args.size}.pt",
+                key,
+                lambda root=root: encode_class(encode, root, args.size),
+            )
+        )
     if args.heldout:
         key = {"root": str(args.heldout.resolve()), "size": args.size, "kind": "pairs"}
-        sets.append(cached(args.cache and args.cache / f"heldout-{args.size}.pt", key,
-                           lambda: encode_heldout(encode, str(args.heldout / "shard-*.tar"), args.size)))
+        sets.append(
+            cached(
+                args.cache and args.cache / f"heldout-{args.size}.pt",
+                key,
+                lambda: encode_heldout(encode, str(args.heldout / "shard-*.tar"), args.size),
+            )
+        )
     return sets
 
 
@@ -267,8 +327,12 @@ def score_variant(sets: list[dict], name: str, size: int, every_prompt: bool) ->
     cfg, start = LookupConfig(**fields), time.perf_counter()
     score = {d["name"]: score_heldout if d["name"] == "heldout" else score_class for d in sets}
     datasets = {d["name"]: summarise(score[d["name"]](d, cfg, rotations, size, every_prompt)) for d in sets}
-    return {"config": asdict(cfg), "prompt_rotations": list(rotations), "datasets": datasets,
-            "seconds": time.perf_counter() - start}
+    return {
+        "config": asdict(cfg),
+        "prompt_rotations": list(rotations),
+        "datasets": datasets,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def main() -> None:
@@ -279,10 +343,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="folder for cached encoder features")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--variants", default="", help="comma-separated names (default: all)")
-    parser.add_argument("--every-prompt", action="store_true",
-                        help="one run per normal training image instead of the seeds' random picks")
-    parser.add_argument("--reference", default="default-old,default",
-                        help="comma-separated variants the paired differences are taken to")
+    parser.add_argument(
+        "--every-prompt",
+        action="store_true",
+        help="one run per normal training image instead of the seeds' random picks",
+    )
+    parser.add_argument(
+        "--reference",
+        default="default-old,default",
+        help="comma-separated variants the paired differences are taken to",
+    )
     args = parser.parse_args()
     names = [v for v in args.variants.split(",") if v] or list(VARIANTS)
     unknown = [v for v in names if v not in VARIANTS]
@@ -290,8 +360,13 @@ def main() -> None:
         parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     start = time.perf_counter()
     sets = encode_sets(args)
-    meta = {"size": args.size, "runs": "every prompt" if args.every_prompt else f"seeds {SEEDS}", "encode_seconds": time.perf_counter() - start,
-            "threads": torch.get_num_threads(), "problems": [p for d in sets for p in d.get("problems", [])]}
+    meta = {
+        "size": args.size,
+        "runs": "every prompt" if args.every_prompt else f"seeds {SEEDS}",
+        "encode_seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+        "problems": [p for d in sets for p in d.get("problems", [])],
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in names:  # written after every variant: an interrupted run keeps what it scored

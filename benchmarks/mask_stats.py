@@ -56,7 +56,7 @@ def real_masks(root: Path):
 
 
 def shard_masks(folder: Path, max_pairs: int):
-    from metauas.changegen.format import iter_pairs
+    from metauas.data.format import iter_pairs
 
     for i, pair in enumerate(iter_pairs(str(folder))):
         if i >= max_pairs:
@@ -74,8 +74,11 @@ def summarise(rows: dict[str, list[dict]]) -> list[str]:
     def pct(values, q):
         return np.percentile(values, q) if len(values) else float("nan")
 
-    lines = ["| masks | n | area % (p10 / median / p90) | components (median, p90) | component width px (p10 / median / p90) | elongation (median / p90) | components < 0.1% area |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| masks | n | area % (p10 / median / p90) | components (median, p90) "
+        "| component width px (p10 / median / p90) | elongation (median / p90) | components < 0.1% area |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, items in rows.items():
         area = [100 * r["area"] for r in items]
         comps = [r["components"] for r in items]
@@ -86,7 +89,8 @@ def summarise(rows: dict[str, list[dict]]) -> list[str]:
         lines.append(
             f"| {name} | {len(items)} | {pct(area, 10):.2f} / {pct(area, 50):.2f} / {pct(area, 90):.2f} | "
             f"{pct(comps, 50):.0f}, {pct(comps, 90):.0f} | {pct(width, 10):.1f} / {pct(width, 50):.1f} / "
-            f"{pct(width, 90):.1f} | {pct(elong, 50):.1f} / {pct(elong, 90):.1f} | {tiny:.0f}% |")
+            f"{pct(width, 90):.1f} | {pct(elong, 50):.1f} / {pct(elong, 90):.1f} | {tiny:.0f}% |"
+        )
     return lines
 
 

@@ -8,7 +8,7 @@ real dev classes and the builtin held-out pairs, every number as mean ± std ove
 `model` runs `metauas evaluate --method all --seeds 1,3,5,7,9 --size 256` (exact protocol,
 random 1-shot prompts: the same `evaluate()` the CLI calls) on each --data folder, and
 scores every pair of HELDOUT (`generate --source builtin --builtin-split heldout
---num-pairs 240 --seed 1`) as `metauas/demo.py` does (unchanged pairs are the normals).
+--num-pairs 240 --seed 1`) as the demo does (`metauas/evaluation/heldout.py`; unchanged pairs are the normals).
 `lookups` does the same for the training-free baselines: the current default
 (`--method lookup`) and the "plain PatchCore" variant (stages at strides 4, 8, 16, no
 pooling, no blur; the mean over stages ranks pixels as their sum does).
@@ -31,13 +31,25 @@ LOOKUPS = {
 }
 
 
-def evaluate_real(data: Path, out: Path, checkpoint: Path | None, method: str, lookup: LookupConfig,
-                  seeds: tuple[int, ...], size: int) -> dict[str, dict]:
+def evaluate_real(
+    data: Path, out: Path, checkpoint: Path | None, method: str, lookup: LookupConfig, seeds: tuple[int, ...], size: int
+) -> dict[str, dict]:
     """method -> {"mean": {metric: %}, "std": {...}} for the one class of `data`."""
     from metauas.evaluation.evaluate import EvalConfig, evaluate
 
-    result = evaluate(EvalConfig(data=data, out=out, checkpoint=checkpoint, method=method, seeds=seeds,
-                                 size=size, lookup=lookup, overlays=0, progress=False))
+    result = evaluate(
+        EvalConfig(
+            data=data,
+            out=out,
+            checkpoint=checkpoint,
+            method=method,
+            seeds=seeds,
+            size=size,
+            lookup=lookup,
+            overlays=0,
+            progress=False,
+        )
+    )
     rows = [r for r in result["rows"] if r["class"] == "mean"]
     return {r["method"]: {"mean": r["metrics"], "std": r["std"] or {}} for r in rows}
 
@@ -46,7 +58,7 @@ def heldout(checkpoint: Path | None, folder: Path, size: int, lookups: dict[str,
     """method -> metrics on every held-out pair, scored as the demo does."""
     import torch
 
-    from metauas.demo import HeldoutScores, heldout_metrics, pair_maps
+    from metauas.evaluation.heldout import HeldoutScores, heldout_metrics, pair_maps
     from metauas.inference.lookup import lookup_map
     from metauas.model.encoder import EncoderConfig, build_encoder
     from metauas.trainer.stream import resized_pairs
@@ -117,24 +129,29 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,3,5,7,9")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--only", default=None, help="Comma-separated lookup variants for `lookups` (default: all).")
-    parser.add_argument("--lookup", default="lookup-default",
-                        help="Lookup variant used by the model's `lookup` and `mix` rows: " + " | ".join(LOOKUPS))
+    parser.add_argument(
+        "--lookup",
+        default="lookup-default",
+        help="Lookup variant used by the model's `lookup` and `mix` rows: " + " | ".join(LOOKUPS),
+    )
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     chosen = {k: LOOKUPS[k] for k in args.only.split(",")} if args.only else LOOKUPS
     summary: dict[str, dict] = {}
     for data in args.data:
         if args.what == "model":
-            found = evaluate_real(data, args.out / data.name, args.checkpoint, "all", LOOKUPS[args.lookup],
-                                  seeds, args.size)
+            found = evaluate_real(
+                data, args.out / data.name, args.checkpoint, "all", LOOKUPS[args.lookup], seeds, args.size
+            )
         else:
-            found = {name: evaluate_real(data, args.out / data.name / name, None, "lookup", cfg, seeds,
-                                         args.size)["lookup"] for name, cfg in chosen.items()}
+            found = {
+                name: evaluate_real(data, args.out / data.name / name, None, "lookup", cfg, seeds, args.size)["lookup"]
+                for name, cfg in chosen.items()
+            }
         summary[data.name] = found
         print(f"{data.name}: done", flush=True)
     if args.heldout is not None:
-        summary["heldout"] = heldout(args.checkpoint if args.what == "model" else None, args.heldout,
-                                     args.size, chosen)
+        summary["heldout"] = heldout(args.checkpoint if args.what == "model" else None, args.heldout, args.size, chosen)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(table(summary))

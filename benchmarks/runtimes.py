@@ -67,9 +67,11 @@ def prepare(folder: Path, size: int) -> None:
         return
     torch.manual_seed(0)
     save_checkpoint(folder / "model.pt", MetaUAS(), size=size, step=0)
-    for args in (["--out", str(folder / "model.onnx"), "--cached-prompt"],
-                 ["--out", str(folder / "model.xml"), "--cached-prompt", "--format", "openvino"],
-                 ["--out", str(folder / "full" / "model.onnx")]):
+    for args in (
+        ["--out", str(folder / "model.onnx"), "--cached-prompt"],
+        ["--out", str(folder / "model.xml"), "--cached-prompt", "--format", "openvino"],
+        ["--out", str(folder / "full" / "model.onnx")],
+    ):
         if main(["export", "--checkpoint", str(folder / "model.pt"), *args]) != 0:
             raise SystemExit("export failed")
 
@@ -92,15 +94,20 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in RUNTIMES}
     for _ in range(args.rounds):  # taking turns: every runtime sees the same machine drift
         for name, file in RUNTIMES.items():
-            proc = subprocess.run([sys.executable, __file__, "--child", str(folder / file), str(args.queries),
-                                   str(args.batch)], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", str(folder / file), str(args.queries), str(args.batch)],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode:
                 raise SystemExit(f"{name}: {proc.stderr[-2000:]}")
             runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     best = {name: min(r, key=lambda x: x["ms"]) for name, r in runs.items()}
     torch_run = best["torch eager (prepared)"]
-    print(f"{args.size} px, {args.queries} photographs per pass in batches of {args.batch}, one cached prompt, "
-          f"fastest of {args.rounds} fresh processes each")
+    print(
+        f"{args.size} px, {args.queries} photographs per pass in batches of {args.batch}, one cached prompt, "
+        f"fastest of {args.rounds} fresh processes each"
+    )
     print("| runtime | ms per image | peak memory MiB | speed-up vs torch | max score diff vs torch |")
     print("|---|---|---|---|---|")
     for name, r in best.items():

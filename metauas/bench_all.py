@@ -36,17 +36,28 @@ def generate_headline(size: int, pairs: int) -> Headline:
     cfg.validate()
     workers = os.cpu_count() or 1
     row = bench_cell_row(cfg, workers, max(pairs, workers))
-    return Headline("generate", f"builtin pairs/s at {size} px, {workers} workers",
-                    f"{row.rates['overall']:.1f}", f"{row.floor:.1f} (I/O floor)",
-                    row.rates["overall"] / row.floor, "as close to 1 as synthesis allows")
+    return Headline(
+        "generate",
+        f"builtin pairs/s at {size} px, {workers} workers",
+        f"{row.rates['overall']:.1f}",
+        f"{row.floor:.1f} (I/O floor)",
+        row.rates["overall"] / row.floor,
+        "as close to 1 as synthesis allows",
+    )
 
 
 def perlin_headline(size: int, repeats: int) -> Headline:
     from metauas.changegen.bench import perlin_rows
 
     ms = {method: value for method, _, value, _ in perlin_rows([size], repeats)}
-    return Headline("perlin", f"ms per {size} px mask", f"{ms['numpy']:.2f}", f"{ms['pnoise2']:.1f} (pnoise2)",
-                    ms["pnoise2"] / ms["numpy"], "speedup > 1")
+    return Headline(
+        "perlin",
+        f"ms per {size} px mask",
+        f"{ms['numpy']:.2f}",
+        f"{ms['pnoise2']:.1f} (pnoise2)",
+        ms["pnoise2"] / ms["numpy"],
+        "speedup > 1",
+    )
 
 
 def train_headline(size: int, pairs: int) -> Headline:
@@ -54,9 +65,14 @@ def train_headline(size: int, pairs: int) -> Headline:
 
     cfg = TrainBenchConfig(size=size, batch_size=16, workers=1, batches=4, pairs=max(pairs, 16))
     r = bench_train_builtin(max(pairs, 32), cfg)
-    return Headline("train", f"loader pairs/s per core at {size} px, augmenting on the device",
-                    f"{r.loader_per_core['device']:.0f}", f"{r.floor:.0f} (decode floor)", r.ratio("device"),
-                    ">= 0.5")
+    return Headline(
+        "train",
+        f"loader pairs/s per core at {size} px, augmenting on the device",
+        f"{r.loader_per_core['device']:.0f}",
+        f"{r.floor:.0f} (decode floor)",
+        r.ratio("device"),
+        ">= 0.5",
+    )
 
 
 def model_headline(size: int) -> Headline:
@@ -64,19 +80,28 @@ def model_headline(size: int) -> Headline:
     from metauas.model.config import EncoderConfig, ModelConfig
 
     r = bench_model("default", ModelConfig(encoder=EncoderConfig(weights="none")), size=size, pairs=2, repeats=1)
-    return Headline("model", f"inference pairs/s at {size} px, one prompt for many queries",
-                    f"{r.fast_shared_pairs_s:.2f}", f"{r.reference_shared_pairs_s:.2f} (naive reference)",
-                    r.shared_speedup, ">= 2")
+    return Headline(
+        "model",
+        f"inference pairs/s at {size} px, one prompt for many queries",
+        f"{r.fast_shared_pairs_s:.2f}",
+        f"{r.reference_shared_pairs_s:.2f} (naive reference)",
+        r.shared_speedup,
+        ">= 2",
+    )
 
 
 def metrics_headline(images: int) -> Headline:
     from metauas.evaluation.bench import MetricBenchConfig, run_metric_bench
 
     exact, binned = run_metric_bench(MetricBenchConfig(images=images, bins=(1 << 20,), sklearn=False))
-    return Headline("metrics", f"peak MiB, pixel metrics of {images * 65536 / 1e6:.1f}M pixels",
-                    f"{binned['peak_mib']:.0f} (max error {binned['max_abs_diff']:.1e})",
-                    f"{exact['peak_mib']:.0f} (exact)", exact["peak_mib"] / binned["peak_mib"],
-                    "memory bounded")
+    return Headline(
+        "metrics",
+        f"peak MiB, pixel metrics of {images * 65536 / 1e6:.1f}M pixels",
+        f"{binned['peak_mib']:.0f} (max error {binned['max_abs_diff']:.1e})",
+        f"{exact['peak_mib']:.0f} (exact)",
+        exact["peak_mib"] / binned["peak_mib"],
+        "memory bounded",
+    )
 
 
 def run_all(benches: dict[str, Callable[[], Headline]]) -> list[tuple[Headline, float]]:
@@ -97,20 +122,25 @@ def bench_all(
     """Every benchmark at a quick setting; one table of ratios against each one's baseline."""
     import torch
 
-    rows = run_all({
-        "generate": lambda: generate_headline(size, pairs),
-        "perlin": lambda: perlin_headline(size, 40),
-        "train": lambda: train_headline(size, pairs),
-        "model": lambda: model_headline(size),
-        "metrics": lambda: metrics_headline(metric_images),
-    })
-    typer.echo(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-               f"{'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu only'}")
+    rows = run_all(
+        {
+            "generate": lambda: generate_headline(size, pairs),
+            "perlin": lambda: perlin_headline(size, 40),
+            "train": lambda: train_headline(size, pairs),
+            "model": lambda: model_headline(size),
+            "metrics": lambda: metrics_headline(metric_images),
+        }
+    )
+    typer.echo(
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"{'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu only'}"
+    )
     typer.echo("| benchmark | measure | ours | baseline | ratio | target | seconds |")
     typer.echo("|---|---|---|---|---|---|---|")
     for h, seconds in rows:
-        typer.echo(f"| {h.bench} | {h.measure} | {h.ours} | {h.baseline} | {h.ratio:.2f}x | {h.target} "
-                   f"| {seconds:.0f} |")
+        typer.echo(
+            f"| {h.bench} | {h.measure} | {h.ours} | {h.baseline} | {h.ratio:.2f}x | {h.target} | {seconds:.0f} |"
+        )
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

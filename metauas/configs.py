@@ -31,8 +31,11 @@ def default(cls: type, dotted: str) -> Any:
     """The default of a (nested) field, e.g. default(TrainConfig, "model.encoder.name")."""
     head, _, rest = dotted.partition(".")
     f = _field(cls, head)
-    value = f.default if f.default is not dataclasses.MISSING else (
-        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    value = (
+        f.default
+        if f.default is not dataclasses.MISSING
+        else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    )
     for name in rest.split(".") if rest else ():
         value = getattr(value, name)
     return value
@@ -78,8 +81,9 @@ def from_dict(cls: type, data: Any, where: str = "config", legacy: bool = True) 
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__} "
-                        f"(known: {', '.join(sorted(names))})")
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__} (known: {', '.join(sorted(names))})"
+        )
     try:
         return cls(**{k: _convert(hints[k], v, f"{where}.{k}", legacy) for k, v in data.items()})
     except TypeError as err:  # a required field missing, or a value of the wrong kind
@@ -96,16 +100,18 @@ def read_json(path: Path, what: str) -> dict:
     return data
 
 
-def from_cli(cls: type, given: dict[str, Any], typed: set[str], file: Path | None = None,
-             section: str | None = None) -> Any:
+def from_cli(
+    cls: type, given: dict[str, Any], typed: set[str], file: Path | None = None, section: str | None = None
+) -> Any:
     """The config a command runs with: `file` (a config JSON, or the `section` of one
     such as index.json's "config") when given, with the options the user typed on top;
     without a file, every option's value (their defaults are the dataclass's).
 
     `given` maps dotted field names to option values; `typed` names those typed."""
     if file is None:
-        return from_dict(cls, _nest({k: v for k, v in given.items() if v is not None or k in typed}), "options",
-                         legacy=False)
+        return from_dict(
+            cls, _nest({k: v for k, v in given.items() if v is not None or k in typed}), "options", legacy=False
+        )
     data = read_json(file, "--config")
     if section is not None and isinstance(data.get(section), dict):
         data = data[section]

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from metauas.options import progress_option, quiet_option, setup_output, verbose_option
+
+if TYPE_CHECKING:  # the demo command must start without torch: evaluation.heldout is imported on use
+    from metauas.evaluation.heldout import HeldoutScores
 
 
 @dataclass
@@ -67,10 +70,18 @@ def make_data(cfg: DemoConfig) -> None:
         ("heldout", cfg.heldout_dir, cfg.heldout_pairs, cfg.seed + 1),
     ):
         typer.echo(f"[demo] {split} pairs -> {folder}", err=True)
-        generate_dataset(GenerateConfig(
-            out=folder, num_pairs=pairs, builtin_split=split, size=cfg.size,
-            shard_size=max(1, pairs // 8), seed=seed, workers=cfg.workers, progress=cfg.progress,
-        ))
+        generate_dataset(
+            GenerateConfig(
+                out=folder,
+                num_pairs=pairs,
+                builtin_split=split,
+                size=cfg.size,
+                shard_size=max(1, pairs // 8),
+                seed=seed,
+                workers=cfg.workers,
+                progress=cfg.progress,
+            )
+        )
 
 
 def train_model(cfg: DemoConfig) -> Path:
@@ -82,41 +93,32 @@ def train_model(cfg: DemoConfig) -> Path:
     from metauas.trainer.train import train
 
     typer.echo(f"[demo] training for {cfg.minutes:g} min -> {cfg.run_dir}", err=True)
-    return train(TrainConfig(
-        train=str(cfg.train_dir), val=str(cfg.heldout_dir),
-        out=str(cfg.run_dir), model=ModelConfig(), size=cfg.size, batch_size=cfg.batch_size,
-        lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_minutes=cfg.minutes, val_every=100,
-        val_pairs=cfg.heldout_pairs, save_every=100,
-        seed=cfg.seed, resume=(cfg.run_dir / "last.pt").exists(), progress=cfg.progress,
-    ))
-
-
-@dataclass
-class HeldoutScores:
-    """Per method, the held-out score maps (HxW floats in [0, 1]), beside the pairs."""
-
-    pairs: list[dict]
-    maps: dict[str, list]
-
-
-def pair_maps(methods: dict, pairs: list[dict], batch: int = 16) -> HeldoutScores:
-    """Maps of each method (name -> fn(prompt, query) -> B x 1 x H x W) on decoded pairs."""
-    import torch
-
-    maps: dict[str, list] = {name: [] for name in methods}
-    with torch.inference_mode():
-        for i in range(0, len(pairs), batch):
-            prompt = torch.stack([p["prompt"] for p in pairs[i:i + batch]])
-            query = torch.stack([p["query"] for p in pairs[i:i + batch]])
-            for name, method in methods.items():
-                maps[name] += list(method(prompt, query)[:, 0].numpy())
-    return HeldoutScores(pairs, maps)
+    return train(
+        TrainConfig(
+            train=str(cfg.train_dir),
+            val=str(cfg.heldout_dir),
+            out=str(cfg.run_dir),
+            model=ModelConfig(),
+            size=cfg.size,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            max_minutes=cfg.minutes,
+            val_every=100,
+            val_pairs=cfg.heldout_pairs,
+            save_every=100,
+            seed=cfg.seed,
+            resume=(cfg.run_dir / "last.pt").exists(),
+            progress=cfg.progress,
+        )
+    )
 
 
 def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     """Maps of the trained model, the same model untrained, and the lookup baseline."""
     import torch
 
+    from metauas.evaluation.heldout import pair_maps
     from metauas.inference.lookup import lookup_map
     from metauas.inference.prepared import prepare_for_inference
     from metauas.model.checkpoint import load_model
@@ -128,20 +130,15 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
     untrained = prepare_for_inference(MetaUAS(ModelConfig.from_dict(meta["config"])))
     trained = prepare_for_inference(trained)
-    methods = {"MetaUAS (trained)": trained.predict, "MetaUAS (step 0)": untrained.predict,
-               "lookup baseline": lambda prompt, query: lookup_map(trained.encoder, prompt, query)}
+    methods = {
+        "MetaUAS (trained)": trained.predict,
+        "MetaUAS (step 0)": untrained.predict,
+        "lookup baseline": lambda prompt, query: lookup_map(trained.encoder, prompt, query),
+    }
     return pair_maps(methods, list(resized_pairs(str(cfg.heldout_dir), cfg.size)))
 
 
 METRIC_COLUMNS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
-
-
-def heldout_metrics(scores: HeldoutScores) -> dict[str, dict[str, float]]:
-    """The seven paper metrics per method (exact protocol); `none` pairs are the normals."""
-    from metauas.evaluation.metrics import compute_metrics
-
-    masks = [p["mask"][0].numpy() > 0.5 for p in scores.pairs]
-    return {name: compute_metrics(maps, masks) for name, maps in scores.maps.items()}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -171,11 +168,16 @@ def _heatmap_rows(scores: HeldoutScores, n: int) -> list:
     return rows
 
 
-def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
-                      metrics: dict[str, dict[str, float]], real: dict[str, list[dict]] | None = None) -> Path:
+def write_demo_report(
+    cfg: DemoConfig,
+    checkpoint: Path,
+    scores: HeldoutScores,
+    metrics: dict[str, dict[str, float]],
+    real: dict[str, list[dict]] | None = None,
+) -> Path:
     """report.html: metrics, learning curves, training pairs and held-out heatmaps."""
-    from metauas.changegen.format import expand_urls
     from metauas.changegen.preview import contact_sheet
+    from metauas.data.format import expand_urls
     from metauas.evaluation import html as H
     from metauas.model.checkpoint import load_model
 
@@ -199,10 +201,14 @@ def write_demo_report(cfg: DemoConfig, checkpoint: Path, scores: HeldoutScores,
         *([("Real defects", _real_section(real))] if real else []),
         ("Training loss", H.line_chart({"BCE loss": loss}, "step", "loss")),
         ("Validation during training", H.line_chart(val, "step", "held-out pixel metric")),
-        ("Training pairs (prompt | query | change mask)",
-         H.image_tag(contact_sheet([Path(u) for u in expand_urls(str(cfg.train_dir))], 8), "training pairs")),
-        ("Held-out heatmaps (prompt | query | truth | trained model | lookup baseline)",
-         "".join(H.image_tag(r, "heatmap") for r in _heatmap_rows(scores, cfg.heatmaps))),
+        (
+            "Training pairs (prompt | query | change mask)",
+            H.image_tag(contact_sheet([Path(u) for u in expand_urls(str(cfg.train_dir))], 8), "training pairs"),
+        ),
+        (
+            "Held-out heatmaps (prompt | query | truth | trained model | lookup baseline)",
+            "".join(H.image_tag(r, "heatmap") for r in _heatmap_rows(scores, cfg.heatmaps)),
+        ),
     ]
     return H.write_html(cfg.out / "report.html", "metauas demo", sections)
 
@@ -215,8 +221,17 @@ def score_real(cfg: DemoConfig, checkpoint: Path) -> dict[str, list[dict]]:
     out = {}
     for root in cfg.real:
         typer.echo(f"[demo] real defects: {root}", err=True)
-        result = evaluate(EvalConfig(data=root, out=cfg.out / "real" / root.name, checkpoint=checkpoint,
-                                     method="both", size=cfg.real_size, overlays=1, progress=cfg.progress))
+        result = evaluate(
+            EvalConfig(
+                data=root,
+                out=cfg.out / "real" / root.name,
+                checkpoint=checkpoint,
+                method="both",
+                size=cfg.real_size,
+                overlays=1,
+                progress=cfg.progress,
+            )
+        )
         out[root.name] = [r for r in result["rows"] if r["class"] == "mean"]
     return out
 
@@ -224,16 +239,21 @@ def score_real(cfg: DemoConfig, checkpoint: Path) -> dict[str, list[dict]]:
 def _real_section(real: dict[str, list[dict]]) -> str:
     """One table: per real set and method, mean ± std over the prompt seeds, in %."""
     from metauas.evaluation import html as H
-    from metauas.evaluation.report import JUDGED, _fmt
+    from metauas.evaluation.report import JUDGED, fmt_metric
 
-    rows = [[name, r["method"], *(_fmt(r["metrics"][c], (r.get("std") or {}).get(c)) for c in METRIC_COLUMNS)]
-            for name, rs in real.items() for r in rs]
+    rows = [
+        [name, r["method"], *(fmt_metric(r["metrics"][c], (r.get("std") or {}).get(c)) for c in METRIC_COLUMNS)]
+        for name, rs in real.items()
+        for r in rs
+    ]
     verdicts = [[name, *real_verdict(rs).values()] for name, rs in real.items()]
-    return ("<p>Real defects on objects the model never saw (MVTec layout), random 1-shot prompts, "
-            "prompt seeds 1, 3, 5, 7, 9, exact protocol; mean ± std over the seeds, in %.</p>"
-            + H.table(["set", "method", *METRIC_COLUMNS], rows)
-            + "<p>The trained model against the lookup baseline: ahead or behind only by more than the "
-              "larger seed std.</p>" + H.table(["set", *JUDGED], verdicts))
+    return (
+        "<p>Real defects on objects the model never saw (MVTec layout), random 1-shot prompts, "
+        "prompt seeds 1, 3, 5, 7, 9, exact protocol; mean ± std over the seeds, in %.</p>"
+        + H.table(["set", "method", *METRIC_COLUMNS], rows)
+        + "<p>The trained model against the lookup baseline: ahead or behind only by more than the "
+        "larger seed std.</p>" + H.table(["set", *JUDGED], verdicts)
+    )
 
 
 def real_verdict(rows: list[dict]) -> dict[str, str]:
@@ -247,6 +267,8 @@ def real_verdict(rows: list[dict]) -> dict[str, str]:
 def run_demo(cfg: DemoConfig) -> Path:
     """The whole demo; returns the report's path."""
     import json
+
+    from metauas.evaluation.heldout import heldout_metrics
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     make_data(cfg)
@@ -263,23 +285,38 @@ def run_demo(cfg: DemoConfig) -> Path:
 
 
 def demo(
-    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for data, run, checkpoint and report.html; a rerun reuses it."),
+    out: Path = typer.Option(
+        Path("demo-out"), "--out", help="Folder for data, run, checkpoint and report.html; a rerun reuses it."
+    ),
     minutes: float = typer.Option(8.0, "--minutes", min=0.1, help="Wall-clock training budget in minutes."),
     size: int = typer.Option(128, "--size", min=32, help="Side of generated pairs and of the model input, in pixels."),
     train_pairs: int = typer.Option(4000, "--train-pairs", min=16, help="Builtin training pairs to generate."),
-    heldout_pairs: int = typer.Option(240, "--heldout-pairs", min=16, help="Held-out pairs (other photos and scenes) to score."),
+    heldout_pairs: int = typer.Option(
+        240, "--heldout-pairs", min=16, help="Held-out pairs (other photos and scenes) to score."
+    ),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Training batch size."),
     seed: int = typer.Option(0, "--seed", help="Seed of generation and training."),
-    real: Optional[list[Path]] = typer.Option(None, "--real", help="A real defect set in MVTec layout to score "
-                                              "the trained model and the lookup baseline on (repeatable)."),
+    real: Optional[list[Path]] = typer.Option(
+        None,
+        "--real",
+        help="A real defect set in MVTec layout to score the trained model and the lookup baseline on (repeatable).",
+    ),
     progress: bool = progress_option(),
     quiet: bool = quiet_option(),
     verbose: bool = verbose_option(),
 ) -> None:
     """Generate builtin pairs, train on the CPU, score held-out pairs and write report.html."""
-    cfg = DemoConfig(out=out, minutes=minutes, size=size, train_pairs=train_pairs,
-                     heldout_pairs=heldout_pairs, batch_size=batch_size, seed=seed, real=tuple(real or ()),
-                     progress=setup_output(quiet, verbose, progress))
+    cfg = DemoConfig(
+        out=out,
+        minutes=minutes,
+        size=size,
+        train_pairs=train_pairs,
+        heldout_pairs=heldout_pairs,
+        batch_size=batch_size,
+        seed=seed,
+        real=tuple(real or ()),
+        progress=setup_output(quiet, verbose, progress),
+    )
     report = run_demo(cfg)
     metrics = (cfg.out / "metrics.json").read_text()
     typer.echo(metrics)

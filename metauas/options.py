@@ -19,8 +19,10 @@ from metauas.configs import from_cli
 from metauas.errors import UserError
 from metauas.recipes import RECIPES
 
-CONFIG_HELP = ("A JSON config to start from: a run's config.json (train), index.json's config "
-               "(generate) or metrics.json's config (evaluate); options you type override it.")
+CONFIG_HELP = (
+    "A JSON config to start from: a run's config.json (train), index.json's config "
+    "(generate) or metrics.json's config (evaluate); options you type override it."
+)
 
 
 def config_option() -> Any:
@@ -56,14 +58,25 @@ RecipeName = Literal[tuple(RECIPES)]  # the --recipe choices, for typer
 
 
 def recipe_option() -> Any:
-    return typer.Option(None, "--recipe", help=f"Start from a published configuration: {' | '.join(RECIPES)} "
-                        "(paper, paper-512: docs/reproduce.md; cpu, the reference recipe for an hour on 2 CPU "
-                        "cores: docs/quality.md). Options you type override it.")
+    return typer.Option(
+        None,
+        "--recipe",
+        help=f"Start from a published configuration: {' | '.join(RECIPES)} "
+        "(paper, paper-512: docs/reproduce.md; cpu, the reference recipe for an hour on 2 CPU "
+        "cores: docs/quality.md). Options you type override it.",
+    )
 
 
-def build_config(cls: type, ctx: typer.Context, values: dict[str, Any], fields: dict[str, str],
-                 config: Path | None, section: str | None = None, also_typed: set[str] = frozenset(),
-                 recipe: dict[str, Any] | None = None) -> Any:
+def build_config(
+    cls: type,
+    ctx: typer.Context,
+    values: dict[str, Any],
+    fields: dict[str, str],
+    config: Path | None,
+    section: str | None = None,
+    also_typed: set[str] = frozenset(),
+    recipe: dict[str, Any] | None = None,
+) -> Any:
     """The command's config: `values` are the option values by parameter name, `fields`
     maps parameter names to dotted config fields (parameters not in it are not config);
     `also_typed` names parameters a command derived from typed ones (they override too).
@@ -95,4 +108,3 @@ def parse_ints(text: str, option: str, allow_none: bool = False, positive: bool 
     if positive and min(values) < 1:
         raise UserError(f"{option} takes positive whole numbers, got {text!r}")
     return values
-

@@ -29,13 +29,14 @@ def make_pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarr
     if rng.random() < 0.85:
         h, w = rng.integers(size // 6, size // 3, size=2)
         y, x = rng.integers(0, size - h), rng.integers(0, size - w)
-        query[y:y + h, x:x + w] = rng.integers(0, 255, 3, dtype=np.uint8)
-        mask[y:y + h, x:x + w] = 255
+        query[y : y + h, x : x + w] = rng.integers(0, 255, 3, dtype=np.uint8)
+        mask[y : y + h, x : x + w] = 255
     return prompt, query, mask
 
 
-def write_shards(folder: Path, shards: int, per_shard: int, size: int = 64, seed: int = 0,
-                 prefix: str = "shard") -> list[Path]:
+def write_shards(
+    folder: Path, shards: int, per_shard: int, size: int = 64, seed: int = 0, prefix: str = "shard"
+) -> list[Path]:
     """Write `shards` tars of `per_shard` samples following the changepair/1 schema."""
     import webdataset as wds
 
@@ -48,14 +49,17 @@ def write_shards(folder: Path, shards: int, per_shard: int, size: int = 64, seed
             for i in range(per_shard):
                 index = s * per_shard + i
                 prompt, query, mask = make_pair(rng, size)
-                sink.write({
-                    "__key__": f"{index:08d}",
-                    "prompt.png": cv2.imencode(".png", prompt[..., ::-1])[1].tobytes(),
-                    "query.png": cv2.imencode(".png", query[..., ::-1])[1].tobytes(),
-                    "mask.png": cv2.imencode(".png", mask)[1].tobytes(),
-                    "json": json.dumps({"schema": "changepair/1", "index": index,
-                                        "change": "local" if mask.any() else "none"}).encode(),
-                })
+                sink.write(
+                    {
+                        "__key__": f"{index:08d}",
+                        "prompt.png": cv2.imencode(".png", prompt[..., ::-1])[1].tobytes(),
+                        "query.png": cv2.imencode(".png", query[..., ::-1])[1].tobytes(),
+                        "mask.png": cv2.imencode(".png", mask)[1].tobytes(),
+                        "json": json.dumps(
+                            {"schema": "changepair/1", "index": index, "change": "local" if mask.any() else "none"}
+                        ).encode(),
+                    }
+                )
         paths.append(path)
     return paths
 
@@ -118,8 +122,9 @@ def make_visa_raw(root: Path, classes: dict[str, tuple[int, int, int]], seed: in
             img, mask = defect(texture(rng, tint), rng)
             write(data / "Images" / "Anomaly" / f"{i:03d}.JPG", img)
             write(data / "Masks" / "Anomaly" / f"{i:03d}.png", (mask > 0).astype(np.uint8) * (i + 1))
-            rows.append(f"{name},test,anomaly,{name}/Data/Images/Anomaly/{i:03d}.JPG,"
-                        f"{name}/Data/Masks/Anomaly/{i:03d}.png")
+            rows.append(
+                f"{name},test,anomaly,{name}/Data/Images/Anomaly/{i:03d}.JPG,{name}/Data/Masks/Anomaly/{i:03d}.png"
+            )
     (root / "split_csv").mkdir(parents=True, exist_ok=True)
     (root / "split_csv" / "1cls.csv").write_text("\n".join(rows) + "\n")
     return root
@@ -162,8 +167,14 @@ def make_coco(root: Path, images: int = 20, size: tuple[int, int] = (96, 128), s
             cy, cx = int(rng.integers(r + 2, h - r - 2)), int(rng.integers(r + 2, w - r - 2))
             cv2.circle(m, (cx, cy), r, 1, -1)
             img[m > 0] = rng.integers(120, 256, size=3)
-            base = {"id": 10 * i + j + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                    "area": float(m.sum()), "bbox": [cx - r, cy - r, 2 * r, 2 * r]}
+            base = {
+                "id": 10 * i + j + 1,
+                "image_id": i + 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": float(m.sum()),
+                "bbox": [cx - r, cy - r, 2 * r, 2 * r],
+            }
             if j == 0:
                 contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
                 anns.append({**base, "segmentation": [[float(v) for v in contours[0].reshape(-1)]]})
@@ -175,5 +186,7 @@ def make_coco(root: Path, images: int = 20, size: tuple[int, int] = (96, 128), s
         infos.append({"id": i + 1, "file_name": name, "height": h, "width": w})
     annotations = root / "annotations" / "instances_train2017.json"
     annotations.parent.mkdir(parents=True, exist_ok=True)
-    annotations.write_text(json.dumps({"images": infos, "annotations": anns, "categories": [{"id": 1, "name": "disc"}]}))
+    annotations.write_text(
+        json.dumps({"images": infos, "annotations": anns, "categories": [{"id": 1, "name": "disc"}]})
+    )
     return root / "train2017", annotations

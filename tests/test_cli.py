@@ -24,9 +24,7 @@ def test_every_command_and_option_has_help_text():
         for param in command.params:
             if param.name in ("help",) or param.param_type_name == "argument":
                 continue
-            assert (getattr(param, "help", "") or "").strip(), (
-                f"metauas {' '.join(path)} --{param.name} has no help"
-            )
+            assert (getattr(param, "help", "") or "").strip(), f"metauas {' '.join(path)} --{param.name} has no help"
 
 
 def test_help_and_version_exit_cleanly(capsys):

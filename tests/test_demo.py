@@ -10,8 +10,26 @@ METHODS = {"MetaUAS (trained)", "MetaUAS (step 0)", "lookup baseline"}
 
 
 def _demo(out, real) -> int:
-    return main(["demo", "--out", str(out), "--minutes", "0.1", "--size", "64", "--train-pairs", "24",
-                 "--heldout-pairs", "16", "--batch-size", "4", "--real", str(real), "-q"])
+    return main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--minutes",
+            "0.1",
+            "--size",
+            "64",
+            "--train-pairs",
+            "24",
+            "--heldout-pairs",
+            "16",
+            "--batch-size",
+            "4",
+            "--real",
+            str(real),
+            "-q",
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -28,8 +46,14 @@ def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, mvtec_root,
     for values in metrics.values():
         assert set(values) >= {"I-AUROC", "P-AUROC", "P-AP", "P-AUPRO"}
     html = (out / "report.html").read_text()
-    for section in ("Held-out metrics", "Real defects", "Training loss", "Training pairs", "Held-out heatmaps",
-                    *METHODS):
+    for section in (
+        "Held-out metrics",
+        "Real defects",
+        "Training loss",
+        "Training pairs",
+        "Held-out heatmaps",
+        *METHODS,
+    ):
         assert section in html
     assert html.count("<img") >= 2
 

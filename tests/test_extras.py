@@ -38,37 +38,65 @@ def cli(*args: str) -> str:
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("notorch")
-    proc = run_without_torch(tmp, cli("generate", "--source", "builtin", "--num-pairs", "6", "--size", "64",
-                                      "--shard-size", "3", "--out", "pairs", "--no-progress"))
+    proc = run_without_torch(
+        tmp,
+        cli(
+            "generate",
+            "--source",
+            "builtin",
+            "--num-pairs",
+            "6",
+            "--size",
+            "64",
+            "--shard-size",
+            "3",
+            "--out",
+            "pairs",
+            "--no-progress",
+        ),
+    )
     assert proc.returncode == 0, proc.stderr
     return tmp
 
 
 def test_generate_and_preview_run_without_torch(pairs):
     assert sorted(p.name for p in (pairs / "pairs").glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
-    proc = run_without_torch(pairs, cli("preview", "pairs/shard-000000.tar", "pairs/shard-000001.tar",
-                                        "--out", "sheet.png"))
+    proc = run_without_torch(
+        pairs, cli("preview", "pairs/shard-000000.tar", "pairs/shard-000001.tar", "--out", "sheet.png")
+    )
     assert proc.returncode == 0, proc.stderr
     assert (pairs / "sheet.png").stat().st_size > 1000
 
 
-def test_the_shard_reader_runs_without_torch(pairs):
-    proc = run_without_torch(pairs, """
-        from metauas.changegen.format import count_samples, expand_urls, iter_pairs
+def test_the_shard_reader_and_writer_run_without_torch(pairs):
+    proc = run_without_torch(
+        pairs,
+        """
+        from metauas.data import ShardWriter, count_samples, expand_urls, iter_pairs
         urls = expand_urls("pairs")
         pairs = list(iter_pairs(urls))
         assert count_samples(urls) == len(pairs) == 6
         assert pairs[0]["prompt"].shape == (64, 64, 3) and pairs[0]["mask"].shape == (64, 64)
+        with ShardWriter("copy", "copier", shard_size=4) as writer:
+            for pair in pairs:
+                writer.write(pair["prompt"], pair["query"], pair["mask"], pair["meta"])
+        assert count_samples(expand_urls("copy")) == 6
         assert "torch" not in sys.modules
         print("ok", pairs[0]["meta"]["change"])
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok ")
 
 
-@pytest.mark.parametrize("command", [("train", "--train", "pairs", "--out", "run", "--steps", "1"),
-                                     ("evaluate", "--data", ".", "--out", "e", "--method", "lookup"),
-                                     ("bench", "model")])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("train", "--train", "pairs", "--out", "run", "--steps", "1"),
+        ("evaluate", "--data", ".", "--out", "e", "--method", "lookup"),
+        ("bench", "model"),
+    ],
+)
 def test_model_commands_name_the_extra_in_one_line(pairs, command):
     proc = run_without_torch(pairs, cli(*command))
     assert proc.returncode == 2

@@ -17,15 +17,23 @@ STEPS = ("generate", "generate held-out", "DDP train", "resume", "bench train", 
 
 def _run(tmp_path: Path, *args: str) -> str:
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(SCRIPT), "--cpu", "--tiny", "--out", str(tmp_path / "out"), *args],
-                          capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--cpu", "--tiny", "--out", str(tmp_path / "out"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout
 
 
 def _rows(out: str) -> dict[str, str]:
-    return {cells[1].strip(): cells[3].strip() for cells in (line.split("|") for line in out.splitlines())
-            if len(cells) == 5 and cells[1].strip() in STEPS}
+    return {
+        cells[1].strip(): cells[3].strip()
+        for cells in (line.split("|") for line in out.splitlines())
+        if len(cells) == 5 and cells[1].strip() in STEPS
+    }
 
 
 @pytest.mark.slow  # the whole check in its CPU form: a minute or two on 2 cores
@@ -45,7 +53,12 @@ def test_a_failing_step_stops_the_check_with_its_error(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
     (tmp_path / "out" / "run").mkdir(parents=True)
     (tmp_path / "out" / "run" / "last.pt").write_bytes(b"not ours")  # training refuses an occupied run dir
-    proc = subprocess.run(["bash", str(SCRIPT), "--cpu", "--tiny", "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--cpu", "--tiny", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 1 and "| DDP train |" in proc.stdout and "FAILED" in proc.stdout
     assert "already holds a run" in proc.stderr

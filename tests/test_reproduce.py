@@ -30,7 +30,7 @@ TOY = {
     "generate": "--num-pairs 24 --size 64 --shard-size 6 --inpainter opencv --no-progress -q",
     "generate-val": "--num-pairs 8 --size 64 --shard-size 4 --inpainter opencv --no-progress -q",
     "train": "--encoder-weights none --size 64 --steps 2 --global-batch-size 4 --workers 0 --val-pairs 4 "
-             "--val-every 100 --save-every 100 --no-progress -q",
+    "--val-every 100 --save-every 100 --no-progress -q",
     "evaluate": "--size 64 --overlays 0 -q",
 }
 
@@ -82,8 +82,13 @@ def data(tmp_path_factory) -> dict[str, str]:
     for mask in goods.rglob("*_mask.png"):  # GoodsAD names masks <stem>.png
         mask.rename(mask.with_name(mask.name.replace("_mask", "")))
     (root / "big-lama.pt").write_bytes(b"")  # named by the commands; the toy runs inpaint with opencv
-    return {"COCO": str(root / "coco"), "LAMA": str(root / "big-lama.pt"), "MVTEC": str(root / "mvtec"),
-            "VISA": str(root / "VisA"), "GOODS": str(root / "GoodsAD")}
+    return {
+        "COCO": str(root / "coco"),
+        "LAMA": str(root / "big-lama.pt"),
+        "MVTEC": str(root / "mvtec"),
+        "VISA": str(root / "VisA"),
+        "GOODS": str(root / "GoodsAD"),
+    }
 
 
 def _env(data: dict[str, str], **more: str) -> dict[str, str]:

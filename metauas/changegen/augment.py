@@ -74,7 +74,18 @@ def rotate(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 AUGMENTERS: dict[str, Aug] = {
     f.__name__: f
-    for f in (gamma_contrast, brightness, sharpness, hue_saturation, solarize, posterize, invert, autocontrast, equalize, rotate)
+    for f in (
+        gamma_contrast,
+        brightness,
+        sharpness,
+        hue_saturation,
+        solarize,
+        posterize,
+        invert,
+        autocontrast,
+        equalize,
+        rotate,
+    )
 }
 
 

@@ -18,10 +18,10 @@ from collections import Counter
 import numpy as np
 
 from metauas.changegen.config import GenerateConfig
-from metauas.changegen.format import CHANGE_TYPES
-from metauas.changegen.images import encode
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import sample_members
+from metauas.data.format import CHANGE_TYPES
+from metauas.data.images import encode
 
 _STATE: dict = {}
 
@@ -77,7 +77,7 @@ class BenchRow:
 def bench_cell_row(cfg: GenerateConfig, workers: int, pairs: int) -> BenchRow:
     """Floor and every change type at one size and worker count."""
     per = max(1, pairs // workers)
-    jobs = lambda offset: [(offset + w * per, per) for w in range(workers)]  # noqa: E731
+    jobs = lambda offset: [(offset + w * per, per) for w in range(workers)]  # noqa: E731 - a one-line helper, used twice below
     pool = mp.get_context("spawn").Pool(workers, _init, (cfg,)) if workers > 1 else None
     if pool is None:
         _init(cfg)

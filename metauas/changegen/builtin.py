@@ -21,8 +21,17 @@ from metauas.changegen.config import GenerateConfig
 from metauas.changegen.sources import CocoSource, ConcatSource, FolderSource, SceneSource, Source
 
 TRAIN_PHOTOS = (
-    "chelsea.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png", "camera.png",
-    "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "moon.png", "clock_motion.png", "cell.png",
+    "chelsea.png",
+    "coffee.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "camera.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+    "moon.png",
+    "clock_motion.png",
+    "cell.png",
 )
 HELDOUT_PHOTOS = ("astronaut.png", "rocket.jpg", "coins.png")
 SCENES = {"train": (1, 10000), "heldout": (2, 2000)}  # namespace, count
@@ -60,5 +69,12 @@ def open_source(cfg: GenerateConfig) -> Source:
         return FolderSource.from_dir(cfg.images, **bounds, max_pixels=cfg.max_pixels)
     if cfg.coco_images is None or cfg.coco_annotations is None:
         raise UserError("--source coco needs --coco-images DIR and --coco-annotations FILE")
-    return CocoSource(cfg.coco_images, cfg.coco_annotations, **bounds, max_pixels=cfg.max_pixels,
-                      max_images=cfg.coco_max_images, split=cfg.coco_split, val_fraction=cfg.coco_val_fraction)
+    return CocoSource(
+        cfg.coco_images,
+        cfg.coco_annotations,
+        **bounds,
+        max_pixels=cfg.max_pixels,
+        max_images=cfg.coco_max_images,
+        split=cfg.coco_split,
+        val_fraction=cfg.coco_val_fraction,
+    )

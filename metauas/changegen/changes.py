@@ -97,7 +97,11 @@ def _cut_instance(donor: SourceItem, rng: np.random.Generator, size: int) -> tup
         rgb, mask = rgb[:, ::-1], mask[:, ::-1]
     feather = float(rng.uniform(0.5, 2.0))
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), feather) * mask
-    return rgb, alpha, {"donor": donor.ident, "instance": j, "scale": round(scale, 4), "flip": flip, "feather": round(feather, 3)}
+    return (
+        rgb,
+        alpha,
+        {"donor": donor.ident, "instance": j, "scale": round(scale, 4), "flip": flip, "feather": round(feather, 3)},
+    )
 
 
 def exchange(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Pair:
@@ -162,8 +166,7 @@ def _small_local(ctx: Context, rng: np.random.Generator, item: SourceItem, kind:
     return _draem_fill(ctx, rng, item, mask, {"mask": mask_params})
 
 
-def _draem_fill(ctx: Context, rng: np.random.Generator, item: SourceItem, mask: np.ndarray,
-                mask_params: dict) -> Pair:
+def _draem_fill(ctx: Context, rng: np.random.Generator, item: SourceItem, mask: np.ndarray, mask_params: dict) -> Pair:
     size = item.image.shape[0]
     from_texture = bool(rng.random() < 0.5)
     if from_texture:

@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metauas.changegen.format import CHANGE_TYPES
-from metauas.changegen.images import MAX_PIXELS
+from metauas.data.format import CHANGE_TYPES
+from metauas.data.images import MAX_PIXELS
 from metauas.errors import UserError
 
 GENERATOR_NAME = "metauas.changegen"
@@ -28,8 +28,7 @@ COCO_SPLITS = ("all", "train", "val")
 PERLIN = {"numpy": "numpy", "noise": "pnoise2"}  # --perlin -> perlin.METHODS
 # fields added after datasets were made, with the value that makes the old bytes: left out
 # of the recorded config at that value, so older folders still resume with the same options
-ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS, "local_masks": DEFAULT_LOCAL_MASKS,
-               "local_intensity": 0.5}
+ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS, "local_masks": DEFAULT_LOCAL_MASKS, "local_intensity": 0.5}
 # the COCO subset, added later too: its three fields are left out together while no subset
 # is chosen, and recorded together when one is
 COCO_SUBSET = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
@@ -105,7 +104,10 @@ class GenerateConfig:
             (0 <= self.min_area < self.max_area <= 1, "area bounds need 0 <= min < max <= 1"),
             (self.max_exchange >= 1, "max_exchange must be at least 1"),
             (self.perlin in PERLIN, f"--perlin must be one of {', '.join(PERLIN)}"),
-            ("." not in self.prefix and "/" not in self.prefix and self.prefix, "--prefix must be a plain name without dots"),
+            (
+                "." not in self.prefix and "/" not in self.prefix and self.prefix,
+                "--prefix must be a plain name without dots",
+            ),
         ]
         for ok, message in checks:
             if not ok:

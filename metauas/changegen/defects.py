@@ -54,8 +54,13 @@ def blob_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
     roughness = float(rng.uniform(0.0, 0.4))
     r = _ellipse_distance(size, cy, cx, max(a, 1.0), max(b, 1.0), angle)
     mask = r + roughness * _coarse_noise(rng, size, max(4, size // 16)) < 1.0
-    return mask, {"kind": "blob", "diameter": round(diameter, 2), "aspect": round(aspect, 3),
-                  "roughness": round(roughness, 3), "at": [round(cy, 1), round(cx, 1)]}
+    return mask, {
+        "kind": "blob",
+        "diameter": round(diameter, 2),
+        "aspect": round(aspect, 3),
+        "roughness": round(roughness, 3),
+        "at": [round(cy, 1), round(cx, 1)],
+    }
 
 
 def stroke_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
@@ -80,8 +85,13 @@ def stroke_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
         tip = (start[0] + math.cos(turn) * length * 0.4, start[1] + math.sin(turn) * length * 0.4)
         lines.append(np.round(np.array([start, tip]) * scale).astype(np.int32))
     cv2.polylines(mask, lines, False, 1, thickness=width, lineType=cv2.LINE_8, shift=4)
-    return mask > 0, {"kind": "stroke", "length": round(length, 2), "width": width, "segments": segments,
-                      "branch": branch}
+    return mask > 0, {
+        "kind": "stroke",
+        "length": round(length, 2),
+        "width": width,
+        "segments": segments,
+        "branch": branch,
+    }
 
 
 def stain_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
@@ -94,8 +104,12 @@ def stain_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
     angle = float(rng.uniform(0, math.pi))
     aspect = float(rng.uniform(1.0, 2.0))
     r = _ellipse_distance(size, cy, cx, 0.5 * diameter * math.sqrt(aspect), 0.5 * diameter / math.sqrt(aspect), angle)
-    return (field > threshold) & (r < 1.0), {"kind": "stain", "scale": 2**k, "threshold": round(threshold, 3),
-                                            "diameter": round(diameter, 2)}
+    return (field > threshold) & (r < 1.0), {
+        "kind": "stain",
+        "scale": 2**k,
+        "threshold": round(threshold, 3),
+        "diameter": round(diameter, 2),
+    }
 
 
 MASKS = {"blob": blob_mask, "stroke": stroke_mask, "stain": stain_mask}

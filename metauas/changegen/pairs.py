@@ -16,10 +16,10 @@ import numpy as np
 
 from metauas.changegen.changes import NEEDS_INSTANCES, SYNTHS, Context, InpaintRequest, Pair, visible
 from metauas.changegen.config import PERLIN, GenerateConfig
-from metauas.changegen.format import CHANGE_TYPES
-from metauas.changegen.images import SkipSource
 from metauas.changegen.inpaint import Inpainter
 from metauas.changegen.sources import Source, SourceItem
+from metauas.data.format import CHANGE_TYPES
+from metauas.data.images import SkipSource
 from metauas.errors import UserError
 
 log = logging.getLogger("metauas.generate")
@@ -70,7 +70,8 @@ class Synthesizer:
         raise UserError(
             f"source {self.source.name}: no usable image{' with object instances' if need_instances else ''} "
             f"in {MAX_DRAWS} draws (skips so far: {dict(skips)}"
-            + "".join(f"; first {detail}" for detail in list(getattr(skips, "first", {}).values())[:1]) + ")"
+            + "".join(f"; first {detail}" for detail in list(getattr(skips, "first", {}).values())[:1])
+            + ")"
         )
 
     def sample(self, index: int):
@@ -78,8 +79,13 @@ class Synthesizer:
         rng = np.random.default_rng([self.cfg.seed, index])
         change = CHANGE_TYPES[int(rng.choice(len(CHANGE_TYPES), p=self.weights))]
         skips = Skips()
-        ctx = Context(lambda r, need: self.draw_item(r, need, skips), self.cfg.max_exchange, PERLIN[self.cfg.perlin],
-                      self.cfg.local_masks, self.cfg.local_intensity)
+        ctx = Context(
+            lambda r, need: self.draw_item(r, need, skips),
+            self.cfg.max_exchange,
+            PERLIN[self.cfg.perlin],
+            self.cfg.local_masks,
+            self.cfg.local_intensity,
+        )
         for _ in range(MAX_ATTEMPTS):
             item = self.draw_item(rng, change in NEEDS_INSTANCES, skips)
             pair = yield from SYNTHS[change](ctx, rng, item)
@@ -101,6 +107,8 @@ class Synthesizer:
                     requests[j] = gens[j].send(reply)
                 except StopIteration as done:
                     results[j] = done.value
-            filled = self.inpainter.inpaint_many([r.image for r in requests.values()], [r.hole for r in requests.values()])
+            filled = self.inpainter.inpaint_many(
+                [r.image for r in requests.values()], [r.hole for r in requests.values()]
+            )
             replies = dict(zip(requests, filled))
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value] - every slot is set: each generator returned (StopIteration)

@@ -1,7 +1,7 @@
 """A contact sheet of a dataset: per sample prompt | query | mask over the query, with
 its change type — the first thing a user looks at to trust a dataset.
 
-Shards are read with `changegen.format`, the torch-free reader, so the preview needs
+Shards are read with `data.format`, the torch-free reader, so the preview needs
 neither webdataset nor torch; corrupt samples are skipped and counted.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.changegen.format import ReadStats, iter_pairs
-from metauas.changegen.images import draw_mask
+from metauas.data.format import ReadStats, iter_pairs
+from metauas.data.images import draw_mask
 from metauas.errors import UserError
 from metauas.outputs import check_file, write_atomic
 
@@ -23,8 +23,10 @@ TRIPLETS_PER_ROW = 2
 
 
 def _triplet(pair: dict) -> np.ndarray:
-    cells = [cv2.resize(im, (CELL, CELL), interpolation=cv2.INTER_AREA)
-             for im in (pair["prompt"], pair["query"], draw_mask(pair["query"], pair["mask"]))]
+    cells = [
+        cv2.resize(im, (CELL, CELL), interpolation=cv2.INTER_AREA)
+        for im in (pair["prompt"], pair["query"], draw_mask(pair["query"], pair["mask"]))
+    ]
     strip = np.full((LABEL, 3 * CELL, 3), 32, np.uint8)
     meta = pair["meta"]
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}

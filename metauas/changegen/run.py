@@ -18,20 +18,11 @@ from pathlib import Path
 
 from metauas.changegen.builtin import open_source
 from metauas.changegen.config import GenerateConfig, parse_shard_range
-from metauas.changegen.format import shard_name
 from metauas.changegen.inpaint import make_inpainter, resolve_lama_path
 from metauas.changegen.pairs import Synthesizer
-from metauas.changegen.shards import (
-    ShardLocks,
-    ShardWriter,
-    is_complete,
-    prepare_output,
-    remove_partial,
-    sample_members,
-    shard_indices,
-    shard_summary,
-    write_index,
-)
+from metauas.changegen.shards import lock_shards, prepare_output, sample_members, shard_indices, write_index
+from metauas.data.format import shard_name
+from metauas.data.shards import ShardFile, is_complete, remove_partial, shard_summary
 from metauas.errors import UserError
 from metauas.outputs import out_of_space
 
@@ -51,7 +42,7 @@ def rank_shards(cfg: GenerateConfig, env: dict[str, str] | None = None) -> list[
 
 def make_shard(cfg: GenerateConfig, synth: Synthesizer, shard_id: int, report=lambda n: None) -> dict:
     """Synthesise, encode and atomically write one shard; returns its summary."""
-    writer = ShardWriter(cfg.out, shard_name(cfg.prefix, shard_id))
+    writer = ShardFile(cfg.out, shard_name(cfg.prefix, shard_id))
     made = []  # (change, skips) per sample; the pixels are dropped once written
     indices = shard_indices(cfg, shard_id)
     chunk = synth.inpainter.chunk  # samples advanced together: one inpainting batch
@@ -118,8 +109,14 @@ def _make(cfg: GenerateConfig, synth: Synthesizer, todo: list[int], mine: list[i
     from tqdm import tqdm
 
     total = sum(len(shard_indices(cfg, s)) for s in todo)
-    with tqdm(total=total, unit="pair", file=sys.stderr, disable=not cfg.progress, dynamic_ncols=True,
-              desc=f"generate {len(todo)}/{len(mine)} shards") as bar:
+    with tqdm(
+        total=total,
+        unit="pair",
+        file=sys.stderr,
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+        desc=f"generate {len(todo)}/{len(mine)} shards",
+    ) as bar:
         if cfg.workers == 1 or len(todo) <= 1:
             for s in todo:
                 make_shard(cfg, synth, s, bar.update)
@@ -132,22 +129,24 @@ def _make(cfg: GenerateConfig, synth: Synthesizer, todo: list[int], mine: list[i
 
 def _out_of_space(cfg: GenerateConfig) -> UserError:
     """The message for a full disk: what is safe, and that rerunning resumes."""
-    done = [s for s in range(cfg.num_shards) if is_complete(cfg, s)]
+    done = [s for s in range(cfg.num_shards) if is_complete(cfg.out, cfg.prefix, s)]
     try:
         write_index(cfg)
     except OSError:
         pass  # no room even for index.json: the shards and their summaries are what counts
     pairs = sum(len(shard_indices(cfg, s)) for s in done)
-    return UserError(f"no space left on device in --out {cfg.out}: {len(done)} of {cfg.num_shards} shards "
-                     f"({pairs} pairs) are complete and safe, the partial one was removed; free some space "
-                     "and rerun the same command to resume")
+    return UserError(
+        f"no space left on device in --out {cfg.out}: {len(done)} of {cfg.num_shards} shards "
+        f"({pairs} pairs) are complete and safe, the partial one was removed; free some space "
+        "and rerun the same command to resume"
+    )
 
 
 def generate_dataset(cfg: GenerateConfig) -> Path:
     """Generate (or resume) the dataset described by `cfg`; returns index.json's path.
 
     All user mistakes are raised as UserError before any shard is started. The run
-    holds a lock on each shard it makes (`ShardLocks`): a second run that would write
+    holds a lock on each shard it makes (`data.shards.ShardLocks`): a second run that would write
     one of them is refused. A full disk removes the partial shard and says what is safe."""
     cfg.validate()
     if cfg.inpainter == "lama":
@@ -155,14 +154,13 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
     mine = rank_shards(cfg)
     synth = build_synthesizer(cfg)  # validates the source (missing files, empty) up front
     prepare_output(cfg, synth.source.left_out)
-    locks = ShardLocks(cfg.out)
-    todo = [s for s in mine if not is_complete(cfg, s)]
-    locks.acquire(cfg, todo)  # refused (and released) when another run is writing one of them
+    todo = [s for s in mine if not is_complete(cfg.out, cfg.prefix, s)]
+    locks = lock_shards(cfg, todo)  # refused (and released) when another run is writing one of them
     try:
-        todo = [s for s in todo if not is_complete(cfg, s)]  # another run may have ended meanwhile
+        todo = [s for s in todo if not is_complete(cfg.out, cfg.prefix, s)]  # another run may have ended meanwhile
         _make(cfg, synth, todo, mine)
     except BaseException as err:
-        remove_partial(cfg, todo)
+        remove_partial(cfg.out, cfg.prefix, todo)
         if out_of_space(err):
             raise _out_of_space(cfg) from None
         raise

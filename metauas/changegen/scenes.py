@@ -53,7 +53,9 @@ def _paint(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Non
     image[box] = (image[box] * (1 - alpha) + fill * alpha).round().astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator, size: int, min_area: float) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+def render_scene(
+    rng: np.random.Generator, size: int, min_area: float
+) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
     """Background + 1..6 shapes painted back to front; later shapes occlude earlier
     ones, so each instance mask is what remains visible. Instances below `min_area`
     of the frame after occlusion are dropped."""

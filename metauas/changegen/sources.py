@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from metauas.changegen.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
 from metauas.changegen.scenes import render_scene
 from metauas.changegen.segment import object_candidates
+from metauas.data.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
 from metauas.errors import UserError
 
 SEGMENT_CACHE = 512
@@ -89,8 +89,9 @@ def walk_images(root: Path) -> tuple[list[Path], Counter]:
             try:
                 mode = p.stat().st_mode
             except OSError as err:
-                left_out["symlink_loop" if err.errno == errno.ELOOP else
-                         "broken_link" if p.is_symlink() else "unreadable"] += 1
+                left_out[
+                    "symlink_loop" if err.errno == errno.ELOOP else "broken_link" if p.is_symlink() else "unreadable"
+                ] += 1
                 continue
             if stat.S_ISDIR(mode):
                 stack.append(p)
@@ -106,8 +107,15 @@ class FolderSource(Source):
 
     name = "folder"
 
-    def __init__(self, paths: list[Path], min_side: int, min_area: float, max_area: float,
-                 max_pixels: int = MAX_PIXELS, left_out: Counter | None = None):
+    def __init__(
+        self,
+        paths: list[Path],
+        min_side: int,
+        min_area: float,
+        max_area: float,
+        max_pixels: int = MAX_PIXELS,
+        left_out: Counter | None = None,
+    ):
         self.paths = paths
         self.min_side, self.min_area, self.max_area, self.max_pixels = min_side, min_area, max_area, max_pixels
         self.left_out = left_out or Counter()
@@ -119,8 +127,10 @@ class FolderSource(Source):
             raise UserError(f"--images {root} is not a folder")
         paths, left_out = walk_images(root)
         if not paths:
-            raise UserError(f"--images {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
-                            + (f"; left out: {dict(left_out)}" if left_out else ""))
+            raise UserError(
+                f"--images {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                + (f"; left out: {dict(left_out)}" if left_out else "")
+            )
         return cls(paths, left_out=left_out, **kw)
 
     def __len__(self) -> int:
@@ -159,9 +169,15 @@ def _whole(value) -> bool:
 
 
 def _image_entry_ok(info) -> bool:
-    return (isinstance(info, dict) and isinstance(info.get("id"), int) and not isinstance(info["id"], bool)
-            and isinstance(info.get("file_name"), str) and bool(info["file_name"])
-            and _whole(info.get("height")) and _whole(info.get("width")))
+    return (
+        isinstance(info, dict)
+        and isinstance(info.get("id"), int)
+        and not isinstance(info["id"], bool)
+        and isinstance(info.get("file_name"), str)
+        and bool(info["file_name"])
+        and _whole(info.get("height"))
+        and _whole(info.get("width"))
+    )
 
 
 def rle_counts(text: str) -> list[int] | None:
@@ -212,9 +228,18 @@ class CocoSource(Source):
 
     SPLIT_SEED = 0  # the image-subset shuffle: fixed, so train and val never overlap whatever --seed
 
-    def __init__(self, images: Path, annotations: Path, min_side: int, min_area: float, max_area: float,
-                 max_pixels: int = MAX_PIXELS, max_images: int | None = None, split: str = "all",
-                 val_fraction: float = 0.05):
+    def __init__(
+        self,
+        images: Path,
+        annotations: Path,
+        min_side: int,
+        min_area: float,
+        max_area: float,
+        max_pixels: int = MAX_PIXELS,
+        max_images: int | None = None,
+        split: str = "all",
+        val_fraction: float = 0.05,
+    ):
         if not annotations.is_file():
             raise UserError(f"--coco-annotations {annotations} does not exist")
         if not images.is_dir():
@@ -227,16 +252,22 @@ class CocoSource(Source):
         except OSError as err:
             raise UserError(f"cannot read --coco-annotations {annotations} ({err.strerror or err})") from None
         except (ValueError, KeyError, TypeError, AssertionError, AttributeError, IndexError, RecursionError) as err:
-            raise UserError(f"--coco-annotations {annotations} is not a COCO instances file "
-                            f"({type(err).__name__}: {str(err)[:100]})") from None
+            raise UserError(
+                f"--coco-annotations {annotations} is not a COCO instances file "
+                f"({type(err).__name__}: {str(err)[:100]})"
+            ) from None
         for info in self.coco.imgs.values():
             if not _image_entry_ok(info):
-                raise UserError(f"--coco-annotations {annotations}: image entry {str(info)[:120]} needs an integer "
-                                "id, a file_name and its height and width in pixels")
+                raise UserError(
+                    f"--coco-annotations {annotations}: image entry {str(info)[:120]} needs an integer "
+                    "id, a file_name and its height and width in pixels"
+                )
         self.ids = subset_ids(sorted(self.coco.getImgIds()), max_images, split, val_fraction, self.SPLIT_SEED)
         if not self.ids:
-            raise UserError(f"--coco-annotations {annotations} lists no images" +
-                            (f" in --coco-split {split}" if split != "all" else ""))
+            raise UserError(
+                f"--coco-annotations {annotations} lists no images"
+                + (f" in --coco-split {split}" if split != "all" else "")
+            )
         self.images = images
         self.min_side, self.min_area, self.max_area, self.max_pixels = min_side, min_area, max_area, max_pixels
 
@@ -256,8 +287,11 @@ class CocoSource(Source):
             if not polys:
                 skips["degenerate_polygon"] += 1
                 return None
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-                       for poly in polys for v in poly):
+            if not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                for poly in polys
+                for v in poly
+            ):
                 skips["bad_annotation"] += 1
                 return None
             ann = {**ann, "segmentation": polys}
@@ -277,8 +311,10 @@ class CocoSource(Source):
         image = read_rgb(self.images / info["file_name"], self.min_side, self.max_pixels)
         h, w = image.shape[:2]
         if (h, w) != (info["height"], info["width"]):
-            raise SkipSource("size_mismatch", f"{info['file_name']}: the annotations say {info['width']} x "
-                             f"{info['height']}, the file is {w} x {h}")
+            raise SkipSource(
+                "size_mismatch",
+                f"{info['file_name']}: the annotations say {info['width']} x {info['height']}, the file is {w} x {h}",
+            )
         skips: Counter = Counter()
         anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[info["id"]]))
         masks = [m for m in (self._instance(a, h, w, skips) for a in anns) if m is not None]
@@ -294,7 +330,7 @@ def subset_ids(ids: list[int], max_images: int | None, split: str, val_fraction:
         return ids
     chosen = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:max_images]]
     n_val = round(len(chosen) * val_fraction)
-    parts = {"all": chosen, "train": chosen[:len(chosen) - n_val], "val": chosen[len(chosen) - n_val:]}
+    parts = {"all": chosen, "train": chosen[: len(chosen) - n_val], "val": chosen[len(chosen) - n_val :]}
     return sorted(parts[split])
 
 
@@ -331,7 +367,7 @@ class ConcatSource(Source):
         return int(self.offsets[-1])
 
     @property
-    def left_out(self) -> Counter:  # type: ignore[override]
+    def left_out(self) -> Counter:  # type: ignore[override] - the parts' sum, where Source has an attribute
         return sum((p.left_out for p in self.parts), Counter())
 
     def _locate(self, k: int) -> tuple[Source, int]:

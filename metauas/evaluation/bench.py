@@ -72,20 +72,41 @@ def run_metric_bench(cfg: MetricBenchConfig) -> list[dict]:
     """Rows {method, seconds, peak_mib, max_abs_diff, metrics}; the exact path is the reference."""
     if cfg.sklearn:
         try:
-            import sklearn  # noqa: F401
+            import sklearn  # noqa: F401 - only asks whether the reference is installed
         except ImportError:
             raise UserError("scikit-learn is not installed: pip install scikit-learn, or pass --no-sklearn") from None
     exact, seconds, peak = _measure(lambda: _accumulate(cfg, 0))
-    rows = [{"method": "exact (bins=0)", "seconds": seconds, "peak_mib": peak / 2**20, "max_abs_diff": 0.0,
-             "metrics": exact}]
+    rows = [
+        {
+            "method": "exact (bins=0)",
+            "seconds": seconds,
+            "peak_mib": peak / 2**20,
+            "max_abs_diff": 0.0,
+            "metrics": exact,
+        }
+    ]
     for bins in cfg.bins:
         value, seconds, peak = _measure(lambda b=bins: _accumulate(cfg, b))
         diff = max(abs(value[k] - exact[k]) for k in value)
-        rows.append({"method": f"binned ({bins} bins)", "seconds": seconds, "peak_mib": peak / 2**20,
-                     "max_abs_diff": diff, "metrics": value})
+        rows.append(
+            {
+                "method": f"binned ({bins} bins)",
+                "seconds": seconds,
+                "peak_mib": peak / 2**20,
+                "max_abs_diff": diff,
+                "metrics": value,
+            }
+        )
     if cfg.sklearn:
         value, seconds, peak = _measure(lambda: _sklearn(cfg))
         diff = max(abs(value[k] - exact[k]) for k in value)
-        rows.append({"method": "scikit-learn (AUROC+AP only)", "seconds": seconds, "peak_mib": peak / 2**20,
-                     "max_abs_diff": diff, "metrics": value})
+        rows.append(
+            {
+                "method": "scikit-learn (AUROC+AP only)",
+                "seconds": seconds,
+                "peak_mib": peak / 2**20,
+                "max_abs_diff": diff,
+                "metrics": value,
+            }
+        )
     return rows

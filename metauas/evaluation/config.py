@@ -12,7 +12,6 @@ from metauas.evaluation.metrics import IMAGE_SCORES, PROTOCOLS, MetricConfig
 from metauas.evaluation.readers import FORMATS
 from metauas.inference.config import METHOD_CHOICES, MODES, SHOT_FUSIONS, LookupConfig
 
-
 OVERLAY_SCALES = ("shared", "per-map")
 
 
@@ -57,21 +56,32 @@ class EvalConfig:
         checks = [
             (self.prompt_mode in MODES, f"unknown prompt mode {self.prompt_mode!r}: use {'|'.join(MODES)}"),
             (self.method in METHOD_CHOICES, f"unknown method {self.method!r}: use {'|'.join(METHOD_CHOICES)}"),
-            (self.shot_fusion in SHOT_FUSIONS, f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}"),
+            (
+                self.shot_fusion in SHOT_FUSIONS,
+                f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}",
+            ),
             (self.fmt in FORMATS, f"unknown format {self.fmt!r}: use {'|'.join(FORMATS)}"),
-            (self.metric.protocol in PROTOCOLS, f"unknown protocol {self.metric.protocol!r}: use {'|'.join(PROTOCOLS)}"),
+            (
+                self.metric.protocol in PROTOCOLS,
+                f"unknown protocol {self.metric.protocol!r}: use {'|'.join(PROTOCOLS)}",
+            ),
             (self.metric.image_score in IMAGE_SCORES, f"unknown image score {self.metric.image_score!r}: use max|topk"),
             (self.metric.topk >= 1, f"--score-topk must be at least 1, got {self.metric.topk}"),
             (self.shots >= 1, "--shots must be at least 1"),
-            (bool(self.seeds) and min(self.seeds) >= 0, f"--seeds must be non-negative integers, got {list(self.seeds)}"),
+            (
+                bool(self.seeds) and min(self.seeds) >= 0,
+                f"--seeds must be non-negative integers, got {list(self.seeds)}",
+            ),
             (0.0 <= self.mix_weight <= 1.0, f"--mix-weight must be in [0, 1], got {self.mix_weight}"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.size is None or self.size >= 32, f"--size must be at least 32, got {self.size}"),
             (self.overlays >= 0, "--overlays must not be negative"),
             (self.overlay_scale in OVERLAY_SCALES, f"unknown overlay scale {self.overlay_scale!r}: use shared|per-map"),
             (self.fit_normals >= 0, "--fit-normals must not be negative"),
-            (bool(self.prompt_rotations) and all(r % 90 == 0 for r in self.prompt_rotations),
-             f"--prompt-rotations takes multiples of 90 degrees, got {list(self.prompt_rotations)}"),
+            (
+                bool(self.prompt_rotations) and all(r % 90 == 0 for r in self.prompt_rotations),
+                f"--prompt-rotations takes multiples of 90 degrees, got {list(self.prompt_rotations)}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metauas.changegen.images import read_image
+from metauas.data.images import read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
@@ -46,23 +46,26 @@ class ClassMaps:
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
-def _mask(sample: Sample, shape: tuple[int, ...], size: int, protocol: str,
-          problems: list[str]) -> np.ndarray | None:
+def evaluated_mask(
+    sample: Sample, shape: tuple[int, ...], size: int, protocol: str, problems: list[str]
+) -> np.ndarray | None:
     """Mask at the evaluated size: nearest (exact) or bilinear then L > 0 (official)."""
     if sample.label == 0 or sample.mask is None:
         return None
     mask = load_mask(sample.mask, shape)
     if mask is None:
-        problems.append(f"mask unreadable or not the image's size {shape[:2]} (left out of "
-                        f"pixel metrics): {sample.mask}")
+        problems.append(
+            f"mask unreadable or not the image's size {shape[:2]} (left out of pixel metrics): {sample.mask}"
+        )
         return None
     if protocol == "official":
         return cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR) > 0
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
 
 
-def _choose(cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None,
-            query_feats: list[torch.Tensor]) -> list[list[Path]]:
+def _choose(
+    cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None, query_feats: list[torch.Tensor]
+) -> list[list[Path]]:
     """K prompt paths per query of the batch."""
     b = query_feats[0].shape[0]
     if fixed is not None:
@@ -71,15 +74,22 @@ def _choose(cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None,
     return [[bank.paths[i] for i in row] for row in idx]
 
 
-def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
-                fixed: list[Path] | None, bank: PromptBank | None, problems: list[str]) -> ClassMaps:
+def score_class(
+    cfg: EvalConfig,
+    scorer: Scorer,
+    data: ClassData,
+    size: int,
+    fixed: list[Path] | None,
+    bank: PromptBank | None,
+    problems: list[str],
+) -> ClassMaps:
     """All test queries of one class through every method, in batches."""
     result = ClassMaps(maps={m: [] for m in scorer.methods})
     loader = bank or PromptBank([], size, scorer)
     samples, cache = data.test, {}
     bar = tqdm(range(0, len(samples), cfg.batch_size), desc=data.name, disable=not cfg.progress, leave=False)
     for i in bar:
-        batch = samples[i:i + cfg.batch_size]
+        batch = samples[i : i + cfg.batch_size]
         images = [read_image(s.path) for s in batch]
         queries = torch.stack([to_tensor(rgb, size) for rgb in images])
         query_feats = scorer.features(queries)
@@ -90,8 +100,9 @@ def score_class(cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int,
             result.maps[method].extend(map_to_numpy(x) for x in m)
         result.samples.extend(batch)
         result.prompts.extend(chosen)
-        result.masks.extend(_mask(s, rgb.shape, size, cfg.metric.protocol, problems)
-                            for s, rgb in zip(batch, images))
+        result.masks.extend(
+            evaluated_mask(s, rgb.shape, size, cfg.metric.protocol, problems) for s, rgb in zip(batch, images)
+        )
     return result
 
 
@@ -107,8 +118,9 @@ def _per_image_quality(maps: list[np.ndarray], cm: ClassMaps) -> list[tuple[floa
     return sorted(out)
 
 
-def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int, scale: str = "shared",
-                   metric: MetricConfig = MetricConfig()) -> list[tuple[str, int, Path]]:
+def write_overlays(
+    out: Path, name: str, cm: ClassMaps, size: int, n: int, scale: str = "shared", metric: MetricConfig = MetricConfig()
+) -> list[tuple[str, int, Path]]:
     """Titled prompt | query | truth | heatmap strips (with the colour bar of their scale)
     of the n best and n worst anomalous queries; (method, query index, file) of each.
     `scale` shared: model maps over [0, 1], other methods' over the class's maximum (one
@@ -124,8 +136,13 @@ def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int, scale
         for tag, (quality, i) in picks:
             s = cm.samples[i]
             vmax = max(float(maps[i].max()), 1e-6) if scale == "per-map" else shared
-            row = overlay_row(to_tensor(read_image(cm.prompts[i][0]), size), to_tensor(read_image(s.path), size),
-                              cm.masks[i], maps[i], vmax)
+            row = overlay_row(
+                to_tensor(read_image(cm.prompts[i][0]), size),
+                to_tensor(read_image(s.path), size),
+                cm.masks[i],
+                maps[i],
+                vmax,
+            )
             titles = ["prompt", "query", *(["ground truth"] if cm.masks[i] is not None else []), "heatmap"]
             heading = f"{name} / {s.defect} / {s.path.name} - {method}, score {image_score(maps[i], metric):.4f}"
             row = titled(row, titles, heading, vmax)
@@ -144,18 +161,26 @@ class FirstRun:
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> method -> threshold
     overlays: list[str] = field(default_factory=list)
 
-    def add(self, cfg: EvalConfig, name: str, cm: ClassMaps, curves: dict, thresholds: dict[str, float],
-            size: int) -> None:
-        drawn = (write_overlays(cfg.out, name, cm, size, cfg.overlays, cfg.overlay_scale, cfg.metric)
-                 if cfg.overlays else [])
+    def add(
+        self, cfg: EvalConfig, name: str, cm: ClassMaps, curves: dict, thresholds: dict[str, float], size: int
+    ) -> None:
+        drawn = (
+            write_overlays(cfg.out, name, cm, size, cfg.overlays, cfg.overlay_scale, cfg.metric) if cfg.overlays else []
+        )
         self.overlays += [str(p.relative_to(cfg.out)) for _, _, p in drawn]
         links = {(m, i): str(p.relative_to(cfg.out)) for m, i, p in drawn}
         self.curves[name], self.thresholds[name] = curves, thresholds
         for i, s in enumerate(cm.samples):
-            self.images.append({
-                "class": name, "path": str(s.path), "label": s.label, "defect": s.defect,
-                "scores": {m: image_score(maps[i], cfg.metric) for m, maps in cm.maps.items()},
-                "overlays": {m: links[m, i] for m in cm.maps if (m, i) in links}})
+            self.images.append(
+                {
+                    "class": name,
+                    "path": str(s.path),
+                    "label": s.label,
+                    "defect": s.defect,
+                    "scores": {m: image_score(maps[i], cfg.metric) for m, maps in cm.maps.items()},
+                    "overlays": {m: links[m, i] for m in cm.maps if (m, i) in links},
+                }
+            )
 
 
 @dataclass(frozen=True)
@@ -183,27 +208,39 @@ def _runs(cfg: EvalConfig, classes: list[ClassData]) -> dict[Run, dict[str, list
         return {Run("best"): {c.name: None for c in classes}}
     if cfg.prompt_mode == "pool":
         return {Run("pool", s): {c.name: None for c in classes} for s in cfg.seeds}
-    return {Run("random", s): {c.name: random_prompts(c.train, cfg.shots, s, c.name) for c in classes}
-            for s in cfg.seeds}
+    return {
+        Run("random", s): {c.name: random_prompts(c.train, cfg.shots, s, c.name) for c in classes} for s in cfg.seeds
+    }
 
 
-def _bank(cfg: EvalConfig, run: Run, data: ClassData, classes: list[ClassData], size: int,
-          scorer: Scorer, pools: dict[Run, PromptBank]) -> PromptBank | None:
+def _bank(
+    cfg: EvalConfig,
+    run: Run,
+    data: ClassData,
+    classes: list[ClassData],
+    size: int,
+    scorer: Scorer,
+    pools: dict[Run, PromptBank],
+) -> PromptBank | None:
     if run.mode == "best":
         if len(data.train) < cfg.shots:
-            raise UserError(f"class {data.name}: {len(data.train)} normal training image(s), "
-                            f"--shots {cfg.shots} needs at least {cfg.shots}")
+            raise UserError(
+                f"class {data.name}: {len(data.train)} normal training image(s), "
+                f"--shots {cfg.shots} needs at least {cfg.shots}"
+            )
         return PromptBank(data.train, size, scorer)
     if run.mode == "pool":
         if run not in pools:
-            pools[run] = PromptBank([random_prompts(c.train, 1, run.seed, c.name)[0] for c in classes if c.train],
-                                    size, scorer)
+            pools[run] = PromptBank(
+                [random_prompts(c.train, 1, run.seed, c.name)[0] for c in classes if c.train], size, scorer
+            )
         return pools[run]
     return None
 
 
-def fit_thresholds(cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, size: int,
-                   fixed: list[Path] | None) -> dict[str, float]:
+def fit_thresholds(
+    cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, size: int, fixed: list[Path] | None
+) -> dict[str, float]:
     """Per method, the threshold `predict --threshold auto` would fit: the highest image
     score among up to `fit_normals` normal training images other than the prompts, each
     scored against the run's prompts ({} when not applicable: no fixed prompts, the
@@ -221,22 +258,31 @@ def fit_thresholds(cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, s
     return {m: max(image_score(x, cfg.metric) for x in maps[m]) for m in maps}
 
 
-def _thresholds(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
-                methods: Sequence[str]) -> list[dict]:
+def _thresholds(
+    per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str], methods: Sequence[str]
+) -> list[dict]:
     """Per class and method, the fitted threshold and its F1s (means over the runs that had one)."""
     rows = []
     for name in classes:
         for method in methods:
             runs = [per_run[r][name][method] for r in per_run if "threshold" in per_run[r][name][method]]
             if runs:
-                rows.append({"class": name, "method": method, "runs": len(runs), **{
-                    k: float(np.nanmean([r[k] for r in runs])) for k in ("threshold", "I-F1@t", "P-F1@t")}})
+                rows.append(
+                    {
+                        "class": name,
+                        "method": method,
+                        "runs": len(runs),
+                        **{k: float(np.nanmean([r[k] for r in runs])) for k in ("threshold", "I-F1@t", "P-F1@t")},
+                    }
+                )
     return rows
 
 
-def _summarise(per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str],
-               methods: Sequence[str]) -> list[dict]:
+def _summarise(
+    per_run: dict[str, dict[str, dict[str, dict]]], classes: list[str], methods: Sequence[str]
+) -> list[dict]:
     """Rows per class and method (mean over runs, std when several) and a mean row."""
+
     def stats(values: list[dict]) -> tuple[dict, dict | None]:
         arr = {m: np.array([v[m] for v in values], float) for m in METRICS}
         mean = {m: float(np.nanmean(a)) if np.isfinite(a).any() else math.nan for m, a in arr.items()}
@@ -269,11 +315,15 @@ def enough_normals(cfg: EvalConfig, classes: list[ClassData], problems: list[str
     kept = [c for c in classes if len(c.train) >= cfg.shots]
     for c in classes:
         if c not in kept:
-            problems.append(f"class {c.name} left out: {len(c.train)} normal training image(s), "
-                            f"--shots {cfg.shots} needs at least {cfg.shots}")
+            problems.append(
+                f"class {c.name} left out: {len(c.train)} normal training image(s), "
+                f"--shots {cfg.shots} needs at least {cfg.shots}"
+            )
     if not kept:
-        raise UserError(f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
-                        + "; ".join(problems[-len(classes):]))
+        raise UserError(
+            f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
+            + "; ".join(problems[-len(classes) :])
+        )
     return kept
 
 
@@ -283,8 +333,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     prepare_dir(cfg.out)
     bench = read_benchmark(cfg.data, cfg.fmt, list(cfg.classes) or None)
     methods = methods_for(cfg.method)
-    scorer, meta = build_scorer(cfg.checkpoint, methods, cfg.shot_fusion, cfg.lookup, resolve_device(cfg.device),
-                                cfg.mix_weight, compile=cfg.compile)
+    scorer, meta = build_scorer(
+        cfg.checkpoint,
+        methods,
+        cfg.shot_fusion,
+        cfg.lookup,
+        resolve_device(cfg.device),
+        cfg.mix_weight,
+        compile=cfg.compile,
+    )
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)
     bench.classes = enough_normals(cfg, bench.classes, problems)
@@ -302,8 +359,10 @@ def evaluate(cfg: EvalConfig) -> dict:
             cm = score_class(cfg, scorer, data, size, fixed[data.name], bank, problems if r == 0 else [])
             labels = [s.label for s in cm.samples]
             curves: dict[str, dict] = {m: {} for m in methods}
-            per_run[run.label][data.name] = {m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric,
-                                                                curves[m] if r == 0 else None) for m in methods}
+            per_run[run.label][data.name] = {
+                m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric, curves[m] if r == 0 else None)
+                for m in methods
+            }
             thresholds = fit_thresholds(cfg, run, scorer, data, size, fixed[data.name])
             for m, t in thresholds.items():
                 per_run[run.label][data.name][m].update(f1_at(cm.maps[m], cm.masks, labels, t, cfg.metric))
@@ -321,8 +380,12 @@ def evaluate(cfg: EvalConfig) -> dict:
         "problems": problems,
         "overlays": first.overlays,
         # the first run's per-image scores, fitted thresholds and curves: scores.csv and report.html
-        "first_run": {"run": next(iter(runs)).label, "images": first.images, "thresholds": first.thresholds,
-                      "curves": first.curves},
+        "first_run": {
+            "run": next(iter(runs)).label,
+            "images": first.images,
+            "thresholds": first.thresholds,
+            "curves": first.curves,
+        },
     }
     write_tables(cfg.out, result)
     write_html_report(cfg.out, result)
@@ -334,8 +397,11 @@ def write_prompts(out: Path, runs: dict[Run, dict[str, list[Path] | None]]) -> P
     """prompts.json: the prompts of every run whose prompts were fixed per class (random
     mode, a prompts file), in the `--prompts` format, so `evaluate --prompts
     OUT/prompts.json` replays them exactly."""
-    table = {str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
-             for run, fixed in runs.items() if run.seed is not None and all(v is not None for v in fixed.values())}
+    table = {
+        str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
+        for run, fixed in runs.items()
+        if run.seed is not None and all(v is not None for v in fixed.values())
+    }
     if not table:
         return None
     from metauas.outputs import write_atomic

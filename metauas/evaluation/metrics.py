@@ -59,12 +59,12 @@ class Counts:
 
     def descending(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cumulative (false positives, true positives, PRO sum) for thresholds high -> low."""
-        return (np.cumsum(self.neg[::-1]), np.cumsum(self.pos[::-1]),
-                np.cumsum(self.region_weight[::-1]))
+        return (np.cumsum(self.neg[::-1]), np.cumsum(self.pos[::-1]), np.cumsum(self.region_weight[::-1]))
 
 
-def counts_from_scores(scores: np.ndarray, labels: np.ndarray,
-                       weights: np.ndarray | None = None, regions: int = 0) -> Counts:
+def counts_from_scores(
+    scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, regions: int = 0
+) -> Counts:
     """Exact counts: one level per distinct score (ties share a level, as in sklearn)."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).ravel().astype(bool)
@@ -247,7 +247,7 @@ class OfficialProAccumulator:
     def value(self, fpr_limit: float = 0.3) -> float:
         if self.regions == 0 or self.negatives == 0:
             return float("nan")
-        above = lambda h: np.cumsum(h[::-1])[::-1][1:]  # noqa: E731  (count with idx > i)
+        above = lambda h: np.cumsum(h[::-1])[::-1][1:]  # noqa: E731 - a one-line helper for the two sums below (count with idx > i)
         fpr = above(self.neg_above) / self.negatives
         pro = above(self.pro_above) / self.regions
         return official_pro(fpr, pro, fpr_limit)
@@ -270,7 +270,7 @@ def image_score(score_map: np.ndarray, cfg: MetricConfig) -> float:
     if cfg.image_score == "max":
         return float(flat.max())
     k = min(cfg.topk, flat.size)
-    return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())
+    return float(np.partition(flat, flat.size - k)[flat.size - k :].mean())
 
 
 def _flip(value: float, cfg: MetricConfig) -> float:
@@ -284,8 +284,13 @@ def _f1(tp: float, fp: float, fn: float) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
 
 
-def f1_at(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None], labels: Sequence[int],
-          threshold: float, cfg: MetricConfig = MetricConfig()) -> dict[str, float]:
+def f1_at(
+    maps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    labels: Sequence[int],
+    threshold: float,
+    cfg: MetricConfig = MetricConfig(),
+) -> dict[str, float]:
     """Image and pixel F1 of one fixed decision threshold (what a deployed model reaches,
     beside F1max, the best any threshold could): an image is anomalous when its image score
     exceeds it, a pixel when its value does. Masks are handled as in `compute_metrics`."""
@@ -298,14 +303,20 @@ def f1_at(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None], labels
         above = np.asarray(score_map) > threshold
         gt = np.zeros(above.shape, bool) if mask is None else np.asarray(mask, bool)
         tp, fp, fn = tp + (above & gt).sum(), fp + (above & ~gt).sum(), fn + (~above & gt).sum()
-    return {"threshold": float(threshold),
-            "I-F1@t": _f1((predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()),
-            "P-F1@t": _f1(tp, fp, fn)}
+    return {
+        "threshold": float(threshold),
+        "I-F1@t": _f1((predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()),
+        "P-F1@t": _f1(tp, fp, fn),
+    }
 
 
-def compute_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
-                    labels: Sequence[int] | None = None,
-                    cfg: MetricConfig = MetricConfig(), curves: dict | None = None) -> dict[str, float]:
+def compute_metrics(
+    maps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    labels: Sequence[int] | None = None,
+    cfg: MetricConfig = MetricConfig(),
+    curves: dict | None = None,
+) -> dict[str, float]:
     """The seven metrics of one class from in-memory maps (HxW floats) and masks (HxW bool).
 
     `labels` default to "mask has a defect pixel". A mask of None counts as empty for a
@@ -335,8 +346,12 @@ def compute_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | Non
     if curves is not None:
         curves.update(curve_points(img, pix, cfg.fpr_limit))
     return {
-        "I-AUROC": _flip(auroc(img), cfg), "I-AP": average_precision(img), "I-F1max": f1_max(img),
-        "P-AUROC": _flip(auroc(pix), cfg), "P-AP": average_precision(pix), "P-F1max": f1_max(pix),
+        "I-AUROC": _flip(auroc(img), cfg),
+        "I-AP": average_precision(img),
+        "I-F1max": f1_max(img),
+        "P-AUROC": _flip(auroc(pix), cfg),
+        "P-AP": average_precision(pix),
+        "P-F1max": f1_max(pix),
         "P-AUPRO": pro.value(cfg.fpr_limit) if cfg.protocol == "official" else aupro(pix, cfg.fpr_limit),
     }
 

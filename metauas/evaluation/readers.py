@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.changegen.images import list_images
+from metauas.data.images import list_images
 from metauas.errors import UserError
 
 FORMATS = ("mvtec", "visa", "meta", "folder")
@@ -100,8 +100,10 @@ def _visa_table(table: Path, root: Path) -> list[ClassData]:
         reader = csv.DictReader(f)
         missing = {"object", "split", "label", "image"} - set(reader.fieldnames or ())
         if missing:
-            raise UserError(f"{table} lacks the column(s) {', '.join(sorted(missing))} "
-                            "(VisA's split file has object, split, label, image, mask)")
+            raise UserError(
+                f"{table} lacks the column(s) {', '.join(sorted(missing))} "
+                "(VisA's split file has object, split, label, image, mask)"
+            )
         for row in reader:
             name, label_text = row["object"].strip(), row["label"].strip().lower()
             if label_text not in VISA_LABELS:
@@ -132,8 +134,10 @@ def read_visa(root: Path) -> list[ClassData]:
     for prepared in (root, root / "1cls"):
         if prepared.is_dir() and any((p / "test").is_dir() for p in prepared.iterdir()):
             return read_mvtec(prepared)
-    raise UserError(f"{root} is not VisA: no split file {VISA_SPLIT} (the raw download) and no class "
-                    "folders with test/ (prepare_data.py's VisA_pytorch/1cls)")
+    raise UserError(
+        f"{root} is not VisA: no split file {VISA_SPLIT} (the raw download) and no class "
+        "folders with test/ (prepare_data.py's VisA_pytorch/1cls)"
+    )
 
 
 def read_meta(root: Path) -> list[ClassData]:
@@ -152,8 +156,7 @@ def read_meta(root: Path) -> list[ClassData]:
             image, label = root / item["img_path"], int(item["anomaly"])
             mask = None
             if label:
-                mask = _checked_mask(root / item["mask_path"] if item.get("mask_path") else None,
-                                     image, data.problems)
+                mask = _checked_mask(root / item["mask_path"] if item.get("mask_path") else None, image, data.problems)
             data.test.append(Sample(image, label, mask, item.get("specie_name") or "good"))
     for name, items in meta.get("train", {}).items():
         data = classes.setdefault(name, ClassData(name, [], []))
@@ -206,13 +209,15 @@ def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None)
     except OSError as err:
         raise UserError(f"cannot read {root} as --format {fmt}: {err.strerror or err}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:  # a listing file of another shape
-        raise UserError(f"{root} is not laid out as --format {fmt} ({type(err).__name__}: {str(err)[:120]}); "
-                        "see docs/evaluation.md") from None
+        raise UserError(
+            f"{root} is not laid out as --format {fmt} ({type(err).__name__}: {str(err)[:120]}); see docs/evaluation.md"
+        ) from None
     if classes:
         unknown = sorted(set(classes) - {c.name for c in found})
         if unknown:
-            raise UserError(f"classes not in {root}: {', '.join(unknown)} "
-                            f"(found: {', '.join(c.name for c in found) or 'none'})")
+            raise UserError(
+                f"classes not in {root}: {', '.join(unknown)} (found: {', '.join(c.name for c in found) or 'none'})"
+            )
         found = [c for c in found if c.name in classes]
     found = [c for c in found if c.test]
     if not found:

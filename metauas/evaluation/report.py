@@ -18,7 +18,8 @@ import cv2
 from metauas.evaluation.metrics import METRICS
 
 
-def _fmt(value: float, std: float | None = None) -> str:
+def fmt_metric(value: float, std: float | None = None) -> str:
+    """A metric as a table cell: percent with one decimal, `± std` when given, n/a for NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     text = f"{100 * value:.1f}"
@@ -31,7 +32,7 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         std = r.get("std") or {}
-        cells = [_fmt(r["metrics"][m], std.get(m)) for m in METRICS]
+        cells = [fmt_metric(r["metrics"][m], std.get(m)) for m in METRICS]
         lines.append("| " + " | ".join([r["class"], r["method"], *cells]) + " |")
     return "\n".join(lines)
 
@@ -97,8 +98,9 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         writer.writerow(["class", "method", *METRICS, *(f"{m} std" for m in METRICS)])
         for r in result["rows"]:
             std = r.get("std") or {}
-            writer.writerow([r["class"], r["method"], *(r["metrics"][m] for m in METRICS),
-                             *(std.get(m, "") for m in METRICS)])
+            writer.writerow(
+                [r["class"], r["method"], *(r["metrics"][m] for m in METRICS), *(std.get(m, "") for m in METRICS)]
+            )
     cfg, done = result["config"], result["resolved"]
     text = [
         f"# MetaUAS evaluation: {cfg['data']} ({cfg['fmt']})",
@@ -112,11 +114,19 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         f"Efficiency: {efficiency_line(result['efficiency'])}",
     ]
     if result.get("thresholds"):
-        text += ["", "Fitted thresholds (`--fit-normals`: the highest image score among normal training images "
-                 "other than the prompts; F1 at it beside F1max, in %):", "",
-                 "| class | method | threshold | I-F1@t | P-F1@t |", "|---|---|---|---|---|",
-                 *(f"| {r['class']} | {r['method']} | {r['threshold']:.4f} | {_fmt(r['I-F1@t'])} | {_fmt(r['P-F1@t'])} |"
-                   for r in result["thresholds"])]
+        text += [
+            "",
+            "Fitted thresholds (`--fit-normals`: the highest image score among normal training images "
+            "other than the prompts; F1 at it beside F1max, in %):",
+            "",
+            "| class | method | threshold | I-F1@t | P-F1@t |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {r['class']} | {r['method']} | {r['threshold']:.4f} "
+                f"| {fmt_metric(r['I-F1@t'])} | {fmt_metric(r['P-F1@t'])} |"
+                for r in result["thresholds"]
+            ),
+        ]
     if result.get("problems"):
         text += ["", f"Data problems ({len(result['problems'])}):", *(f"- {p}" for p in result["problems"])]
     paths["md"].write_text("\n".join(text) + "\n")
@@ -126,10 +136,19 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
     return paths
 
 
-CURVES = (("roc", "image ROC", "false positive rate", "true positive rate", "I-AUROC", True, "bottom-right"),
-          ("pr", "pixel precision-recall", "recall", "precision", "P-AP", False, "top-right"),
-          ("pro", "PRO (pixel FPR <= 0.3)", "pixel false positive rate", "per-region overlap", "P-AUPRO", False,
-           "bottom-right"))
+CURVES = (
+    ("roc", "image ROC", "false positive rate", "true positive rate", "I-AUROC", True, "bottom-right"),
+    ("pr", "pixel precision-recall", "recall", "precision", "P-AP", False, "top-right"),
+    (
+        "pro",
+        "PRO (pixel FPR <= 0.3)",
+        "pixel false positive rate",
+        "per-region overlap",
+        "P-AUPRO",
+        False,
+        "bottom-right",
+    ),
+)
 
 
 def _class_figures(name: str, methods: Sequence[str], first: Mapping, metrics: Mapping) -> dict[str, str]:
@@ -140,13 +159,15 @@ def _class_figures(name: str, methods: Sequence[str], first: Mapping, metrics: M
     figures = {}
     curves = first["curves"].get(name, {})
     for key, title, x_label, y_label, metric, diagonal, corner in CURVES:
-        series = {f"{m} ({metric} {_fmt(metrics[m][metric])})": curves.get(m, {}).get(key, []) for m in methods}
+        series = {f"{m} ({metric} {fmt_metric(metrics[m][metric])})": curves.get(m, {}).get(key, []) for m in methods}
         x_range = (0.0, 0.3) if key == "pro" else (0.0, 1.0)
         figures[f"{name}-{key}"] = curve_plot(series, f"{name}: {title}", x_label, y_label, x_range, diagonal, corner)
     images = [i for i in first["images"] if i["class"] == name]
     for m in methods:
-        groups = {"normal": [i["scores"][m] for i in images if i["label"] == 0],
-                  "anomalous": [i["scores"][m] for i in images if i["label"] == 1]}
+        groups = {
+            "normal": [i["scores"][m] for i in images if i["label"] == 0],
+            "anomalous": [i["scores"][m] for i in images if i["label"] == 1],
+        }
         t = first["thresholds"].get(name, {}).get(m)
         figures[f"{name}-scores-{m}"] = histogram_plot(groups, f"{name}: {m} image scores", "image score", t)
     return figures
@@ -181,12 +202,21 @@ def write_scores(out: Path, result: Mapping) -> Path | None:
     methods = list(first["images"][0]["scores"])
     table = io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["class", "image", "label", "defect", *(f"{m} score" for m in methods),
-                     *(f"{m} anomalous" for m in methods)])
+    writer.writerow(
+        ["class", "image", "label", "defect", *(f"{m} score" for m in methods), *(f"{m} anomalous" for m in methods)]
+    )
     for i in first["images"]:
         decisions = [_decision(first, i, m) for m in methods]
-        writer.writerow([i["class"], i["path"], i["label"], i["defect"], *(i["scores"][m] for m in methods),
-                         *("" if d is None else d for d in decisions)])
+        writer.writerow(
+            [
+                i["class"],
+                i["path"],
+                i["label"],
+                i["defect"],
+                *(i["scores"][m] for m in methods),
+                *("" if d is None else d for d in decisions),
+            ]
+        )
     return write_atomic(out / "scores.csv", table.getvalue().encode())
 
 
@@ -208,24 +238,33 @@ def _image_table(first: Mapping, methods: Sequence[str], anchors: Mapping[str, s
             mark = "–" if d is None else ("anomalous" if d else "normal")
             wrong = d is not None and d != bool(i["label"])
             cells.append(f"<td>{i['scores'][m]:.4f}</td><td{' class=wrong' if wrong else ''}>{mark}</td>")
-        links = " ".join(f'<a href="#{anchors[rel]}">{html.escape(m)}</a>' for m, rel in i["overlays"].items()
-                         if rel in anchors)
+        links = " ".join(
+            f'<a href="#{anchors[rel]}">{html.escape(m)}</a>' for m, rel in i["overlays"].items() if rel in anchors
+        )
         truth = "normal" if i["label"] == 0 else html.escape(i["defect"])
-        rows.append(f"<tr><td>{html.escape(i['class'])}</td><td>{html.escape(Path(i['path']).name)}</td>"
-                    f"<td>{truth}</td>{''.join(cells)}<td>{links}</td></tr>")
-    return (f'<table class="images"><tr><th>class</th><th>image</th><th>truth</th>{head}<th>overlay</th></tr>'
-            f'{"".join(rows)}</table>')
+        rows.append(
+            f"<tr><td>{html.escape(i['class'])}</td><td>{html.escape(Path(i['path']).name)}</td>"
+            f"<td>{truth}</td>{''.join(cells)}<td>{links}</td></tr>"
+        )
+    return (
+        f'<table class="images"><tr><th>class</th><th>image</th><th>truth</th>{head}<th>overlay</th></tr>'
+        f"{''.join(rows)}</table>"
+    )
 
 
 def _threshold_table(result: Mapping) -> str:
     from metauas.evaluation.html import table
 
-    rows = [[r["class"], r["method"], f"{r['threshold']:.4f}", r["runs"], _fmt(r["I-F1@t"]), _fmt(r["P-F1@t"])]
-            for r in result["thresholds"]]
-    return ('<p class="note">fitted as <code>predict --threshold auto</code> fits it: the highest image score among '
-            "normal training images other than the prompts (<code>--fit-normals</code>); F1 at it in %, beside "
-            "F1max in the metric table; means over runs</p>"
-            + table(["class", "method", "threshold", "runs", "I-F1@t", "P-F1@t"], rows))
+    rows = [
+        [r["class"], r["method"], f"{r['threshold']:.4f}", r["runs"], fmt_metric(r["I-F1@t"]), fmt_metric(r["P-F1@t"])]
+        for r in result["thresholds"]
+    ]
+    return (
+        '<p class="note">fitted as <code>predict --threshold auto</code> fits it: the highest image score among '
+        "normal training images other than the prompts (<code>--fit-normals</code>); F1 at it in %, beside "
+        "F1max in the metric table; means over runs</p>"
+        + table(["class", "method", "threshold", "runs", "I-F1@t", "P-F1@t"], rows)
+    )
 
 
 def _overlay_section(out: Path, result: Mapping) -> tuple[str, dict[str, str]]:
@@ -235,16 +274,24 @@ def _overlay_section(out: Path, result: Mapping) -> tuple[str, dict[str, str]]:
     from metauas.evaluation.html import image_tag
 
     scale = result["config"].get("overlay_scale", "shared")
-    note = ('<p class="note">each strip: prompt | query | ground truth | heatmap, titled with class, defect, file, '
-            f"method and image score; the bar on the right is the heatmap's scale ({html.escape(scale)}: "
-            + ("model maps over [0, 1], lookup maps over the class maximum" if scale == "shared" else
-               "each map over its own maximum") + "; <code>--overlay-scale</code>)</p>")
+    note = (
+        '<p class="note">each strip: prompt | query | ground truth | heatmap, titled with class, defect, file, '
+        f"method and image score; the bar on the right is the heatmap's scale ({html.escape(scale)}: "
+        + (
+            "model maps over [0, 1], lookup maps over the class maximum"
+            if scale == "shared"
+            else "each map over its own maximum"
+        )
+        + "; <code>--overlay-scale</code>)</p>"
+    )
     anchors, parts = {}, [note]
     for n, rel in enumerate(result.get("overlays", [])):
         anchors[rel] = f"overlay-{n}"
         rgb = cv2.cvtColor(cv2.imread(str(out / rel)), cv2.COLOR_BGR2RGB)
-        parts.append(f'<figure id="overlay-{n}">{image_tag(rgb, rel)}<figcaption class="note">'
-                     f'<a href="{html.escape(rel)}">{html.escape(rel)}</a></figcaption></figure>')
+        parts.append(
+            f'<figure id="overlay-{n}">{image_tag(rgb, rel)}<figcaption class="note">'
+            f'<a href="{html.escape(rel)}">{html.escape(rel)}</a></figcaption></figure>'
+        )
     return "".join(parts), anchors
 
 
@@ -256,11 +303,15 @@ def write_html_report(out: Path, result: Mapping) -> Path:
     from metauas.evaluation.html import table, write_html
 
     cfg, done = result["config"], result["resolved"]
-    rows = [[r["class"], r["method"], *(_fmt(r["metrics"][m], (r.get("std") or {}).get(m)) for m in METRICS)]
-            for r in result["rows"]]
-    summary = (f'<p class="note">protocol <b>{cfg["metric"]["protocol"]}</b> · prompts {cfg["prompt_mode"]}, '
-               f'{cfg["shots"]}-shot · runs {", ".join(done["runs"])} · size {done["size"]} · image score '
-               f'{done["image_score"]}</p><p class="note">{html.escape(efficiency_line(result["efficiency"]))}</p>')
+    rows = [
+        [r["class"], r["method"], *(fmt_metric(r["metrics"][m], (r.get("std") or {}).get(m)) for m in METRICS)]
+        for r in result["rows"]
+    ]
+    summary = (
+        f'<p class="note">protocol <b>{cfg["metric"]["protocol"]}</b> · prompts {cfg["prompt_mode"]}, '
+        f"{cfg['shots']}-shot · runs {', '.join(done['runs'])} · size {done['size']} · image score "
+        f'{done["image_score"]}</p><p class="note">{html.escape(efficiency_line(result["efficiency"]))}</p>'
+    )
     sections = [("Metrics (%)", summary + table(["class", "method", *METRICS], rows))]
     if result.get("thresholds"):
         sections.append(("Fitted thresholds", _threshold_table(result)))
@@ -268,8 +319,7 @@ def write_html_report(out: Path, result: Mapping) -> Path:
     first = result.get("first_run")
     for name in (first or {}).get("curves", {}):
         figs = "".join(svg for stem, svg in figures.items() if stem.startswith(f"{name}-"))
-        sections.append((f"{name}: curves and scores (run {first['run']})",
-                         f'<div class="figures">{figs}</div>'))
+        sections.append((f"{name}: curves and scores (run {first['run']})", f'<div class="figures">{figs}</div>'))
     overlays, anchors = _overlay_section(out, result)
     if result.get("overlays"):
         sections.append(("Overlays", overlays))

@@ -33,7 +33,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from metauas.changegen.images import IMAGE_SUFFIXES, read_image, to_rgb
+from metauas.data.images import IMAGE_SUFFIXES, read_image, to_rgb
 from metauas.errors import UserError
 from metauas.inference.config import LookupConfig
 from metauas.inference.frame import display_map, image_score, model_input, size_warning
@@ -60,12 +60,16 @@ def as_rgb(image: Image) -> np.ndarray:
 def _float_to_uint8(array: np.ndarray) -> np.ndarray:
     """A float image in [0, 1] as uint8; any other type or range is one clear error."""
     if not np.issubdtype(array.dtype, np.floating):
-        raise UserError(f"an image array must be uint8 (0..255) or float in [0, 1]; got {array.dtype} "
-                        "(convert it, e.g. array.astype(np.uint8) for 8-bit data)")
+        raise UserError(
+            f"an image array must be uint8 (0..255) or float in [0, 1]; got {array.dtype} "
+            "(convert it, e.g. array.astype(np.uint8) for 8-bit data)"
+        )
     low, high = float(np.min(array)), float(np.max(array))
     if not (0.0 <= low and high <= 1.0):  # NaN fails too
-        raise UserError(f"a float image array must hold values in [0, 1], got {low:g}..{high:g}: "
-                        "divide 8-bit data by 255 or pass it as uint8")
+        raise UserError(
+            f"a float image array must hold values in [0, 1], got {low:g}..{high:g}: "
+            "divide 8-bit data by 255 or pass it as uint8"
+        )
     return (array * 255).round().astype(np.uint8)
 
 
@@ -73,8 +77,13 @@ def find_images(folder: Path, recursive: bool = False) -> list[Path]:
     """The image files in `folder` (by suffix, hidden ones left out), sorted; with
     `recursive`, those of its subfolders too."""
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in found
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def expand(images: Image | Sequence[Image], recursive: bool = False) -> tuple[list[Image], bool]:
@@ -123,11 +132,12 @@ class Segmentation:
         return None if self.threshold is None else bool(self.score > self.threshold)
 
     def __repr__(self) -> str:
-        decision = "" if self.threshold is None else (
-            f", threshold={self.threshold:.4f}, anomalous={self.anomalous}")
+        decision = "" if self.threshold is None else (f", threshold={self.threshold:.4f}, anomalous={self.anomalous}")
         where = f"path={self.path!r}, " if self.path else ""
-        return (f"Segmentation({where}score={self.score:.4f}{decision}, map={self.map.shape[0]}x{self.map.shape[1]}, "
-                f"prompts={self.prompts})")
+        return (
+            f"Segmentation({where}score={self.score:.4f}{decision}, map={self.map.shape[0]}x{self.map.shape[1]}, "
+            f"prompts={self.prompts})"
+        )
 
 
 class Segmenter:
@@ -152,9 +162,19 @@ class Segmenter:
             warnings.warn(note, stacklevel=3)
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, *, method: str = "model", size: int | None = None,
-             device: str = "auto", shot_fusion: str = "features", lookup: LookupConfig = LookupConfig(),
-             mix_weight: float = 0.5, batch_size: int = 8, compile: bool = False) -> Segmenter:
+    def load(
+        cls,
+        checkpoint: str | Path | None = None,
+        *,
+        method: str = "model",
+        size: int | None = None,
+        device: str = "auto",
+        shot_fusion: str = "features",
+        lookup: LookupConfig = LookupConfig(),
+        mix_weight: float = 0.5,
+        batch_size: int = 8,
+        compile: bool = False,
+    ) -> Segmenter:
         """A checkpoint path, a pretrained name (`hf:owner/repo/file`, see `model.hub`), a
         graph from `metauas export` (.onnx: onnxruntime, .xml: OpenVINO; no torch needed),
         or None with `method="lookup"` (the training-free baseline, default encoder)."""
@@ -162,13 +182,15 @@ class Segmenter:
             from metauas.inference.runtime import load_graph_backend
 
             if method != "model":
-                raise UserError(f"an exported graph holds the trained model only: method {method!r} needs the "
-                                "PyTorch checkpoint")
+                raise UserError(
+                    f"an exported graph holds the trained model only: method {method!r} needs the PyTorch checkpoint"
+                )
             return cls(load_graph_backend(Path(checkpoint), size, device), batch_size)
         from metauas.inference.scoring import TorchBackend
 
-        return cls(TorchBackend.load(checkpoint, method, size, device, shot_fusion, lookup, mix_weight, compile),
-                   batch_size)
+        return cls(
+            TorchBackend.load(checkpoint, method, size, device, shot_fusion, lookup, mix_weight, compile), batch_size
+        )
 
     @property
     def method(self) -> str:
@@ -197,17 +219,21 @@ class Segmenter:
 
     def __repr__(self) -> str:
         t = "None" if self._threshold is None else f"{self._threshold:.4f}"
-        return (f"Segmenter(method={self.method!r}, runtime={self.backend.runtime!r}, size={self.size}, "
-                f"device={self.device!r}, prompts={len(self._prompts)}, threshold={t}, "
-                f"source={self.backend.source!r})")
+        return (
+            f"Segmenter(method={self.method!r}, runtime={self.backend.runtime!r}, size={self.size}, "
+            f"device={self.device!r}, prompts={len(self._prompts)}, threshold={t}, "
+            f"source={self.backend.source!r})"
+        )
 
     def prompt_image(self, index: int) -> np.ndarray:
         """The RGB array of prompt `index` (as given to `set_prompts`)."""
         return self._prompts[index]
 
     def _encode(self, rgbs: Sequence[np.ndarray]) -> list[Any]:
-        parts = [self.backend.encode(np.stack([model_input(rgb, self.size) for rgb in rgbs[i:i + self.batch_size]]))
-                 for i in range(0, len(rgbs), self.batch_size)]
+        parts = [
+            self.backend.encode(np.stack([model_input(rgb, self.size) for rgb in rgbs[i : i + self.batch_size]]))
+            for i in range(0, len(rgbs), self.batch_size)
+        ]
         return self.backend.concat(parts)
 
     def set_prompts(self, *images: Image, use_all: bool = False, recursive: bool = False) -> Segmenter:
@@ -229,44 +255,52 @@ class Segmenter:
             self._vectors = self.backend.vectors(self._feats)
         return self._vectors
 
-    def _prompt_feats(self, query_feats: list[Any], exclude: int | None = None
-                      ) -> tuple[list[list[Any]], list[tuple[int, ...]]]:
+    def _prompt_feats(
+        self, query_feats: list[Any], exclude: int | None = None
+    ) -> tuple[list[list[Any]], list[tuple[int, ...]]]:
         """Per shot, prompt features (batch 1 when every query uses the same prompt)."""
         allowed = [i for i in range(len(self._prompts)) if i != exclude]
         b = len(query_feats[0])
         if self.use_all or len(allowed) == 1:
-            return [[f[i:i + 1] for f in self._feats] for i in allowed], [tuple(allowed)] * b
+            return [[f[i : i + 1] for f in self._feats] for i in allowed], [tuple(allowed)] * b
         similarity = self.backend.vectors(query_feats) @ self._prompt_vectors()[allowed].T
         picks = [allowed[j] for j in np.argmax(similarity, axis=1).tolist()]
         if len(set(picks)) == 1:
-            return [[f[picks[0]:picks[0] + 1] for f in self._feats]], [(picks[0],)] * b
+            return [[f[picks[0] : picks[0] + 1] for f in self._feats]], [(picks[0],)] * b
         return [[f[picks] for f in self._feats]], [(p,) for p in picks]
 
-    def _segment_rgbs(self, rgbs: list[np.ndarray], exclude: int | None = None,
-                      paths: Sequence[str | None] | None = None) -> list[Segmentation]:
+    def _segment_rgbs(
+        self, rgbs: list[np.ndarray], exclude: int | None = None, paths: Sequence[str | None] | None = None
+    ) -> list[Segmentation]:
         if self._feats is None:
             raise UserError("set a normal prompt first: segment(query, prompt=...) or set_prompts(...)")
         paths = paths or [None] * len(rgbs)
         out = []
         for i in range(0, len(rgbs), self.batch_size):
-            batch = rgbs[i:i + self.batch_size]
+            batch = rgbs[i : i + self.batch_size]
             feats = self.backend.encode(np.stack([model_input(rgb, self.size) for rgb in batch]))
             prompt_feats, used = self._prompt_feats(feats, exclude)
             maps = self.backend.maps(prompt_feats, feats)
-            for rgb, m, u, p in zip(batch, maps, used, paths[i:i + self.batch_size]):
+            for rgb, m, u, p in zip(batch, maps, used, paths[i : i + self.batch_size]):
                 out.append(Segmentation(display_map(m, rgb.shape), image_score(m), u, self._threshold, p))
         return out
 
-    def segment(self, query: Image | Sequence[Image], prompt: Image | Sequence[Image] | None = None,
-                threshold: float | None = None, recursive: bool = False) -> Segmentation | list[Segmentation]:
+    def segment(
+        self,
+        query: Image | Sequence[Image],
+        prompt: Image | Sequence[Image] | None = None,
+        threshold: float | None = None,
+        recursive: bool = False,
+    ) -> Segmentation | list[Segmentation]:
         """The map, score (and with a threshold, mask and decision) of one query, or a list
         of them for a list of queries or a folder (`recursive`: its subfolders too).
         `prompt` (one image, several, or a folder) replaces the cached prompts;
         `threshold` overrides the fitted one for this call."""
         t = None if threshold is None else check_threshold(threshold)
         if prompt is not None:
-            self.set_prompts(*(prompt if isinstance(prompt, (list, tuple)) else [prompt]), use_all=self.use_all,
-                             recursive=recursive)
+            self.set_prompts(
+                *(prompt if isinstance(prompt, (list, tuple)) else [prompt]), use_all=self.use_all, recursive=recursive
+            )
         queries, single = expand(query, recursive)
         paths = [str(q) if isinstance(q, (str, Path)) else None for q in queries]
         results = self._segment_rgbs([as_rgb(q) for q in queries], paths=paths)
@@ -275,8 +309,9 @@ class Segmenter:
                 r.threshold = t
         return results[0] if single else results
 
-    def fit_threshold(self, normals: Image | Sequence[Image] | None = None, quantile: float = 1.0,
-                      recursive: bool = False) -> float:
+    def fit_threshold(
+        self, normals: Image | Sequence[Image] | None = None, quantile: float = 1.0, recursive: bool = False
+    ) -> float:
         """Learn the decision threshold from normal images and keep it (`self.threshold`).
 
         Rule: each normal image (files, arrays, or a folder of them) is segmented against
@@ -294,8 +329,10 @@ class Segmenter:
         else:
             scores = []
         if not scores:
-            raise UserError("an automatic threshold needs normal images: give --normals DIR (or normals=...) "
-                            "or at least two prompts")
+            raise UserError(
+                "an automatic threshold needs normal images: give --normals DIR (or normals=...) "
+                "or at least two prompts"
+            )
         self.threshold = float(np.quantile(scores, quantile))
         return self.threshold
 

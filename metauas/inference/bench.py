@@ -54,8 +54,7 @@ def _best_of(fn: Callable[[], object], repeats: int) -> float:
     return _interleaved_best({"fn": fn}, repeats)[0]["fn"]
 
 
-def _interleaved_best(fns: dict[str, Callable[[], object]], repeats: int
-                      ) -> tuple[dict[str, float], dict[str, object]]:
+def _interleaved_best(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
     """Fastest of `repeats` calls of each function, taking turns (A B C A B C ...), and
     each function's warm-up result.
 
@@ -108,8 +107,16 @@ def time_split(model: MetaUAS, prompts: torch.Tensor, queries: torch.Tensor, rep
     return enc, ali, dec
 
 
-def bench_model(name: str, cfg: ModelConfig, size: int = 256, pairs: int = 4, repeats: int = 2,
-                compile: bool = False, seed: int = 0, device: str = "cpu") -> ModelBenchResult:
+def bench_model(
+    name: str,
+    cfg: ModelConfig,
+    size: int = 256,
+    pairs: int = 4,
+    repeats: int = 2,
+    compile: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+) -> ModelBenchResult:
     """Time split of the prepared model, and both paths' pairs/s, in one run, on `device`."""
     torch.manual_seed(seed)
     dev = torch.device(device)
@@ -119,12 +126,15 @@ def bench_model(name: str, cfg: ModelConfig, size: int = 256, pairs: int = 4, re
 
     fast_model = prepare_for_inference(copy.deepcopy(model), compile=compile)
     enc, ali, dec = time_split(fast_model, prompts, queries, repeats)
-    paths = {name: _synced(fn, dev) for name, fn in {
-        "reference": lambda: reference_predict(model, prompts, queries),
-        "shared_reference": lambda: reference_predict(model, shared_prompts, queries),
-        "fast": lambda: fast_model.predict(prompts, queries),
-        "shared": lambda: shared_predict(fast_model, prompts[0], queries),
-    }.items()}
+    paths = {
+        name: _synced(fn, dev)
+        for name, fn in {
+            "reference": lambda: reference_predict(model, prompts, queries),
+            "shared_reference": lambda: reference_predict(model, shared_prompts, queries),
+            "fast": lambda: fast_model.predict(prompts, queries),
+            "shared": lambda: shared_predict(fast_model, prompts[0], queries),
+        }.items()
+    }
     seconds, out = _interleaved_best(paths, repeats)
     ref_s, ref_shared_s = seconds["reference"], seconds["shared_reference"]
     fast_s, fast_shared_s = seconds["fast"], seconds["shared"]
@@ -133,9 +143,15 @@ def bench_model(name: str, cfg: ModelConfig, size: int = 256, pairs: int = 4, re
     diff = max((fast - reference).abs().max().item(), (shared - shared_reference).abs().max().item())
     counts = model.parameter_counts()
     return ModelBenchResult(
-        name=name, total_params=counts["total"], learnable_params=counts["learnable"],
-        encoder_ms=1000 * enc / pairs, alignment_ms=1000 * ali / pairs, decoder_ms=1000 * dec / pairs,
-        reference_pairs_s=pairs / ref_s, fast_pairs_s=pairs / fast_s,
-        reference_shared_pairs_s=pairs / ref_shared_s, fast_shared_pairs_s=pairs / fast_shared_s,
+        name=name,
+        total_params=counts["total"],
+        learnable_params=counts["learnable"],
+        encoder_ms=1000 * enc / pairs,
+        alignment_ms=1000 * ali / pairs,
+        decoder_ms=1000 * dec / pairs,
+        reference_pairs_s=pairs / ref_s,
+        fast_pairs_s=pairs / fast_s,
+        reference_shared_pairs_s=pairs / ref_shared_s,
+        fast_shared_pairs_s=pairs / fast_shared_s,
         max_abs_diff=diff,
     )

@@ -55,9 +55,11 @@ class LookupConfig:
     upsample: str = "finest"
 
     def __post_init__(self) -> None:
-        for name, value, choices in (("normalise", self.normalise, NORMALISE),
-                                     ("aggregate", self.aggregate, AGGREGATE),
-                                     ("upsample", self.upsample, UPSAMPLE)):
+        for name, value, choices in (
+            ("normalise", self.normalise, NORMALISE),
+            ("aggregate", self.aggregate, AGGREGATE),
+            ("upsample", self.upsample, UPSAMPLE),
+        ):
             if value not in choices:
                 raise UserError(f"lookup {name} {value!r} unknown: use {'|'.join(choices)}")
         if not self.stages:

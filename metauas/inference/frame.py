@@ -48,5 +48,7 @@ def size_warning(size: int, trained: int | None) -> str | None:
     """A sentence when `size` is far (>= 1.5x either way) from the training size, else None."""
     if not trained or max(size / trained, trained / size) < FAR_FROM_TRAINING:
         return None
-    return (f"scoring at {size} px, {max(size / trained, trained / size):.1f}x from the model's training size "
-            f"{trained} px: maps and scores are less reliable far from it (leave --size out to use {trained})")
+    return (
+        f"scoring at {size} px, {max(size / trained, trained / size):.1f}x from the model's training size "
+        f"{trained} px: maps and scores are less reliable far from it (leave --size out to use {trained})"
+    )

@@ -51,8 +51,10 @@ def _best_match(q: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     in chunks of query patches so memory stays bounded at fine stages."""
     bank = bank.expand(q.shape[0], -1, -1) if bank.shape[0] == 1 else bank
     step = max(1, _CHUNK // (q.shape[0] * bank.shape[2]))
-    return torch.cat([torch.einsum("bcn,bcm->bnm", q[..., i:i + step], bank).amax(dim=2)
-                      for i in range(0, q.shape[2], step)], dim=1)
+    return torch.cat(
+        [torch.einsum("bcn,bcm->bnm", q[..., i : i + step], bank).amax(dim=2) for i in range(0, q.shape[2], step)],
+        dim=1,
+    )
 
 
 def stage_scores(prompt: Sequence[torch.Tensor], query: torch.Tensor, k: int) -> torch.Tensor:
@@ -80,10 +82,11 @@ def prompt_scale(prompt: Sequence[torch.Tensor], k: int, exclude: int, quantile:
         yy, xx = yy.flatten(), xx.flatten()
         step = max(1, _CHUNK // (s.shape[0] * bank.shape[2]))
         for i in range(0, h * w, step):
-            sim = torch.einsum("bcn,bcm->bnm", s.flatten(2)[..., i:i + step], bank)
-            near = ((yy[i:i + step, None] - yy[None]).abs() <= exclude) & \
-                   ((xx[i:i + step, None] - xx[None]).abs() <= exclude)
-            sim[..., offset:offset + h * w].masked_fill_(near, -1.0)
+            sim = torch.einsum("bcn,bcm->bnm", s.flatten(2)[..., i : i + step], bank)
+            near = ((yy[i : i + step, None] - yy[None]).abs() <= exclude) & (
+                (xx[i : i + step, None] - xx[None]).abs() <= exclude
+            )
+            sim[..., offset : offset + h * w].masked_fill_(near, -1.0)
             dists.append(1 - sim.amax(dim=2))
         offset += h * w
     d = torch.cat(dists, dim=1).clamp(0, 1)
@@ -101,8 +104,12 @@ def _combine(maps: list[torch.Tensor], how: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def lookup_from_features(prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats: Sequence[torch.Tensor],
-                         size: Sequence[int], cfg: LookupConfig = LookupConfig()) -> torch.Tensor:
+def lookup_from_features(
+    prompt_feats: Sequence[Sequence[torch.Tensor]],
+    query_feats: Sequence[torch.Tensor],
+    size: Sequence[int],
+    cfg: LookupConfig = LookupConfig(),
+) -> torch.Tensor:
     """Scores B x 1 x H x W in [0, 1] from encoder features: `prompt_feats` is a list (one
     per shot) of the encoder's feature lists, so features computed once serve model and
     baseline."""
@@ -127,8 +134,12 @@ def lookup_from_features(prompt_feats: Sequence[Sequence[torch.Tensor]], query_f
 
 
 @torch.no_grad()
-def lookup_map(encoder: torch.nn.Module, prompt: torch.Tensor | Sequence[torch.Tensor], query: torch.Tensor,
-               cfg: LookupConfig = LookupConfig()) -> torch.Tensor:
+def lookup_map(
+    encoder: torch.nn.Module,
+    prompt: torch.Tensor | Sequence[torch.Tensor],
+    query: torch.Tensor,
+    cfg: LookupConfig = LookupConfig(),
+) -> torch.Tensor:
     """Anomaly scores B x 1 x H x W in [0, 1] of `query` (B x 3 x H x W, RGB in [0, 1]).
 
     `prompt` is B x 3 x H x W (one prompt per query) or 1 x 3 x H x W (shared), or a list

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.changegen.images import draw_mask
+from metauas.data.images import draw_mask
 from metauas.outputs import write_atomic
 
 
@@ -71,7 +71,7 @@ def colour_bar(height: int, vmax: float = 1.0, width: int = 14) -> np.ndarray:
     ramp = np.linspace(255, 0, max(height - 16, 2)).astype(np.uint8)[:, None].repeat(width, axis=1)
     bar = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     out = np.full((height, width + 46, 3), 255, np.uint8)
-    out[8:8 + len(bar), 2:2 + width] = bar
+    out[8 : 8 + len(bar), 2 : 2 + width] = bar
     for frac in (0.0, 0.5, 1.0):
         y = round(8 + (1 - frac) * (len(bar) - 1))
         _text(out, f"{frac * vmax:.2g}", width + 5, min(max(y + 4, 10), height - 2), 0.35)

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from metauas.changegen.images import read_image
+from metauas.data.images import read_image
 from metauas.errors import UserError
 from metauas.inference.api import Segmentation, Segmenter, find_images
 from metauas.inference.config import PredictConfig
@@ -93,16 +93,20 @@ def claim_out(out: Path, files: list[str]) -> None:
     if present:
         manifest = out / MANIFEST
         if not manifest.is_file():
-            raise UserError(f"--out {out} is not empty and was not written by metauas predict (no {MANIFEST}): "
-                            "give a new or empty folder")
+            raise UserError(
+                f"--out {out} is not empty and was not written by metauas predict (no {MANIFEST}): "
+                "give a new or empty folder"
+            )
         try:
             owned = set(json.loads(manifest.read_text())["files"])
         except (ValueError, KeyError, TypeError):
             raise UserError(f"--out {out}: {MANIFEST} is damaged: give a new or empty folder") from None
         foreign = [p for p in present if p.relative_to(out).as_posix() not in owned | {MANIFEST}]
         if foreign:
-            raise UserError(f"--out {out} holds files predict did not write ({foreign[0].relative_to(out)}"
-                            f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}): give a new or empty folder")
+            raise UserError(
+                f"--out {out} holds files predict did not write ({foreign[0].relative_to(out)}"
+                f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}): give a new or empty folder"
+            )
         for p in present:
             p.unlink()
         for folder in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
@@ -126,8 +130,15 @@ def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> tuple[Segmenter, list
     the warnings it gave (scoring far from the training size), for the command to print."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        segmenter = Segmenter.load(cfg.checkpoint, method=cfg.method, size=cfg.size, device=cfg.device,
-                                   shot_fusion=cfg.shot_fusion, batch_size=cfg.batch_size, compile=cfg.compile)
+        segmenter = Segmenter.load(
+            cfg.checkpoint,
+            method=cfg.method,
+            size=cfg.size,
+            device=cfg.device,
+            shot_fusion=cfg.shot_fusion,
+            batch_size=cfg.batch_size,
+            compile=cfg.compile,
+        )
     segmenter.set_prompts(*prompts, use_all=cfg.use_all_prompts)
     if cfg.threshold == "auto":
         normals = list_queries(cfg.normals, cfg.recursive, "normals") if cfg.normals is not None else None
@@ -145,12 +156,22 @@ def _overlay(prompt: np.ndarray, query: np.ndarray, result: Segmentation, side: 
     size = (max(1, round(query.shape[1] * scale)), max(1, round(query.shape[0] * scale)))
     q = cv2.resize(query, size, interpolation=cv2.INTER_AREA) if scale < 1 else query
     decision = "" if result.anomalous is None else (" ANOMALOUS" if result.anomalous else " normal")
-    return titled(overlay_row(prompt, q, None, result.map, contour=result.threshold),
-                  ["prompt", "query", "heatmap"], f"{name}  score {result.score:.4f}{decision}")
+    return titled(
+        overlay_row(prompt, q, None, result.map, contour=result.threshold),
+        ["prompt", "query", "heatmap"],
+        f"{name}  score {result.score:.4f}{decision}",
+    )
 
 
-def _write(cfg: PredictConfig, name: str, path: Path, rgb: np.ndarray, result: Segmentation,
-           prompts: list[Path], segmenter: Segmenter) -> dict:
+def _write(
+    cfg: PredictConfig,
+    name: str,
+    path: Path,
+    rgb: np.ndarray,
+    result: Segmentation,
+    prompts: list[Path],
+    segmenter: Segmenter,
+) -> dict:
     """One query's files; its row for predictions.jsonl/csv."""
     used = [prompts[i] for i in result.prompts]
     map_path = save_map(cfg.out / "maps" / name, result.map, cfg.map_format)
@@ -159,9 +180,17 @@ def _write(cfg: PredictConfig, name: str, path: Path, rgb: np.ndarray, result: S
     mask = None
     if result.mask is not None:
         mask = write_png(cfg.out / "masks" / f"{name}.png", result.mask.astype(np.uint8) * 255)
-    return {"query": str(path), "score": result.score, "anomalous": result.anomalous, "threshold": result.threshold,
-            "prompt": [str(u) for u in used], "method": segmenter.method, "map": str(map_path.relative_to(cfg.out)),
-            "mask": str(mask.relative_to(cfg.out)) if mask else None, "overlay": str(overlay.relative_to(cfg.out))}
+    return {
+        "query": str(path),
+        "score": result.score,
+        "anomalous": result.anomalous,
+        "threshold": result.threshold,
+        "prompt": [str(u) for u in used],
+        "method": segmenter.method,
+        "map": str(map_path.relative_to(cfg.out)),
+        "mask": str(mask.relative_to(cfg.out)) if mask else None,
+        "overlay": str(overlay.relative_to(cfg.out)),
+    }
 
 
 def _tables(out: Path, records: list[dict]) -> Path:
@@ -190,7 +219,7 @@ def predict(cfg: PredictConfig, warn=lambda message: None) -> Path:
         warn(note)
     records = []
     for i in tqdm(range(0, len(queries), cfg.batch_size), desc="predict", unit="batch", disable=not cfg.progress):
-        batch = queries[i:i + cfg.batch_size]
+        batch = queries[i : i + cfg.batch_size]
         images = [read_image(q) for q in batch]
         for path, name, rgb, result in zip(batch, names[i:], images, segmenter.segment(images)):
             records.append(_write(cfg, name, path, rgb, result, prompts, segmenter))

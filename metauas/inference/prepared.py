@@ -40,8 +40,7 @@ def fold_batchnorm(module: nn.Module) -> int:
     return folded
 
 
-def prepare_for_inference(model: nn.Module, *, channels_last: bool = True,
-                          compile: bool = False) -> nn.Module:
+def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool = False) -> nn.Module:
     """Make `model` (a MetaUAS, in place) inference-only and faster; returns it.
 
     Outputs stay equal to the unprepared model's up to float rounding (`metauas bench
@@ -70,7 +69,8 @@ def keep_freed_buffers() -> bool:
     effect: Linux glibc only, and never over the user's own `MALLOC_*_THRESHOLD_` settings.
     """
     user_set = any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) or any(
-        k in os.environ.get("GLIBC_TUNABLES", "") for k in ("mmap_threshold", "trim_threshold"))
+        k in os.environ.get("GLIBC_TUNABLES", "") for k in ("mmap_threshold", "trim_threshold")
+    )
     if not sys.platform.startswith("linux") or user_set:
         return False
     try:

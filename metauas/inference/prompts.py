@@ -32,8 +32,9 @@ from metauas.inference.scoring import Scorer, load_tensor
 def random_prompts(train: Sequence[Path], shots: int, seed: int, class_name: str) -> list[Path]:
     """K distinct training images, reproducible from (seed, class name) alone."""
     if len(train) < shots:
-        raise UserError(f"class {class_name}: {len(train)} normal training image(s), "
-                        f"--shots {shots} needs at least {shots}")
+        raise UserError(
+            f"class {class_name}: {len(train)} normal training image(s), --shots {shots} needs at least {shots}"
+        )
     rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
     return [train[i] for i in sorted(rng.choice(len(train), size=shots, replace=False))]
 
@@ -71,8 +72,9 @@ def _names(entry, cls: str, path: Path) -> list[str]:
     entries = entry if isinstance(entry, list) else [entry]
     names = [e.get("filename") if isinstance(e, dict) else e for e in entries]
     if not names or not all(isinstance(n, str) and n for n in names):
-        raise UserError(f"prompts file {path}: class {cls!r} needs an image name, a list of them or "
-                        '{"filename": ...} records')
+        raise UserError(
+            f'prompts file {path}: class {cls!r} needs an image name, a list of them or {{"filename": ...}} records'
+        )
     return names
 
 
@@ -91,8 +93,10 @@ def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Pa
     named = re.search(r"seed(\d+)", Path(path).stem)
     runs = {int(k): v for k, v in data.items()} if per_seed else {int(named[1]) if named else 0: data}
     roots = [Path(data_root), Path(path).parent]
-    return {seed: {cls: [_resolve(n, roots) for n in _names(entry, cls, path)] for cls, entry in classes.items()}
-            for seed, classes in runs.items()}
+    return {
+        seed: {cls: [_resolve(n, roots) for n in _names(entry, cls, path)] for cls, entry in classes.items()}
+        for seed, classes in runs.items()
+    }
 
 
 class PromptBank:
@@ -110,16 +114,24 @@ class PromptBank:
 
     def vectors(self, batch: int) -> torch.Tensor:
         if self._vectors is None:
-            parts = [global_features(self.scorer.encoder, torch.stack(
-                [load_tensor(p, self.size) for p in self.paths[i:i + batch]]).to(self.scorer.device))
-                for i in range(0, len(self.paths), batch)]
+            parts = [
+                global_features(
+                    self.scorer.encoder,
+                    torch.stack([load_tensor(p, self.size) for p in self.paths[i : i + batch]]).to(self.scorer.device),
+                )
+                for i in range(0, len(self.paths), batch)
+            ]
             self._vectors = torch.cat(parts)
         return self._vectors
 
 
-def prompt_features(scorer: Scorer, chosen: list[list[Path]], load,
-                    cache: dict[tuple[Path, ...], list[list[torch.Tensor]]],
-                    rotations: Sequence[int] = (0,)) -> list[list[torch.Tensor]]:
+def prompt_features(
+    scorer: Scorer,
+    chosen: list[list[Path]],
+    load,
+    cache: dict[tuple[Path, ...], list[list[torch.Tensor]]],
+    rotations: Sequence[int] = (0,),
+) -> list[list[torch.Tensor]]:
     """Per shot (and per rotation of each prompt, test-time augmentation for rotation-
     variant parts), encoder features with batch 1 when all queries share the prompt (then
     computed once per class and cached)."""

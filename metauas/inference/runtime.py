@@ -20,8 +20,10 @@ import numpy as np
 from metauas.errors import UserError
 from metauas.model.graphs import Graph
 
-SHOTS = ("K-shot fusion of several prompts (use_all / --use-all-prompts) is not in the exported graphs: "
-         "use the PyTorch checkpoint")
+SHOTS = (
+    "K-shot fusion of several prompts (use_all / --use-all-prompts) is not in the exported graphs: "
+    "use the PyTorch checkpoint"
+)
 
 
 def _tile(arrays: list[np.ndarray], n: int) -> list[np.ndarray]:
@@ -40,8 +42,10 @@ class GraphBackend:
         self.runtime, self.source = self.full.runtime, str(path)
         meta = self.full.meta
         if meta.get("graph") != "full":
-            raise UserError(f"{path} is the {meta.get('graph')} part of an export: load the main graph "
-                            f"(the file named without -{meta.get('graph')})")
+            raise UserError(
+                f"{path} is the {meta.get('graph')} part of an export: load the main graph "
+                f"(the file named without -{meta.get('graph')})"
+            )
         self.size = int(meta["size"])
         if size is not None and size != self.size:
             raise UserError(f"{path} takes {self.size} px inputs (fixed at export): drop --size or export at {size}")
@@ -72,8 +76,10 @@ class GraphBackend:
     def vectors(self, feats: list[np.ndarray]) -> np.ndarray:
         """N x C unit vectors: the last stage averaged over positions (as `prompts.pooled`)."""
         if self.encoder is None:
-            raise UserError("choosing among several prompts needs the encoder graph: export with "
-                            "--cached-prompt (or give one prompt)")
+            raise UserError(
+                "choosing among several prompts needs the encoder graph: export with "
+                "--cached-prompt (or give one prompt)"
+            )
         v = feats[-1].mean(axis=(2, 3))
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
@@ -91,6 +97,8 @@ class GraphBackend:
 def load_graph_backend(path: Path, size: int | None, device: str = "auto") -> GraphBackend:
     """The backend for an exported graph; exported graphs run on the CPU here."""
     if device not in ("auto", "cpu"):
-        raise UserError(f"exported graphs run on the CPU (onnxruntime / OpenVINO CPU plugin): --device {device} "
-                        "is for PyTorch checkpoints")
+        raise UserError(
+            f"exported graphs run on the CPU (onnxruntime / OpenVINO CPU plugin): --device {device} "
+            "is for PyTorch checkpoints"
+        )
     return GraphBackend(path, size)

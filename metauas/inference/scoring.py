@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metauas.changegen.images import read_image
+from metauas.data.images import read_image
 from metauas.devices import describe
 from metauas.errors import UserError
 from metauas.inference.config import METHOD_CHOICES, METHOD_SETS, METHODS, SHOT_FUSIONS, LookupConfig
@@ -42,14 +42,20 @@ def _mix(scorer: Scorer, prompt_feats, query_feats, size, done) -> torch.Tensor:
     return (1 - scorer.mix_weight) * done["model"] + scorer.mix_weight * done["lookup"]
 
 
-REGISTRY: dict[str, Method] = {m.name: m for m in (
-    Method("model", True, (), lambda s, p, q, size, done: s.model_map(p, q, tuple(size)),
-           "the trained model"),
-    Method("lookup", False, (), lambda s, p, q, size, done: lookup_from_features(p, q, size, s.lookup),
-           "training-free baseline"),
-    Method("mix", True, ("model", "lookup"), _mix,
-           "(1 - w) * model + w * lookup, a fixed blend (--mix-weight w)"),
-)}
+REGISTRY: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("model", True, (), lambda s, p, q, size, done: s.model_map(p, q, tuple(size)), "the trained model"),
+        Method(
+            "lookup",
+            False,
+            (),
+            lambda s, p, q, size, done: lookup_from_features(p, q, size, s.lookup),
+            "training-free baseline",
+        ),
+        Method("mix", True, ("model", "lookup"), _mix, "(1 - w) * model + w * lookup, a fixed blend (--mix-weight w)"),
+    )
+}
 assert tuple(REGISTRY) == METHODS, "inference/config.py names the registry's methods for the CLI"
 
 
@@ -128,8 +134,9 @@ class Scorer:
         return maps.mean(0) if self.shot_fusion == "mean" else maps.amax(0)
 
     @torch.no_grad()
-    def maps(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats: Sequence[torch.Tensor],
-             size: Sequence[int]) -> dict[str, torch.Tensor]:
+    def maps(
+        self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats: Sequence[torch.Tensor], size: Sequence[int]
+    ) -> dict[str, torch.Tensor]:
         """`prompt_feats`: one feature list per shot, each with batch 1 (shared) or B.
         Each method's map is computed once per batch, its inputs first; each method's
         own time (not its inputs') is added to `seconds`."""
@@ -155,17 +162,21 @@ class Scorer:
         info = {}
         encoder_params = sum(p.numel() for p in self.encoder.parameters())
         for method in self.methods:  # the baseline's only parameters are the frozen encoder's
-            params = (self.model_parameters if uses_model((method,))
-                      else {"total": encoder_params, "learnable": 0})
+            params = self.model_parameters if uses_model((method,)) else {"total": encoder_params, "learnable": 0}
             ms = 1000 * (self.seconds["encoder"] + sum(self.seconds[m] for m in _closure(method))) / n
-            info[method] = {"parameters": params, "ms_per_image": ms, "size": size,
-                            "device": describe(self.device)}
+            info[method] = {"parameters": params, "ms_per_image": ms, "size": size, "device": describe(self.device)}
         return info
 
 
-def build_scorer(checkpoint: Path | None, methods: tuple[str, ...], shot_fusion: str,
-                 lookup: LookupConfig, device: torch.device, mix_weight: float = 0.5,
-                 compile: bool = False) -> tuple[Scorer, dict]:
+def build_scorer(
+    checkpoint: Path | None,
+    methods: tuple[str, ...],
+    shot_fusion: str,
+    lookup: LookupConfig,
+    device: torch.device,
+    mix_weight: float = 0.5,
+    compile: bool = False,
+) -> tuple[Scorer, dict]:
     """Load the checkpoint (made inference-only and faster, see `inference`) or the
     default offline encoder."""
     from metauas.inference.prepared import keep_freed_buffers, prepare_for_inference
@@ -216,12 +227,22 @@ class TorchBackend:
         self.device = describe(scorer.device)
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None, method: str, size: int | None, device: str, shot_fusion: str,
-             lookup: LookupConfig, mix_weight: float, compile: bool) -> TorchBackend:
+    def load(
+        cls,
+        checkpoint: str | Path | None,
+        method: str,
+        size: int | None,
+        device: str,
+        shot_fusion: str,
+        lookup: LookupConfig,
+        mix_weight: float,
+        compile: bool,
+    ) -> TorchBackend:
         from metauas.devices import resolve_device
 
-        scorer, meta = build_scorer(checkpoint, methods_for(method), shot_fusion, lookup, resolve_device(device),
-                                    mix_weight, compile=compile)
+        scorer, meta = build_scorer(
+            checkpoint, methods_for(method), shot_fusion, lookup, resolve_device(device), mix_weight, compile=compile
+        )
         return cls(scorer, meta, size, str(checkpoint) if checkpoint is not None else "lookup baseline")
 
     def encode(self, batch: np.ndarray) -> list[torch.Tensor]:

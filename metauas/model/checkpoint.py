@@ -65,8 +65,15 @@ def atomic_save(obj: Any, path: Path) -> None:
     write_atomic(path, buffer.getbuffer(), fsync=True)
 
 
-def save_checkpoint(path: str | Path, model: MetaUAS, *, size: int, step: int,
-                    training: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: MetaUAS,
+    *,
+    size: int,
+    step: int,
+    training: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write the model (and, for resuming, `training` states) atomically to `path`.
 
     `training` maps names (optimizer, scheduler, scaler, ...) to state dicts; the RNG
@@ -123,11 +130,14 @@ def check_payload(payload: Any, path: str | Path) -> ModelConfig:
         raise UserError(f"{path}: its meta.config (the model config) is missing or not an object")
     cfg = ModelConfig.from_dict(meta["config"], f"{path}: model config")
     if not _count(meta.get("size"), 32) or not _count(meta.get("step"), 0):
-        raise UserError(f"{path}: meta.size and meta.step must be whole numbers (size >= 32, step >= 0), "
-                        f"got {meta.get('size')!r} and {meta.get('step')!r}")
+        raise UserError(
+            f"{path}: meta.size and meta.step must be whole numbers (size >= 32, step >= 0), "
+            f"got {meta.get('size')!r} and {meta.get('step')!r}"
+        )
     weights = payload.get("model")
-    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                for k, v in weights.items()):
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
         raise UserError(f"{path}: its model weights are missing or not a table of tensors")
     return cfg
 
@@ -148,15 +158,20 @@ def load_weights(model: MetaUAS, weights: dict[str, torch.Tensor], path: str | P
     expected = model.state_dict()
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
-    wrong = [f"{k}: {tuple(weights[k].shape)} in the file, {tuple(v.shape)} in the model"
-             for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    wrong = [
+        f"{k}: {tuple(weights[k].shape)} in the file, {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         cfg = model.cfg
         first = (wrong or [f"missing {k}" for k in missing] or [f"unexpected {k}" for k in unexpected])[0]
-        raise UserError(f"{path}: its weights do not fit the model its config describes (encoder {cfg.encoder.name}, "
-                        f"fusion {cfg.fusion}, alignment {cfg.alignment}): {len(wrong)} of another shape, "
-                        f"{len(missing)} missing, {len(unexpected)} unexpected (first: {first}); the file was made "
-                        "for another model or edited")
+        raise UserError(
+            f"{path}: its weights do not fit the model its config describes (encoder {cfg.encoder.name}, "
+            f"fusion {cfg.fusion}, alignment {cfg.alignment}): {len(wrong)} of another shape, "
+            f"{len(missing)} missing, {len(unexpected)} unexpected (first: {first}); the file was made "
+            "for another model or edited"
+        )
     model.load_state_dict(weights)
 
 
@@ -184,8 +199,10 @@ def training_state(payload: dict, path: str | Path) -> dict[str, Any]:
     `import-official`, or not saved by `metauas train`) cannot be resumed."""
     training = payload.get("training")
     if training is None:
-        raise UserError(f"{path} holds a model without training state (an imported or exported checkpoint), so "
-                        "--resume cannot continue it; start a new run with another --out")
+        raise UserError(
+            f"{path} holds a model without training state (an imported or exported checkpoint), so "
+            "--resume cannot continue it; start a new run with another --out"
+        )
     needed = {"optimizer": dict, "scaler": dict, "state": dict, "rng": dict}
     if not isinstance(training, dict) or any(not isinstance(training.get(k), t) for k, t in needed.items()):
         raise UserError(f"{path}: its training state is malformed (needs optimizer, scaler, state and rng tables)")
@@ -199,6 +216,7 @@ def export_safetensors(model: MetaUAS, path: str | Path, meta: dict[str, Any]) -
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.learnable_state_dict().items()}
-    data = save(tensors, metadata={"config": json.dumps(meta["config"]), "size": str(meta["size"]),
-                                   "step": str(meta["step"])})
+    data = save(
+        tensors, metadata={"config": json.dumps(meta["config"]), "size": str(meta["size"]), "step": str(meta["step"])}
+    )
     return write_atomic(path, data)

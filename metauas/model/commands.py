@@ -19,9 +19,13 @@ DEFAULT_SIZE = 256
 def import_official_command(
     ckpt: Path = typer.Argument(..., help="Official checkpoint (gaobb/MetaUAS metauas-256.ckpt or metauas-512.ckpt)."),
     out: Path = typer.Option(..., "--out", help="Our checkpoint to write (.pt), for predict/evaluate --checkpoint."),
-    size: int = typer.Option(None, "--size", help="Size the weights were trained at, recorded as the "
-                             "checkpoint's default inference size (default: the number in the file "
-                             f"name, e.g. metauas-512.ckpt -> 512, else {DEFAULT_SIZE})."),
+    size: int = typer.Option(
+        None,
+        "--size",
+        help="Size the weights were trained at, recorded as the "
+        "checkpoint's default inference size (default: the number in the file "
+        f"name, e.g. metauas-512.ckpt -> 512, else {DEFAULT_SIZE}).",
+    ),
 ) -> None:
     """Convert the official MetaUAS checkpoint (paper weights) into a metauas checkpoint."""
     from metauas.model.checkpoint import save_checkpoint
@@ -34,27 +38,44 @@ def import_official_command(
         raise UserError(f"--size must be a positive multiple of 32, got {size}")
     size = size or size_from_name(ckpt) or DEFAULT_SIZE
     model = load_official(ckpt)
-    extra = {"source": str(ckpt.resolve()), "official": True,
-             "origin": "official MetaUAS checkpoint (gaobb/MetaUAS), converted by metauas import-official"}
+    extra = {
+        "source": str(ckpt.resolve()),
+        "official": True,
+        "origin": "official MetaUAS checkpoint (gaobb/MetaUAS), converted by metauas import-official",
+    }
     path = save_checkpoint(out, model, size=size, step=0, extra=extra)
     typer.echo(f"wrote {path} (official MetaUAS weights, size {size})")
 
 
 def export_command(
     checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...)."),
-    out: Path = typer.Option(..., "--out", help="The graph to write: model.onnx (--format onnx) or model.xml "
-                             "(--format openvino, with model.bin beside it); with --cached-prompt also "
-                             "model-encoder.* and model-head.* beside it."),
-    fmt: Literal["onnx", "openvino"] = typer.Option("onnx", "--format", help="onnx (onnxruntime) | openvino "
-                                                    "(OpenVINO IR, float32)."),
-    size: Optional[int] = typer.Option(None, "--size", help="Input side the graphs take (default: the "
-                                       "checkpoint's training size)."),
-    cached_prompt: bool = typer.Option(False, "--cached-prompt", help="Also an encoder graph and a head graph: "
-                                       "the normal image is encoded once, and several normal images can be "
-                                       "chosen from per query."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="A decision threshold in [0, 1] to store "
-                                              "in the graph's metadata (e.g. the one predict --threshold auto "
-                                              "fitted); metauas.load and predict then decide with it."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="The graph to write: model.onnx (--format onnx) or model.xml "
+        "(--format openvino, with model.bin beside it); with --cached-prompt also "
+        "model-encoder.* and model-head.* beside it.",
+    ),
+    fmt: Literal["onnx", "openvino"] = typer.Option(
+        "onnx", "--format", help="onnx (onnxruntime) | openvino (OpenVINO IR, float32)."
+    ),
+    size: Optional[int] = typer.Option(
+        None, "--size", help="Input side the graphs take (default: the checkpoint's training size)."
+    ),
+    cached_prompt: bool = typer.Option(
+        False,
+        "--cached-prompt",
+        help="Also an encoder graph and a head graph: "
+        "the normal image is encoded once, and several normal images can be "
+        "chosen from per query.",
+    ),
+    threshold: Optional[float] = typer.Option(
+        None,
+        "--threshold",
+        help="A decision threshold in [0, 1] to store "
+        "in the graph's metadata (e.g. the one predict --threshold auto "
+        "fitted); metauas.load and predict then decide with it.",
+    ),
 ) -> None:
     """Export a checkpoint to ONNX or OpenVINO (opset 18, dynamic batch, metadata inside), checked against PyTorch."""
     from metauas.model.checkpoint import load_model

@@ -89,10 +89,15 @@ class ModelConfig:
             raise UserError(f"unknown fusion {self.fusion!r}: use {'|'.join(FUSIONS)}")
         if self.attention not in ("scse", "none"):
             raise UserError(f"unknown decoder attention {self.attention!r}: use scse|none")
-        if not (isinstance(self.decoder_channels, (tuple, list)) and len(self.decoder_channels) == 5
-                and all(_whole(c, 1, 4096) for c in self.decoder_channels)):
-            raise UserError("decoder channels must be five whole numbers of 1..4096 (one per encoder stage), "
-                            f"got {self.decoder_channels!r}")
+        if not (
+            isinstance(self.decoder_channels, (tuple, list))
+            and len(self.decoder_channels) == 5
+            and all(_whole(c, 1, 4096) for c in self.decoder_channels)
+        ):
+            raise UserError(
+                "decoder channels must be five whole numbers of 1..4096 (one per encoder stage), "
+                f"got {self.decoder_channels!r}"
+            )
         if not _whole(self.aligned_stages, 1, 5) or not isinstance(self.encoder, EncoderConfig):
             raise UserError(f"aligned stages must be 1..5, got {self.aligned_stages!r}")
         if not isinstance(self.encoder.name, str) or not _whole(self.encoder.static_pad_size, 0, 8192):

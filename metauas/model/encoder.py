@@ -48,8 +48,14 @@ class FrozenEncoder(nn.Module):
     callers never need to know which mean/std an encoder expects.
     """
 
-    def __init__(self, backbone: nn.Module, indices: list[int] | int, extra_blocks: bool,
-                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        indices: list[int] | int,
+        extra_blocks: bool,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.indices = indices
@@ -71,9 +77,7 @@ class FrozenEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = (x - self.mean) / self.std
         kwargs = {"extra_blocks": True} if self.extra_blocks else {}
-        return self.backbone.forward_intermediates(
-            x, indices=self.indices, intermediates_only=True, **kwargs
-        )
+        return self.backbone.forward_intermediates(x, indices=self.indices, intermediates_only=True, **kwargs)
 
 
 def _offline_package_file(name: str) -> Path | None:
@@ -111,9 +115,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     if set(state) >= set(target):
         model.load_state_dict({k: state[k] for k in target})
         return
-    if len(state) == len(target) and all(
-        a.shape == b.shape for a, b in zip(state.values(), target.values())
-    ):
+    if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(state.values(), target.values())):
         model.load_state_dict(dict(zip(target, state.values())))
         return
     raise UserError(
@@ -147,7 +149,7 @@ def load_pretrained(cfg: EncoderConfig) -> nn.Module:
     if weights == "timm":
         try:
             return timm.create_model(cfg.name, pretrained=True)
-        except Exception as err:  # network, hub or cache failures all end here
+        except Exception as err:  # noqa: BLE001 - network, hub, auth or cache failures all end here
             raise UserError(
                 f"could not load pretrained {cfg.name!r} through timm ({type(err).__name__}: "
                 f"{err}); download the weights elsewhere and pass --encoder-weights FILE"
@@ -171,8 +173,16 @@ class StaticSameConv2d(nn.Conv2d):
     `Conv2dStaticSamePadding`; same parameters (and state dict keys) as the conv it replaces."""
 
     def __init__(self, conv: nn.Conv2d, pad: tuple[int, int, int, int]) -> None:
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                         0, conv.dilation, conv.groups, conv.bias is not None)
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            0,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+        )
         self.weight, self.bias, self.pad = conv.weight, conv.bias, pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

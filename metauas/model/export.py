@@ -35,8 +35,13 @@ from metauas.model.network import MetaUAS
 OPSET = 18
 STAGES = 5
 FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
-INPUT = {"layout": "NCHW", "colour": "RGB", "dtype": "float32", "range": [0, 1],
-         "resize": "whole image to size x size: area interpolation when shrinking, bilinear when enlarging; no crop"}
+INPUT = {
+    "layout": "NCHW",
+    "colour": "RGB",
+    "dtype": "float32",
+    "range": [0, 1],
+    "resize": "whole image to size x size: area interpolation when shrinking, bilinear when enlarging; no crop",
+}
 SCORE_RULE = "max of the map at size x size (the model's frame), before resizing the map to the image for display"
 
 
@@ -75,25 +80,36 @@ class Exported:
     max_abs_diff: float  # the runtime vs PyTorch on the check inputs
 
 
-def metadata(model: MetaUAS, size: int, graph: str, threshold: float | None, cached: list[str],
-             source: dict) -> dict[str, str]:
+def metadata(
+    model: MetaUAS, size: int, graph: str, threshold: float | None, cached: list[str], source: dict
+) -> dict[str, str]:
     """The `metauas.*` keys of one graph (model/graphs.py lists them), JSON-encoded."""
     from metauas.version import __version__
 
     enc = model.encoder
     values = {
-        "format": FORMAT, "version": __version__, "graph": graph, "size": size, "input": INPUT,
-        "normalisation": {"mean": enc.mean.flatten().tolist(), "std": enc.std.flatten().tolist(),
-                          "where": "inside the graph: feed RGB in [0, 1]"},
-        "score_rule": SCORE_RULE, "threshold": threshold, "prompt_cached": bool(cached),
+        "format": FORMAT,
+        "version": __version__,
+        "graph": graph,
+        "size": size,
+        "input": INPUT,
+        "normalisation": {
+            "mean": enc.mean.flatten().tolist(),
+            "std": enc.std.flatten().tolist(),
+            "where": "inside the graph: feed RGB in [0, 1]",
+        },
+        "score_rule": SCORE_RULE,
+        "threshold": threshold,
+        "prompt_cached": bool(cached),
         "graphs": dict(zip(("encoder", "head"), cached)),
         "checkpoint": {k: source[k] for k in ("step", "size", "encoder") if k in source},
     }
     return {PREFIX + k: json.dumps(v) for k, v in values.items()}
 
 
-def _to_onnx(graph: nn.Module, args: tuple, names: list[str], outputs: list[str], path: Path,
-             meta: dict[str, str]) -> None:
+def _to_onnx(
+    graph: nn.Module, args: tuple, names: list[str], outputs: list[str], path: Path, meta: dict[str, str]
+) -> None:
     """torch.onnx.export (every input's axis 0 dynamic, one shared batch) + metadata."""
     try:
         import onnx
@@ -104,9 +120,18 @@ def _to_onnx(graph: nn.Module, args: tuple, names: list[str], outputs: list[str]
     graph.eval()
     with warnings.catch_warnings():  # one Dim shared by every input is the point, not a mistake
         warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
-        torch.onnx.export(graph, args, str(path), input_names=names, output_names=outputs, opset_version=OPSET,
-                          dynamo=True, dynamic_shapes=tuple({0: batch} for _ in names), external_data=False,
-                          verbose=False)
+        torch.onnx.export(
+            graph,
+            args,
+            str(path),
+            input_names=names,
+            output_names=outputs,
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=tuple({0: batch} for _ in names),
+            external_data=False,
+            verbose=False,
+        )
     proto = onnx.load(str(path))
     onnx.helper.set_model_props(proto, meta)
     onnx.save(proto, str(path))
@@ -119,12 +144,11 @@ def _to_openvino(onnx_path: Path, xml: Path, meta: dict[str, str]) -> None:
         raise UserError("export --format openvino needs openvino: pip install 'metauas[openvino]'") from None
     model = ov.convert_model(str(onnx_path))
     for key, value in meta.items():
-        model.set_rt_info(value, [PREFIX.rstrip("."), key[len(PREFIX):]])
+        model.set_rt_info(value, [PREFIX.rstrip("."), key[len(PREFIX) :]])
     ov.save_model(model, str(xml), compress_to_fp16=False)  # float16 weights would cost parity
 
 
-def _check(path: Path, graph: nn.Module, args: tuple, names: list[str], outputs: list[str],
-           tolerance: float) -> float:
+def _check(path: Path, graph: nn.Module, args: tuple, names: list[str], outputs: list[str], tolerance: float) -> float:
     """The runtime against PyTorch on `args` with the batch doubled (random second half)."""
     check = tuple(torch.cat([a, torch.rand_like(a) if a.min() >= 0 else torch.randn_like(a)]) for a in args)
     with torch.no_grad():
@@ -133,8 +157,9 @@ def _check(path: Path, graph: nn.Module, args: tuple, names: list[str], outputs:
     got = Graph(path).run({n: a.numpy() for n, a in zip(names, check)})
     diff = max(float((torch.from_numpy(got[o]) - e).abs().max()) for o, e in zip(outputs, expected))
     if diff > tolerance:
-        raise UserError(f"the exported graph {path.name} differs from PyTorch by {diff:.2e} (> {tolerance:g}); "
-                        "not written")
+        raise UserError(
+            f"the exported graph {path.name} differs from PyTorch by {diff:.2e} (> {tolerance:g}); not written"
+        )
     return diff
 
 
@@ -147,20 +172,32 @@ def _graphs(model: MetaUAS, size: int, cached: bool) -> list[tuple[str, nn.Modul
         with torch.no_grad():
             pf, qf = model.encode(prompt), model.encode(query)
         heads = [f"prompt{i}" for i in range(STAGES)] + [f"query{i}" for i in range(STAGES)]
-        graphs += [("encoder", EncoderGraph(model), (prompt,), ["image"], stages),
-                   ("head", HeadGraph(model, size), (*pf, *qf), heads, ["map"])]
+        graphs += [
+            ("encoder", EncoderGraph(model), (prompt,), ["image"], stages),
+            ("head", HeadGraph(model, size), (*pf, *qf), heads, ["map"]),
+        ]
     return graphs
 
 
-def export_graphs(model: MetaUAS, out: Path, size: int, fmt: str = "onnx", cached_prompt: bool = False,
-                  threshold: float | None = None, source: dict | None = None,
-                  tolerance: float = 1e-4) -> list[Exported]:
+def export_graphs(
+    model: MetaUAS,
+    out: Path,
+    size: int,
+    fmt: str = "onnx",
+    cached_prompt: bool = False,
+    threshold: float | None = None,
+    source: dict | None = None,
+    tolerance: float = 1e-4,
+) -> list[Exported]:
     """Write and check the graphs described in the module docstring; `out` is the full
     graph's file (.onnx or .xml), the others are named after it."""
     model = model.eval().float()
     suffix = FORMATS[fmt]
-    names = {"full": out, "encoder": out.with_name(f"{out.stem}-encoder{suffix}"),
-             "head": out.with_name(f"{out.stem}-head{suffix}")}
+    names = {
+        "full": out,
+        "encoder": out.with_name(f"{out.stem}-encoder{suffix}"),
+        "head": out.with_name(f"{out.stem}-head{suffix}"),
+    }
     cached = [names["encoder"].name, names["head"].name] if cached_prompt else []
     work = out.parent / f".{out.name}.export-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,19 @@ from metauas.errors import UserError
 
 FORMAT = "metauas-graph/1"
 PREFIX = "metauas."
-KEYS = ("format", "version", "graph", "size", "input", "normalisation", "score_rule", "threshold",
-        "prompt_cached", "graphs", "checkpoint")
+KEYS = (
+    "format",
+    "version",
+    "graph",
+    "size",
+    "input",
+    "normalisation",
+    "score_rule",
+    "threshold",
+    "prompt_cached",
+    "graphs",
+    "checkpoint",
+)
 RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino"}
 EXTRA = {"onnxruntime": "onnx", "openvino": "openvino"}  # the pyproject extra that installs each
 
@@ -48,8 +59,9 @@ def _import(runtime: str):
 
         return openvino
     except ImportError:
-        raise UserError(f"this graph runs on {runtime}, which is not installed: "
-                        f"pip install 'metauas[{EXTRA[runtime]}]'") from None
+        raise UserError(
+            f"this graph runs on {runtime}, which is not installed: pip install 'metauas[{EXTRA[runtime]}]'"
+        ) from None
 
 
 def decode_metadata(raw: dict[str, str], path: Path) -> dict:
@@ -58,12 +70,14 @@ def decode_metadata(raw: dict[str, str], path: Path) -> dict:
     for key, value in raw.items():
         if key.startswith(PREFIX):
             try:
-                meta[key[len(PREFIX):]] = json.loads(value)
+                meta[key[len(PREFIX) :]] = json.loads(value)
             except (TypeError, ValueError):
                 raise UserError(f"{path}: metadata {key} is not valid JSON") from None
     if meta.get("format") != FORMAT:
-        raise UserError(f"{path} is not a graph written by `metauas export` (no {PREFIX}format = {FORMAT} in "
-                        "its metadata): export the checkpoint with metauas export")
+        raise UserError(
+            f"{path} is not a graph written by `metauas export` (no {PREFIX}format = {FORMAT} in "
+            "its metadata): export the checkpoint with metauas export"
+        )
     return meta
 
 
@@ -108,8 +122,9 @@ class Graph:
         self.inputs = [i.get_any_name() for i in model.inputs]
         self.outputs = [o.get_any_name() for o in model.outputs]
         section = PREFIX.rstrip(".")
-        return {PREFIX + k: model.get_rt_info([section, k]).astype(str) for k in KEYS
-                if model.has_rt_info([section, k])}
+        return {
+            PREFIX + k: model.get_rt_info([section, k]).astype(str) for k in KEYS if model.has_rt_info([section, k])
+        }
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's outputs for `feed` (input name -> float32 array)."""

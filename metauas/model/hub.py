@@ -26,7 +26,7 @@ def cache_dir() -> Path:
 
 def parse(name: str) -> tuple[str, str]:
     """`hf:owner/repo/path/file` -> ("owner/repo", "path/file")."""
-    parts = name[len(PREFIX):].strip("/").split("/")
+    parts = name[len(PREFIX) :].strip("/").split("/")
     if len(parts) < 3 or not all(parts):
         raise UserError(f"{name!r}: a pretrained name is hf:OWNER/REPO/FILE (e.g. hf:csgaobb/MetaUAS/metauas-256.ckpt)")
     return "/".join(parts[:2]), "/".join(parts[2:])
@@ -38,15 +38,18 @@ def download(name: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
-        raise UserError(f"{name}: pretrained names need huggingface_hub (pip install huggingface_hub), "
-                        "or download the file by hand and pass its path") from None
+        raise UserError(
+            f"{name}: pretrained names need huggingface_hub (pip install huggingface_hub), "
+            "or download the file by hand and pass its path"
+        ) from None
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename))
     except Exception as err:  # noqa: BLE001 - network, auth, offline, missing file: all say the same to a user
         url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise UserError(f"cannot get {name} ({type(err).__name__}: {reason}); download {url} by hand "
-                        "and pass its path instead") from None
+        raise UserError(
+            f"cannot get {name} ({type(err).__name__}: {reason}); download {url} by hand and pass its path instead"
+        ) from None
 
 
 def _sha256(path: Path) -> str:
@@ -68,8 +71,11 @@ def converted(path: Path, name: str) -> Path:
     target = cache_dir() / "converted" / f"{_sha256(path)[:16]}-{Path(path).stem}.pt"
     if not target.is_file():
         model = load_official(path)
-        extra = {"source": name, "official": True,
-                 "origin": "official MetaUAS checkpoint (gaobb/MetaUAS), converted on download"}
+        extra = {
+            "source": name,
+            "official": True,
+            "origin": "official MetaUAS checkpoint (gaobb/MetaUAS), converted on download",
+        }
         save_checkpoint(target, model, size=size_from_name(Path(name)) or 256, step=0, extra=extra)
     return target
 

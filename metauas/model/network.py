@@ -54,9 +54,17 @@ class Alignment(nn.Module):
         if self.mode == "none":  # no lookup to share: the prompts' mean, resized
             return torch.stack([align(p, p, query, "none") for p in prompts]).mean(dim=0)
         temperature = self.log_temperature.exp() if self.log_temperature is not None else None
-        return align(dictionary(prompts), dictionary([self.project(p) for p in prompts]),
-                     self.project(query), self.mode, self.scale, topk=self.topk,
-                     shots=len(prompts), temperature=temperature, hard_similarity=self.hard_similarity)
+        return align(
+            dictionary(prompts),
+            dictionary([self.project(p) for p in prompts]),
+            self.project(query),
+            self.mode,
+            self.scale,
+            topk=self.topk,
+            shots=len(prompts),
+            temperature=temperature,
+            hard_similarity=self.hard_similarity,
+        )
 
 
 def dictionary(features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -109,9 +117,18 @@ def normalise(sim: torch.Tensor, mode: str, *, topk: int = 8, shots: int = 1) ->
     return sim.softmax(dim=-1)  # soft, and hard's straight-through gradient
 
 
-def align(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mode: str,
-          scale: bool = False, *, topk: int = 8, shots: int = 1,
-          temperature: torch.Tensor | None = None, hard_similarity: str = "dot") -> torch.Tensor:
+def align(
+    values: torch.Tensor,
+    keys: torch.Tensor,
+    query: torch.Tensor,
+    mode: str,
+    scale: bool = False,
+    *,
+    topk: int = 8,
+    shots: int = 1,
+    temperature: torch.Tensor | None = None,
+    hard_similarity: str = "dot",
+) -> torch.Tensor:
     """For each query position, the prompt `values` at the positions whose `keys` match it.
 
     soft / sparsemax / topk: weights from `normalise` (softmax, sparse projection, softmax
@@ -119,8 +136,9 @@ def align(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mode: s
     combination of the values; hard: the value of the most similar position, by cosine
     (the paper's Eq. 3) or raw dot product (`hard_similarity`); none: the values as they
     are (resized to the query's grid). argmax has no gradient, so in training hard
-    alignment passes the soft alignment's gradient to the projection (straight-through). A batch-1 prompt is shared by all B queries. `values` and `keys`
-    may be flattened (B x C x M) dictionaries of several prompts (see `dictionary`).
+    alignment passes the soft alignment's gradient to the projection (straight-through).
+    A batch-1 prompt is shared by all B queries. `values` and `keys` may be flattened
+    (B x C x M) dictionaries of several prompts (see `dictionary`).
     """
     b, _, h, w = query.shape
     if mode == "none":
@@ -148,8 +166,9 @@ def align(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mode: s
 
 
 @torch.no_grad()
-def max_cosine_distance(query: torch.Tensor, prompts: Sequence[torch.Tensor], pool: int = 1,
-                        chunk: int = 4096) -> torch.Tensor:
+def max_cosine_distance(
+    query: torch.Tensor, prompts: Sequence[torch.Tensor], pool: int = 1, chunk: int = 4096
+) -> torch.Tensor:
     """B x 1 x h x w: 1 - the highest cosine similarity of each query position to any
     position of any prompt (each B or 1 x C x h' x w'; batch 1 is shared by all queries).
 
@@ -157,6 +176,7 @@ def max_cosine_distance(query: torch.Tensor, prompts: Sequence[torch.Tensor], po
     k x k neighbourhood first. Query positions go in chunks, so the similarity matrix stays
     small at fine stages (stride 2 at 256 px: 16384 x 16384 positions otherwise).
     """
+
     def patches(f: torch.Tensor) -> torch.Tensor:
         if pool > 1:
             f = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False)
@@ -165,7 +185,7 @@ def max_cosine_distance(query: torch.Tensor, prompts: Sequence[torch.Tensor], po
     b, _, h, w = query.shape
     q = patches(query).transpose(1, 2)  # B x N x C
     bank = torch.cat([patches(p).expand(b, -1, -1) for p in prompts], dim=2)  # B x C x M
-    best = torch.cat([torch.bmm(q[:, i:i + chunk], bank).amax(dim=2) for i in range(0, h * w, chunk)], dim=1)
+    best = torch.cat([torch.bmm(q[:, i : i + chunk], bank).amax(dim=2) for i in range(0, h * w, chunk)], dim=1)
     return (1 - best).clamp(0, 2).view(b, 1, h, w).to(query.dtype)
 
 
@@ -214,9 +234,7 @@ class SCSE(nn.Module):
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class DecoderBlock(nn.Module):
@@ -241,8 +259,7 @@ class UnetDecoder(nn.Module):
     """smp's Unet decoder shape: the deepest stage is the head, the four others are skips,
     and a fifth block without a skip brings the map to the input resolution."""
 
-    def __init__(self, stage_channels: Sequence[int], decoder_channels: Sequence[int],
-                 attention: str) -> None:
+    def __init__(self, stage_channels: Sequence[int], decoder_channels: Sequence[int], attention: str) -> None:
         super().__init__()
         deep_first = list(stage_channels)[::-1]
         inputs = [deep_first[0], *decoder_channels[:-1]]
@@ -276,8 +293,7 @@ class MetaUAS(nn.Module):
         # Start at the prior of a changed pixel (Lin et al. 2017): a fresh head predicts
         # ~0.5 everywhere and its first hundreds of steps would only learn this bias.
         nn.init.constant_(self.head.bias, math.log(CHANGE_PRIOR / (1 - CHANGE_PRIOR)))
-        self.residual_gain = (nn.Parameter(torch.tensor(float(cfg.lookup_residual)))
-                              if cfg.lookup_residual > 0 else None)
+        self.residual_gain = nn.Parameter(torch.tensor(float(cfg.lookup_residual))) if cfg.lookup_residual > 0 else None
 
     def encode(self, images: torch.Tensor) -> Features:
         """Frozen encoder features of RGB images in [0, 1] (no gradients)."""
@@ -290,8 +306,9 @@ class MetaUAS(nn.Module):
         b = prompt.shape[0]
         return [f[:b] for f in feats], [f[b:] for f in feats]
 
-    def aligned_pairs(self, prompt_feats: Features | list[Features], query_feats: Features,
-                      joint: bool = False) -> list[AlignedPair]:
+    def aligned_pairs(
+        self, prompt_feats: Features | list[Features], query_feats: Features, joint: bool = False
+    ) -> list[AlignedPair]:
         """(query feature, aligned prompt feature) for each aligned (deep) stage.
 
         K prompts (a list of K feature lists): `joint` aligns against one dictionary of
@@ -311,11 +328,12 @@ class MetaUAS(nn.Module):
             pairs.append((query, aligned))
         return pairs
 
-    def _fuse(self, query_feats: Features, pairs: list[AlignedPair],
-              prompt_feats: Features | list[Features]) -> Features:
+    def _fuse(
+        self, query_feats: Features, pairs: list[AlignedPair], prompt_feats: Features | list[Features]
+    ) -> Features:
         """Shallow query stages + the fused deep stages, each discrepancy stage with its
         1 - max cos map appended as the last channel: the decoder's input."""
-        shallow = query_feats[:-self.cfg.aligned_stages]
+        shallow = query_feats[: -self.cfg.aligned_stages]
         stages = [*shallow, *(fuse(q, a, self.cfg.fusion) for q, a in pairs)]
         if not self.cfg.discrepancy_stages:
             return stages
@@ -325,15 +343,18 @@ class MetaUAS(nn.Module):
             stages[s] = torch.cat([stages[s], d.to(stages[s].dtype)], dim=1)
         return stages
 
-    def fused_stages(self, prompt_feats: Features | list[Features], query_feats: Features,
-                     joint: bool = False) -> Features:
+    def fused_stages(
+        self, prompt_feats: Features | list[Features], query_feats: Features, joint: bool = False
+    ) -> Features:
         """Shallow query stages + fused deep stages (K prompts: see `aligned_pairs`)."""
         return self._fuse(query_feats, self.aligned_pairs(prompt_feats, query_feats, joint), prompt_feats)
 
     def lookup_prior(self, stages: Features, size: Sequence[int]) -> torch.Tensor:
         """Mean of the discrepancy channels (each stage's last), upsampled to `size`."""
-        maps = [F.interpolate(stages[s][:, -1:].float(), size=tuple(size), mode="bilinear", align_corners=False)
-                for s in self.cfg.discrepancy_stages]
+        maps = [
+            F.interpolate(stages[s][:, -1:].float(), size=tuple(size), mode="bilinear", align_corners=False)
+            for s in self.cfg.discrepancy_stages
+        ]
         return torch.stack(maps).mean(dim=0)
 
     def _decode(self, stages: Features, query_feats: Features, size: Sequence[int] | None) -> torch.Tensor:
@@ -344,15 +365,21 @@ class MetaUAS(nn.Module):
             logits = logits + self.residual_gain * self.lookup_prior(stages, size).to(logits.dtype)
         return logits
 
-    def segment(self, prompt_feats: Features | list[Features], query_feats: Features,
-                size: Sequence[int] | None = None, joint: bool = False) -> torch.Tensor:
+    def segment(
+        self,
+        prompt_feats: Features | list[Features],
+        query_feats: Features,
+        size: Sequence[int] | None = None,
+        joint: bool = False,
+    ) -> torch.Tensor:
         """Logits B x 1 x H x W at the query's input resolution (`size`, default 2x stage 0
         times its reduction). Prompt features with batch 1 are shared by all B queries;
         K prompts (a list of feature lists) are averaged, or one dictionary if `joint`."""
         return self._decode(self.fused_stages(prompt_feats, query_feats, joint), query_feats, size)
 
-    def forward(self, prompt: torch.Tensor, query: torch.Tensor, return_aligned: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, list[AlignedPair]]:
+    def forward(
+        self, prompt: torch.Tensor, query: torch.Tensor, return_aligned: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[AlignedPair]]:
         """Logits; with `return_aligned` also the (query, aligned prompt) features of each
         aligned stage, for losses in the frozen feature space (no second forward)."""
         if prompt.shape[0] == query.shape[0]:

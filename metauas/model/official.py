@@ -30,28 +30,47 @@ from metauas.model.network import MetaUAS
 
 OFFICIAL_SIZE = 380  # lukemelas's image_size for efficientnet-b4: its static padding's size
 OFFICIAL_CONFIG = ModelConfig(
-    encoder=EncoderConfig(name="tf_efficientnet_b4", weights="none", layout="official",
-                          static_pad_size=OFFICIAL_SIZE),
-    alignment="soft", fusion="cat", decoder_channels=(256, 128, 64, 64, 48), attention="scse",
-    aligned_stages=3, discrepancy_stages=(),
+    encoder=EncoderConfig(name="tf_efficientnet_b4", weights="none", layout="official", static_pad_size=OFFICIAL_SIZE),
+    alignment="soft",
+    fusion="cat",
+    decoder_channels=(256, 128, 64, 64, 48),
+    attention="scse",
+    aligned_stages=3,
+    discrepancy_stages=(),
 )
 # official keys the official forward never uses
 _UNUSED = re.compile(r"^encoder\._(conv_head|bn1)\.|^decoder\.blocks\.4\.attention1\.")
 # lukemelas MBConv layer -> timm layer, for blocks with an expansion conv (InvertedResidual)
 # and without one (DepthwiseSeparableConv, expand ratio 1)
-_EXPANDED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-             "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand",
-             "_project_conv": "conv_pwl", "_bn2": "bn3"}
-_DEPTHWISE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_se_reduce": "se.conv_reduce",
-              "_se_expand": "se.conv_expand", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_EXPANDED = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_DEPTHWISE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
 # smp decoder attention (SCSEModule) -> ours (SCSE)
 _SCSE = {"cSE": "channel_gate", "sSE": "spatial_gate"}
 
 
 def _block_names(backbone: nn.Module) -> list[tuple[str, dict[str, str]]]:
     """timm prefix and layer-name table of each MBConv block, in lukemelas's flat order."""
-    return [(f"blocks.{s}.{j}", _EXPANDED if hasattr(block, "conv_pwl") else _DEPTHWISE)
-            for s, stage in enumerate(backbone.blocks) for j, block in enumerate(stage)]
+    return [
+        (f"blocks.{s}.{j}", _EXPANDED if hasattr(block, "conv_pwl") else _DEPTHWISE)
+        for s, stage in enumerate(backbone.blocks)
+        for j, block in enumerate(stage)
+    ]
 
 
 def _encoder_key(rest: str, blocks: list[tuple[str, dict[str, str]]]) -> str | None:
@@ -108,6 +127,7 @@ def official_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def convert(state: dict[str, torch.Tensor], model: MetaUAS, source: str) -> dict[str, torch.Tensor]:
     """The official state dict renamed to `model`'s keys, every key and shape checked."""
+
     def reject(why: str) -> UserError:
         return UserError(f"{source} is not an official MetaUAS checkpoint: {why}")
 

@@ -74,8 +74,9 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 
 def _warp(image: np.ndarray, matrix: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    return cv2.warpAffine(image, matrix, (size, size), flags=interpolation,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        image, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 Jitter = tuple[float, float, float, float]  # brightness, contrast, saturation factors; hue (turns)
@@ -112,14 +113,19 @@ def apply_jitter(image: np.ndarray, jitter: Jitter | None) -> np.ndarray:
 
 def resize_pair(pair: dict, size: int) -> dict:
     """Prompt, query (area/linear) and mask (nearest) resized to size x size."""
+
     def resize(image: np.ndarray, interpolation: int) -> np.ndarray:
         if image.shape[:2] == (size, size):
             return image
         return cv2.resize(image, (size, size), interpolation=interpolation)
 
     shrink = cv2.INTER_AREA if pair["prompt"].shape[0] > size else cv2.INTER_LINEAR
-    return {**pair, "prompt": resize(pair["prompt"], shrink), "query": resize(pair["query"], shrink),
-            "mask": resize(pair["mask"], cv2.INTER_NEAREST)}
+    return {
+        **pair,
+        "prompt": resize(pair["prompt"], shrink),
+        "query": resize(pair["query"], shrink),
+        "mask": resize(pair["mask"], cv2.INTER_NEAREST),
+    }
 
 
 def _fires(rng: np.random.Generator, probability: float) -> bool:
@@ -128,8 +134,9 @@ def _fires(rng: np.random.Generator, probability: float) -> bool:
     return probability > 0 and rng.random() < probability
 
 
-def _rotate_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
-                   angle: float) -> tuple[np.ndarray, np.ndarray]:
+def _rotate_prompt(
+    prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray, angle: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Rotate the prompt about its centre, and drop change the rotated prompt no longer shows.
 
     The rotation pushes the prompt's corners out of the frame. A query pixel y shows
@@ -140,8 +147,12 @@ def _rotate_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.nda
     size = prompt.shape[0]
     rotation = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
     # dst(y) = ones(M y) with M = rotation ∘ query_to_prompt: 1 where the content survives
-    visible = cv2.warpAffine(np.ones((size, size), np.uint8), _compose(rotation, query_to_prompt),
-                             (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    visible = cv2.warpAffine(
+        np.ones((size, size), np.uint8),
+        _compose(rotation, query_to_prompt),
+        (size, size),
+        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+    )
     return _warp(prompt, rotation, size, cv2.INTER_LINEAR), mask * visible
 
 
@@ -168,7 +179,7 @@ def fill_rects(image: np.ndarray, rects: tuple[Rect, ...]) -> np.ndarray:
     out = image.copy()
     mean = image.reshape(-1, image.shape[2]).mean(axis=0).round().astype(image.dtype)
     for y, x, rh, rw in rects:
-        out[y:y + rh, x:x + rw] = mean
+        out[y : y + rh, x : x + rw] = mean
     return out
 
 
@@ -222,8 +233,9 @@ def draw_params(rng: np.random.Generator, cfg: AugmentConfig, source_hw: tuple[i
     return PairParams(swap, to_prompt, to_query, prompt, (draw_jitter(rng, cfg.jitter), draw_jitter(rng, cfg.jitter)))
 
 
-def apply_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
-                 p: PromptParams) -> tuple[np.ndarray, np.ndarray]:
+def apply_prompt(
+    prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray, p: PromptParams
+) -> tuple[np.ndarray, np.ndarray]:
     """Prompt-only rotation, rot90, flip and coarse dropout of a square, warped pair.
 
     The mask lives on the query, so changing only the prompt leaves it as it is, except
@@ -246,8 +258,9 @@ def apply_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarr
     return np.ascontiguousarray(prompt), mask
 
 
-def augment_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
-                   cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment_prompt(
+    prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """`apply_prompt` with freshly drawn prompt-only choices."""
     return apply_prompt(prompt, mask, query_to_prompt, draw_prompt_params(rng, cfg, *prompt.shape[:2]))
 
@@ -264,14 +277,19 @@ def apply_params(pair: dict, size: int, params: PairParams) -> dict:
     else:
         h, w = mask.shape
         # source pixels that land inside the warped prompt: dst(x) = ones(to_prompt @ x)
-        visible = cv2.warpAffine(np.ones((size, size), np.uint8), params.to_prompt, (w, h),
-                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+        visible = cv2.warpAffine(
+            np.ones((size, size), np.uint8), params.to_prompt, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        )
         prompt = _warp(prompt, params.to_prompt, size, cv2.INTER_LINEAR)
         query = _warp(query, params.to_query, size, cv2.INTER_LINEAR)
         mask = _warp(mask * visible, params.to_query, size, cv2.INTER_NEAREST)
     prompt, mask = apply_prompt(prompt, mask, params.query_to_prompt(), params.prompt)
-    return {**pair, "prompt": apply_jitter(prompt, params.jitter[0]), "query": apply_jitter(query, params.jitter[1]),
-            "mask": mask}
+    return {
+        **pair,
+        "prompt": apply_jitter(prompt, params.jitter[0]),
+        "query": apply_jitter(query, params.jitter[1]),
+        "mask": mask,
+    }
 
 
 def augment_pair(pair: dict, size: int, cfg: AugmentConfig, rng: np.random.Generator) -> dict:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from metauas.changegen.format import decode_pair, expand_urls, iter_samples
+from metauas.data.format import decode_pair, expand_urls, iter_samples
 from metauas.model.config import ModelConfig
 from metauas.trainer.augment import AugmentConfig, augment_pair, draw_params, resize_pair
 from metauas.trainer.stream import PREFETCH, StreamConfig, collate_pairs, to_device, train_loader
@@ -52,8 +52,10 @@ class TrainBenchResult:
     def budget(self, place: str) -> float:
         """Decode over the sum of a worker's stages per pair (read, decode, augment or draw,
         collate): what the loader would reach with nothing else on its core."""
-        work = {"workers": ("read", "decode", "augment (OpenCV)", "collate"),
-                "device": ("read", "decode", "draw choices", "collate + pack choices")}[place]
+        work = {
+            "workers": ("read", "decode", "augment (OpenCV)", "collate"),
+            "device": ("read", "decode", "draw choices", "collate + pack choices"),
+        }[place]
         return self.stages["decode"] / sum(self.stages[k] for k in work)
 
 
@@ -72,8 +74,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def stage_times(urls: list[str], samples: list[dict], size: int, batch_size: int, cfg: AugmentConfig,
-                device: torch.device) -> dict[str, float]:
+def stage_times(
+    urls: list[str], samples: list[dict], size: int, batch_size: int, cfg: AugmentConfig, device: torch.device
+) -> dict[str, float]:
     """ms per pair of each stage of the data path, measured in this process on one core
     (OpenCV and torch limited to one thread); all but reading on `samples`, already read
     into memory."""
@@ -86,8 +89,8 @@ def stage_times(urls: list[str], samples: list[dict], size: int, batch_size: int
         n = len(pairs) // batch_size * batch_size
         draws = [{**resize_pair(p, size), "params": draw_params(rng, cfg, (size, size), size)} for p in pairs[:n]]
         augmented = [augment_pair(p, size, cfg, rng) for p in pairs[:n]]
-        worker_batches = [collate_pairs(augmented[i:i + batch_size]) for i in range(0, n, batch_size)]
-        device_batches = [collate_pairs(draws[i:i + batch_size]) for i in range(0, n, batch_size)]
+        worker_batches = [collate_pairs(augmented[i : i + batch_size]) for i in range(0, n, batch_size)]
+        device_batches = [collate_pairs(draws[i : i + batch_size]) for i in range(0, n, batch_size)]
 
         def on_device(batches: list[dict], fn: Callable) -> Callable[[], None]:
             return lambda: ([fn(b, device) for b in batches], _sync(device))
@@ -100,9 +103,12 @@ def stage_times(urls: list[str], samples: list[dict], size: int, batch_size: int
             "decode": _best_ms(lambda: [decode_pair(s, meta=False) for s in samples], len(samples)),
             "augment (OpenCV)": _best_ms(lambda: [augment_pair(p, size, cfg, rng) for p in pairs], len(pairs)),
             "draw choices": _best_ms(lambda: [draw_params(rng, cfg, (size, size), size) for _ in pairs], len(pairs)),
-            "collate": _best_ms(lambda: [collate_pairs(augmented[i:i + batch_size]) for i in range(0, n, batch_size)], n),
+            "collate": _best_ms(
+                lambda: [collate_pairs(augmented[i : i + batch_size]) for i in range(0, n, batch_size)], n
+            ),
             "collate + pack choices": _best_ms(
-                lambda: [collate_pairs(draws[i:i + batch_size]) for i in range(0, n, batch_size)], n),
+                lambda: [collate_pairs(draws[i : i + batch_size]) for i in range(0, n, batch_size)], n
+            ),
             "to device": _best_ms(on_device(worker_batches, to_device), n),
             f"augment on {device.type}": _best_ms(on_device(device_batches, augment_batch), n),
         }
@@ -111,13 +117,15 @@ def stage_times(urls: list[str], samples: list[dict], size: int, batch_size: int
         cv2.setNumThreads(threads[1])
 
 
-def loader_rate(urls: list[str], size: int, batch_size: int, workers: int, batches: int,
-                place: str, cfg: AugmentConfig) -> float:
+def loader_rate(
+    urls: list[str], size: int, batch_size: int, workers: int, batches: int, place: str, cfg: AugmentConfig
+) -> float:
     """Pairs/s of the training stream (DataLoader workers reading the tars) after its first
     batches (worker start-up excluded); the best of three timed stretches, as the stage
     timings take the best of three runs (a shared machine only ever slows things down)."""
-    stream = StreamConfig(tuple(urls), size=size, batch_size=batch_size, workers=workers, augment=cfg,
-                          augment_on=place, resampled=True)
+    stream = StreamConfig(
+        tuple(urls), size=size, batch_size=batch_size, workers=workers, augment=cfg, augment_on=place, resampled=True
+    )
     it = iter(train_loader(stream))
     for _ in range(PREFETCH * workers + 2):  # start-up, then the batches the workers had queued
         next(it)
@@ -133,7 +141,7 @@ def loader_rate(urls: list[str], size: int, batch_size: int, workers: int, batch
 def step_rate(cfg: ModelConfig, batch: dict, steps: int, device: torch.device) -> float:
     """Pairs/s of training steps on one in-memory batch (after one warm-up step)."""
     from metauas.model.network import MetaUAS
-    from metauas.trainer.train import segmentation_loss
+    from metauas.trainer.losses import segmentation_loss
 
     model = MetaUAS(cfg).to(device).train()
     optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=1e-4)
@@ -173,11 +181,13 @@ def bench_train(shards: str, cfg: TrainBenchConfig) -> TrainBenchResult:
     urls = expand_urls(shards)
     samples = [s for _, s in zip(range(cfg.pairs), iter_samples(urls))]
     stages = stage_times(urls, samples, cfg.size, cfg.batch_size, cfg.augment, device)
-    per_core = {place: loader_rate(urls, cfg.size, cfg.batch_size, cfg.workers, cfg.batches, place, cfg.augment)
-                / cfg.workers for place in ("workers", "device")}
+    per_core = {
+        place: loader_rate(urls, cfg.size, cfg.batch_size, cfg.workers, cfg.batches, place, cfg.augment) / cfg.workers
+        for place in ("workers", "device")
+    }
     train = None
     if cfg.steps:
-        pairs = [decode_pair(s) for s in samples[:cfg.batch_size]]
+        pairs = [decode_pair(s) for s in samples[: cfg.batch_size]]
         batch = collate_pairs([augment_pair(p, cfg.size, cfg.augment, np.random.default_rng(0)) for p in pairs])
         train = step_rate(cfg.model, batch, cfg.steps, device)
     return TrainBenchResult(stages, per_core, train, cfg.workers, str(device))
@@ -191,25 +201,31 @@ def bench_train_builtin(pairs: int, cfg: TrainBenchConfig) -> TrainBenchResult:
     from metauas.changegen.run import generate_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
-        generate_dataset(GenerateConfig(out=tmp, num_pairs=pairs, size=cfg.size, shard_size=max(1, pairs // 4),
-                                        progress=False))
+        generate_dataset(
+            GenerateConfig(out=tmp, num_pairs=pairs, size=cfg.size, shard_size=max(1, pairs // 4), progress=False)
+        )
         return bench_train(tmp, cfg)
 
 
 def report(r: TrainBenchResult, gpu_pairs_s: float, cores: list[int]) -> list[str]:
     """The printed table: stages, loader vs floor, GPUs per node at `gpu_pairs_s`."""
-    lines = ["per pair, one core (ms): " + " | ".join(f"{k} {v:.2f}" for k, v in r.stages.items()),
-             f"decode floor: {r.floor:.0f} pairs/s per core",
-             "| augmentation on | loader pairs/s per core | / decode floor | its stages: decode / sum | target |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "per pair, one core (ms): " + " | ".join(f"{k} {v:.2f}" for k, v in r.stages.items()),
+        f"decode floor: {r.floor:.0f} pairs/s per core",
+        "| augmentation on | loader pairs/s per core | / decode floor | its stages: decode / sum | target |",
+        "|---|---|---|---|---|",
+    ]
     for place in ("workers", "device"):
-        lines.append(f"| {place} | {r.loader_per_core[place]:.0f} | {r.ratio(place):.2f} | {r.budget(place):.2f} "
-                     "| >= 0.5 |")
+        lines.append(
+            f"| {place} | {r.loader_per_core[place]:.0f} | {r.ratio(place):.2f} | {r.budget(place):.2f} | >= 0.5 |"
+        )
     if r.train_pairs_s is not None:
         lines.append(f"training step on {r.device}: {r.train_pairs_s:.2f} pairs/s")
-    lines += [f"GPUs one node feeds at {gpu_pairs_s:.0f} training pairs/s per GPU (loader cores only):",
-              "| loader cores | pairs/s, workers augment | GPUs | pairs/s, device augments | GPUs |",
-              "|---|---|---|---|---|"]
+    lines += [
+        f"GPUs one node feeds at {gpu_pairs_s:.0f} training pairs/s per GPU (loader cores only):",
+        "| loader cores | pairs/s, workers augment | GPUs | pairs/s, device augments | GPUs |",
+        "|---|---|---|---|---|",
+    ]
     for n in cores:
         w, d = (n * r.loader_per_core[p] for p in ("workers", "device"))
         lines.append(f"| {n} | {w:.0f} | {w / gpu_pairs_s:.1f} | {d:.0f} | {d / gpu_pairs_s:.1f} |")

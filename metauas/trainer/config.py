@@ -63,18 +63,32 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Reject impossible settings up front, not an hour into a run."""
-        positive = {"--size": self.size, "--batch-size": self.batch_size, "--val-every": self.val_every,
-                    "--val-pairs": self.val_pairs, "--val-size": self.val_size, "--save-every": self.save_every,
-                    "--log-every": self.log_every, "--lr": self.lr, "--steps": self.steps,
-                    "--epochs": self.epochs, "--minutes": self.max_minutes,
-                    "--global-batch-size": self.global_batch_size}
+        positive = {
+            "--size": self.size,
+            "--batch-size": self.batch_size,
+            "--val-every": self.val_every,
+            "--val-pairs": self.val_pairs,
+            "--val-size": self.val_size,
+            "--save-every": self.save_every,
+            "--log-every": self.log_every,
+            "--lr": self.lr,
+            "--steps": self.steps,
+            "--epochs": self.epochs,
+            "--minutes": self.max_minutes,
+            "--global-batch-size": self.global_batch_size,
+        }
         for option, value in positive.items():
             if value is not None and value <= 0:
                 raise UserError(f"{option} must be positive, got {value}")
-        for option, value in {"--weight-decay": self.weight_decay, "--warmup": self.warmup_steps,
-                              "--dice": self.dice_weight, "--workers": self.workers,
-                              "--lookup-weight": self.lookup_weight, "--cqc-margin": self.cqc_margin,
-                              "--shuffle-buffer": self.shuffle_buffer}.items():
+        for option, value in {
+            "--weight-decay": self.weight_decay,
+            "--warmup": self.warmup_steps,
+            "--dice": self.dice_weight,
+            "--workers": self.workers,
+            "--lookup-weight": self.lookup_weight,
+            "--cqc-margin": self.cqc_margin,
+            "--shuffle-buffer": self.shuffle_buffer,
+        }.items():
             if value < 0:
                 raise UserError(f"{option} must not be negative, got {value}")
         if not self.val_seeds or min(self.val_seeds) < 0:
@@ -88,22 +102,16 @@ class TrainConfig:
         if self.lookup_weight > 0 and self.model.alignment == "none":
             raise UserError("--lookup-weight needs a lookup to train: use an alignment other than none")
 
-    def val_sources(self) -> tuple[list[str], list[str]]:
-        """(shard specs, MVTec-layout folders) among --val: either kind, or both."""
-        from metauas.evaluation.readers import is_benchmark_folder
-
-        entries = [] if self.val is None else [self.val] if isinstance(self.val, str) else list(self.val)
-        folders = [e for e in entries if is_benchmark_folder(e)]
-        return [e for e in entries if e not in folders], folders
-
     def per_process(self, world: int) -> TrainConfig:
         """This config with `batch_size` resolved for `world` processes (a global batch
         is split evenly; a per-process batch stays as it is)."""
         if self.global_batch_size is None:
             return self
         if self.global_batch_size % world:
-            raise UserError(f"--global-batch-size {self.global_batch_size} does not split over {world} processes "
-                            f"(WORLD_SIZE): use a multiple of {world}, or --batch-size per process")
+            raise UserError(
+                f"--global-batch-size {self.global_batch_size} does not split over {world} processes "
+                f"(WORLD_SIZE): use a multiple of {world}, or --batch-size per process"
+            )
         return dataclasses.replace(self, batch_size=self.global_batch_size // world)
 
     def to_dict(self) -> dict:

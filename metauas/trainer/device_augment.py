@@ -32,12 +32,14 @@ def pack_params(params: list[PairParams], size: int) -> dict[str, torch.Tensor]:
     """The batch's choices as tensors (made in the loader workers, moved with the batch):
     matrices as float64, flags, quarter turns, flips, dropout rectangles, jitter."""
     identity = IDENTITY.astype(np.float64)
-    rotations = [identity if p.prompt.rotate is None else
-                 cv2.getRotationMatrix2D((size / 2, size / 2), p.prompt.rotate, 1.0) for p in params]
+    rotations = [
+        identity if p.prompt.rotate is None else cv2.getRotationMatrix2D((size / 2, size / 2), p.prompt.rotate, 1.0)
+        for p in params
+    ]
     rects = np.zeros((len(params), MAX_RECTS, 4), np.int64)
     for i, p in enumerate(params):
         if p.prompt.dropout:
-            rects[i, :len(p.prompt.dropout)] = p.prompt.dropout
+            rects[i, : len(p.prompt.dropout)] = p.prompt.dropout
     jitter = np.array([[j if j is not None else (1.0, 1.0, 1.0, 0.0) for j in p.jitter] for p in params], np.float64)
     return {
         "aug_swap": torch.tensor([p.swap for p in params]),

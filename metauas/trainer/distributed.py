@@ -42,14 +42,17 @@ def setup(device: str = "auto") -> Dist:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and ":" in device:
-        raise UserError(f"--device {device}: under torchrun each process uses the GPU of its LOCAL_RANK; "
-                        "give --device cuda or auto (and CUDA_VISIBLE_DEVICES to choose GPUs)")
+        raise UserError(
+            f"--device {device}: under torchrun each process uses the GPU of its LOCAL_RANK; "
+            "give --device cuda or auto (and CUDA_VISIBLE_DEVICES to choose GPUs)"
+        )
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(minutes=60))
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=60)
+        )
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 

@@ -1,6 +1,6 @@
 """Change pairs streamed from `changepair/1` shards into torch (the training side).
 
-Both readers decode with `changegen.format.decode_pair`, the schema's one decoder:
+Both readers decode with `data.format.decode_pair`, the schema's one decoder:
 - `train_loader`: an endless, shuffled, augmented stream split across nodes (ranks) and
   DataLoader workers by webdataset, batched inside the workers as uint8 tensors (4x less
   to pass between processes than float), images N x H x W x 3 as decoded (stacking them
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metauas.changegen.format import ReadStats, decode_pair, iter_pairs, shard_samples
+from metauas.data.format import ReadStats, decode_pair, iter_pairs, shard_samples
 from metauas.trainer.augment import AugmentConfig, augment_pair, draw_params, resize_pair
 
 log = logging.getLogger("metauas.data")
@@ -93,8 +93,15 @@ class _Augmenter:
     augmentations exactly.
     """
 
-    def __init__(self, size: int, augment: AugmentConfig, seed: list[int], start_step: int = 0,
-                 batch_size: int = 1, on_device: bool = False) -> None:
+    def __init__(
+        self,
+        size: int,
+        augment: AugmentConfig,
+        seed: list[int],
+        start_step: int = 0,
+        batch_size: int = 1,
+        on_device: bool = False,
+    ) -> None:
         self.size = size
         self.augment = augment
         self.seed = seed
@@ -124,7 +131,7 @@ def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
             storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
         except (AttributeError, RuntimeError):  # a torch without it: the copy happens on sending
             return torch.empty(shape, dtype=torch.uint8)
-        strides = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))
+        strides = tuple(int(np.prod(shape[i + 1 :])) for i in range(len(shape)))
         return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape, strides)
     return torch.empty(shape, dtype=torch.uint8)
 
@@ -151,15 +158,16 @@ def to_device(batch: dict, device: torch.device | str) -> tuple[torch.Tensor, to
         from metauas.trainer.device_augment import augment_batch
 
         return augment_batch(batch, device)
-    prompt, query = (batch[k].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-                     for k in ("prompt", "query"))
+    prompt, query = (
+        batch[k].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255) for k in ("prompt", "query")
+    )
     if torch.device(device).type != "cuda":  # the CPU convolutions want NCHW; CUDA takes channels_last
         prompt, query = prompt.contiguous(), query.contiguous()
     return prompt, query, batch["mask"].to(device, non_blocking=True)[:, None].float()
 
 
 def tar_samples(src):
-    """webdataset stage: shard URLs -> raw samples, read by changegen.format's direct tar
+    """webdataset stage: shard URLs -> raw samples, read by data.format's direct tar
     parser (a quarter of webdataset's tarfile-based reader's time per pair); an unreadable
     shard is logged and skipped, the rest of the stream goes on."""
     stats = ReadStats()
@@ -194,16 +202,22 @@ def train_dataset(cfg: StreamConfig):
         # Epochs repeat the samples, not the batches: a reader whose share is smaller than
         # a batch still fills batches across epochs instead of ending the stream.
         samples = wds.DataPipeline(
-            wds.SimpleShardList(urls), wds.detshuffle(len(urls), seed=cfg.seed),
-            wds.split_by_node, wds.split_by_worker, tar_samples,
+            wds.SimpleShardList(urls),
+            wds.detshuffle(len(urls), seed=cfg.seed),
+            wds.split_by_node,
+            wds.split_by_worker,
+            tar_samples,
         ).repeat(nepochs=10**9)
     return wds.DataPipeline(
         samples,
         wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), seed=cfg.seed + rank),
         _SkipConsumed(cfg.start_step, cfg.batch_size),
-        wds.map(_Augmenter(cfg.size, cfg.augment, [cfg.seed, rank], cfg.start_step, cfg.batch_size,
-                           cfg.augment_on == "device"),
-                handler=log_and_continue),
+        wds.map(
+            _Augmenter(
+                cfg.size, cfg.augment, [cfg.seed, rank], cfg.start_step, cfg.batch_size, cfg.augment_on == "device"
+            ),
+            handler=log_and_continue,
+        ),
         wds.batched(cfg.batch_size, collation_fn=collate_pairs, partial=False),
     )
 

@@ -62,7 +62,9 @@ def coco_set(tmp_path_factory) -> tuple[Path, Path]:
         rle = mask_utils.encode(np.asfortranarray(m2.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode()
         base = {"image_id": i + 1, "category_id": 1, "iscrowd": 0}
-        anns.append({**base, "id": 10 * i + 1, "segmentation": [_polygon(m1)], "area": float(m1.sum()), "bbox": [0, 0, 1, 1]})
+        anns.append(
+            {**base, "id": 10 * i + 1, "segmentation": [_polygon(m1)], "area": float(m1.sum()), "bbox": [0, 0, 1, 1]}
+        )
         anns.append({**base, "id": 10 * i + 2, "segmentation": rle, "area": float(m2.sum()), "bbox": [0, 0, 1, 1]})
         if i == 0:
             anns.append({**base, "id": 3, "iscrowd": 1, "segmentation": rle, "area": 1.0, "bbox": [0, 0, 1, 1]})

@@ -19,8 +19,19 @@ def assert_user_error(proc, *words):
 
 
 def test_missing_annotation_file(tmp_path):
-    proc = run_cli("generate", "--source", "coco", "--coco-images", str(tmp_path), "--coco-annotations",
-                   str(tmp_path / "nope.json"), "--out", str(tmp_path / "o"), *SMALL, check=False)
+    proc = run_cli(
+        "generate",
+        "--source",
+        "coco",
+        "--coco-images",
+        str(tmp_path),
+        "--coco-annotations",
+        str(tmp_path / "nope.json"),
+        "--out",
+        str(tmp_path / "o"),
+        *SMALL,
+        check=False,
+    )
     assert_user_error(proc, "--coco-annotations", "nope.json")
     assert not (tmp_path / "o").exists()
 
@@ -28,30 +39,72 @@ def test_missing_annotation_file(tmp_path):
 def test_annotation_file_that_is_not_coco(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    proc = run_cli("generate", "--source", "coco", "--coco-images", str(tmp_path), "--coco-annotations", str(bad),
-                   "--out", str(tmp_path / "o"), *SMALL, check=False)
+    proc = run_cli(
+        "generate",
+        "--source",
+        "coco",
+        "--coco-images",
+        str(tmp_path),
+        "--coco-annotations",
+        str(bad),
+        "--out",
+        str(tmp_path / "o"),
+        *SMALL,
+        check=False,
+    )
     assert_user_error(proc, "not a COCO instances file")
 
 
 def test_coco_with_no_images(tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
-    proc = run_cli("generate", "--source", "coco", "--coco-images", str(tmp_path), "--coco-annotations", str(empty),
-                   "--out", str(tmp_path / "o"), *SMALL, check=False)
+    proc = run_cli(
+        "generate",
+        "--source",
+        "coco",
+        "--coco-images",
+        str(tmp_path),
+        "--coco-annotations",
+        str(empty),
+        "--out",
+        str(tmp_path / "o"),
+        *SMALL,
+        check=False,
+    )
     assert_user_error(proc, "no images")
 
 
 def test_empty_folder(tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "notes.txt").write_text("no images here")
-    proc = run_cli("generate", "--source", "folder", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"), *SMALL, check=False)
+    proc = run_cli(
+        "generate",
+        "--source",
+        "folder",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(tmp_path / "o"),
+        *SMALL,
+        check=False,
+    )
     assert_user_error(proc, "no image files")
 
 
 def test_folder_of_only_broken_images_is_a_clear_error(tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"broken")
-    proc = run_cli("generate", "--source", "folder", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"), *SMALL, check=False)
+    proc = run_cli(
+        "generate",
+        "--source",
+        "folder",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(tmp_path / "o"),
+        *SMALL,
+        check=False,
+    )
     assert_user_error(proc, "no usable image", "unreadable")
     assert not list((tmp_path / "o").glob("*.tar"))
 

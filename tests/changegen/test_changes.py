@@ -8,10 +8,10 @@ import pytest
 from metauas.changegen.builtin import open_source
 from metauas.changegen.changes import visible
 from metauas.changegen.config import CHANGE_TYPES, GenerateConfig
-from metauas.changegen.images import decode
 from metauas.changegen.inpaint import make_inpainter
 from metauas.changegen.pairs import Synthesizer
 from metauas.changegen.shards import sample_members
+from metauas.data.images import decode
 
 SIZE = 64
 N = 12
@@ -51,7 +51,9 @@ def test_appear_is_the_disappear_pair_swapped(pairs_by_type):
 
 def test_visible_rejects_a_change_nobody_can_see(pairs_by_type):
     p = pairs_by_type["local"][0].pair
-    faint = type(p)(p.prompt, np.clip(p.prompt.astype(int) + 2 * p.mask[..., None], 0, 255).astype(np.uint8), p.mask, "local")
+    faint = type(p)(
+        p.prompt, np.clip(p.prompt.astype(int) + 2 * p.mask[..., None], 0, 255).astype(np.uint8), p.mask, "local"
+    )
     assert not visible(faint)
     assert visible(p)
 
@@ -78,7 +80,10 @@ def test_invariants_survive_encoding(pairs_by_type, fmt):
 def test_folder_and_coco_sources_give_valid_changes(image_folder, coco_set):
     images, annotations = coco_set
     for change in ("disappear", "exchange"):
-        for source, kw in (("folder", {"images": image_folder}), ("coco", {"coco_images": images, "coco_annotations": annotations})):
+        for source, kw in (
+            ("folder", {"images": image_folder}),
+            ("coco", {"coco_images": images, "coco_annotations": annotations}),
+        ):
             for sample in synth_for(change, source, **kw).make(list(range(4))):
                 p = sample.pair
                 assert sample.source["kind"] == source

@@ -23,12 +23,25 @@ def test_subset_is_disjoint_sized_and_independent_of_the_dataset_seed():
 
 def test_generate_draws_only_from_its_split(coco_set, tmp_path):
     images, annotations = coco_set
-    common = ["generate", "--source", "coco", "--coco-images", str(images), "--coco-annotations", str(annotations),
-              "--num-pairs", "12", "--size", "64", "--coco-val-fraction", "0.4", "--no-progress"]
+    common = [
+        "generate",
+        "--source",
+        "coco",
+        "--coco-images",
+        str(images),
+        "--coco-annotations",
+        str(annotations),
+        "--num-pairs",
+        "12",
+        "--size",
+        "64",
+        "--coco-val-fraction",
+        "0.4",
+        "--no-progress",
+    ]
     run_cli(*common, "--coco-split", "val", "--change-weights", "disappear=1", "--out", str(tmp_path / "val"))
     run_cli(*common, "--coco-split", "train", "--change-weights", "disappear=1", "--out", str(tmp_path / "train"))
-    used = {name: {s["json"]["source"]["image_id"] for s in read_back(tmp_path / name)}
-            for name in ("val", "train")}
+    used = {name: {s["json"]["source"]["image_id"] for s in read_back(tmp_path / name)} for name in ("val", "train")}
     assert used["val"] and used["train"] and not used["val"] & used["train"]
     assert used["val"] <= set(subset_ids([1, 2, 3, 4, 5, 99], None, "val", 0.4, 0))
     index = json.loads((tmp_path / "val" / "index.json").read_text())

@@ -99,7 +99,9 @@ def test_default_is_perlin_only_and_leaves_the_recorded_config_unchanged():
     cfg = GenerateConfig(out=".", num_pairs=4)
     assert cfg.local_masks == {"perlin": 1.0}
     assert "local_masks" not in cfg.dataset_fields() and "local_intensity" not in cfg.dataset_fields()
-    assert GenerateConfig(out=".", num_pairs=4, local_masks={"blob": 1.0}).dataset_fields()["local_masks"] == {"blob": 1.0}
+    assert GenerateConfig(out=".", num_pairs=4, local_masks={"blob": 1.0}).dataset_fields()["local_masks"] == {
+        "blob": 1.0
+    }
     pairs = synth().make(list(range(4)))
     assert all("perlin" in s.pair.params and "mask" not in s.pair.params for s in pairs)
 

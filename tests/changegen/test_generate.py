@@ -22,8 +22,34 @@ def shas(out) -> dict:
 
 def test_builtin_240_pairs_twice_identical_and_readable(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run_cli("generate", "--source", "builtin", "--num-pairs", "240", "--workers", "2", "--seed", "7", "--out", str(a), *SMALL)
-    run_cli("generate", "--source", "builtin", "--num-pairs", "240", "--workers", "1", "--seed", "7", "--out", str(b), *SMALL)
+    run_cli(
+        "generate",
+        "--source",
+        "builtin",
+        "--num-pairs",
+        "240",
+        "--workers",
+        "2",
+        "--seed",
+        "7",
+        "--out",
+        str(a),
+        *SMALL,
+    )
+    run_cli(
+        "generate",
+        "--source",
+        "builtin",
+        "--num-pairs",
+        "240",
+        "--workers",
+        "1",
+        "--seed",
+        "7",
+        "--out",
+        str(b),
+        *SMALL,
+    )
     assert shas(a) == shas(b) and len(shas(a)) == 4
     assert (a / "index.json").read_bytes() == (b / "index.json").read_bytes()
     index = json.loads((a / "index.json").read_text())
@@ -51,8 +77,24 @@ def test_another_seed_gives_another_dataset(tmp_path):
 def test_coco_source(tmp_path, coco_set):
     images, annotations = coco_set
     out = tmp_path / "coco"
-    run_cli("generate", "--source", "coco", "--coco-images", str(images), "--coco-annotations", str(annotations),
-            "--num-pairs", "40", "--workers", "2", "--out", str(out), "--image-format", "png", *SMALL)
+    run_cli(
+        "generate",
+        "--source",
+        "coco",
+        "--coco-images",
+        str(images),
+        "--coco-annotations",
+        str(annotations),
+        "--num-pairs",
+        "40",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--image-format",
+        "png",
+        *SMALL,
+    )
     index = json.loads((out / "index.json").read_text())
     samples = read_back(out)
     assert len(samples) == 40 and {s["json"]["source"]["kind"] for s in samples} == {"coco"}
@@ -67,7 +109,9 @@ def test_coco_source(tmp_path, coco_set):
 
 def test_folder_source_counts_corrupt_and_tiny_images(tmp_path, image_folder):
     out = tmp_path / "folder"
-    run_cli("generate", "--source", "folder", "--images", str(image_folder), "--num-pairs", "30", "--out", str(out), *SMALL)
+    run_cli(
+        "generate", "--source", "folder", "--images", str(image_folder), "--num-pairs", "30", "--out", str(out), *SMALL
+    )
     index = json.loads((out / "index.json").read_text())
     assert index["pairs_written"] == 30
     assert index["skips"]["unreadable"] > 0 and index["skips"]["too_small"] > 0
@@ -89,8 +133,22 @@ def test_opencv_generation_never_imports_torch(tmp_path):
 
 def test_fork_and_spawn_workers_write_the_same_bytes(tmp_path):
     for method in ("fork", "spawn"):
-        run_cli("generate", "--num-pairs", "24", "--shard-size", "6", "--size", "48", "--workers", "2",
-                "--start-method", method, "--out", str(tmp_path / method), "--no-progress")
+        run_cli(
+            "generate",
+            "--num-pairs",
+            "24",
+            "--shard-size",
+            "6",
+            "--size",
+            "48",
+            "--workers",
+            "2",
+            "--start-method",
+            method,
+            "--out",
+            str(tmp_path / method),
+            "--no-progress",
+        )
     assert shas(tmp_path / "fork") == shas(tmp_path / "spawn")
 
 
@@ -98,7 +156,9 @@ def test_python_api_heldout_split_uses_only_heldout_photos_and_scenes(tmp_path):
     from metauas.changegen import GenerateConfig, generate_dataset
     from metauas.changegen.builtin import HELDOUT_PHOTOS
 
-    index = generate_dataset(GenerateConfig(out=tmp_path / "held", num_pairs=24, size=48, builtin_split="heldout", progress=False))
+    index = generate_dataset(
+        GenerateConfig(out=tmp_path / "held", num_pairs=24, size=48, builtin_split="heldout", progress=False)
+    )
     assert index == tmp_path / "held" / "index.json" and index.is_file()
     for s in read_back(tmp_path / "held"):
         src = s["json"]["source"]

@@ -55,8 +55,23 @@ def test_inpainter_pads_batches_and_crops_back(tiny_lama):
 def test_generate_with_lama_from_env(tmp_path, tiny_lama):
     out = tmp_path / "lama"
     env = {**os.environ, "LAMA_MODEL": str(tiny_lama)}
-    run_cli("generate", "--inpainter", "lama", "--change-weights", "disappear=1,appear=1", "--num-pairs", "8",
-            "--size", "60", "--image-format", "png", "--out", str(out), "--no-progress", env=env)
+    run_cli(
+        "generate",
+        "--inpainter",
+        "lama",
+        "--change-weights",
+        "disappear=1,appear=1",
+        "--num-pairs",
+        "8",
+        "--size",
+        "60",
+        "--image-format",
+        "png",
+        "--out",
+        str(out),
+        "--no-progress",
+        env=env,
+    )
     samples = read_back(out)
     assert len(samples) == 8
     for s in samples:
@@ -69,19 +84,42 @@ def test_generate_with_lama_from_env(tmp_path, tiny_lama):
 
 def test_missing_model_names_flag_and_env_var(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "LAMA_MODEL"}
-    proc = run_cli("generate", "--inpainter", "lama", "--lama-model", str(tmp_path / "big-lama.pt"), "--num-pairs", "2",
-                   "--out", str(tmp_path / "o"), env=env, check=False)
+    proc = run_cli(
+        "generate",
+        "--inpainter",
+        "lama",
+        "--lama-model",
+        str(tmp_path / "big-lama.pt"),
+        "--num-pairs",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "--lama-model" in proc.stderr and "LAMA_MODEL" in proc.stderr
-    proc = run_cli("generate", "--inpainter", "lama", "--num-pairs", "2", "--out", str(tmp_path / "o"), env=env, check=False)
+    proc = run_cli(
+        "generate", "--inpainter", "lama", "--num-pairs", "2", "--out", str(tmp_path / "o"), env=env, check=False
+    )
     assert proc.returncode == 2 and "--lama-model" in proc.stderr and "LAMA_MODEL" in proc.stderr
 
 
 def test_file_that_is_not_torchscript(tmp_path):
     bad = tmp_path / "big-lama.pt"
     bad.write_bytes(b"not a model")
-    proc = run_cli("generate", "--inpainter", "lama", "--lama-model", str(bad), "--num-pairs", "2",
-                   "--out", str(tmp_path / "o"), check=False)
+    proc = run_cli(
+        "generate",
+        "--inpainter",
+        "lama",
+        "--lama-model",
+        str(bad),
+        "--num-pairs",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+        check=False,
+    )
     assert proc.returncode == 2 and "not a TorchScript model" in proc.stderr
 
 
@@ -92,10 +130,24 @@ def test_lama_finds_simple_lamas_download_cache(tmp_path, tiny_lama):
     cached.write_bytes(tiny_lama.read_bytes())
     env = {k: v for k, v in os.environ.items() if k != "LAMA_MODEL"} | {"TORCH_HOME": str(tmp_path / "torch")}
     out = tmp_path / "pairs"
-    run_cli("generate", "--inpainter", "lama", "--change-weights", "disappear=1", "--num-pairs", "2",
-            "--size", "60", "--out", str(out), "--no-progress", env=env)
+    run_cli(
+        "generate",
+        "--inpainter",
+        "lama",
+        "--change-weights",
+        "disappear=1",
+        "--num-pairs",
+        "2",
+        "--size",
+        "60",
+        "--out",
+        str(out),
+        "--no-progress",
+        env=env,
+    )
     assert json.loads((out / "index.json").read_text())["config"]["inpainter"] == "lama"
     cached.unlink()
-    proc = run_cli("generate", "--inpainter", "lama", "--num-pairs", "2", "--out", str(tmp_path / "none"),
-                   env=env, check=False)
+    proc = run_cli(
+        "generate", "--inpainter", "lama", "--num-pairs", "2", "--out", str(tmp_path / "none"), env=env, check=False
+    )
     assert proc.returncode == 2 and f"none at {cached}" in proc.stderr

@@ -32,7 +32,7 @@ def draem_rand_perlin_2d(rng, shape, res):
     n01 = dot(tile([0, -1], [1, None]), [0, -1])
     n11 = dot(tile([1, None], [1, None]), [-1, -1])
     t = 6 * grid**5 - 15 * grid**4 + 10 * grid**3
-    lerp = lambda a, b, w: (b - a) * w + a  # noqa: E731
+    lerp = lambda a, b, w: (b - a) * w + a  # noqa: E731 - the reference's own one-liner
     return math.sqrt(2) * lerp(lerp(n00, n10, t[..., 0]), lerp(n01, n11, t[..., 0]), t[..., 1])
 
 
@@ -64,8 +64,19 @@ def test_generate_can_draw_local_masks_with_the_noise_package(tmp_path):
     from changegen_helpers import read_back, run_cli
 
     for name, extra in (("numpy", []), ("noise", ["--perlin", "noise"])):
-        run_cli("generate", "--out", str(tmp_path / name), "--num-pairs", "3", "--size", "64",
-                "--change-weights", "local=1", "--no-progress", *extra)
+        run_cli(
+            "generate",
+            "--out",
+            str(tmp_path / name),
+            "--num-pairs",
+            "3",
+            "--size",
+            "64",
+            "--change-weights",
+            "local=1",
+            "--no-progress",
+            *extra,
+        )
     numpy_cfg, noise_cfg = (json.loads((tmp_path / n / "index.json").read_text())["config"] for n in ("numpy", "noise"))
     assert "perlin" not in numpy_cfg and noise_cfg["perlin"] == "noise"  # old datasets keep resuming
     a, b = read_back(tmp_path / "numpy"), read_back(tmp_path / "noise")

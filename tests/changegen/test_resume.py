@@ -53,8 +53,22 @@ def test_rank_partition_is_round_robin_within_the_range():
 
 def test_config_from_index_json_remakes_the_dataset_and_typed_options_override(tmp_path):
     first = tmp_path / "a"
-    run_cli("generate", "--out", str(first), "--num-pairs", "6", "--size", "64", "--shard-size", "3",
-            "--seed", "4", "--change-weights", "local=1,none=1", "-q")
+    run_cli(
+        "generate",
+        "--out",
+        str(first),
+        "--num-pairs",
+        "6",
+        "--size",
+        "64",
+        "--shard-size",
+        "3",
+        "--seed",
+        "4",
+        "--change-weights",
+        "local=1,none=1",
+        "-q",
+    )
     run_cli("generate", "--config", str(first / "index.json"), "--out", str(tmp_path / "b"), "-q")
     for name in ("shard-000000.tar", "shard-000001.tar"):
         assert (first / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

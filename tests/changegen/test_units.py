@@ -10,14 +10,20 @@ from changegen_helpers import run_cli
 
 from metauas.changegen.builtin import HELDOUT_PHOTOS, TRAIN_PHOTOS, builtin_source
 from metauas.changegen.config import GenerateConfig, parse_change_weights, parse_shard_range
-from metauas.changegen.format import sample_key
-from metauas.changegen.images import fit_square
-from metauas.changegen.shards import MTIME
+from metauas.data.format import sample_key
+from metauas.data.images import fit_square
+from metauas.data.shards import MTIME
 from metauas.errors import UserError
 
 
 def test_change_weights_parse_and_reject():
-    assert parse_change_weights("disappear=2, local=0.5") == {"disappear": 2.0, "appear": 0.0, "exchange": 0.0, "local": 0.5, "none": 0.0}
+    assert parse_change_weights("disappear=2, local=0.5") == {
+        "disappear": 2.0,
+        "appear": 0.0,
+        "exchange": 0.0,
+        "local": 0.5,
+        "none": 0.0,
+    }
     for bad in ("disappear", "disappear=x", "melt=1", "local=-1"):
         with pytest.raises(UserError):
             parse_change_weights(bad)
@@ -76,8 +82,8 @@ def test_config_records_only_what_changes_the_bytes():
 
 
 def test_coco_source_reads_polygon_and_rle_and_counts_what_it_skips(coco_set):
-    from metauas.changegen.images import SkipSource
     from metauas.changegen.sources import CocoSource
+    from metauas.data.images import SkipSource
 
     images, annotations = coco_set
     source = CocoSource(images, annotations, min_side=64, min_area=0.01, max_area=0.35)

@@ -62,9 +62,33 @@ def test_prompt_rotations_add_exactly_rotated_shots(checkpoint, mvtec_root):
 
 def test_evaluate_all_methods_with_rotations_end_to_end(mvtec_root, checkpoint, tmp_path, capsys):
     out = tmp_path / "all"
-    code = main(["evaluate", "--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--method", "all",
-                 "--classes", "tile", "--seeds", "1", "--shots", "2", "--shot-fusion", "joint",
-                 "--prompt-rotations", "0,180", "--mix-weight", "0.3", "--overlays", "1", "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(mvtec_root),
+            "--checkpoint",
+            str(checkpoint),
+            "--method",
+            "all",
+            "--classes",
+            "tile",
+            "--seeds",
+            "1",
+            "--shots",
+            "2",
+            "--shot-fusion",
+            "joint",
+            "--prompt-rotations",
+            "0,180",
+            "--mix-weight",
+            "0.3",
+            "--overlays",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     result = json.loads((out / "metrics.json").read_text())

@@ -21,9 +21,22 @@ def _run(args, capsys):
 @pytest.mark.parametrize("mode", ["random", "best", "pool"])
 def test_both_methods_every_prompt_mode(mode, mvtec_root, checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--method", "both",
-            "--prompt-mode", mode, "--seeds", "1,3" if mode == "random" else "5", "--out", str(out),
-            "--shots", "2" if mode == "pool" else "1"]  # pool: K-shot with per-query prompts
+    args = [
+        "--data",
+        str(mvtec_root),
+        "--checkpoint",
+        str(checkpoint),
+        "--method",
+        "both",
+        "--prompt-mode",
+        mode,
+        "--seeds",
+        "1,3" if mode == "random" else "5",
+        "--out",
+        str(out),
+        "--shots",
+        "2" if mode == "pool" else "1",
+    ]  # pool: K-shot with per-query prompts
     code, stdout, err = _run(args, capsys)
     assert code == 0, err
     result = json.loads((out / "metrics.json").read_text())
@@ -48,8 +61,10 @@ def test_both_methods_every_prompt_mode(mode, mvtec_root, checkpoint, tmp_path, 
 
 def test_lookup_without_checkpoint_finds_drawn_defects(mvtec_root, tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--size", "64",
-                              "--classes", "tile", "--out", str(out)], capsys)
+    code, stdout, err = _run(
+        ["--data", str(mvtec_root), "--method", "lookup", "--size", "64", "--classes", "tile", "--out", str(out)],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads((out / "metrics.json").read_text())
     tile = next(r for r in result["rows"] if r["class"] == "tile")["metrics"]
@@ -60,17 +75,54 @@ def test_lookup_without_checkpoint_finds_drawn_defects(mvtec_root, tmp_path, cap
 
 def test_kshot_official_protocol_and_prompt_file_replay(mvtec_root, checkpoint, tmp_path, capsys):
     out = tmp_path / "k"
-    code, _, err = _run(["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--shots", "2",
-                         "--shot-fusion", "max", "--method", "model", "--classes", "tile", "--protocol", "official", "--image-score", "topk",
-                         "--out", str(out)], capsys)
+    code, _, err = _run(
+        [
+            "--data",
+            str(mvtec_root),
+            "--checkpoint",
+            str(checkpoint),
+            "--shots",
+            "2",
+            "--shot-fusion",
+            "max",
+            "--method",
+            "model",
+            "--classes",
+            "tile",
+            "--protocol",
+            "official",
+            "--image-score",
+            "topk",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "Protocol: **official**" in (out / "metrics.md").read_text()
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps({"7": {"tile": "tile/train/good/002.png", "plate": ["plate/train/good/000.png"]}}))
     # (plate is listed but not evaluated: --classes tile)
     out2 = tmp_path / "replay"
-    code, _, err = _run(["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--prompts", str(prompts),
-                         "--method", "model", "--classes", "tile", "--overlays", "0", "--out", str(out2)], capsys)
+    code, _, err = _run(
+        [
+            "--data",
+            str(mvtec_root),
+            "--checkpoint",
+            str(checkpoint),
+            "--prompts",
+            str(prompts),
+            "--method",
+            "model",
+            "--classes",
+            "tile",
+            "--overlays",
+            "0",
+            "--out",
+            str(out2),
+        ],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads((out2 / "metrics.json").read_text())
     assert list(result["runs"]) == ["file-seed7"]
@@ -80,7 +132,10 @@ def test_bad_inputs_are_one_line_errors(mvtec_root, checkpoint, tmp_path, capsys
     cases = [
         (["--data", str(tmp_path / "nope"), "--method", "lookup"], "data folder not found"),
         (["--data", str(mvtec_root), "--method", "model"], "needs --checkpoint"),
-        (["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--prompt-mode", "closest"], "'closest' is not one of 'random'"),
+        (
+            ["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--prompt-mode", "closest"],
+            "'closest' is not one of 'random'",
+        ),
         (["--data", str(mvtec_root), "--method", "lookup", "--seeds", "-1"], "--seeds must be non-negative"),
         (["--data", str(mvtec_root), "--method", "lookup", "--classes", "wheel"], "classes not in"),
         (["--data", str(mvtec_root), "--method", "lookup", "--shots", "9"], "needs at least 9"),
@@ -118,11 +173,27 @@ def test_visa_raw_and_prepared_give_the_same_metrics(checkpoint, tmp_path, capsy
     results = {}
     for name, data in {"raw": raw, "prepared": prepared / "1cls"}.items():
         out = tmp_path / name
-        code, _, err = _run(["--data", str(data), "--format", "visa", "--checkpoint", str(checkpoint),
-                             "--method", "model", "--seeds", "3", "--out", str(out)], capsys)
+        code, _, err = _run(
+            [
+                "--data",
+                str(data),
+                "--format",
+                "visa",
+                "--checkpoint",
+                str(checkpoint),
+                "--method",
+                "model",
+                "--seeds",
+                "3",
+                "--out",
+                str(out),
+            ],
+            capsys,
+        )
         assert code == 0, err
-        results[name] = {(r["class"], r["method"]): r["metrics"]
-                         for r in json.loads((out / "metrics.json").read_text())["rows"]}
+        results[name] = {
+            (r["class"], r["method"]): r["metrics"] for r in json.loads((out / "metrics.json").read_text())["rows"]
+        }
     assert results["raw"].keys() == results["prepared"].keys() and results["raw"][("pcb1", "model")]["P-AUROC"] > 0
     for key, metrics in results["raw"].items():  # test images in another order: binned sums round apart (4e-7 seen)
         assert metrics == pytest.approx(results["prepared"][key], abs=1e-5), key
@@ -130,8 +201,27 @@ def test_visa_raw_and_prepared_give_the_same_metrics(checkpoint, tmp_path, capsy
 
 def test_config_from_metrics_json_repeats_the_evaluation(mvtec_root, tmp_path, capsys):
     first, second = tmp_path / "a", tmp_path / "b"
-    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--seeds", "2,4", "--lookup-sigma", "1",
-                         "--image-score", "topk", "--score-topk", "7", "--overlays", "0", "--out", str(first)], capsys)
+    code, _, err = _run(
+        [
+            "--data",
+            str(mvtec_root),
+            "--method",
+            "lookup",
+            "--seeds",
+            "2,4",
+            "--lookup-sigma",
+            "1",
+            "--image-score",
+            "topk",
+            "--score-topk",
+            "7",
+            "--overlays",
+            "0",
+            "--out",
+            str(first),
+        ],
+        capsys,
+    )
     assert code == 0, err
     code, _, err = _run(["--config", str(first / "metrics.json"), "--out", str(second)], capsys)
     assert code == 0, err
@@ -139,8 +229,7 @@ def test_config_from_metrics_json_repeats_the_evaluation(mvtec_root, tmp_path, c
     assert a["runs"] == b["runs"] and a["rows"] == b["rows"] and a["resolved"] == b["resolved"]
     assert b["config"]["lookup"]["sigma"] == 1 and b["config"]["metric"]["topk"] == 7
     assert b["resolved"]["runs"] == ["seed2", "seed4"] and b["resolved"]["image_score"] == "mean of top-7"
-    code, _, err = _run(["--config", str(first / "metrics.json"), "--out", str(tmp_path / "c"), "--seeds", "3"],
-                        capsys)
+    code, _, err = _run(["--config", str(first / "metrics.json"), "--out", str(tmp_path / "c"), "--seeds", "3"], capsys)
     assert code == 0 and list(json.loads((tmp_path / "c" / "metrics.json").read_text())["runs"]) == ["seed3"]
 
 
@@ -149,18 +238,37 @@ def test_the_authors_prompt_files_replay_a_random_run_exactly(mvtec_root, tmp_pa
     from metauas.inference.prompts import random_prompts
 
     random_run = tmp_path / "random"
-    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--seeds", "3", "--overlays", "0",
-                         "--out", str(random_run)], capsys)
+    code, _, err = _run(
+        ["--data", str(mvtec_root), "--method", "lookup", "--seeds", "3", "--overlays", "0", "--out", str(random_run)],
+        capsys,
+    )
     assert code == 0, err
     table = {}  # the layout of gaobb/MetaUAS data/<set>/oneprompt_seedN.json
     for data in read_benchmark(mvtec_root, "mvtec").classes:
         [prompt] = random_prompts(data.train, 1, 3, data.name)
-        table[data.name] = {"filename": str(prompt.relative_to(mvtec_root)), "label": 0, "label_name": "good",
-                            "clsname": data.name}
+        table[data.name] = {
+            "filename": str(prompt.relative_to(mvtec_root)),
+            "label": 0,
+            "label_name": "good",
+            "clsname": data.name,
+        }
     (tmp_path / "oneprompt_seed3.json").write_text(json.dumps(table))
     replay = tmp_path / "replay"
-    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--prompts",
-                         str(tmp_path / "oneprompt_seed3.json"), "--overlays", "0", "--out", str(replay)], capsys)
+    code, _, err = _run(
+        [
+            "--data",
+            str(mvtec_root),
+            "--method",
+            "lookup",
+            "--prompts",
+            str(tmp_path / "oneprompt_seed3.json"),
+            "--overlays",
+            "0",
+            "--out",
+            str(replay),
+        ],
+        capsys,
+    )
     assert code == 0, err
     a, b = (json.loads((out / "metrics.json").read_text()) for out in (random_run, replay))
     assert list(b["runs"]) == ["file-seed3"] and b["runs"]["file-seed3"] == a["runs"]["seed3"]
@@ -172,8 +280,25 @@ def test_fitted_threshold_is_predicts_rule_and_its_f1_never_beats_f1max(mvtec_ro
     from metauas.inference.prompts import random_prompts
 
     out = tmp_path / "fit"
-    code, _, err = _run(["--data", str(mvtec_root), "--method", "lookup", "--seeds", "5", "--size", "64",
-                         "--overlays", "0", "--fit-normals", "8", "--out", str(out)], capsys)
+    code, _, err = _run(
+        [
+            "--data",
+            str(mvtec_root),
+            "--method",
+            "lookup",
+            "--seeds",
+            "5",
+            "--size",
+            "64",
+            "--overlays",
+            "0",
+            "--fit-normals",
+            "8",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads((out / "metrics.json").read_text())
     model = metauas.load(method="lookup", size=64, device="cpu")

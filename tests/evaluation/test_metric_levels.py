@@ -23,7 +23,7 @@ def test_binned_matches_exact_on_saturated_probabilities() -> None:
     masks = np.zeros((12, 48, 48), bool)
     for i in range(6):
         y, x = rng.integers(8, 40, 2)
-        masks[i, y - 5:y + 5, x - 4:x + 4] = True
+        masks[i, y - 5 : y + 5, x - 4 : x + 4] = True
     logits = rng.normal(-18.0, 2.5, masks.shape) + masks * rng.uniform(0, 6, (12, 1, 1))
     probs = (1 / (1 + np.exp(-logits))).astype(np.float32)
     assert np.median(probs) < 1e-6

@@ -27,10 +27,36 @@ def _per_class(result: dict) -> list:
 
 
 def test_prompts_replay_reproduces_a_runs_metrics_exactly(mvtec_root, checkpoint, tmp_path, capsys):
-    first = _evaluate(capsys, "--data", mvtec_root, "--checkpoint", checkpoint, "--method", "both", "--seeds", "1,3",
-                      "--overlays", "0", "--out", tmp_path / "a")
-    replay = _evaluate(capsys, "--data", mvtec_root, "--checkpoint", checkpoint, "--method", "both",
-                       "--prompts", tmp_path / "a" / "prompts.json", "--overlays", "0", "--out", tmp_path / "b")
+    first = _evaluate(
+        capsys,
+        "--data",
+        mvtec_root,
+        "--checkpoint",
+        checkpoint,
+        "--method",
+        "both",
+        "--seeds",
+        "1,3",
+        "--overlays",
+        "0",
+        "--out",
+        tmp_path / "a",
+    )
+    replay = _evaluate(
+        capsys,
+        "--data",
+        mvtec_root,
+        "--checkpoint",
+        checkpoint,
+        "--method",
+        "both",
+        "--prompts",
+        tmp_path / "a" / "prompts.json",
+        "--overlays",
+        "0",
+        "--out",
+        tmp_path / "b",
+    )
     assert sorted(replay["runs"]) == ["file-seed1", "file-seed3"]
     assert _per_class(replay) == _per_class(first)
     assert [r["metrics"] for r in replay["rows"]] == [r["metrics"] for r in first["rows"]]
@@ -56,8 +82,9 @@ def test_best_mode_picks_a_planted_copy_of_the_querys_normal(mvtec_root, checkpo
     train = sorted((root / "tile" / "train" / "good").glob("*.png"))
     bank = PromptBank(train, 64, scorer)
     cfg = EvalConfig(data=root, prompt_mode="best", checkpoint=checkpoint)
-    feats = scorer.features(torch.stack([to_tensor(cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2RGB), 64)
-                                         for q in queries]))
+    feats = scorer.features(
+        torch.stack([to_tensor(cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2RGB), 64) for q in queries])
+    )
     chosen = _choose(cfg, None, bank, feats)
     assert [c[0].name for c in chosen] == [f"copy-{q.name}" for q in queries]
 
@@ -74,7 +101,7 @@ def test_images_with_mask_problems_count_as_absent_in_pixel_metrics(mvtec_root, 
         (without / "tile" / "test" / "blob" / f"{name}.png").unlink()
     a = _evaluate(capsys, "--data", broken, *LOOKUP, "--seeds", "1", "--out", tmp_path / "a")
     b = _evaluate(capsys, "--data", without, *LOOKUP, "--seeds", "1", "--out", tmp_path / "b")
-    tile = lambda result: next(r["metrics"] for r in result["rows"] if r["class"] == "tile")  # noqa: E731
+    tile = lambda result: next(r["metrics"] for r in result["rows"] if r["class"] == "tile")  # noqa: E731 - a one-line helper
     assert {m: tile(a)[m] for m in pixel} == {m: tile(b)[m] for m in pixel}
     assert len(a["problems"]) == 2
 

@@ -41,13 +41,24 @@ def test_visa_reader(tmp_path, mvtec_root):
 
 def test_meta_json_reader(tmp_path, mvtec_root):
     def item(path, anomaly, mask=""):
-        return {"img_path": path, "mask_path": mask, "cls_name": "tile", "specie_name": "blob" if anomaly else "good",
-                "anomaly": anomaly}
+        return {
+            "img_path": path,
+            "mask_path": mask,
+            "cls_name": "tile",
+            "specie_name": "blob" if anomaly else "good",
+            "anomaly": anomaly,
+        }
 
-    meta = {"train": {"tile": [item("tile/train/good/000.png", 0), item("tile/train/good/001.png", 0)]},
-            "test": {"tile": [item("tile/test/good/000.png", 0),
-                              item("tile/test/blob/000.png", 1, "tile/ground_truth/blob/000_mask.png"),
-                              item("tile/test/blob/002.png", 1, "tile/ground_truth/blob/missing.png")]}}
+    meta = {
+        "train": {"tile": [item("tile/train/good/000.png", 0), item("tile/train/good/001.png", 0)]},
+        "test": {
+            "tile": [
+                item("tile/test/good/000.png", 0),
+                item("tile/test/blob/000.png", 1, "tile/ground_truth/blob/000_mask.png"),
+                item("tile/test/blob/002.png", 1, "tile/ground_truth/blob/missing.png"),
+            ]
+        },
+    }
     (mvtec_root / "meta.json").write_text(json.dumps(meta))
     bench = read_benchmark(mvtec_root, "meta")
     [tile] = bench.classes
@@ -96,18 +107,35 @@ def test_visa_raw_and_prepared_layouts_read_alike(tmp_path):
 
     raw = make_visa_raw(tmp_path / "VisA", {"candle": (200, 180, 90), "pcb1": (60, 140, 70)})
     prepared = prepare_visa(raw, tmp_path / "VisA_pytorch")
-    views = {"raw": read_benchmark(raw, "visa"), "csv": read_benchmark(raw / "split_csv" / "1cls.csv", "visa"),
-             "prepared": read_benchmark(prepared / "1cls", "visa"), "prepared-root": read_benchmark(prepared, "visa"),
-             "as-mvtec": read_benchmark(prepared / "1cls", "mvtec")}
+    views = {
+        "raw": read_benchmark(raw, "visa"),
+        "csv": read_benchmark(raw / "split_csv" / "1cls.csv", "visa"),
+        "prepared": read_benchmark(prepared / "1cls", "visa"),
+        "prepared-root": read_benchmark(prepared, "visa"),
+        "as-mvtec": read_benchmark(prepared / "1cls", "mvtec"),
+    }
     for name, bench in views.items():
         assert not bench.problems, name
         assert sorted(c.name for c in bench.classes) == ["candle", "pcb1"], name
         for c in bench.classes:
             assert sorted(p.name for p in c.train) == ["0000.JPG", "0001.JPG", "0002.JPG"], name
             assert {(s.path.name, s.label) for s in c.test} == {
-                ("000.JPG", 1), ("001.JPG", 1), ("002.JPG", 1), ("0003.JPG", 0), ("0004.JPG", 0)}, name
-    masks = {name: {s.path.name: load_mask(s.mask, (64, 64)) for c in bench.classes if c.name == "pcb1"
-                    for s in c.test if s.label} for name, bench in views.items()}
+                ("000.JPG", 1),
+                ("001.JPG", 1),
+                ("002.JPG", 1),
+                ("0003.JPG", 0),
+                ("0004.JPG", 0),
+            }, name
+    masks = {
+        name: {
+            s.path.name: load_mask(s.mask, (64, 64))
+            for c in bench.classes
+            if c.name == "pcb1"
+            for s in c.test
+            if s.label
+        }
+        for name, bench in views.items()
+    }
     for name, found in masks.items():
         for stem, mask in found.items():
             assert mask is not None and set(np.unique(mask)) == {0, 255}, (name, stem)

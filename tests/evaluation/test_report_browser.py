@@ -25,10 +25,19 @@ def _driver(tmp_path):
         pytest.skip("no chromium/chromedriver (Debian: apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",  # offline: a dead proxy
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1400"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",  # offline: a dead proxy
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,1400",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(chromedriver), options=options)
 
@@ -49,8 +58,29 @@ return {images: imgs.length, broken, curves: curves.length, flat, figures, dead,
 
 def test_report_loads_offline_with_every_image_and_curve(mvtec_root, checkpoint, tmp_path):
     out = tmp_path / "eval"
-    assert main(["evaluate", "--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--method", "both",
-                 "--seeds", "1", "--overlays", "1", "--fit-normals", "2", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(mvtec_root),
+                "--checkpoint",
+                str(checkpoint),
+                "--method",
+                "both",
+                "--seeds",
+                "1",
+                "--overlays",
+                "1",
+                "--fit-normals",
+                "2",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     driver = _driver(tmp_path)
     try:
         driver.get((out / "report.html").resolve().as_uri())

@@ -17,8 +17,26 @@ SVG = "{http://www.w3.org/2000/svg}"
 @pytest.fixture(scope="module")
 def report(mvtec_root, checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    code = main(["evaluate", "--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--method", "both",
-                 "--seeds", "1", "--overlays", "1", "--fit-normals", "2", "--no-progress", "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(mvtec_root),
+            "--checkpoint",
+            str(checkpoint),
+            "--method",
+            "both",
+            "--seeds",
+            "1",
+            "--overlays",
+            "1",
+            "--fit-normals",
+            "2",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -26,8 +44,13 @@ def report(mvtec_root, checkpoint, tmp_path_factory):
 def test_every_class_has_curves_of_both_methods_and_histograms_with_the_threshold(report):
     names = sorted(p.name for p in (report / "figures").glob("*.svg"))
     for cls in ("plate", "tile"):
-        assert {f"{cls}-roc.svg", f"{cls}-pr.svg", f"{cls}-pro.svg", f"{cls}-scores-model.svg",
-                f"{cls}-scores-lookup.svg"} <= set(names)
+        assert {
+            f"{cls}-roc.svg",
+            f"{cls}-pr.svg",
+            f"{cls}-pro.svg",
+            f"{cls}-scores-model.svg",
+            f"{cls}-scores-lookup.svg",
+        } <= set(names)
         for kind in ("roc", "pr", "pro"):
             svg = ET.parse(report / "figures" / f"{cls}-{kind}.svg").getroot()  # well-formed, standalone
             curves = svg.findall(f"{SVG}polyline")
@@ -45,7 +68,7 @@ def test_scores_csv_and_the_per_image_table_cover_every_test_image(report, mvtec
     assert sorted(r["image"] for r in rows) == tests
     assert all(r["lookup anomalous"] in ("True", "False") for r in rows)  # thresholds were fitted
     page = (report / "report.html").read_text()
-    table = page[page.index('<table class="images">'):]
+    table = page[page.index('<table class="images">') :]
     assert table.count("<tr>") == len(tests) + 1
     for anchor in re.findall(r'href="#(overlay-\d+)"', table):  # each link lands on a drawn overlay
         assert f'id="{anchor}"' in page
@@ -54,10 +77,36 @@ def test_scores_csv_and_the_per_image_table_cover_every_test_image(report, mvtec
 
 def test_overlay_scale_per_map_is_an_option(mvtec_root, tmp_path, capsys):
     out = tmp_path / "per-map"
-    assert main(["evaluate", "--data", str(mvtec_root), "--method", "lookup", "--size", "64", "--seeds", "1",
-                 "--classes", "tile", "--overlays", "1", "--overlay-scale", "per-map", "--fit-normals", "0",
-                 "--no-progress", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(mvtec_root),
+                "--method",
+                "lookup",
+                "--size",
+                "64",
+                "--seeds",
+                "1",
+                "--classes",
+                "tile",
+                "--overlays",
+                "1",
+                "--overlay-scale",
+                "per-map",
+                "--fit-normals",
+                "0",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert "each map over its own maximum" in (out / "report.html").read_text()
-    assert main(["evaluate", "--data", str(mvtec_root), "--method", "lookup", "--overlay-scale", "log",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["evaluate", "--data", str(mvtec_root), "--method", "lookup", "--overlay-scale", "log", "--out", str(out)])
+        == 2
+    )
     assert "'log' is not one of 'shared', 'per-map'" in capsys.readouterr().err

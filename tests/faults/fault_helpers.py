@@ -26,11 +26,19 @@ def cli(*args: str, cpu_seconds: int | None = None, **kw) -> subprocess.Complete
     """`metauas ARGS` as a user runs it; with `cpu_seconds`, the kernel SIGKILLs it when
     it has used that much CPU time (RLIMIT_CPU): a kill at a point set by work done, not
     by a wall clock that a busy machine stretches."""
+
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
 
-    return subprocess.run([sys.executable, "-c", CODE, *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, env=clean_env(), preexec_fn=limit if cpu_seconds else None, **kw)
+    return subprocess.run(
+        [sys.executable, "-c", CODE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=clean_env(),
+        preexec_fn=limit if cpu_seconds else None,
+        **kw,
+    )
 
 
 def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
@@ -45,8 +53,15 @@ def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
 
 
 def popen(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CODE, *map(str, args)], cwd=REPO, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", CODE, *map(str, args)],
+        cwd=REPO,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def cpu_of(fn) -> float:

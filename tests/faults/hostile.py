@@ -65,10 +65,12 @@ def sample_members(rng: np.random.Generator, key: str, side: int = 48, mask_side
     query[8:24, 8:24] = 255
     mask = np.zeros((mask_side or side,) * 2, np.uint8)
     mask[8:24, 8:24] = 255
-    return {f"{key}.prompt.png": cv2.imencode(".png", prompt)[1].tobytes(),
-            f"{key}.query.png": cv2.imencode(".png", query)[1].tobytes(),
-            f"{key}.mask.png": cv2.imencode(".png", mask)[1].tobytes(),
-            f"{key}.json": b'{"schema": "changepair/1", "change": "local"}'}
+    return {
+        f"{key}.prompt.png": cv2.imencode(".png", prompt)[1].tobytes(),
+        f"{key}.query.png": cv2.imencode(".png", query)[1].tobytes(),
+        f"{key}.mask.png": cv2.imencode(".png", mask)[1].tobytes(),
+        f"{key}.json": b'{"schema": "changepair/1", "change": "local"}',
+    }
 
 
 def write_tar(path: Path, members: dict[str, bytes]) -> Path:
@@ -91,8 +93,9 @@ def hostile_shards(root: Path) -> dict[str, Path]:
     shards["truncated"] = root / "truncated.tar"
     (root / "random.tar").write_bytes(rng.integers(0, 256, 20000, dtype=np.uint8).tobytes())
     shards["random"] = root / "random.tar"
-    shards["missing"] = write_tar(root / "missing.tar", {k: v for k, v in sample_members(rng, "000000009").items()
-                                                        if "mask" not in k})
+    shards["missing"] = write_tar(
+        root / "missing.tar", {k: v for k, v in sample_members(rng, "000000009").items() if "mask" not in k}
+    )
     shards["wrong_mask"] = write_tar(root / "wrong_mask.tar", sample_members(rng, "000000010", mask_side=32))
     bad_json = sample_members(rng, "000000011")
     bad_json["000000011.json"] = b"[" * 100000

@@ -16,22 +16,28 @@ import pytest
 import torch
 
 pytest.importorskip("hypothesis", reason="the fuzz pass needs hypothesis (pip install -e '.[dev]')")
-from hostile import sample_members  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hostile import sample_members
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from metauas.changegen.format import ReadStats, iter_pairs
-from metauas.changegen.images import SkipSource, read_rgb
 from metauas.changegen.sources import CocoSource
+from metauas.data.format import ReadStats, iter_pairs
+from metauas.data.images import SkipSource, read_rgb
 from metauas.errors import UserError
 from metauas.evaluation.readers import read_benchmark
 from metauas.model.checkpoint import load_model
 
-FUZZ = settings(max_examples=60, deadline=2000, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
-                    | st.text(max_size=8), lambda kids: st.lists(kids, max_size=4)
-                    | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
+FUZZ = settings(
+    max_examples=60,
+    deadline=2000,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=12,
+)
 GOOD = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8))[1].tobytes()
 
 
@@ -58,14 +64,35 @@ def test_image_files(tmp_path_factory, edits, cut, suffix):
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
 
 
-VALID_COCO = {"images": [{"id": 1, "file_name": "a.png", "height": 80, "width": 80}],
-              "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                               "segmentation": [[10, 10, 60, 10, 60, 60, 10, 60]]},
-                              {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                               "segmentation": {"size": [80, 80], "counts": "0`1"}}],
-              "categories": [{"id": 1, "name": "x"}]}
-PATHS = st.lists(st.sampled_from(["images", "annotations", "categories", 0, 1, "id", "image_id", "file_name",
-                                  "height", "width", "segmentation", "size", "counts", "iscrowd"]), max_size=4)
+VALID_COCO = {
+    "images": [{"id": 1, "file_name": "a.png", "height": 80, "width": 80}],
+    "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": [[10, 10, 60, 10, 60, 60, 10, 60]]},
+        {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": {"size": [80, 80], "counts": "0`1"}},
+    ],
+    "categories": [{"id": 1, "name": "x"}],
+}
+PATHS = st.lists(
+    st.sampled_from(
+        [
+            "images",
+            "annotations",
+            "categories",
+            0,
+            1,
+            "id",
+            "image_id",
+            "file_name",
+            "height",
+            "width",
+            "segmentation",
+            "size",
+            "counts",
+            "iscrowd",
+        ]
+    ),
+    max_size=4,
+)
 
 
 def replace_at(data, path, value):
@@ -102,8 +129,11 @@ def test_coco_json(tmp_path_factory, path, value):
         assert "\n" not in str(err)
 
 
-MEMBERS = st.dictionaries(st.sampled_from(["prompt.png", "query.png", "mask.png", "json", "prompt.jpg", "extra"]),
-                          st.binary(max_size=64) | st.sampled_from([GOOD, b"{}", b"[1]"]), max_size=5)
+MEMBERS = st.dictionaries(
+    st.sampled_from(["prompt.png", "query.png", "mask.png", "json", "prompt.jpg", "extra"]),
+    st.binary(max_size=64) | st.sampled_from([GOOD, b"{}", b"[1]"]),
+    max_size=5,
+)
 
 
 @FUZZ
@@ -126,11 +156,27 @@ def test_shard_members(tmp_path_factory, members, cut):
         assert pair["prompt"].shape == pair["query"].shape and pair["mask"].shape == pair["prompt"].shape[:2]
 
 
-LAYOUT = st.lists(st.tuples(st.sampled_from(["a", "a/test", "a/test/good", "a/test/bad", "a/train/good",
-                                             "a/ground_truth/bad", "split_csv", "a/normal", "a/anomaly", "a/masks"]),
-                            st.sampled_from(["x.png", "1cls.csv", "meta.json", "x_mask.png", "test", "train"]),
-                            st.sampled_from([GOOD, b"", b"object,split\na,test\n", b"{}", b"[]",
-                                             b'{"test": {"a": [{"img_path": 1}]}}'])), max_size=8)
+LAYOUT = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "a",
+                "a/test",
+                "a/test/good",
+                "a/test/bad",
+                "a/train/good",
+                "a/ground_truth/bad",
+                "split_csv",
+                "a/normal",
+                "a/anomaly",
+                "a/masks",
+            ]
+        ),
+        st.sampled_from(["x.png", "1cls.csv", "meta.json", "x_mask.png", "test", "train"]),
+        st.sampled_from([GOOD, b"", b"object,split\na,test\n", b"{}", b"[]", b'{"test": {"a": [{"img_path": 1}]}}']),
+    ),
+    max_size=8,
+)
 
 
 @FUZZ
@@ -161,12 +207,30 @@ def saved(tmp_path_factory):
     return torch.load(path, weights_only=True)
 
 
-META_KEYS = st.sampled_from(["format", "config", "size", "step", "encoder", "fusion", "alignment", "decoder_channels",
-                             "topk", "name", "layout", "aligned_stages"])
+META_KEYS = st.sampled_from(
+    [
+        "format",
+        "config",
+        "size",
+        "step",
+        "encoder",
+        "fusion",
+        "alignment",
+        "decoder_channels",
+        "topk",
+        "name",
+        "layout",
+        "aligned_stages",
+    ]
+)
 
 
-@settings(max_examples=40, deadline=5000, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=5000,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(path=st.lists(META_KEYS, min_size=1, max_size=3), value=JSON)
 def test_checkpoint_metadata(tmp_path_factory, saved, path, value):
     payload = {"meta": json.loads(json.dumps(saved["meta"])), "model": saved["model"]}

@@ -34,12 +34,34 @@ def bomb(tmp_path_factory):
 def test_hostile_folder_is_counted_reported_and_never_decoded(tmp_path, bomb):
     folder = hostile_folder(tmp_path / "photos", bomb)
     out = tmp_path / "d"
+
     def memory_bound() -> None:  # decoding the bomb alone would need 1 GB
         resource.setrlimit(resource.RLIMIT_DATA, (MEMORY, MEMORY))
 
-    proc = subprocess.run([sys.executable, "-c", CODE, "generate", "--source", "folder", "--images", str(folder),
-                           "--num-pairs", "24", "--change-weights", "local=1,none=1", "--out", str(out), *ARGS],
-                          cwd=REPO, env=clean_env(), capture_output=True, text=True, preexec_fn=memory_bound)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CODE,
+            "generate",
+            "--source",
+            "folder",
+            "--images",
+            str(folder),
+            "--num-pairs",
+            "24",
+            "--change-weights",
+            "local=1,none=1",
+            "--out",
+            str(out),
+            *ARGS,
+        ],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=memory_bound,
+    )
     stderr = proc.stderr
     assert proc.returncode == 0, stderr
     index = json.loads((out / "index.json").read_text())
@@ -67,8 +89,20 @@ def test_pixel_limit_is_configurable_and_recorded(tmp_path, bomb):
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "big.png").write_bytes(bomb.read_bytes())
-    proc = cli("generate", "--source", "folder", "--images", folder, "--num-pairs", "2", "--max-pixels", "1000",
-               "--out", tmp_path / "d", *ARGS)
+    proc = cli(
+        "generate",
+        "--source",
+        "folder",
+        "--images",
+        folder,
+        "--num-pairs",
+        "2",
+        "--max-pixels",
+        "1000",
+        "--out",
+        tmp_path / "d",
+        *ARGS,
+    )
     one_line_error(proc, "no usable image", "too_large")
 
 
@@ -95,7 +129,9 @@ def test_a_second_writer_is_refused_while_the_first_goes_on(tmp_path):
     assert cli("generate", *args, "--out", ref).returncode == 0
     out = tmp_path / "d"
     first = popen("generate", *args, "--out", out)
-    while not temp_files(out):  # the first run holds its shards' locks before it writes
+    # a shard's temporary file (not config.json's, written before the locks are taken):
+    # the first run holds its shards' locks before it writes one
+    while not [p for p in temp_files(out) if p.name.startswith(".shard-")]:
         assert first.poll() is None, first.communicate()
         time.sleep(0.005)
     first.send_signal(signal.SIGSTOP)  # frozen mid-shard, locks held

@@ -14,12 +14,48 @@ def _commands(tmp, mvtec, ckpt, shards, image):
     return {
         "generate": ["generate", *GEN, "--out", "OUT"],
         "preview": ["preview", str(shards / "train" / "shard-000000.tar"), "--out", "OUT/sheet.png"],
-        "train": ["train", "--train", str(shards / "train"), "--out", "OUT", "--steps", "1", "--size", "32",
-                  "--encoder-weights", "none", "--workers", "0", "--no-progress"],
-        "evaluate": ["evaluate", "--method", "lookup", "--data", str(mvtec), "--seeds", "1", "--size", "32",
-                     "--out", "OUT", "--no-progress"],
-        "predict": ["predict", "--checkpoint", str(ckpt), "--prompt", str(image), "--query", str(image),
-                    "--out", "OUT", "--no-progress"],
+        "train": [
+            "train",
+            "--train",
+            str(shards / "train"),
+            "--out",
+            "OUT",
+            "--steps",
+            "1",
+            "--size",
+            "32",
+            "--encoder-weights",
+            "none",
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+        "evaluate": [
+            "evaluate",
+            "--method",
+            "lookup",
+            "--data",
+            str(mvtec),
+            "--seeds",
+            "1",
+            "--size",
+            "32",
+            "--out",
+            "OUT",
+            "--no-progress",
+        ],
+        "predict": [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--prompt",
+            str(image),
+            "--query",
+            str(image),
+            "--out",
+            "OUT",
+            "--no-progress",
+        ],
         "import-official": ["import-official", str(tmp / "missing.ckpt"), "--out", "OUT/official.pt"],
     }
 
@@ -30,8 +66,9 @@ def image(mvtec_root):
 
 
 @pytest.mark.parametrize("command", ["generate", "preview", "train", "evaluate", "predict", "import-official"])
-def test_out_under_a_file_is_one_line_before_any_work(command, tmp_path, mvtec_root, checkpoint, shard_dir, image,
-                                                      capsys):
+def test_out_under_a_file_is_one_line_before_any_work(
+    command, tmp_path, mvtec_root, checkpoint, shard_dir, image, capsys
+):
     blocker = tmp_path / "a-file"
     blocker.write_text("a file where a folder should be")
     commands = _commands(tmp_path, mvtec_root, checkpoint, shard_dir, image)
@@ -42,8 +79,9 @@ def test_out_under_a_file_is_one_line_before_any_work(command, tmp_path, mvtec_r
 
 
 @pytest.mark.parametrize("command", ["generate", "preview", "train", "evaluate", "predict", "import-official"])
-def test_out_on_a_read_only_filesystem_is_one_line(command, tmp_path, mvtec_root, checkpoint, shard_dir, image,
-                                                    readonly_dir, capsys):
+def test_out_on_a_read_only_filesystem_is_one_line(
+    command, tmp_path, mvtec_root, checkpoint, shard_dir, image, readonly_dir, capsys
+):
     out = readonly_dir / "out"
     args = [a.replace("OUT", str(out)) for a in _commands(tmp_path, mvtec_root, checkpoint, shard_dir, image)[command]]
     one_line_error(run_main(capsys, *args), "not writable")
@@ -54,8 +92,9 @@ def test_evaluate_refuses_a_file_out_before_scoring(tmp_path, capsys):
     """The work is not lost: the check comes before the benchmark is even listed."""
     blocker = tmp_path / "results"
     blocker.write_text("")
-    proc = run_main(capsys, "evaluate", "--method", "lookup", "--data", str(tmp_path / "no-such-benchmark"),
-                    "--out", str(blocker))
+    proc = run_main(
+        capsys, "evaluate", "--method", "lookup", "--data", str(tmp_path / "no-such-benchmark"), "--out", str(blocker)
+    )
     one_line_error(proc, "is a file, not a folder")
 
 

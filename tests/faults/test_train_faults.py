@@ -17,8 +17,21 @@ from make_data import tiny_model_config
 from metauas.model.checkpoint import read_checkpoint, save_checkpoint
 from metauas.model.network import MetaUAS
 
-TRAIN = ["--size", "32", "--batch-size", "2", "--encoder-weights", "none", "--workers", "0", "--no-progress",
-         "--log-every", "1", "--warmup", "3"]
+TRAIN = [
+    "--size",
+    "32",
+    "--batch-size",
+    "2",
+    "--encoder-weights",
+    "none",
+    "--workers",
+    "0",
+    "--no-progress",
+    "--log-every",
+    "1",
+    "--warmup",
+    "3",
+]
 
 
 def rows(run) -> list[dict]:
@@ -53,31 +66,41 @@ def test_a_pickle_in_a_checkpoint_never_runs(tmp_path, tiny, mvtec_root, shard_d
     evil = tmp_path / "evil.pt"
     torch.save({"meta": {"format": "metauas-checkpoint/1"}, "model": Payload(marker)}, evil)
     image = mvtec_root / "tile" / "train" / "good" / "000.png"
-    one_line_error(run_main(capsys, "predict", "--checkpoint", evil, "--prompt", image, "--query", image,
-                            "--out", tmp_path / "p"), "corrupt or not a checkpoint")
-    one_line_error(run_main(capsys, "evaluate", "--checkpoint", evil, "--data", mvtec_root, "--out", tmp_path / "e"),
-                   "corrupt or not a checkpoint")
+    one_line_error(
+        run_main(capsys, "predict", "--checkpoint", evil, "--prompt", image, "--query", image, "--out", tmp_path / "p"),
+        "corrupt or not a checkpoint",
+    )
+    one_line_error(
+        run_main(capsys, "evaluate", "--checkpoint", evil, "--data", mvtec_root, "--out", tmp_path / "e"),
+        "corrupt or not a checkpoint",
+    )
     run = tmp_path / "run"
     run.mkdir()
     (run / "last.pt").write_bytes(evil.read_bytes())
-    one_line_error(run_main(capsys, "train", "--train", shard_dir / "train", "--out", run, "--steps", "2", "--resume",
-                            *TRAIN), "corrupt or not a checkpoint")
+    one_line_error(
+        run_main(capsys, "train", "--train", shard_dir / "train", "--out", run, "--steps", "2", "--resume", *TRAIN),
+        "corrupt or not a checkpoint",
+    )
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda p: p["meta"]["config"].update(fusion="cat"), ["weights do not fit", "fusion cat", "of another shape"]),
-    (lambda p: p["meta"]["config"].update(dropout=0.1), ["unknown key(s) dropout"]),
-    (lambda p: p.update(meta=["not", "an", "object"]), ["not a metauas checkpoint"]),
-    (lambda p: p["meta"].update(size="large"), ["meta.size"]),
-    (lambda p: p["meta"]["config"].update(decoder_channels=[10**9] * 5), ["decoder channels"]),
-    (lambda p: p["model"].pop(next(iter(p["model"]))), ["1 missing"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda p: p["meta"]["config"].update(fusion="cat"), ["weights do not fit", "fusion cat", "of another shape"]),
+        (lambda p: p["meta"]["config"].update(dropout=0.1), ["unknown key(s) dropout"]),
+        (lambda p: p.update(meta=["not", "an", "object"]), ["not a metauas checkpoint"]),
+        (lambda p: p["meta"].update(size="large"), ["meta.size"]),
+        (lambda p: p["meta"]["config"].update(decoder_channels=[10**9] * 5), ["decoder channels"]),
+        (lambda p: p["model"].pop(next(iter(p["model"]))), ["1 missing"]),
+    ],
+)
 def test_checkpoint_fields_are_checked_before_use(tmp_path, tiny, mvtec_root, capsys, change, words):
     bad = _edit(tiny[1], tmp_path / "bad.pt", change)
     image = mvtec_root / "tile" / "train" / "good" / "000.png"
-    proc = run_main(capsys, "predict", "--checkpoint", bad, "--prompt", image, "--query", image,
-                    "--out", tmp_path / "p")
+    proc = run_main(
+        capsys, "predict", "--checkpoint", bad, "--prompt", image, "--query", image, "--out", tmp_path / "p"
+    )
     one_line_error(proc, *words)
 
 
@@ -92,8 +115,9 @@ def test_resume_of_a_model_only_checkpoint_is_refused(tmp_path, tiny, shard_dir,
 def test_every_training_shard_corrupt_is_one_line(tmp_path, capsys):
     shards = hostile_shards(tmp_path / "shards")
     bad = [str(p) for name, p in shards.items() if name != "good"]
-    proc = run_main(capsys, "train", "--train", ",".join(bad).join("{}"), "--out", tmp_path / "run", "--steps", "2",
-                    *TRAIN)
+    proc = run_main(
+        capsys, "train", "--train", ",".join(bad).join("{}"), "--out", tmp_path / "run", "--steps", "2", *TRAIN
+    )
     one_line_error(proc, "no readable training pairs", "corrupt_sample", "unreadable_shard")
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -119,8 +143,21 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, small_dis
 def test_sigkill_then_resume_equals_the_run_never_stopped(tmp_path, shard_dir):
     """Killed by the kernel at a random share of the run's CPU time, resumed: the same
     weights, the same losses on the same data, the same learning rates, no row twice."""
-    args = ["--train", shard_dir / "train", "--val", shard_dir / "val", "--steps", "24", "--save-every", "4",
-            "--val-every", "8", "--val-pairs", "4", *TRAIN]
+    args = [
+        "--train",
+        shard_dir / "train",
+        "--val",
+        shard_dir / "val",
+        "--steps",
+        "24",
+        "--save-every",
+        "4",
+        "--val-every",
+        "8",
+        "--val-pairs",
+        "4",
+        *TRAIN,
+    ]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     cpu = cpu_of(lambda: cli("train", *args, "--out", straight))
     kill_at = random.randint(max(1, int(0.4 * cpu)), max(1, int(0.8 * cpu)))

@@ -69,9 +69,23 @@ def test_a_fitted_threshold_separates_defects_from_normals(mvtec_root):
 def test_predict_threshold_writes_masks_and_a_decisions_table(mvtec_root, tmp_path, capsys):
     tile = mvtec_root / "tile"
     out = tmp_path / "decide"
-    args = ["predict", "--method", "lookup", "--prompt-dir", str(tile / "train/good"), "--size", "64",
-            "--query", str(tile / "test/blob"), "--out", str(out), "--threshold", "auto",
-            "--normals", str(tile / "test/good")]
+    args = [
+        "predict",
+        "--method",
+        "lookup",
+        "--prompt-dir",
+        str(tile / "train/good"),
+        "--size",
+        "64",
+        "--query",
+        str(tile / "test/blob"),
+        "--out",
+        str(out),
+        "--threshold",
+        "auto",
+        "--normals",
+        str(tile / "test/good"),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     records = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
@@ -80,9 +94,13 @@ def test_predict_threshold_writes_masks_and_a_decisions_table(mvtec_root, tmp_pa
         mask = cv2.imread(str(out / record["mask"]), cv2.IMREAD_GRAYSCALE)
         score_map = cv2.imread(str(out / record["map"]), cv2.IMREAD_UNCHANGED) / 65535
         assert set(np.unique(mask)) <= {0, 255} and mask.shape == (64, 64)
-        assert record["anomalous"] == (record["score"] > record["threshold"]) and row["anomalous"] == str(record["anomalous"])
+        assert record["anomalous"] == (record["score"] > record["threshold"]) and row["anomalous"] == str(
+            record["anomalous"]
+        )
         assert ((score_map > record["threshold"] + 1e-4) <= (mask > 0)).all()
     assert main(args[:-2] + ["--threshold", "1.5"]) == 2
     assert "--threshold takes auto or a number in [0, 1]" in capsys.readouterr().err
     fixed = [a if a != "auto" else "0.25" for a in args[:-2]]
-    assert main(fixed + ["--normals", str(tile)]) == 2 and "--normals is for --threshold auto" in capsys.readouterr().err
+    assert (
+        main(fixed + ["--normals", str(tile)]) == 2 and "--normals is for --threshold auto" in capsys.readouterr().err
+    )

@@ -67,8 +67,13 @@ def test_every_unreadable_file_says_why(tmp_path):
     (tmp_path / "notes.png").write_text("not pixels at all")
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "folder.png").mkdir()
-    cases = {"missing.png": "no such file", "truncated.png": "truncated or corrupt PNG file",
-             "notes.png": "not an image", "empty.jpg": "the file is empty", "folder.png": "it is a folder"}
+    cases = {
+        "missing.png": "no such file",
+        "truncated.png": "truncated or corrupt PNG file",
+        "notes.png": "not an image",
+        "empty.jpg": "the file is empty",
+        "folder.png": "it is a folder",
+    }
     for name, reason in cases.items():
         with pytest.raises(UserError, match=f"cannot read image .*{name}: {reason}"):
             as_rgb(tmp_path / name)

@@ -47,7 +47,7 @@ def test_overlay_row_tiles():
     score = (mask / 255.0).astype(np.float32)
     row = overlay_row(img, _t(img)[0], mask, score)
     assert row.dtype == np.uint8 and row.shape == (64, 4 * 64 + 3 * 2, 3)
-    truth, heat = row[:, 2 * 66: 2 * 66 + 64], row[:, 3 * 66:]
+    truth, heat = row[:, 2 * 66 : 2 * 66 + 64], row[:, 3 * 66 :]
     assert truth[mask > 0, 0].mean() > truth[mask > 0, 2].mean()  # tinted red inside the defect
     assert heat[mask > 0, 0].mean() > heat[mask == 0, 0].mean()  # hot (red) where the score is 1
     assert overlay_row(img, img, None, score).shape == (64, 3 * 64 + 2 * 2, 3)
@@ -56,5 +56,6 @@ def test_overlay_row_tiles():
 def test_default_is_the_one_the_ablation_chose():
     """docs/quality.md "Lookup baseline": strides 8 and 16 without k x k pooling won on
     both real sets and the held-out pairs; change it only with a new measurement."""
-    assert LookupConfig() == LookupConfig(stages=(2, 3), neighbourhood=1, sigma=4.0, normalise="none",
-                                          aggregate="mean", upsample="finest")
+    assert LookupConfig() == LookupConfig(
+        stages=(2, 3), neighbourhood=1, sigma=4.0, normalise="none", aggregate="mean", upsample="finest"
+    )

@@ -61,7 +61,7 @@ def test_a_joint_dictionary_of_identical_prompts_equals_one_prompt(mode):
     joint = align(dictionary([values] * 3), dictionary([keys] * 3), query, mode, scale=True, topk=3, shots=3)
     torch.testing.assert_close(joint, one, atol=1e-5, rtol=1e-5)
     if mode == "sparsemax":  # the case is not the trivial one-hot one
-        sim = torch.einsum("bcn,bcm->bnm", query.flatten(2), keys.flatten(2)) * 6 ** -0.5
+        sim = torch.einsum("bcn,bcm->bnm", query.flatten(2), keys.flatten(2)) * 6**-0.5
         assert ((sparsemax(sim) > 0).sum(-1) > 1).any()
 
 
@@ -83,7 +83,7 @@ def test_joint_and_averaged_k_shot_differ_for_different_prompts():
     model = MetaUAS(tiny_model_config()).eval()
     prompts, query = torch.rand(2, 3, 64, 64), torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        shots = [model.encode(prompts[i:i + 1]) for i in range(2)]
+        shots = [model.encode(prompts[i : i + 1]) for i in range(2)]
         qf = model.encode(query)
         assert model.segment(shots, qf, joint=True).shape == (1, 1, 64, 64)
         joint, averaged = model.aligned_pairs(shots, qf, joint=True), model.aligned_pairs(shots, qf)
@@ -91,10 +91,17 @@ def test_joint_and_averaged_k_shot_differ_for_different_prompts():
         assert j.shape == a.shape and not torch.allclose(j, a, atol=1e-3)
 
 
-@pytest.mark.parametrize("alignment, fusion", [
-    ("sparsemax", "cat"), ("topk", "cat"), ("soft", "cat+absdiff"), ("hard", "cat+cos"),
-    ("sparsemax", "cat+absdiff+cos"), ("none", "cat+cos"),
-])
+@pytest.mark.parametrize(
+    "alignment, fusion",
+    [
+        ("sparsemax", "cat"),
+        ("topk", "cat"),
+        ("soft", "cat+absdiff"),
+        ("hard", "cat+cos"),
+        ("sparsemax", "cat+absdiff+cos"),
+        ("none", "cat+cos"),
+    ],
+)
 def test_new_variants_give_full_resolution_logits_and_train_everything(alignment, fusion):
     model = MetaUAS(tiny_model_config(alignment=alignment, fusion=fusion, learn_temperature=True))
     logits = model(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))

@@ -55,7 +55,8 @@ def test_every_option_finds_the_planted_defect_and_not_the_copy(encoder, options
     inside, outside = maps[1, 0][torch.from_numpy(mask > 0)], maps[1, 0][torch.from_numpy(mask == 0)]
     assert inside.mean() > 1.5 * outside.mean()
     assert float(maps[1, 0].flatten().argmax()) in set(np.flatnonzero(mask.ravel() > 0)) | set(
-        np.flatnonzero(_dilate(mask).ravel() > 0))  # the hottest pixel is on (or next to) the defect
+        np.flatnonzero(_dilate(mask).ravel() > 0)
+    )  # the hottest pixel is on (or next to) the defect
 
 
 def _dilate(mask: np.ndarray, r: int = 6) -> np.ndarray:
@@ -117,23 +118,32 @@ def test_per_stage_windows_and_mean_at_image_size_are_the_mean_of_single_stage_m
     s2 = lookup_from_features([prompt], query, (64, 64), LookupConfig(stages=(2,), neighbourhood=1, **one))
     s3 = lookup_from_features([prompt], query, (64, 64), LookupConfig(stages=(3,), neighbourhood=3, **one))
     torch.testing.assert_close(both, (s2 + s3) / 2)
-    assert not torch.allclose(s3, lookup_from_features([prompt], query, (64, 64),
-                                                       LookupConfig(stages=(3,), neighbourhood=1, **one)))
+    assert not torch.allclose(
+        s3, lookup_from_features([prompt], query, (64, 64), LookupConfig(stages=(3,), neighbourhood=1, **one))
+    )
 
 
 def test_aggregations_are_ordered_max_mean_geomean():
     prompt, query = _feats(9), _feats(10, batch=2)
-    maps = {a: lookup_from_features([prompt], query, (64, 64),
-                                    LookupConfig(stages=(1, 2, 3), neighbourhood=1, sigma=0, upsample="image",
-                                                 aggregate=a)) for a in ("max", "mean", "geomean")}
+    maps = {
+        a: lookup_from_features(
+            [prompt],
+            query,
+            (64, 64),
+            LookupConfig(stages=(1, 2, 3), neighbourhood=1, sigma=0, upsample="image", aggregate=a),
+        )
+        for a in ("max", "mean", "geomean")
+    }
     assert bool((maps["max"] >= maps["mean"] - 1e-6).all()) and bool((maps["mean"] >= maps["geomean"] - 1e-6).all())
     assert not torch.allclose(maps["max"], maps["geomean"])
 
 
 def test_one_stage_upsamples_the_same_either_way():
     prompt, query = _feats(11), _feats(12)
-    finest, image = (lookup_from_features([prompt], query, (64, 64), LookupConfig(stages=(2,), upsample=u))
-                     for u in ("finest", "image"))
+    finest, image = (
+        lookup_from_features([prompt], query, (64, 64), LookupConfig(stages=(2,), upsample=u))
+        for u in ("finest", "image")
+    )
     torch.testing.assert_close(finest, image)
 
 
@@ -148,15 +158,18 @@ def test_k_shots_still_only_lower_distances_with_every_option():
         assert bool((two <= one + 1e-6).all())
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"normalise": "zscore"}, "normalise"),
-    ({"aggregate": "sum"}, "aggregate"),
-    ({"upsample": "nearest"}, "upsample"),
-    ({"neighbourhood": 2}, "neighbourhood"),
-    ({"stages": (2, 3), "neighbourhood": (1, 3, 5)}, "neighbourhood"),
-    ({"stages": ()}, "stage"),
-    ({"quantile": 0.0}, "quantile"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"normalise": "zscore"}, "normalise"),
+        ({"aggregate": "sum"}, "aggregate"),
+        ({"upsample": "nearest"}, "upsample"),
+        ({"neighbourhood": 2}, "neighbourhood"),
+        ({"stages": (2, 3), "neighbourhood": (1, 3, 5)}, "neighbourhood"),
+        ({"stages": ()}, "stage"),
+        ({"quantile": 0.0}, "quantile"),
+    ],
+)
 def test_bad_options_are_user_errors(options, message):
     with pytest.raises(UserError, match=message):
         LookupConfig(**options)

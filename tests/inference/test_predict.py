@@ -18,8 +18,19 @@ def _run(args, capsys):
 def test_predict_single_file_and_folder(mvtec_root, checkpoint, tmp_path, capsys):
     tile = mvtec_root / "tile"
     out = tmp_path / "one"
-    code, err = _run(["--checkpoint", str(checkpoint), "--prompt", str(tile / "train/good/000.png"),
-                      "--query", str(tile / "test/blob/001.png"), "--out", str(out)], capsys)
+    code, err = _run(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--prompt",
+            str(tile / "train/good/000.png"),
+            "--query",
+            str(tile / "test/blob/001.png"),
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     [line] = (out / "predictions.jsonl").read_text().splitlines()
     record = json.loads(line)
@@ -31,9 +42,23 @@ def test_predict_single_file_and_folder(mvtec_root, checkpoint, tmp_path, capsys
     assert overlay.shape[0] > 64 and overlay.shape[1] > 3 * 64  # titles over prompt | query | heatmap, colour bar
 
     out = tmp_path / "dir"
-    code, err = _run(["--checkpoint", str(checkpoint), "--prompt-dir", str(tile / "train/good"),
-                      "--query", str(tile / "test/blob"), "--out", str(out), "--map-format", "npy",
-                      "--batch-size", "2"], capsys)
+    code, err = _run(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--prompt-dir",
+            str(tile / "train/good"),
+            "--query",
+            str(tile / "test/blob"),
+            "--out",
+            str(out),
+            "--map-format",
+            "npy",
+            "--batch-size",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     records = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert [r["query"].rsplit("/", 1)[1] for r in records] == ["000.png", "001.png", "002.png"]
@@ -44,9 +69,24 @@ def test_predict_single_file_and_folder(mvtec_root, checkpoint, tmp_path, capsys
 def test_predict_lookup_without_checkpoint_marks_the_defect(mvtec_root, tmp_path, capsys):
     tile = mvtec_root / "tile"
     out = tmp_path / "lk"
-    code, err = _run(["--method", "lookup", "--prompt", str(tile / "train/good/000.png"),
-                      "--prompt", str(tile / "train/good/001.png"), "--use-all-prompts",
-                      "--query", str(tile / "test/blob/000.png"), "--out", str(out), "--map-format", "npy"], capsys)
+    code, err = _run(
+        [
+            "--method",
+            "lookup",
+            "--prompt",
+            str(tile / "train/good/000.png"),
+            "--prompt",
+            str(tile / "train/good/001.png"),
+            "--use-all-prompts",
+            "--query",
+            str(tile / "test/blob/000.png"),
+            "--out",
+            str(out),
+            "--map-format",
+            "npy",
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = json.loads((out / "predictions.jsonl").read_text())
     assert len(record["prompt"]) == 2

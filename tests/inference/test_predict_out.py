@@ -26,10 +26,19 @@ def test_a_rerun_clears_the_previous_runs_files(mvtec_root, tmp_path, capsys):
     assert {"maps/000.png", "masks/002.png", "overlays/001.png", "predict-run.json"} <= _files(out)
     code, err = _predict([*prompt, "--query", str(tile / "test/good/000.png"), "--out", str(out)], capsys)
     assert code == 0, err
-    assert _files(out) == {"maps/000.png", "overlays/000.png", "predictions.csv", "predictions.jsonl",
-                           "predict-run.json"}  # no masks/ and no maps of the first run's queries
+    assert _files(out) == {
+        "maps/000.png",
+        "overlays/000.png",
+        "predictions.csv",
+        "predictions.jsonl",
+        "predict-run.json",
+    }  # no masks/ and no maps of the first run's queries
     assert json.loads((out / "predict-run.json").read_text())["files"] == [
-        "predictions.jsonl", "predictions.csv", "maps/000.png", "overlays/000.png"]
+        "predictions.jsonl",
+        "predictions.csv",
+        "maps/000.png",
+        "overlays/000.png",
+    ]
 
 
 def test_a_folder_with_other_files_is_refused_before_any_work(mvtec_root, tmp_path, capsys):
@@ -60,18 +69,49 @@ def test_recursive_query_folders_keep_their_subfolders(mvtec_root, tmp_path, cap
     code, err = _predict([*args, "--recursive"], capsys)
     assert code == 0, err
     records = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-    assert [r["map"] for r in records] == ["maps/blob/000.png", "maps/blob/001.png", "maps/blob/002.png",
-                                           "maps/good/000.png", "maps/good/001.png"]
+    assert [r["map"] for r in records] == [
+        "maps/blob/000.png",
+        "maps/blob/001.png",
+        "maps/blob/002.png",
+        "maps/good/000.png",
+        "maps/good/001.png",
+    ]
 
 
 def test_scoring_far_from_the_training_size_warns(mvtec_root, checkpoint, tmp_path, capsys):
     tile = mvtec_root / "tile"
-    code = main(["predict", "--checkpoint", str(checkpoint), "--size", "128", "--prompt",
-                 str(tile / "train/good/000.png"), "--query", str(tile / "test/blob/000.png"),
-                 "--out", str(tmp_path / "o"), "--no-progress"])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--size",
+            "128",
+            "--prompt",
+            str(tile / "train/good/000.png"),
+            "--query",
+            str(tile / "test/blob/000.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0 and "warning: scoring at 128 px, 2.0x from the model's training size 64 px" in err
-    code = main(["predict", "--checkpoint", str(checkpoint), "--size", "64", "--prompt",
-                 str(tile / "train/good/000.png"), "--query", str(tile / "test/blob/000.png"),
-                 "--out", str(tmp_path / "p"), "--no-progress"])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--size",
+            "64",
+            "--prompt",
+            str(tile / "train/good/000.png"),
+            "--query",
+            str(tile / "test/blob/000.png"),
+            "--out",
+            str(tmp_path / "p"),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "warning" not in capsys.readouterr().err

@@ -16,8 +16,25 @@ def test_maps_of_a_non_square_query_are_at_its_own_size(mvtec_root, checkpoint, 
     cv2.imwrite(str(query), np.random.default_rng(0).integers(0, 255, (37, 91, 3), dtype=np.uint8))
     for fmt, suffix in (("png16", ".png"), ("npy", ".npy")):
         out = tmp_path / fmt
-        assert main(["predict", "--checkpoint", str(checkpoint), "--prompt", str(prompt), "--query", str(query),
-                     "--out", str(out), "--map-format", fmt, "--no-progress"]) == 0, capsys.readouterr().err
+        assert (
+            main(
+                [
+                    "predict",
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--prompt",
+                    str(prompt),
+                    "--query",
+                    str(query),
+                    "--out",
+                    str(out),
+                    "--map-format",
+                    fmt,
+                    "--no-progress",
+                ]
+            )
+            == 0
+        ), capsys.readouterr().err
         record = json.loads((out / "predictions.jsonl").read_text())
         path = out / record["map"]
         assert path.suffix == suffix

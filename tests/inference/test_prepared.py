@@ -31,8 +31,10 @@ def _assert_same_maps(model: MetaUAS, fast: MetaUAS) -> None:
     prompts, queries = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
     assert torch.allclose(fast.predict(prompts, queries), model.predict(prompts, queries), atol=1e-5)
     with torch.inference_mode():  # one prompt shared by all queries (batch-1 prompt features)
-        shared = [fast.segment(fast.encode(prompts[:1]), fast.encode(queries)),
-                  model.segment(model.encode(prompts[:1]), model.encode(queries))]
+        shared = [
+            fast.segment(fast.encode(prompts[:1]), fast.encode(queries)),
+            model.segment(model.encode(prompts[:1]), model.encode(queries)),
+        ]
     assert torch.allclose(shared[0], shared[1], atol=1e-4)
 
 
@@ -52,8 +54,10 @@ def test_folding_touches_only_conv_batchnorm_pairs():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile's CPU backend needs a C++ compiler",
+)
 def test_compiled_model_gives_the_same_maps():
     model = _trained_looking_model()
     _assert_same_maps(model, prepare_for_inference(copy.deepcopy(model), compile=True))

@@ -8,7 +8,6 @@ import base64
 import csv
 import json
 import shutil
-import threading
 
 import cv2
 import numpy as np
@@ -71,7 +70,11 @@ def test_api_predict_page_and_evaluate_give_one_score_per_file(method, mvtec_roo
     root = tmp_path / "bench"
     shutil.copytree(mvtec_root / "tile", root / "tile")
     tile = root / "tile"
-    prompt, query, mask = tile / "train/good/000.png", tile / "test/blob/001.png", tile / "ground_truth/blob/001_mask.png"
+    prompt, query, mask = (
+        tile / "train/good/000.png",
+        tile / "test/blob/001.png",
+        tile / "ground_truth/blob/001_mask.png",
+    )
     cv2.imwrite(str(query), cv2.resize(cv2.imread(str(query)), (40, 40), interpolation=cv2.INTER_AREA))
     cv2.imwrite(str(mask), cv2.resize(cv2.imread(str(mask), 0), (40, 40), interpolation=cv2.INTER_NEAREST))
     ck = ["--checkpoint", str(checkpoint)] if method == "model" else ["--size", "64"]
@@ -80,18 +83,54 @@ def test_api_predict_page_and_evaluate_give_one_score_per_file(method, mvtec_roo
     api = result.score
 
     out = tmp_path / "predict"
-    assert main(["predict", *ck, "--method", method, "--prompt", str(prompt), "--query", str(query),
-                 "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                *ck,
+                "--method",
+                method,
+                "--prompt",
+                str(prompt),
+                "--query",
+                str(query),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     predicted = json.loads((out / "predictions.jsonl").read_text())["score"]
 
     body = {"normals": [{"name": "p.png", "data": _b64(prompt)}], "queries": [{"name": "q.png", "data": _b64(query)}]}
-    page = segment_request(model, body, threading.Lock())["results"][0]["score"]
+    page = segment_request(model, body)["results"][0]["score"]
 
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps({"tile": "tile/train/good/000.png"}))
     ev = tmp_path / "evaluate"
-    assert main(["evaluate", "--data", str(root), *ck, "--method", method, "--classes", "tile", "--prompts",
-                 str(prompts), "--overlays", "0", "--no-progress", "--out", str(ev)]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(root),
+                *ck,
+                "--method",
+                method,
+                "--classes",
+                "tile",
+                "--prompts",
+                str(prompts),
+                "--overlays",
+                "0",
+                "--no-progress",
+                "--out",
+                str(ev),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     rows = {r["image"]: r for r in csv.DictReader(open(ev / "scores.csv"))}
     evaluated = float(rows[str(query)][f"{method} score"])
     assert max(abs(s - api) for s in (predicted, page, evaluated)) <= 1e-4, (api, predicted, page, evaluated)

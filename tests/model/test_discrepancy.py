@@ -22,8 +22,9 @@ def test_max_cosine_distance_is_the_lookups_one_image_patchcore():
     torch.testing.assert_close(ours.clamp(max=1), expected, atol=1e-5, rtol=0)
     # chunking the query positions changes nothing; pooling is the lookup's neighbourhood
     torch.testing.assert_close(max_cosine_distance(query, [prompt], chunk=3), ours)
-    torch.testing.assert_close(max_cosine_distance(query, [prompt], pool=3).clamp(max=1),
-                               stage_scores([prompt], query, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        max_cosine_distance(query, [prompt], pool=3).clamp(max=1), stage_scores([prompt], query, 3), atol=1e-5, rtol=0
+    )
 
 
 def test_a_query_position_found_in_the_prompt_has_zero_discrepancy():
@@ -64,8 +65,12 @@ def test_residual_starts_from_the_lookup_ranking():
     prompt, query = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         pf, qf = model.encode_pair(prompt, query)
-        prior = torch.stack([F.interpolate(max_cosine_distance(qf[s], [pf[s]]), size=(64, 64), mode="bilinear",
-                                           align_corners=False) for s in (1, 2)]).mean(0)
+        prior = torch.stack(
+            [
+                F.interpolate(max_cosine_distance(qf[s], [pf[s]]), size=(64, 64), mode="bilinear", align_corners=False)
+                for s in (1, 2)
+            ]
+        ).mean(0)
         logits = model(prompt, query)
     corr = torch.corrcoef(torch.stack([logits.flatten(), prior.flatten()]))[0, 1]
     assert corr > 0.99
@@ -83,9 +88,16 @@ def test_old_config_dicts_load_as_the_model_without_discrepancy():
     assert ModelConfig.from_dict(dataclasses.asdict(new)) == new  # lists from JSON become tuples
 
 
-@pytest.mark.parametrize("kw", [{"discrepancy_stages": (5,)}, {"discrepancy_stages": (1, 1)},
-                                {"discrepancy_pool": 2}, {"discrepancy_stages": (), "lookup_residual": 3.0},
-                                {"discrepancy_stages": (1,), "lookup_residual": -1.0}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"discrepancy_stages": (5,)},
+        {"discrepancy_stages": (1, 1)},
+        {"discrepancy_pool": 2},
+        {"discrepancy_stages": (), "lookup_residual": 3.0},
+        {"discrepancy_stages": (1,), "lookup_residual": -1.0},
+    ],
+)
 def test_bad_discrepancy_options_are_user_errors(kw):
     with pytest.raises(UserError):
         ModelConfig(**kw)

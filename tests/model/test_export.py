@@ -24,7 +24,6 @@ def pretrained(tmp_path_factory):
     """The offline ImageNet lite0 encoder with a small random decoder: real features, so
     maps and prompt choices differ from image to image (an all-random model's are flat)."""
     import torch
-
     from make_data import tiny_model_config
 
     from metauas.model.checkpoint import save_checkpoint
@@ -40,10 +39,24 @@ def pretrained(tmp_path_factory):
 def exported(pretrained, tmp_path_factory):
     """model.onnx (the full graph alone) and model.xml with --cached-prompt (encoder + head)."""
     out = tmp_path_factory.mktemp("graphs")
-    assert main(["export", "--checkpoint", str(pretrained), "--out", str(out / "model.onnx"),
-                 "--threshold", "0.3"]) == 0
-    assert main(["export", "--checkpoint", str(pretrained), "--format", "openvino", "--cached-prompt",
-                 "--out", str(out / "model.xml")]) == 0
+    assert (
+        main(["export", "--checkpoint", str(pretrained), "--out", str(out / "model.onnx"), "--threshold", "0.3"]) == 0
+    )
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(pretrained),
+                "--format",
+                "openvino",
+                "--cached-prompt",
+                "--out",
+                str(out / "model.xml"),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -53,10 +66,15 @@ def _photos(folder):
     astronaut, chelsea, coffee = skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee()
     changed = astronaut.copy()
     changed[150:260, 180:300] = (20, 200, 40)
-    files = {"prompts/astronaut.png": astronaut, "prompts/chelsea.png": chelsea,
-             "queries/a_changed.png": changed, "queries/b_chelsea_flip.png": chelsea[:, ::-1],
-             "queries/c_coffee.png": coffee, "normals/n1.png": cv2.GaussianBlur(astronaut, (3, 3), 0),
-             "normals/n2.png": chelsea[10:, 10:]}
+    files = {
+        "prompts/astronaut.png": astronaut,
+        "prompts/chelsea.png": chelsea,
+        "queries/a_changed.png": changed,
+        "queries/b_chelsea_flip.png": chelsea[:, ::-1],
+        "queries/c_coffee.png": coffee,
+        "normals/n1.png": cv2.GaussianBlur(astronaut, (3, 3), 0),
+        "normals/n2.png": chelsea[10:, 10:],
+    }
     for name, rgb in files.items():
         (folder / name).parent.mkdir(exist_ok=True)
         cv2.imwrite(str(folder / name), np.ascontiguousarray(rgb[..., ::-1]))
@@ -75,11 +93,19 @@ def test_graphs_carry_their_metadata(exported):
     assert "max of the map" in props["metauas.score_rule"] and props["metauas.version"] == metauas.__version__
     model = ov.Core().read_model(str(exported / "model.xml"))
     assert json.loads(model.get_rt_info(["metauas", "graphs"]).astype(str)) == {
-        "encoder": "model-encoder.xml", "head": "model-head.xml"}
+        "encoder": "model-encoder.xml",
+        "head": "model-head.xml",
+    }
     assert json.loads(model.get_rt_info(["metauas", "checkpoint"]).astype(str))["step"] == 7
     assert sorted(p.name for p in exported.iterdir()) == [
-        "model-encoder.bin", "model-encoder.xml", "model-head.bin", "model-head.xml", "model.bin", "model.onnx",
-        "model.xml"]  # no temporary files left
+        "model-encoder.bin",
+        "model-encoder.xml",
+        "model-head.bin",
+        "model-head.xml",
+        "model.bin",
+        "model.onnx",
+        "model.xml",
+    ]  # no temporary files left
 
 
 @pytest.mark.slow
@@ -109,9 +135,25 @@ def test_the_segmenter_on_each_runtime_matches_pytorch_on_photographs(pretrained
 
 
 def _predict(checkpoint, photos, out, extra=()):
-    args = ["predict", "--checkpoint", str(checkpoint), "--prompt", str(photos / "prompts/astronaut.png"),
-            "--query", str(photos / "queries"), "--out", str(out), "--threshold", "auto", "--normals",
-            str(photos / "normals"), "--map-format", "npy", "--no-progress", *extra]
+    args = [
+        "predict",
+        "--checkpoint",
+        str(checkpoint),
+        "--prompt",
+        str(photos / "prompts/astronaut.png"),
+        "--query",
+        str(photos / "queries"),
+        "--out",
+        str(out),
+        "--threshold",
+        "auto",
+        "--normals",
+        str(photos / "normals"),
+        "--map-format",
+        "npy",
+        "--no-progress",
+        *extra,
+    ]
     assert main(args) == 0
     return [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
 
@@ -135,11 +177,28 @@ def test_predict_on_a_graph_writes_what_the_checkpoint_writes_without_importing_
     expected = _predict(pretrained, photos, tmp_path / "torch")
     for graph in ("model.onnx", "model.xml"):
         out = tmp_path / graph.replace(".", "-")
-        args = ["predict", "--checkpoint", str(exported / graph), "--prompt", str(photos / "prompts/astronaut.png"),
-                "--query", str(photos / "queries"), "--out", str(out), "--threshold", "auto", "--normals",
-                str(photos / "normals"), "--map-format", "npy", "--no-progress"]
-        proc = run_without_torch(tmp_path, f"from metauas.cli import main\nrc = main({args!r})\n"
-                                           "assert 'torch' not in sys.modules\nsys.exit(rc)\n")
+        args = [
+            "predict",
+            "--checkpoint",
+            str(exported / graph),
+            "--prompt",
+            str(photos / "prompts/astronaut.png"),
+            "--query",
+            str(photos / "queries"),
+            "--out",
+            str(out),
+            "--threshold",
+            "auto",
+            "--normals",
+            str(photos / "normals"),
+            "--map-format",
+            "npy",
+            "--no-progress",
+        ]
+        proc = run_without_torch(
+            tmp_path,
+            f"from metauas.cli import main\nrc = main({args!r})\nassert 'torch' not in sys.modules\nsys.exit(rc)\n",
+        )
         assert proc.returncode == 0, proc.stderr
         got = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
         same_predictions(expected, got, tmp_path / "torch", out)
@@ -148,11 +207,12 @@ def test_predict_on_a_graph_writes_what_the_checkpoint_writes_without_importing_
 def test_export_refuses_a_wrong_output_name(checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "model.pt")]) == 2
     assert "--format onnx writes a file name ending in .onnx" in capsys.readouterr().err
-    assert main(["export", "--checkpoint", str(checkpoint), "--format", "openvino", "--out",
-                 str(tmp_path / "model.onnx")]) == 2
+    assert (
+        main(["export", "--checkpoint", str(checkpoint), "--format", "openvino", "--out", str(tmp_path / "model.onnx")])
+        == 2
+    )
     assert "--format openvino writes a file name ending in .xml" in capsys.readouterr().err
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--threshold",
-                 "2"]) == 2
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--threshold", "2"]) == 2
     assert "--threshold must be in [0, 1]" in capsys.readouterr().err
 
 
@@ -171,8 +231,9 @@ def _fresh_venv_without_torch(tmp_path):
         shutil.copy(root / name, src / name)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    proc = subprocess.run([str(venv / "bin/pip"), "install", "-q", f"{src}[onnx,openvino]"], capture_output=True,
-                          text=True, timeout=1200)
+    proc = subprocess.run(
+        [str(venv / "bin/pip"), "install", "-q", f"{src}[onnx,openvino]"], capture_output=True, text=True, timeout=1200
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     probe = subprocess.run([str(venv / "bin/python"), "-c", "import torch"], capture_output=True, text=True)
     assert "No module named 'torch'" in probe.stderr
@@ -188,10 +249,30 @@ def test_a_fresh_install_without_torch_predicts_like_the_checkpoint(pretrained, 
     expected = _predict(pretrained, photos, tmp_path / "torch")
     for graph in ("model.onnx", "model.xml"):
         out = tmp_path / graph.replace(".", "-")
-        proc = subprocess.run([str(venv / "bin/metauas"), "predict", "--checkpoint", str(exported / graph),
-                               "--prompt", str(photos / "prompts/astronaut.png"), "--query", str(photos / "queries"),
-                               "--out", str(out), "--threshold", "auto", "--normals", str(photos / "normals"),
-                               "--map-format", "npy", "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+        proc = subprocess.run(
+            [
+                str(venv / "bin/metauas"),
+                "predict",
+                "--checkpoint",
+                str(exported / graph),
+                "--prompt",
+                str(photos / "prompts/astronaut.png"),
+                "--query",
+                str(photos / "queries"),
+                "--out",
+                str(out),
+                "--threshold",
+                "auto",
+                "--normals",
+                str(photos / "normals"),
+                "--map-format",
+                "npy",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, proc.stderr
         got = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
         same_predictions(expected, got, tmp_path / "torch", out)

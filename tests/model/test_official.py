@@ -49,8 +49,9 @@ class OfficialReference(nn.Module):
         self.encoder = smp.encoders.get_encoder("efficientnet-b4", in_channels=3, depth=5, weights=None)
         self.alignment = nn.ModuleList(_Alignment(c) for c in (448, 160, 56))  # deepest first
         # smp 0.2.1 + num_coam_layers=3 doubles the three deepest stages' channels
-        self.decoder = UnetDecoder([3, 48, 32, 2 * 56, 2 * 160, 2 * 448], [256, 128, 64, 64, 48],
-                                   n_blocks=5, attention_type="scse")
+        self.decoder = UnetDecoder(
+            [3, 48, 32, 2 * 56, 2 * 160, 2 * 448], [256, 128, 64, 64, 48], n_blocks=5, attention_type="scse"
+        )
         self.mask_head = nn.Conv2d(48, 1, 1)
 
     def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -121,8 +122,7 @@ def test_converted_weights_reproduce_the_official_model(reference, official_file
 def test_official_padding_is_needed(reference):
     """timm's dynamic "same" padding shifts the first 5x5 stride-2 conv's grid (its input
     is 64 px at 256, 95 px in lukemelas's 380 px assumption): a visible difference."""
-    cfg = dataclasses.replace(OFFICIAL_CONFIG, encoder=dataclasses.replace(OFFICIAL_CONFIG.encoder,
-                                                                           static_pad_size=0))
+    cfg = dataclasses.replace(OFFICIAL_CONFIG, encoder=dataclasses.replace(OFFICIAL_CONFIG.encoder, static_pad_size=0))
     model = MetaUAS(cfg)
     model.load_state_dict(convert(reference.state_dict(), model, "reference"))
     assert _max_diff(reference, model.eval(), 256) > 1e-4  # measured 1.2e-3
@@ -208,8 +208,9 @@ def test_lukemelas_weights_file_loads_by_position(tmp_path):
     luke = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in luke.items()}
     luke |= {"_fc.weight": torch.randn(1000, 1792), "_fc.bias": torch.randn(1000)}
     torch.save(luke, tmp_path / "efficientnet-b4-6ed6700e.pth")
-    encoder = build_encoder(dataclasses.replace(_paper_model_config().encoder,
-                                                weights=str(tmp_path / "efficientnet-b4-6ed6700e.pth")))
+    encoder = build_encoder(
+        dataclasses.replace(_paper_model_config().encoder, weights=str(tmp_path / "efficientnet-b4-6ed6700e.pth"))
+    )
     ours = encoder.backbone.state_dict()
     blocks = _block_names(encoder.backbone)
     checked = 0
@@ -234,14 +235,31 @@ def _train_config(monkeypatch, *args):
 def test_encoder_official_and_the_paper_recipe_on_the_command_line(monkeypatch, capsys):
     cfg = _train_config(monkeypatch, "--encoder", "official")
     assert (cfg.model.encoder.name, cfg.model.encoder.layout, cfg.model.encoder.static_pad_size) == (
-        "tf_efficientnet_b4.aa_in1k", "official", 380)
-    assert _train_config(monkeypatch, "--encoder", "official", "--static-pad-size", "0").model.encoder.static_pad_size == 0
+        "tf_efficientnet_b4.aa_in1k",
+        "official",
+        380,
+    )
+    assert (
+        _train_config(monkeypatch, "--encoder", "official", "--static-pad-size", "0").model.encoder.static_pad_size == 0
+    )
 
     paper = _train_config(monkeypatch, "--recipe", "paper")
     assert paper.model == dataclasses.replace(_paper_model_config(), encoder=paper.model.encoder)
-    assert (paper.global_batch_size, paper.epochs, paper.lr, paper.weight_decay, paper.size) == (128, 30, 1e-4, 5e-4, 256)
+    assert (paper.global_batch_size, paper.epochs, paper.lr, paper.weight_decay, paper.size) == (
+        128,
+        30,
+        1e-4,
+        5e-4,
+        256,
+    )
     toy = _train_config(monkeypatch, "--recipe", "paper", "--fusion", "cat+cos", "--size", "64", "--batch-size", "2")
-    assert (toy.model.fusion, toy.size, toy.batch_size, toy.global_batch_size, toy.epochs) == ("cat+cos", 64, 2, None, 30)
+    assert (toy.model.fusion, toy.size, toy.batch_size, toy.global_batch_size, toy.epochs) == (
+        "cat+cos",
+        64,
+        2,
+        None,
+        30,
+    )
     assert main(["train", "--train", "x", "--out", "y", "--batch-size", "2", "--global-batch-size", "8"]) == 2
     assert "not both" in capsys.readouterr().err
 
@@ -273,9 +291,11 @@ def test_pretrained_names_load_from_the_hub_cache_and_convert_once(reference, of
     snapshot.mkdir(parents=True)
     shutil.copy(official_file, snapshot / "metauas-512.ckpt")
     dirs = {"HF_HUB_CACHE": tmp_path / "hf", "METAUAS_CACHE": tmp_path / "cache"}
-    code = ("import metauas, numpy as np; m = metauas.load('hf:csgaobb/MetaUAS/metauas-512.ckpt', device='cpu', "
-            "size=64); r = m.segment(np.zeros((64, 64, 3), np.uint8), prompt=np.full((64, 64, 3), 9, np.uint8)); "
-            "print(m.size, m.meta['official'], r.map.shape)")
+    code = (
+        "import metauas, numpy as np; m = metauas.load('hf:csgaobb/MetaUAS/metauas-512.ckpt', device='cpu', "
+        "size=64); r = m.segment(np.zeros((64, 64, 3), np.uint8), prompt=np.full((64, 64, 3), 9, np.uint8)); "
+        "print(m.size, m.meta['official'], r.map.shape)"
+    )
     first = _hub_run(code, dirs)
     assert first.returncode == 0, first.stderr
     assert first.stdout.split() == ["64", "True", "(64,", "64)"]
@@ -288,9 +308,12 @@ def test_pretrained_names_load_from_the_hub_cache_and_convert_once(reference, of
 
     image = tmp_path / "x.png"
     image.write_bytes(_png())
-    missing = _hub_run("from metauas.cli import main; import sys; sys.exit(main(['predict', '--checkpoint', "
-                       f"'hf:csgaobb/MetaUAS/metauas-256.ckpt', '--prompt', '{image}', '--query', '{image}', "
-                       f"'--out', '{tmp_path / 'o'}']))", dirs)
+    missing = _hub_run(
+        "from metauas.cli import main; import sys; sys.exit(main(['predict', '--checkpoint', "
+        f"'hf:csgaobb/MetaUAS/metauas-256.ckpt', '--prompt', '{image}', '--query', '{image}', "
+        f"'--out', '{tmp_path / 'o'}']))",
+        dirs,
+    )
     assert missing.returncode == 2
     line = missing.stderr.strip()
     assert "\n" not in line and "cannot get hf:csgaobb/MetaUAS/metauas-256.ckpt" in line

@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from metauas.trainer.augment import AugmentConfig  # noqa: F401  (the same options)
+from metauas.trainer.augment import AugmentConfig  # the same options
 
 IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float64)
 
@@ -33,8 +33,9 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 
 def _warp(image: np.ndarray, matrix: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    return cv2.warpAffine(image, matrix, (size, size), flags=interpolation,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        image, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
@@ -56,14 +57,19 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, amount: float) -> 
 
 def resize_pair(pair: dict, size: int) -> dict:
     """Prompt, query (area/linear) and mask (nearest) resized to size x size."""
+
     def resize(image: np.ndarray, interpolation: int) -> np.ndarray:
         if image.shape[:2] == (size, size):
             return image
         return cv2.resize(image, (size, size), interpolation=interpolation)
 
     shrink = cv2.INTER_AREA if pair["prompt"].shape[0] > size else cv2.INTER_LINEAR
-    return {**pair, "prompt": resize(pair["prompt"], shrink), "query": resize(pair["query"], shrink),
-            "mask": resize(pair["mask"], cv2.INTER_NEAREST)}
+    return {
+        **pair,
+        "prompt": resize(pair["prompt"], shrink),
+        "query": resize(pair["query"], shrink),
+        "mask": resize(pair["mask"], cv2.INTER_NEAREST),
+    }
 
 
 def _fires(rng: np.random.Generator, probability: float) -> bool:
@@ -72,8 +78,9 @@ def _fires(rng: np.random.Generator, probability: float) -> bool:
     return probability > 0 and rng.random() < probability
 
 
-def _rotate_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
-                   angle: float) -> tuple[np.ndarray, np.ndarray]:
+def _rotate_prompt(
+    prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray, angle: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Rotate the prompt about its centre, and drop change the rotated prompt no longer shows.
 
     The rotation pushes the prompt's corners out of the frame. A query pixel y shows
@@ -84,8 +91,12 @@ def _rotate_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.nda
     size = prompt.shape[0]
     rotation = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
     # dst(y) = ones(M y) with M = rotation ∘ query_to_prompt: 1 where the content survives
-    visible = cv2.warpAffine(np.ones((size, size), np.uint8), _compose(rotation, query_to_prompt),
-                             (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    visible = cv2.warpAffine(
+        np.ones((size, size), np.uint8),
+        _compose(rotation, query_to_prompt),
+        (size, size),
+        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+    )
     return _warp(prompt, rotation, size, cv2.INTER_LINEAR), mask * visible
 
 
@@ -97,12 +108,13 @@ def coarse_dropout(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for _ in range(rng.integers(1, 5)):
         rh, rw = (int(rng.uniform(0.1, 0.25) * side) for side in (h, w))
         y, x = rng.integers(0, h - rh + 1), rng.integers(0, w - rw + 1)
-        out[y:y + rh, x:x + rw] = mean
+        out[y : y + rh, x : x + rw] = mean
     return out
 
 
-def augment_prompt(prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray,
-                   cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment_prompt(
+    prompt: np.ndarray, mask: np.ndarray, query_to_prompt: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Prompt-only rotation, rot90, flip and coarse dropout of a square, warped pair.
 
     The mask lives on the query, so changing only the prompt leaves it as it is, except
@@ -141,8 +153,9 @@ def augment_pair(pair: dict, size: int, cfg: AugmentConfig, rng: np.random.Gener
         to_prompt = _compose(_random_affine(rng, size, cfg), resize)
         to_query = _compose(_random_affine(rng, size, cfg), resize)
         # source pixels that land inside the warped prompt: dst(x) = ones(to_prompt @ x)
-        visible = cv2.warpAffine(np.ones((size, size), np.uint8), to_prompt, (w, h),
-                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+        visible = cv2.warpAffine(
+            np.ones((size, size), np.uint8), to_prompt, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        )
         prompt = _warp(prompt, to_prompt, size, cv2.INTER_LINEAR)
         query = _warp(query, to_query, size, cv2.INTER_LINEAR)
         mask = _warp(mask * visible, to_query, size, cv2.INTER_NEAREST)

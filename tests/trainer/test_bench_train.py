@@ -7,8 +7,26 @@ from metauas.cli import main
 
 
 def test_bench_train_prints_stages_floor_and_gpus_per_node(shard_dir, capsys):
-    args = ["bench", "train", "--shards", str(shard_dir / "train"), "--size", "48", "--batch-size", "4",
-            "--pairs", "16", "--batches", "2", "--device", "cpu", "--gpu-pairs-s", "100", "--cores", "2,4"]
+    args = [
+        "bench",
+        "train",
+        "--shards",
+        str(shard_dir / "train"),
+        "--size",
+        "48",
+        "--batch-size",
+        "4",
+        "--pairs",
+        "16",
+        "--batches",
+        "2",
+        "--device",
+        "cpu",
+        "--gpu-pairs-s",
+        "100",
+        "--cores",
+        "2,4",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     for stage in ("read", "decode", "augment (OpenCV)", "draw choices", "collate", "to device", "augment on cpu"):

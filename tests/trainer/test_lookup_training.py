@@ -10,7 +10,8 @@ from metauas.errors import UserError
 from metauas.model.network import MetaUAS
 from metauas.trainer.augment import AugmentConfig
 from metauas.trainer.config import TrainConfig
-from metauas.trainer.train import lookup_losses, stage_masks, train
+from metauas.trainer.losses import lookup_losses, stage_masks
+from metauas.trainer.train import train
 
 
 def _masks(*changed_columns):
@@ -28,8 +29,9 @@ def _features(masks, changed_distance):
     b = masks.shape[0]
     query = torch.randn(b, 2, 4, 4)
     angle = torch.acos(torch.tensor(1.0 - changed_distance))
-    rotate = torch.stack([torch.stack([torch.cos(angle), -torch.sin(angle)]),
-                          torch.stack([torch.sin(angle), torch.cos(angle)])])
+    rotate = torch.stack(
+        [torch.stack([torch.cos(angle), -torch.sin(angle)]), torch.stack([torch.sin(angle), torch.cos(angle)])]
+    )
     turned = torch.einsum("ij,bjhw->bihw", rotate, query)
     changed = torch.nn.functional.adaptive_avg_pool2d(masks, (4, 4)) > 0
     return query, torch.where(changed, turned, query)
@@ -89,10 +91,22 @@ def _rows(run_dir):
 
 def test_training_with_lookup_losses_logs_their_parts(shard_dir, tmp_path):
     prompt_aug = AugmentConfig(prompt_rot90=0.5, prompt_rotate=0.5, prompt_flip=0.5, prompt_dropout=0.5)
-    cfg = TrainConfig(train=str(shard_dir / "train"), out=str(tmp_path / "run"), size=64, batch_size=4,
-                      steps=3, workers=0, log_every=1, save_every=100, progress=False, warmup_steps=1,
-                      model=tiny_model_config(alignment="topk", fusion="cat+absdiff+cos"),
-                      lookup_weight=0.5, cqc_margin=0.2, augment=prompt_aug)
+    cfg = TrainConfig(
+        train=str(shard_dir / "train"),
+        out=str(tmp_path / "run"),
+        size=64,
+        batch_size=4,
+        steps=3,
+        workers=0,
+        log_every=1,
+        save_every=100,
+        progress=False,
+        warmup_steps=1,
+        model=tiny_model_config(alignment="topk", fusion="cat+absdiff+cos"),
+        lookup_weight=0.5,
+        cqc_margin=0.2,
+        augment=prompt_aug,
+    )
     train(cfg)
     rows = [r for r in _rows(tmp_path / "run") if "loss" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -109,24 +123,48 @@ def test_lookup_weight_needs_a_lookup_and_cli_checks_new_options(tmp_path, capsy
         TrainConfig(train="x", out="y", cqc_margin=-1.0)
     from metauas.cli import main
 
-    for option, value, message in [("--prompt-flip", "1.5", "--prompt-flip is a probability"),
-                                   ("--alignment", "magic", "'magic' is not one of 'soft', 'hard'"),
-                                   ("--align-topk", "0", "--topk must be a positive"),
-                                   ("--fusion", "cat+mul", "'cat+mul' is not one of 'cat', 'add'")]:
+    for option, value, message in [
+        ("--prompt-flip", "1.5", "--prompt-flip is a probability"),
+        ("--alignment", "magic", "'magic' is not one of 'soft', 'hard'"),
+        ("--align-topk", "0", "--topk must be a positive"),
+        ("--fusion", "cat+mul", "'cat+mul' is not one of 'cat', 'add'"),
+    ]:
         args = ["train", "--train", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "3", option, value]
         assert main(args) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("options, scaled", [(["--alignment", "sparsemax"], True), ([], False),
-                                             (["--alignment", "sparsemax", "--no-scale-similarity"], False)])
+@pytest.mark.parametrize(
+    "options, scaled",
+    [(["--alignment", "sparsemax"], True), ([], False), (["--alignment", "sparsemax", "--no-scale-similarity"], False)],
+)
 def test_cli_scales_similarity_by_default_for_sparsemax_only(shard_dir, tmp_path, options, scaled):
     from metauas.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "--train", str(shard_dir / "train"), "--out", str(run), "--steps", "1", "--size", "32",
-                 "--encoder-weights", "none", "--workers", "0", "-q", *options]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(shard_dir / "train"),
+                "--out",
+                str(run),
+                "--steps",
+                "1",
+                "--size",
+                "32",
+                "--encoder-weights",
+                "none",
+                "--workers",
+                "0",
+                "-q",
+                *options,
+            ]
+        )
+        == 0
+    )
     model = json.loads((run / "config.json").read_text())["model"]
     assert model["scale_similarity"] is scaled
     assert model["alignment"] == ("sparsemax" if options else "soft")

@@ -69,8 +69,10 @@ def _source_pixels(image, where=None):
     p = image.astype(int)
     full = (p[..., 2] >= 120) & (True if where is None else where)
     shown = np.zeros((size, size), bool)
-    shown[np.clip(np.round((p[..., 1][full] - 3) / 5).astype(int), 0, size - 1),
-          np.clip(np.round((p[..., 0][full] - 3) / 5).astype(int), 0, size - 1)] = True
+    shown[
+        np.clip(np.round((p[..., 1][full] - 3) / 5).astype(int), 0, size - 1),
+        np.clip(np.round((p[..., 0][full] - 3) / 5).astype(int), 0, size - 1),
+    ] = True
     return shown
 
 

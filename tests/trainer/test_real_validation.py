@@ -23,16 +23,42 @@ def _rows(run_dir):
 
 def test_real_folder_validation_is_evaluates_protocol_and_picks_best(shard_dir, mvtec_root, tmp_path):
     out = tmp_path / "run"
-    cfg = TrainConfig(train=str(shard_dir / "train"), val=(str(shard_dir / "val"), str(mvtec_root)), out=str(out),
-                      model=tiny_model_config(), size=64, batch_size=4, steps=4, workers=0, lr=3e-3, val_every=2,
-                      save_every=2, log_every=1, progress=False, warmup_steps=1, val_size=64, val_seeds=(1, 2))
+    cfg = TrainConfig(
+        train=str(shard_dir / "train"),
+        val=(str(shard_dir / "val"), str(mvtec_root)),
+        out=str(out),
+        model=tiny_model_config(),
+        size=64,
+        batch_size=4,
+        steps=4,
+        workers=0,
+        lr=3e-3,
+        val_every=2,
+        save_every=2,
+        log_every=1,
+        progress=False,
+        warmup_steps=1,
+        val_size=64,
+        val_seeds=(1, 2),
+    )
     train(cfg)
     real = [r for r in _rows(out) if "real_p_ap" in r]
     assert [r["step"] for r in real] == [0, 2, 4]
     assert all("val_p_ap" in r and "real_tile_p_ap" in r and "real_plate_p_ap" in r for r in real)
 
-    result = evaluate(EvalConfig(data=mvtec_root, out=tmp_path / "eval", checkpoint=out / "last.pt", method="model",
-                                 seeds=(1, 2), size=64, overlays=0, fit_normals=0, progress=False))
+    result = evaluate(
+        EvalConfig(
+            data=mvtec_root,
+            out=tmp_path / "eval",
+            checkpoint=out / "last.pt",
+            method="model",
+            seeds=(1, 2),
+            size=64,
+            overlays=0,
+            fit_normals=0,
+            progress=False,
+        )
+    )
     mean = next(r for r in result["rows"] if r["class"] == "mean")["metrics"]
     for metric, key in (("I-AUROC", "i_auroc"), ("P-AUROC", "p_auroc"), ("P-AP", "p_ap"), ("P-AUPRO", "p_aupro")):
         assert real[-1][f"real_{key}"] == pytest.approx(mean[metric], abs=2e-3), metric
@@ -44,15 +70,50 @@ def test_real_folder_validation_is_evaluates_protocol_and_picks_best(shard_dir, 
 
 def test_val_options_on_the_command_line(shard_dir, mvtec_root, tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "--train", str(shard_dir / "train"), "--val", str(mvtec_root / "tile"), "--out", str(run),
-                 "--steps", "1", "--size", "32", "--batch-size", "2", "--encoder-weights", "none", "--workers", "0",
-                 "--val-size", "32", "--val-seeds", "3,4", "-q"])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(shard_dir / "train"),
+            "--val",
+            str(mvtec_root / "tile"),
+            "--out",
+            str(run),
+            "--steps",
+            "1",
+            "--size",
+            "32",
+            "--batch-size",
+            "2",
+            "--encoder-weights",
+            "none",
+            "--workers",
+            "0",
+            "--val-size",
+            "32",
+            "--val-seeds",
+            "3,4",
+            "-q",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["val"], cfg["val_size"], cfg["val_seeds"]) == (str(mvtec_root / "tile"), 32, [3, 4])
     assert [r["step"] for r in _rows(run) if "real_p_ap" in r] == [0, 1]
 
-    code = main(["train", "--train", str(shard_dir / "train"), "--out", str(tmp_path / "bad"), "--steps", "1",
-                 "--val-seeds", "one", "-q"])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(shard_dir / "train"),
+            "--out",
+            str(tmp_path / "bad"),
+            "--steps",
+            "1",
+            "--val-seeds",
+            "one",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and "--val-seeds takes comma-separated whole numbers" in err and "Traceback" not in err

@@ -9,7 +9,7 @@ import pytest
 import torch
 from make_data import write_shards
 
-from metauas.changegen.format import ReadStats, count_samples, expand_urls
+from metauas.data.format import ReadStats, count_samples, expand_urls
 from metauas.errors import UserError
 from metauas.trainer.augment import AugmentConfig, augment_pair
 from metauas.trainer.stream import StreamConfig, resized_pairs, train_dataset
@@ -22,8 +22,11 @@ def test_url_forms_expand_to_the_same_shards(shard_dir):
     assert expand_urls(str(train / "*.tar")) == expected
     assert expand_urls(str(train)) == expected
     assert expand_urls(["pipe:cat a.tar", "s3://bucket/x-{0..1}.tar", "https://h/y.tar"]) == [
-        "pipe:cat a.tar", "pipe:aws s3 cp s3://bucket/x-0.tar -", "pipe:aws s3 cp s3://bucket/x-1.tar -",
-        "https://h/y.tar"]
+        "pipe:cat a.tar",
+        "pipe:aws s3 cp s3://bucket/x-0.tar -",
+        "pipe:aws s3 cp s3://bucket/x-1.tar -",
+        "https://h/y.tar",
+    ]
     assert count_samples(expected) == 32
     with pytest.raises(UserError, match="not found"):
         expand_urls(str(train / "missing.tar"))
@@ -58,7 +61,7 @@ def test_corrupt_samples_and_truncated_shards_are_logged_and_skipped(tmp_path, c
     shutil.copy(good, corrupt_sample)
     raw = bytearray(corrupt_sample.read_bytes())
     at = raw.find(b"\x89PNG", 2000)  # damage one image inside a valid tar
-    raw[at:at + 64] = b"\x00" * 64
+    raw[at : at + 64] = b"\x00" * 64
     corrupt_sample.write_bytes(bytes(raw))
 
     urls = [str(good), str(truncated), str(garbage), str(corrupt_sample)]
@@ -107,8 +110,9 @@ def test_warp_drops_change_that_the_prompt_does_not_show():
     prompt = np.full((64, 64, 3), 100, np.uint8)
     mask = np.ones((64, 64), np.uint8)
     cfg = AugmentConfig(swap=0.0, affine=1.0, jitter=0.0, degrees=0.0, translate=0.45, scale=(1.0, 1.0))
-    kept = [augment_pair({"prompt": prompt, "query": prompt, "mask": mask}, 64, cfg, rng)["mask"].mean()
-            for _ in range(20)]
+    kept = [
+        augment_pair({"prompt": prompt, "query": prompt, "mask": mask}, 64, cfg, rng)["mask"].mean() for _ in range(20)
+    ]
     assert min(kept) < 0.8  # a large prompt shift removes change it cannot see
 
 
@@ -116,8 +120,13 @@ def test_stream_fills_batches_larger_than_a_readers_share_of_the_data(tmp_path):
     from metauas.trainer.stream import train_loader
 
     write_shards(tmp_path, shards=2, per_shard=3, size=32)  # 2 workers x 3 pairs, batch 8
-    cfg = StreamConfig((str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")),
-                       size=32, batch_size=8, workers=2, shuffle_buffer=4)
+    cfg = StreamConfig(
+        (str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")),
+        size=32,
+        batch_size=8,
+        workers=2,
+        shuffle_buffer=4,
+    )
     batches = iter(train_loader(cfg))
     for _ in range(3):
         batch = next(batches)
@@ -144,12 +153,13 @@ def test_s3_urls_stream_through_the_aws_cli(shard_dir, tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     aws = bin_dir / "aws"
-    aws.write_text(f"#!/bin/sh\n[ \"$1 $2 $4\" = \"s3 cp -\" ] || exit 9\nexec cat {shard_dir}/${{3#s3://bucket/}}\n")
+    aws.write_text(f'#!/bin/sh\n[ "$1 $2 $4" = "s3 cp -" ] || exit 9\nexec cat {shard_dir}/${{3#s3://bucket/}}\n')
     aws.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     urls = expand_urls("s3://bucket/train/shard-{000000..000001}.tar")
-    assert [p["key"] for p in resized_pairs(urls, 32)] == [p["key"] for p in resized_pairs(
-        [str(shard_dir / "train" / f"shard-00000{i}.tar") for i in (0, 1)], 32)]
+    assert [p["key"] for p in resized_pairs(urls, 32)] == [
+        p["key"] for p in resized_pairs([str(shard_dir / "train" / f"shard-00000{i}.tar") for i in (0, 1)], 32)
+    ]
     stream = StreamConfig(tuple(urls), size=32, batch_size=4, workers=0, shuffle_buffer=4)
     batch = next(iter(train_dataset(stream)))
     assert batch["prompt"].shape == (4, 32, 32, 3)

@@ -24,19 +24,46 @@ def _rows(run_dir):
 
 
 def _config(shard_dir, out, **overrides):
-    fields = dict(train=str(shard_dir / "train"), val=str(shard_dir / "val"), out=str(out),
-                  model=tiny_model_config(), size=64, batch_size=4, steps=6, workers=0,
-                  val_every=100, save_every=3, log_every=1, progress=False, warmup_steps=1)
+    fields = dict(
+        train=str(shard_dir / "train"),
+        val=str(shard_dir / "val"),
+        out=str(out),
+        model=tiny_model_config(),
+        size=64,
+        batch_size=4,
+        steps=6,
+        workers=0,
+        val_every=100,
+        save_every=3,
+        log_every=1,
+        progress=False,
+        warmup_steps=1,
+    )
     return TrainConfig(**{**fields, **overrides})
 
 
 @pytest.mark.slow
 def test_overfits_a_few_pairs_and_leaves_the_encoder_untouched(tmp_path):
     write_shards(tmp_path / "few", shards=1, per_shard=4, seed=5)
-    cfg = TrainConfig(train=str(tmp_path / "few"), val=str(tmp_path / "few"), out=str(tmp_path / "run"),
-                      model=tiny_model_config(), size=64, batch_size=4, steps=100, workers=0, lr=5e-3, min_lr_ratio=0.2,
-                      warmup_steps=1, shuffle_buffer=1, augment=NO_AUGMENT, log_every=5, val_every=100,
-                      save_every=100, progress=False)
+    cfg = TrainConfig(
+        train=str(tmp_path / "few"),
+        val=str(tmp_path / "few"),
+        out=str(tmp_path / "run"),
+        model=tiny_model_config(),
+        size=64,
+        batch_size=4,
+        steps=100,
+        workers=0,
+        lr=5e-3,
+        min_lr_ratio=0.2,
+        warmup_steps=1,
+        shuffle_buffer=1,
+        augment=NO_AUGMENT,
+        log_every=5,
+        val_every=100,
+        save_every=100,
+        progress=False,
+    )
     path = train(cfg)
     rows = _rows(tmp_path / "run")
     losses = [r["loss"] for r in rows if "loss" in r]
@@ -66,8 +93,10 @@ def test_best_pt_holds_the_weights_of_the_best_validation(shard_dir, tmp_path):
     state = read_checkpoint(out / "last.pt")["training"]["state"]
     assert (state["best_step"], state["best_val_p_ap"]) == (best["step"], best["val_p_ap"])
     if best["step"] == 8:
-        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                     load_model(out / "last.pt")[0].state_dict().values()))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(model.state_dict().values(), load_model(out / "last.pt")[0].state_dict().values())
+        )
 
 
 def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
@@ -91,12 +120,43 @@ def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
 def _torchrun(shard_dir, run, steps, *extra):
     """Two gloo ranks; --standalone lets the rendezvous bind a port the OS picks (no
     check-then-bind race with other tests)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "metauas.cli", "train",
-           "--train", str(shard_dir / "train"), "--val", str(shard_dir / "val"), "--out", str(run),
-           "--encoder-weights", "none", "--size", "64", "--batch-size", "2", "--steps", str(steps),
-           "--workers", "0", "--save-every", "2", "--log-every", "1", "--val-every", "1000",
-           "--warmup", "1", "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "metauas.cli",
+        "train",
+        "--train",
+        str(shard_dir / "train"),
+        "--val",
+        str(shard_dir / "val"),
+        "--out",
+        str(run),
+        "--encoder-weights",
+        "none",
+        "--size",
+        "64",
+        "--batch-size",
+        "2",
+        "--steps",
+        str(steps),
+        "--workers",
+        "0",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--val-every",
+        "1000",
+        "--warmup",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -118,14 +178,17 @@ def test_two_process_gloo_ddp_trains_and_resumes(shard_dir, tmp_path):
     assert all(p > 0 for p in pairs_per_step)
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--batch-size", "0", "--batch-size must be positive"),
-    ("--steps", "-5", "--steps must be positive"),
-    ("--size", "16", "--size must be at least 32"),
-    ("--lr", "0", "--lr must be positive"),
-    ("--workers", "-1", "--workers must not be negative"),
-    ("--amp", "fp8", "'fp8' is not one of 'auto', 'bf16'"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--batch-size", "0", "--batch-size must be positive"),
+        ("--steps", "-5", "--steps must be positive"),
+        ("--size", "16", "--size must be at least 32"),
+        ("--lr", "0", "--lr must be positive"),
+        ("--workers", "-1", "--workers must not be negative"),
+        ("--amp", "fp8", "'fp8' is not one of 'auto', 'bf16'"),
+    ],
+)
 def test_impossible_training_options_are_one_line_errors(tmp_path, capsys, option, value, message):
     from metauas.cli import main
 
@@ -140,9 +203,37 @@ def test_config_file_repeats_a_run_and_typed_options_override_it(shard_dir, tmp_
     from metauas.cli import main
 
     first, second = tmp_path / "a", tmp_path / "b"
-    assert main(["train", "--train", str(shard_dir / "train"), "--out", str(first), "--steps", "1", "--size", "32",
-                 "--fusion", "cat", "--lr", "3e-4", "--prompt-flip", "0.25", "--align-topk", "5",
-                 "--batch-size", "4", "--encoder-weights", "none", "--workers", "0", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(shard_dir / "train"),
+                "--out",
+                str(first),
+                "--steps",
+                "1",
+                "--size",
+                "32",
+                "--fusion",
+                "cat",
+                "--lr",
+                "3e-4",
+                "--prompt-flip",
+                "0.25",
+                "--align-topk",
+                "5",
+                "--batch-size",
+                "4",
+                "--encoder-weights",
+                "none",
+                "--workers",
+                "0",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert main(["train", "--config", str(first / "config.json"), "--out", str(second), "--steps", "2", "-q"]) == 0
     a, b = (json.loads((run / "config.json").read_text()) for run in (first, second))
     assert (a.pop("out"), a.pop("steps"), b.pop("out"), b.pop("steps")) == (str(first), 1, str(second), 2)

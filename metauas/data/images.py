@@ -80,14 +80,20 @@ def read_rgb(path: Path, min_side: int, max_pixels: int = MAX_PIXELS) -> np.ndar
         data = path.read_bytes()
     except OSError as err:
         raise SkipSource("unreadable", f"{path}: {err.strerror or err}") from None
-    check_pixels(data, max_pixels, str(path))
+    return decode_rgb(data, str(path), min_side, max_pixels)
+
+
+def decode_rgb(data: bytes, what: str, min_side: int = 1, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """`read_rgb` for bytes already in memory (an upload to the page): the same pixel
+    limit from the header, the same decoding, the same SkipSource reasons naming `what`."""
+    check_pixels(data, max_pixels, what)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if img is None or img.ndim not in (2, 3):
-        raise SkipSource("unreadable", str(path))
+        raise SkipSource("unreadable", what)
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     if min(img.shape[:2]) < min_side:
-        raise SkipSource("too_small", str(path))
+        raise SkipSource("too_small", what)
     return to_rgb(img)
 
 

@@ -1,4 +1,5 @@
-"""The `changepair/1` shard format: schema, names, and the one reader, torch-free.
+"""The `changepair/1` shard format: schema, names, a sample's encoding, and the one
+reader, torch-free.
 
 Everything a consumer of our shards needs lives here and imports only the standard
 library, NumPy and OpenCV, so a generation node, `metauas preview`, a user's own change
@@ -29,6 +30,7 @@ from typing import IO
 import cv2
 import numpy as np
 
+from metauas.data.images import encode
 from metauas.errors import UserError
 
 SCHEMA = "changepair/1"
@@ -216,8 +218,8 @@ def _pax(data: bytes) -> dict[str, str]:
     """The records ("LEN key=value\n") of a pax extended header."""
     out, pos = {}, 0
     while pos < len(data):
-        length = int(data[pos:data.index(b" ", pos)])
-        key, _, value = data[data.index(b" ", pos) + 1:pos + length - 1].partition(b"=")
+        length = int(data[pos : data.index(b" ", pos)])
+        key, _, value = data[data.index(b" ", pos) + 1 : pos + length - 1].partition(b"=")
         out[key.decode()] = value.decode()
         pos += length
     return out
@@ -311,6 +313,49 @@ def _decode_image(data: bytes, flags: int) -> np.ndarray:
     return image
 
 
+def _plain(value):
+    """numpy scalars/arrays -> JSON-ready Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(obj) -> bytes:
+    """Compact JSON with sorted keys (NumPy values as Python ones): the same object gives
+    the same bytes, which byte-identical shards and index files rest on."""
+    return json.dumps(obj, sort_keys=True, default=_plain).encode()
+
+
+def encode_pair(
+    key: str,
+    prompt: np.ndarray,
+    query: np.ndarray,
+    mask: np.ndarray,
+    meta: dict,
+    image_format: str = "jpg",
+    quality: int = 95,
+) -> list[tuple[str, bytes]]:
+    """The four members of one sample, in the order they go into the tar (the inverse of
+    `decode_pair`): RGB uint8 prompt and query of one size, a mask of that size (nonzero =
+    changed, stored as 255), and `meta` as the sample's JSON with "schema" set. Raises
+    ValueError for sizes that differ or a "change" that is not one of CHANGE_TYPES."""
+    if prompt.shape != query.shape or prompt.ndim != 3 or mask.shape != prompt.shape[:2]:
+        raise ValueError(
+            f"sample {key}: prompt {prompt.shape}, query {query.shape} and mask {mask.shape} "
+            "must be H x W x 3, H x W x 3 and H x W"
+        )
+    if meta.get("change") not in CHANGE_TYPES:
+        raise ValueError(f"sample {key}: meta['change'] must be one of {', '.join(CHANGE_TYPES)}")
+    return [
+        (f"{key}.prompt.{image_format}", encode(prompt, image_format, quality)),
+        (f"{key}.query.{image_format}", encode(query, image_format, quality)),
+        (f"{key}.mask.png", encode((mask > 0).astype(np.uint8) * 255, "png")),
+        (f"{key}.json", to_json({**meta, "schema": SCHEMA})),
+    ]
+
+
 def decode_pair(sample: dict, meta: bool = True) -> dict:
     """A raw sample -> RGB uint8 prompt/query (H x W x 3), uint8 {0,1} mask (H x W) and
     the sample's JSON as `meta` ({} without `meta`: the training stream never reads it).
@@ -329,8 +374,7 @@ def decode_pair(sample: dict, meta: bool = True) -> dict:
         info = json.loads(sample["json"]) if meta and "json" in sample else {}
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
         raise ValueError(f"sample {key}: its .json member is not JSON") from None
-    return {"key": key, "prompt": prompt, "query": query, "mask": mask,
-            "meta": info if isinstance(info, dict) else {}}
+    return {"key": key, "prompt": prompt, "query": query, "mask": mask, "meta": info if isinstance(info, dict) else {}}
 
 
 def iter_pairs(urls: str | Iterable[str], stats: ReadStats | None = None) -> Iterator[dict]:

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from metauas.changegen.format import ReadStats, shard_samples, tar_members
+from metauas.data.format import ReadStats, shard_samples, tar_members
 
 
 def _tar(fmt: int, files: dict[str, bytes], mode: str = "w") -> bytes:
@@ -24,8 +24,13 @@ def _tar(fmt: int, files: dict[str, bytes], mode: str = "w") -> bytes:
     return buf.getvalue()
 
 
-FILES = {"000.prompt.jpg": b"p" * 700, "000.query.jpg": b"q" * 512, "000.mask.png": b"",
-         "deep/" * 30 + "001.json": b'{"x": 1}', "caf\u00e9/002.json": b"{}"}
+FILES = {
+    "000.prompt.jpg": b"p" * 700,
+    "000.query.jpg": b"q" * 512,
+    "000.mask.png": b"",
+    "deep/" * 30 + "001.json": b'{"x": 1}',
+    "caf\u00e9/002.json": b"{}",
+}
 
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
@@ -39,14 +44,17 @@ def test_shards_read_the_same_compressed_or_not_and_broken_ones_are_counted(tmp_
     (tmp_path / "plain.tar").write_bytes(_tar(tarfile.PAX_FORMAT, files))
     (tmp_path / "packed.tar.gz").write_bytes(_tar(tarfile.PAX_FORMAT, files, mode="w:gz"))
     raw = _tar(tarfile.PAX_FORMAT, files)
-    (tmp_path / "cut.tar").write_bytes(raw[:3 * 512 + 100])  # pax header, its data, the header, then cut
+    (tmp_path / "cut.tar").write_bytes(raw[: 3 * 512 + 100])  # pax header, its data, the header, then cut
     (tmp_path / "garbage.tar").write_bytes(b"not a tar at all" * 64)
     (tmp_path / "empty.tar").write_bytes(b"")
     stats = ReadStats()
-    read = {name: list(shard_samples(str(tmp_path / name), stats))
-            for name in ("plain.tar", "packed.tar.gz", "cut.tar", "garbage.tar", "empty.tar")}
+    read = {
+        name: list(shard_samples(str(tmp_path / name), stats))
+        for name in ("plain.tar", "packed.tar.gz", "cut.tar", "garbage.tar", "empty.tar")
+    }
     assert [s["__key__"] for s in read["plain.tar"]] == ["000", "001"]
     assert read["plain.tar"][0]["prompt.jpg"] == b"p" and read["packed.tar.gz"] == [
-        {**s, "__url__": str(tmp_path / "packed.tar.gz")} for s in read["plain.tar"]]
+        {**s, "__url__": str(tmp_path / "packed.tar.gz")} for s in read["plain.tar"]
+    ]
     assert read["cut.tar"] == [] and read["garbage.tar"] == [] and read["empty.tar"] == []
     assert stats.skipped == {"unreadable_shard": 3}
