@@ -9,8 +9,7 @@ import os
 import shutil
 
 import pytest
-
-from metauas.cli import main
+from test_report_figures import evaluate_both
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -58,29 +57,7 @@ return {images: imgs.length, broken, curves: curves.length, flat, figures, dead,
 
 def test_report_loads_offline_with_every_image_and_curve(mvtec_root, checkpoint, tmp_path):
     out = tmp_path / "eval"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--data",
-                str(mvtec_root),
-                "--checkpoint",
-                str(checkpoint),
-                "--method",
-                "both",
-                "--seeds",
-                "1",
-                "--overlays",
-                "1",
-                "--fit-normals",
-                "2",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    evaluate_both(mvtec_root, checkpoint, out)
     driver = _driver(tmp_path)
     try:
         driver.get((out / "report.html").resolve().as_uri())

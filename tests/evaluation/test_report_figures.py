@@ -14,30 +14,16 @@ from metauas.cli import main
 SVG = "{http://www.w3.org/2000/svg}"
 
 
+def evaluate_both(mvtec_root, checkpoint, out) -> None:
+    """Model and lookup, one seed, one overlay per class and method, thresholds fitted."""
+    args = ["--data", str(mvtec_root), "--checkpoint", str(checkpoint), "--method", "both", "--seeds", "1"]
+    assert main(["evaluate", *args, "--overlays", "1", "--fit-normals", "2", "--no-progress", "--out", str(out)]) == 0
+
+
 @pytest.fixture(scope="module")
 def report(mvtec_root, checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    code = main(
-        [
-            "evaluate",
-            "--data",
-            str(mvtec_root),
-            "--checkpoint",
-            str(checkpoint),
-            "--method",
-            "both",
-            "--seeds",
-            "1",
-            "--overlays",
-            "1",
-            "--fit-normals",
-            "2",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    evaluate_both(mvtec_root, checkpoint, out)
     return out
 
 

@@ -134,8 +134,9 @@ def test_the_segmenter_on_each_runtime_matches_pytorch_on_photographs(pretrained
         ov_model.set_prompts(*both, use_all=True).segment(queries[0])
 
 
-def _predict(checkpoint, photos, out, extra=()):
-    args = [
+def predict_args(checkpoint, photos, out) -> list[str]:
+    """`predict --threshold auto --normals` on the photographs, maps as float32 .npy."""
+    return [
         "predict",
         "--checkpoint",
         str(checkpoint),
@@ -152,10 +153,16 @@ def _predict(checkpoint, photos, out, extra=()):
         "--map-format",
         "npy",
         "--no-progress",
-        *extra,
     ]
-    assert main(args) == 0
+
+
+def _records(out) -> list[dict]:
     return [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def _predict(checkpoint, photos, out) -> list[dict]:
+    assert main(predict_args(checkpoint, photos, out)) == 0
+    return _records(out)
 
 
 def same_predictions(expected: list[dict], got: list[dict], out_a, out_b) -> None:
@@ -177,30 +184,13 @@ def test_predict_on_a_graph_writes_what_the_checkpoint_writes_without_importing_
     expected = _predict(pretrained, photos, tmp_path / "torch")
     for graph in ("model.onnx", "model.xml"):
         out = tmp_path / graph.replace(".", "-")
-        args = [
-            "predict",
-            "--checkpoint",
-            str(exported / graph),
-            "--prompt",
-            str(photos / "prompts/astronaut.png"),
-            "--query",
-            str(photos / "queries"),
-            "--out",
-            str(out),
-            "--threshold",
-            "auto",
-            "--normals",
-            str(photos / "normals"),
-            "--map-format",
-            "npy",
-            "--no-progress",
-        ]
+        args = predict_args(exported / graph, photos, out)
         proc = run_without_torch(
             tmp_path,
             f"from metauas.cli import main\nrc = main({args!r})\nassert 'torch' not in sys.modules\nsys.exit(rc)\n",
         )
         assert proc.returncode == 0, proc.stderr
-        got = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+        got = _records(out)
         same_predictions(expected, got, tmp_path / "torch", out)
 
 
@@ -250,29 +240,11 @@ def test_a_fresh_install_without_torch_predicts_like_the_checkpoint(pretrained, 
     for graph in ("model.onnx", "model.xml"):
         out = tmp_path / graph.replace(".", "-")
         proc = subprocess.run(
-            [
-                str(venv / "bin/metauas"),
-                "predict",
-                "--checkpoint",
-                str(exported / graph),
-                "--prompt",
-                str(photos / "prompts/astronaut.png"),
-                "--query",
-                str(photos / "queries"),
-                "--out",
-                str(out),
-                "--threshold",
-                "auto",
-                "--normals",
-                str(photos / "normals"),
-                "--map-format",
-                "npy",
-                "--no-progress",
-            ],
+            [str(venv / "bin/metauas"), *predict_args(exported / graph, photos, out)],
             capture_output=True,
             text=True,
             cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stderr
-        got = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+        got = _records(out)
         same_predictions(expected, got, tmp_path / "torch", out)
