@@ -139,7 +139,8 @@ def main() -> None:
             print(f"{data.name} seed {seed}: done", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "analysis.json").write_text(json.dumps(found, indent=2))
-    keys = [k for k in found[next(iter(found))]["model"][0] if k != "threshold"]
+    keys = list(dict.fromkeys(k for m in found.values() for runs in m.values() for r in runs for k in r))
+    keys = [k for k in sorted(keys, key=lambda k: (not k.startswith("recall"), k)) if k != "threshold"]
     print("| class | method | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys))
     for name, methods in found.items():
         for method, runs in methods.items():

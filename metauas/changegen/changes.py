@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from metauas.changegen.augment import augment3
-from metauas.changegen.defects import KINDS, MASKS, intensity_fill
+from metauas.changegen.defects import KINDS, MASKS, intensity_fill, shift_fill
 from metauas.changegen.perlin import perlin_mask
 from metauas.changegen.sources import SourceItem
 from metauas.changegen.textures import random_texture
@@ -51,6 +51,9 @@ class Context:
     # `local` mask kinds and weights (defects.KINDS); {"perlin": 1} is DRAEM's, the paper's
     local_masks: dict[str, float] = field(default_factory=lambda: {"perlin": 1.0})
     local_intensity: float = 0.5  # probability that a small (non-perlin) mask is an intensity change
+    # probability that a small mask is a structural change instead: the image's own content
+    # shifted by a few pixels inside it (a notch, spur, gap or bridge where it crosses an edge)
+    local_shift: float = 0.0
 
 
 Synth = Generator[InpaintRequest, np.ndarray, Pair | None]
@@ -160,6 +163,9 @@ def _small_local(ctx: Context, rng: np.random.Generator, item: SourceItem, kind:
             break
     else:
         return None
+    if ctx.local_shift > 0 and rng.random() < ctx.local_shift:  # no draw when off: old streams stay
+        query, fill = shift_fill(item.image, mask, rng)
+        return Pair(item.image, query, mask, "local", {"mask": mask_params, "fill": fill})
     if rng.random() < ctx.local_intensity:
         query, fill = intensity_fill(item.image, mask, rng)
         return Pair(item.image, query, mask, "local", {"mask": mask_params, "fill": fill})

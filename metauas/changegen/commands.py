@@ -94,6 +94,7 @@ FIELDS = {
             "max_pixels",
             "local_masks",
             "local_intensity",
+            "local_shift",
             "instance_prompts",
         )
     },
@@ -193,6 +194,12 @@ def generate(
         help="Probability that a "
         "blob/stroke/stain is a darker or brighter spot instead of DRAEM's fill "
         "from another image or texture.",
+    ),
+    local_shift: float = typer.Option(
+        _d("local_shift"),
+        "--local-shift",
+        help="Probability that a blob/stroke/stain is a structural change instead: the image's own "
+        "content shifted a few pixels inside the mask (a notch, spur, gap or bridge where it crosses an edge).",
     ),
     instance_prompts: float = typer.Option(
         _d("instance_prompts"),

@@ -33,6 +33,7 @@ ADDED_LATER = {
     "max_pixels": MAX_PIXELS,
     "local_masks": DEFAULT_LOCAL_MASKS,
     "local_intensity": 0.5,
+    "local_shift": 0.0,
     "instance_prompts": 0.0,
 }
 # the COCO subset, added later too: its three fields are left out together while no subset
@@ -80,6 +81,9 @@ class GenerateConfig:
     # with probability local_intensity, else DRAEM's
     local_masks: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOCAL_MASKS))
     local_intensity: float = 0.5
+    # probability that a small kind is instead a structural change: the image's own content
+    # shifted a few pixels inside the mask (defects.shift_fill: notches, spurs, gaps, bridges)
+    local_shift: float = 0.0
     # probability that a local or none pair of a source with instances (the builtin scenes)
     # takes its prompt from another instance of the query's kind: same materials, another
     # layout (scenes.render_instance), as a real normal is another part, not the same one
@@ -124,7 +128,7 @@ class GenerateConfig:
                 raise UserError(message)
         validate_weights(self.change_weights)
         validate_local_masks(self.local_masks)
-        for name in ("local_intensity", "instance_prompts"):
+        for name in ("local_intensity", "local_shift", "instance_prompts"):
             if not 0 <= getattr(self, name) <= 1:
                 option = "--" + name.replace("_", "-")
                 raise UserError(f"{option} is a probability in 0..1, got {getattr(self, name)}")

@@ -115,6 +115,28 @@ def stain_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
 MASKS = {"blob": blob_mask, "stroke": stroke_mask, "stain": stain_mask}
 
 
+def shift_fill(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """The image with the masked pixels replaced by its own content a few pixels away
+    (2 to 6% of the side, at least 2 px, in a random direction): no new colour or texture,
+    only displaced structure, so where the mask crosses an edge it makes the defects of
+    printed or machined parts (a notch or bite, a spur, a gap in a line, a bridge between
+    two). On a flat region it changes nothing, and `visible` redraws the pair."""
+    size = image.shape[0]
+    distance = max(2.0, float(rng.uniform(0.02, 0.06)) * size)
+    angle = float(rng.uniform(0, 2 * math.pi))
+    dx, dy = distance * math.cos(angle), distance * math.sin(angle)
+    moved = cv2.warpAffine(
+        image,
+        np.float32([[1, 0, dx], [0, 1, dy]]),
+        (image.shape[1], size),
+        flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_REFLECT,
+    )
+    query = image.copy()
+    np.copyto(query, moved, where=mask[..., None])
+    return query, {"kind": "shift", "dx": round(dx, 2), "dy": round(dy, 2)}
+
+
 def intensity_fill(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """The image with the masked pixels shifted darker or brighter by 30-120 grey levels
     (a little per-channel tint), soft-edged INSIDE the mask: pixels outside are unchanged."""

@@ -101,6 +101,7 @@ class Synthesizer:
             PERLIN[self.cfg.perlin],
             self.cfg.local_masks,
             self.cfg.local_intensity,
+            self.cfg.local_shift,
         )
         for _ in range(MAX_ATTEMPTS):
             item = self.draw_item(rng, change in NEEDS_INSTANCES, skips)

@@ -10,7 +10,7 @@ from skimage.morphology import skeletonize
 
 from metauas.changegen.builtin import open_source
 from metauas.changegen.config import GenerateConfig, parse_local_masks
-from metauas.changegen.defects import MASKS, blob_mask, intensity_fill, stain_mask, stroke_mask
+from metauas.changegen.defects import MASKS, blob_mask, intensity_fill, shift_fill, stain_mask, stroke_mask
 from metauas.changegen.inpaint import make_inpainter
 from metauas.changegen.pairs import Synthesizer
 from metauas.errors import UserError
@@ -113,3 +113,24 @@ def test_parse_local_masks():
             parse_local_masks(bad)
     with pytest.raises(UserError):
         GenerateConfig(out=".", num_pairs=1, local_intensity=1.5).validate()
+
+
+def test_shift_fill_moves_the_image_own_content_inside_the_mask_only():
+    rng = np.random.default_rng(1)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, 32:] = 200  # one vertical edge: a shift across it must show, and nothing new appears
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 26:38] = True
+    query, params = shift_fill(image, mask, rng)
+    assert params["kind"] == "shift" and np.hypot(params["dx"], params["dy"]) >= 2
+    assert np.array_equal(query[~mask], image[~mask])
+    assert set(np.unique(query)) <= {0, 200}  # displaced structure, no new colour
+
+
+def test_local_shift_off_by_default_and_structural_when_on():
+    assert GenerateConfig(out=".", num_pairs=1).local_shift == 0.0
+    assert "local_shift" not in GenerateConfig(out=".", num_pairs=1).dataset_fields()
+    pairs = synth(local_masks={"blob": 1.0, "stroke": 1.0}, local_shift=1.0).make(list(range(8)))
+    assert all(s.pair.params["fill"]["kind"] == "shift" for s in pairs)
+    with pytest.raises(UserError, match="--local-shift"):
+        GenerateConfig(out=".", num_pairs=1, local_shift=2.0).validate()
