@@ -51,10 +51,10 @@ class ModelBenchResult:
 
 def _best_of(fn: Callable[[], object], repeats: int) -> float:
     """Fastest of `repeats` timed calls after one warm-up (the least disturbed run)."""
-    return _interleaved_best({"fn": fn}, repeats)[0]["fn"]
+    return interleaved_best({"fn": fn}, repeats)[0]["fn"]
 
 
-def _interleaved_best(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+def interleaved_best(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
     """Fastest of `repeats` calls of each function, taking turns (A B C A B C ...), and
     each function's warm-up result.
 
@@ -135,7 +135,7 @@ def bench_model(
             "shared": lambda: shared_predict(fast_model, prompts[0], queries),
         }.items()
     }
-    seconds, out = _interleaved_best(paths, repeats)
+    seconds, out = interleaved_best(paths, repeats)
     ref_s, ref_shared_s = seconds["reference"], seconds["shared_reference"]
     fast_s, fast_shared_s = seconds["fast"], seconds["shared"]
     reference, shared_reference, fast, shared = (out[k] for k in paths)

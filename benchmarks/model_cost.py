@@ -1,0 +1,65 @@
+"""Inference cost of model variants and the lookup: ms per 256-px image on this machine, and
+each variant's ratio to the model without discrepancy channels, measured in one run.
+
+    python benchmarks/model_cost.py --size 256 --repeats 5
+
+Each variant is the inference path predict and evaluate use (`prepare_for_inference`:
+BatchNorm folded, channels_last), one prompt and one query per call (batch 1), prompt
+encoded with the query as `MetaUAS.predict` does. Variants are timed in turns (A B C A B
+C ...) and the fastest call of each is kept, so drift on a shared machine hits all of them
+alike and the ratios hold where absolute times do not. Weights are random: time does not
+depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import torch
+
+from metauas.inference.bench import interleaved_best
+from metauas.inference.config import LookupConfig
+from metauas.inference.lookup import lookup_map
+from metauas.inference.prepared import prepare_for_inference
+from metauas.model.config import EncoderConfig, ModelConfig
+from metauas.model.network import MetaUAS
+
+VARIANTS = {
+    "no discrepancy": {"discrepancy_stages": ()},
+    "discrepancy 1,2,3": {"discrepancy_stages": (1, 2, 3)},
+    "discrepancy 0,1,2,3": {"discrepancy_stages": (0, 1, 2, 3)},
+}
+
+
+def build(encoder: str, fields: dict) -> MetaUAS:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(ModelConfig(), encoder=EncoderConfig(name=encoder), **fields)
+    return prepare_for_inference(MetaUAS(cfg))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--encoders", default="tf_efficientnet_lite0", help="Comma-separated timm encoder names.")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    prompt, query = torch.rand(1, 3, args.size, args.size), torch.rand(1, 3, args.size, args.size)
+    fns = {}
+    for encoder in args.encoders.split(","):
+        for name, fields in VARIANTS.items():
+            model = build(encoder, fields)
+            fns[f"{encoder} model, {name}"] = (lambda m: lambda: m.predict(prompt, query))(model)
+        fns[f"{encoder} lookup (default)"] = (lambda e: lambda: lookup_map(e, prompt, query, LookupConfig()))(
+            model.encoder
+        )
+    best, _ = interleaved_best(fns, args.repeats)
+    print(f"| variant ({args.size} px, batch 1) | ms per image | vs no discrepancy |\n|---|---|---|")
+    for name, seconds in best.items():
+        base = best[f"{name.split(' ')[0]} model, no discrepancy"]
+        print(f"| {name} | {1000 * seconds:.0f} | {seconds / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
