@@ -17,7 +17,11 @@ normal pixels is flagged and both methods are compared at the same false-alarm r
 - `max off-defect`: share of defective images whose map maximum (the image score) lies
   outside the dilated ground truth: the image decision made by nuisance;
 - `I-AUROC max / p99 / top1%`: the image score as the map's max, its 99th percentile, the
-  mean of its top 1%.
+  mean of its top 1%;
+- `I-AUROC edges` (method `no prompt`): the share of edge pixels (Canny) of the query alone,
+  which sees no prompt and no defect: where it ranks defective images above normal ones,
+  the class's labels go with its content, and a method that flags whatever the prompt
+  lacks earns image-level credit for that content, not for the defects.
 
 Pictures (OUT/<class>.png): prompt | query | truth | model | lookup for the model's worst
 defective images by pixel AP; each map is coloured up to its method's threshold x 2, so
@@ -92,6 +96,19 @@ def analyse(cm, method: str) -> dict:
     return out
 
 
+def edge_baseline(cm) -> dict:
+    """I-AUROC of the query's edge density alone (no prompt, no map)."""
+    from metauas.data.images import read_image
+
+    scores: tuple[list[float], list[float]] = ([], [])
+    for s in cm.samples:
+        grey = cv2.cvtColor(
+            cv2.resize(read_image(s.path), (SIZE, SIZE), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY
+        )
+        scores[s.label].append(float((cv2.Canny(grey, 50, 150) > 0).mean()))
+    return {"I-AUROC edges": _auroc(*scores)}
+
+
 def picture(cm, path: Path, rows: int = 4) -> None:
     from metauas.data.images import read_image
     from metauas.evaluation.metrics import average_precision, counts_from_scores
@@ -135,6 +152,7 @@ def main() -> None:
                 for method in ("model", "lookup"):
                     found.setdefault(c.name, {}).setdefault(method, []).append(analyse(cm, method))
                 if seed == int(args.seeds.split(",")[0]):
+                    found[c.name]["no prompt"] = [edge_baseline(cm)]
                     picture(cm, args.out / f"{c.name}.png")
             print(f"{data.name} seed {seed}: done", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
