@@ -10,7 +10,8 @@ from metauas.configs import from_dict, to_dict
 from metauas.errors import UserError
 from metauas.evaluation.metrics import IMAGE_SCORES, PROTOCOLS, MetricConfig
 from metauas.evaluation.readers import FORMATS
-from metauas.inference.config import METHOD_CHOICES, MODES, SHOT_FUSIONS, LookupConfig
+from metauas.inference.config import METHOD_CHOICES, SHOT_FUSIONS, LookupConfig
+from metauas.inference.policy import MODES
 
 
 @dataclass(frozen=True)

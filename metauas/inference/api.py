@@ -29,7 +29,8 @@ from metauas.data.images import read_image, to_rgb
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.inference.config import LookupConfig
-from metauas.inference.prompts import closest, pooled
+from metauas.inference.policy import PromptPolicy
+from metauas.inference.prompts import pooled
 from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
 
 Image = Union[str, Path, np.ndarray, Any]  # Any: a PIL.Image.Image (PIL is not imported here)
@@ -81,9 +82,9 @@ class Segmenter:
         self.size = size or int(meta.get("size", 256))
         self.batch_size = batch_size
         self.threshold: float | None = None
-        self.use_all = False
+        self.policy = PromptPolicy("best")  # each query takes its closest prompt (set_prompts)
         self._prompts: list[np.ndarray] = []
-        self._feats: list[torch.Tensor] | None = None  # encoder stages, batch K
+        self._feats: list[list[torch.Tensor]] | None = None  # per rotation, encoder stages with batch K
         self._vectors: torch.Tensor | None = None
 
     @classmethod
@@ -115,39 +116,48 @@ class Segmenter:
         """The RGB array of prompt `index` (as given to `set_prompts`)."""
         return self._prompts[index]
 
-    def _encode(self, rgbs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        parts = [
-            self.scorer.features(torch.stack([to_tensor(rgb, self.size) for rgb in rgbs[i : i + self.batch_size]]))
-            for i in range(0, len(rgbs), self.batch_size)
-        ]
+    @property
+    def use_all(self) -> bool:
+        """Whether every prompt is a shot of every query (else each takes its closest)."""
+        return self.policy.mode == "all"
+
+    def _encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        parts = [self.scorer.features(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
         return [torch.cat(stage) for stage in zip(*parts)]
 
-    def set_prompts(self, *images: Image, use_all: bool = False) -> Segmenter:
+    def set_prompts(self, *images: Image, use_all: bool = False, rotations: Sequence[int] = (0,)) -> Segmenter:
         """Normal image(s) every later query is compared with: with several, each query
         takes the most similar one (global features, as `--prompt-mode best`), or all of
-        them as K shots with `use_all=True`. Their features are computed once, here."""
+        them as K shots with `use_all=True`; `rotations` (degrees, multiples of 90) adds
+        each prompt rotated as more shots (as `evaluate --prompt-rotations`). The policy
+        is `inference.policy`'s, evaluate's; the features are computed once, here."""
         if not images:
             raise UserError("give at least one normal prompt image")
+        if not rotations or any(r % 90 for r in rotations):
+            raise UserError(f"prompt rotations are multiples of 90 degrees, got {list(rotations)}")
+        self.policy = PromptPolicy("all" if use_all else "best", rotations=tuple(rotations))
         self._prompts = [as_rgb(im) for im in images]
-        self._feats = self._encode(self._prompts)
-        self._vectors = pooled(self._feats[-1])
-        self.use_all = use_all
+        batch = torch.stack([to_tensor(rgb, self.size) for rgb in self._prompts])
+        self._feats = [self._encode(view) for view in self.policy.views(batch)]
+        rotations = self.policy.rotations
+        plain = self._feats[rotations.index(0)] if 0 in rotations else self._encode(batch)
+        self._vectors = pooled(plain[-1])  # prompts are chosen by their unrotated look
         return self
 
     def _prompt_feats(
         self, query_feats: list[torch.Tensor], exclude: int | None = None
     ) -> tuple[list[list[torch.Tensor]], list[tuple[int, ...]]]:
-        """Per shot, prompt features (batch 1 when every query uses the same prompt)."""
-        k = len(self._prompts)
-        allowed = [i for i in range(k) if i != exclude]
-        b = query_feats[0].shape[0]
-        if self.use_all or len(allowed) == 1:
-            return [[f[i : i + 1] for f in self._feats] for i in allowed], [tuple(allowed)] * b
-        nearest = closest(pooled(query_feats[-1]), self._vectors[allowed], 1)[:, 0].tolist()
-        picks = [allowed[j] for j in nearest]
-        if len(set(picks)) == 1:
-            return [[f[picks[0] : picks[0] + 1] for f in self._feats]], [(picks[0],)] * b
-        return [[f[picks] for f in self._feats]], [(p,) for p in picks]
+        """Per shot (chosen prompt, then rotation), prompt features: batch 1 when every
+        query uses the same prompts, else one row per query."""
+        picks = self.policy.choose(
+            query_feats[0].shape[0],
+            len(self._prompts),
+            lambda allowed: (pooled(query_feats[-1]), self._vectors[allowed]),
+            exclude,
+        )
+        shared = all(p == picks[0] for p in picks)
+        rows = [slice(i, i + 1) for i in picks[0]] if shared else [list(shot) for shot in zip(*picks)]
+        return [[f[row] for f in feats] for row in rows for feats in self._feats], picks
 
     def _segment_rgbs(self, rgbs: list[np.ndarray], exclude: int | None = None) -> list[Segmentation]:
         if self._feats is None:
@@ -171,9 +181,10 @@ class Segmenter:
     ) -> Segmentation | list[Segmentation]:
         """The map, score (and with a threshold, mask and decision) of one query, or a list
         of them for a list of queries. `prompt` (one image or several) replaces the
-        cached prompts; `threshold` overrides the fitted one for this call."""
+        cached prompts (chosen by the same policy); `threshold` overrides the fitted one for this call."""
         if prompt is not None:
-            self.set_prompts(*(prompt if isinstance(prompt, (list, tuple)) else [prompt]), use_all=self.use_all)
+            images = prompt if isinstance(prompt, (list, tuple)) else [prompt]
+            self.set_prompts(*images, use_all=self.use_all, rotations=self.policy.rotations)
         single = not isinstance(query, (list, tuple))
         results = self._segment_rgbs([as_rgb(q) for q in ([query] if single else query)])
         if threshold is not None:

@@ -1,7 +1,7 @@
 """Configs of the inference room, torch-free so the CLI reads its defaults from them.
 
 `LookupConfig` is the training-free baseline's recipe (`lookup.py`), `PredictConfig` one
-`metauas predict` run (`predict.py`).
+`metauas predict` run (`predict.py`); prompt modes are the policy's (`policy.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ SHOT_FUSIONS = ("features", "joint", "mean", "max")
 NORMALISE = ("none", "prompt", "query")  # LookupConfig.normalise
 AGGREGATE = ("mean", "max", "geomean")  # LookupConfig.aggregate
 UPSAMPLE = ("finest", "image")  # LookupConfig.upsample
-MODES = ("random", "best", "pool")  # how prompts are chosen (prompts.py)
 METHODS = ("model", "lookup", "mix")  # the scoring registry's names (scoring.py)
 METHOD_SETS = {"both": ("model", "lookup"), "all": METHODS}
 METHOD_CHOICES = (*METHODS, *METHOD_SETS)
