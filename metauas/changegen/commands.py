@@ -9,11 +9,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
-from metauas.changegen.config import DEFAULT_WEIGHTS, GenerateConfig
+from metauas.changegen.config import (
+    DEFAULT_WEIGHTS,
+    BuiltinSplit,
+    CocoSplit,
+    GenerateConfig,
+    ImageFormat,
+    Inpainter,
+    PerlinName,
+    Source,
+    StartMethod,
+)
 from metauas.configs import default
 from metauas.errors import UserError
 from metauas.options import (
@@ -27,10 +37,6 @@ from metauas.options import (
     setup_output,
     verbose_option,
 )
-
-SourceName = Literal["builtin", "coco", "folder"]
-InpainterName = Literal["opencv", "opencv-ns", "patchmatch", "lama"]
-ImageFormat = Literal["jpg", "png", "webp"]
 
 # Options shared by `generate` and `bench generate` (one definition, one help text).
 _SOURCE = typer.Option(
@@ -109,14 +115,14 @@ def generate(
     num_pairs: Optional[int] = typer.Option(
         None, "--num-pairs", help="Number of change pairs in the dataset. Required unless --config gives it."
     ),
-    source: SourceName = _SOURCE,
+    source: Source = _SOURCE,
     images: Optional[Path] = _IMAGES,
     coco_images: Optional[Path] = _COCO_IMAGES,
     coco_annotations: Optional[Path] = _COCO_ANNOTATIONS,
     coco_max_images: Optional[int] = typer.Option(
         None, "--coco-max-images", help="Use only this many COCO images (a fixed shuffle of the ids; the paper: 60000)."
     ),
-    coco_split: Literal["all", "train", "val"] = typer.Option(
+    coco_split: CocoSplit = typer.Option(
         _d("coco_split"), "--coco-split", help="Which part of those images: all | train | val."
     ),
     coco_val_fraction: float = typer.Option(
@@ -124,7 +130,7 @@ def generate(
         "--coco-val-fraction",
         help="Share of the images that form --coco-split val (the paper: 0.05).",
     ),
-    builtin_split: Literal["train", "heldout", "all"] = typer.Option(
+    builtin_split: BuiltinSplit = typer.Option(
         _d("builtin_split"),
         "--builtin-split",
         help="Builtin photos and scenes: train | heldout | all (disjoint train/heldout; see docs/usage.md).",
@@ -140,7 +146,7 @@ def generate(
     jpeg_quality: int = typer.Option(_d("jpeg_quality"), "--quality", help="Quality of jpg/webp encoding (1-100)."),
     workers: int = typer.Option(_d("workers"), "--workers", help="Worker processes; never changes the bytes written."),
     seed: int = typer.Option(_d("seed"), "--seed", help="Dataset seed; sample i uses an RNG seeded by (seed, i)."),
-    inpainter: InpainterName = _INPAINTER,
+    inpainter: Inpainter = _INPAINTER,
     lama_model: Optional[Path] = _LAMA_MODEL,
     change_weights: Optional[str] = typer.Option(
         None,
@@ -169,7 +175,7 @@ def generate(
         _d("max_area"), "--max-area", help="Largest instance kept, as a fraction of the output image."
     ),
     max_exchange: int = typer.Option(_d("max_exchange"), "--max-exchange", help="exchange pastes 1..N instances."),
-    perlin: Literal["numpy", "noise"] = typer.Option(
+    perlin: PerlinName = typer.Option(
         _d("perlin"),
         "--perlin",
         help="Perlin noise of local "
@@ -193,7 +199,7 @@ def generate(
         "blob/stroke/stain is a darker or brighter spot instead of DRAEM's fill "
         "from another image or texture.",
     ),
-    start_method: Optional[Literal["spawn", "fork", "forkserver"]] = typer.Option(
+    start_method: Optional[StartMethod] = typer.Option(
         None, "--start-method", help="multiprocessing start method (default: spawn)."
     ),
     progress: bool = progress_option(),
@@ -247,11 +253,11 @@ def bench_generate(
         _ONE_AND_ALL_CORES, "--workers", help="Comma-separated worker counts to measure (default: 1 and every core)."
     ),
     pairs: int = typer.Option(64, "--pairs", help="Pairs per cell (split across workers); raise for steadier figures."),
-    source: SourceName = _SOURCE,
+    source: Source = _SOURCE,
     images: Optional[Path] = _IMAGES,
     coco_images: Optional[Path] = _COCO_IMAGES,
     coco_annotations: Optional[Path] = _COCO_ANNOTATIONS,
-    inpainter: InpainterName = _INPAINTER,
+    inpainter: Inpainter = _INPAINTER,
     lama_model: Optional[Path] = _LAMA_MODEL,
     image_format: ImageFormat = typer.Option("jpg", "--image-format", help="Encoding measured."),
 ) -> None:

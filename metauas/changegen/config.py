@@ -8,8 +8,10 @@ record it and a rerun can tell whether it is resuming the same dataset.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from metauas.data.format import CHANGE_TYPES
 from metauas.data.images import MAX_PIXELS
@@ -21,11 +23,20 @@ GENERATOR_VERSION = "1.0.0"
 
 DEFAULT_LOCAL_MASKS = {"perlin": 1.0}
 DEFAULT_WEIGHTS = {"disappear": 0.25, "appear": 0.25, "exchange": 0.2, "local": 0.2, "none": 0.1}
-SOURCES = ("builtin", "coco", "folder")
-IMAGE_FORMATS = ("jpg", "png", "webp")
-BUILTIN_SPLITS = ("train", "heldout", "all")
-COCO_SPLITS = ("all", "train", "val")
-PERLIN = {"numpy": "numpy", "noise": "pnoise2"}  # --perlin -> perlin.METHODS
+# each choice is a Literal alias (for type checkers and the CLI's choices) and its tuple
+Source = Literal["builtin", "coco", "folder"]
+SOURCES: tuple[Source, ...] = typing.get_args(Source)
+ImageFormat = Literal["jpg", "png", "webp"]  # prompt and query encoding (masks are png)
+IMAGE_FORMATS: tuple[ImageFormat, ...] = typing.get_args(ImageFormat)
+BuiltinSplit = Literal["train", "heldout", "all"]
+BUILTIN_SPLITS: tuple[BuiltinSplit, ...] = typing.get_args(BuiltinSplit)
+CocoSplit = Literal["all", "train", "val"]
+COCO_SPLITS: tuple[CocoSplit, ...] = typing.get_args(CocoSplit)
+Inpainter = Literal["opencv", "opencv-ns", "patchmatch", "lama"]  # inpaint.py's backends
+INPAINTERS: tuple[Inpainter, ...] = typing.get_args(Inpainter)
+PerlinName = Literal["numpy", "noise"]
+PERLIN: dict[PerlinName, str] = {"numpy": "numpy", "noise": "pnoise2"}  # --perlin -> perlin.METHODS
+StartMethod = Literal["spawn", "fork", "forkserver"]  # multiprocessing's
 # fields added after datasets were made, with the value that makes the old bytes: left out
 # of the recorded config at that value, so older folders still resume with the same options
 ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS, "local_masks": DEFAULT_LOCAL_MASKS, "local_intensity": 0.5}
@@ -41,7 +52,7 @@ class GenerateConfig:
 
     out: Path
     num_pairs: int
-    source: str = "builtin"
+    source: Source = "builtin"
     images: Path | None = None  # folder source
     coco_images: Path | None = None
     coco_annotations: Path | None = None
@@ -49,16 +60,16 @@ class GenerateConfig:
     # of which the last coco_val_fraction are `val` and the rest `train` (the paper: 60k
     # images, 0.95 / 0.05); the shuffle never depends on --seed, so the splits never overlap
     coco_max_images: int | None = None
-    coco_split: str = "all"  # all | train | val
+    coco_split: CocoSplit = "all"
     coco_val_fraction: float = 0.05
-    builtin_split: str = "all"
+    builtin_split: BuiltinSplit = "all"
     size: int = 256
     shard_size: int = 1000
     prefix: str = "shard"
-    image_format: str = "jpg"
+    image_format: ImageFormat = "jpg"
     jpeg_quality: int = 95
     seed: int = 0
-    inpainter: str = "opencv"
+    inpainter: Inpainter = "opencv"
     lama_model: Path | None = None
     change_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     min_side: int = 64  # source images with a shorter side are skipped as too small
@@ -68,7 +79,7 @@ class GenerateConfig:
     max_exchange: int = 3  # exchange pastes 1..max_exchange instances
     # Perlin noise of `local` masks: numpy (vectorised, DRAEM's exact recipe, default) |
     # noise (the `noise` package's pnoise2 per pixel, ~50x slower; docs/benchmarks.md)
-    perlin: str = "numpy"
+    perlin: PerlinName = "numpy"
     # `local` mask kinds and weights: perlin (DRAEM, the paper's) | blob | stroke | stain
     # (small and thin defects, defects.py); the fill of a small kind is an intensity change
     # with probability local_intensity, else DRAEM's
@@ -78,7 +89,7 @@ class GenerateConfig:
     workers: int = 1
     shards: str | None = None  # "A:B" shard-id range
     progress: bool = True
-    start_method: str | None = None  # multiprocessing start method; None = platform default
+    start_method: StartMethod | None = None  # multiprocessing start method; None = platform default
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)

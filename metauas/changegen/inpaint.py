@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from metauas.changegen.config import INPAINTERS
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 
-BACKENDS = ("opencv", "opencv-ns", "patchmatch", "lama")
 LAMA_ENV = "LAMA_MODEL"
 
 
@@ -164,4 +164,4 @@ def make_inpainter(name: str, lama_model: Path | None) -> Inpainter:
         return PatchMatchInpainter()
     if name == "lama":
         return LamaInpainter(resolve_lama_path(lama_model))
-    raise UserError(f"--inpainter must be one of {', '.join(BACKENDS)}")
+    raise UserError(f"--inpainter must be one of {', '.join(INPAINTERS)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
@@ -11,7 +11,11 @@ from metauas.configs import default
 from metauas.devices import CHOICES as DEVICE_CHOICES
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
-from metauas.inference.commands import COMPILE_HELP, ShotFusion
+from metauas.evaluation.metrics import ImageScore, Protocol
+from metauas.evaluation.readers import BenchmarkFormat
+from metauas.inference.commands import COMPILE_HELP
+from metauas.inference.config import MethodChoice, ShotFusion
+from metauas.inference.policy import PromptMode
 from metauas.options import (
     build_config,
     config_option,
@@ -77,20 +81,20 @@ def evaluate_command(
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Trained checkpoint (.pt); not needed for --method lookup."
     ),
-    fmt: Literal["mvtec", "visa", "meta", "folder"] = typer.Option(
+    fmt: BenchmarkFormat = typer.Option(
         _d("fmt"),
         "--format",
         help="Benchmark layout: mvtec "
         "(also GoodsAD) | visa (raw download or prepare_data.py's "
         "folder, detected) | meta | folder (docs/evaluation.md).",
     ),
-    method: Literal["model", "lookup", "mix", "both", "all"] = typer.Option(
+    method: MethodChoice = typer.Option(
         _d("method"),
         "--method",
         help="model | lookup (training-free baseline) | mix (blend of both maps, see "
         "--mix-weight) | both (model and lookup) | all (model, lookup, mix).",
     ),
-    prompt_mode: Literal["random", "best", "pool"] = typer.Option(
+    prompt_mode: PromptMode = typer.Option(
         _d("prompt_mode"),
         "--prompt-mode",
         help="random (per seed) | best (closest normal image per query) | pool (class-agnostic).",
@@ -130,12 +134,12 @@ def evaluate_command(
     prompts: Optional[Path] = typer.Option(
         None, "--prompts", help="JSON of class -> prompt image(s) (optionally per seed) to replay exactly."
     ),
-    protocol: Literal["exact", "official"] = typer.Option(
+    protocol: Protocol = typer.Option(
         _d("metric.protocol"),
         "--protocol",
         help="exact (default) | official (MetaUAS/cflow-ad code, for parity with published tables).",
     ),
-    image_score: Literal["max", "topk"] = typer.Option(
+    image_score: ImageScore = typer.Option(
         _d("metric.image_score"),
         "--image-score",
         help="Image score from the map: max (paper) | topk (mean of the --score-topk highest pixels).",

@@ -9,9 +9,9 @@ from pathlib import Path
 from metauas.configs import from_dict, to_dict
 from metauas.errors import UserError
 from metauas.evaluation.metrics import IMAGE_SCORES, PROTOCOLS, MetricConfig
-from metauas.evaluation.readers import FORMATS
-from metauas.inference.config import METHOD_CHOICES, SHOT_FUSIONS, LookupConfig
-from metauas.inference.policy import MODES
+from metauas.evaluation.readers import FORMATS, BenchmarkFormat
+from metauas.inference.config import METHOD_CHOICES, SHOT_FUSIONS, LookupConfig, MethodChoice, ShotFusion
+from metauas.inference.policy import MODES, PromptMode
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,13 @@ class EvalConfig:
     checkpoint-dependent parts (size, model methods) are checked by `evaluate`."""
 
     data: Path
-    fmt: str = "mvtec"
+    fmt: BenchmarkFormat = "mvtec"
     out: Path = Path("eval-out")
     checkpoint: Path | None = None
-    method: str = "both"  # model | lookup | mix | both (model, lookup) | all
-    prompt_mode: str = "random"  # random | best | pool
+    method: MethodChoice = "both"  # model | lookup | mix | both (model, lookup) | all
+    prompt_mode: PromptMode = "random"  # random | best | pool
     shots: int = 1
-    shot_fusion: str = "features"  # features | joint | mean | max
+    shot_fusion: ShotFusion = "features"  # features | joint | mean | max
     prompt_rotations: tuple[int, ...] = (0,)  # each prompt also seen rotated by these degrees
     mix_weight: float = 0.5  # the lookup map's weight in the `mix` method
     seeds: tuple[int, ...] = (1, 3, 5, 7, 9)  # the paper's five

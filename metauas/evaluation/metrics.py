@@ -18,16 +18,20 @@ in O(bins) memory (docs/evaluation.md measures the difference). Two protocols (d
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
 # NumPy 2 renamed trapz to trapezoid; both compute the same area (NumPy >= 1.24 is supported)
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
-PROTOCOLS = ("exact", "official")
-IMAGE_SCORES = ("max", "topk")  # the map's max (paper) | mean of its top-k pixels
+Protocol = Literal["exact", "official"]
+PROTOCOLS: tuple[Protocol, ...] = typing.get_args(Protocol)
+ImageScore = Literal["max", "topk"]  # the map's max (paper) | mean of its top-k pixels
+IMAGE_SCORES: tuple[ImageScore, ...] = typing.get_args(ImageScore)
 
 
 def pixel_auroc_ap(probs, masks) -> tuple[float, float]:
@@ -257,8 +261,8 @@ class OfficialProAccumulator:
 class MetricConfig:
     """How maps become the seven numbers (see the module docstring for the protocols)."""
 
-    protocol: str = "exact"  # exact | official
-    image_score: str = "max"  # max | topk (mean of the `topk` highest pixels)
+    protocol: Protocol = "exact"
+    image_score: ImageScore = "max"  # max | topk (mean of the `topk` highest pixels)
     topk: int = 100
     pixel_bins: int = 1 << 20  # 0 = exact distinct scores (memory grows with pixels)
     fpr_limit: float = 0.3

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -21,7 +23,8 @@ import numpy as np
 from metauas.data.images import list_images
 from metauas.errors import UserError
 
-FORMATS = ("mvtec", "visa", "meta", "folder")
+BenchmarkFormat = Literal["mvtec", "visa", "meta", "folder"]
+FORMATS: tuple[BenchmarkFormat, ...] = typing.get_args(BenchmarkFormat)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
 from metauas.devices import CHOICES as DEVICE_CHOICES
+from metauas.inference.config import MapFormat, Method, ShotFusion
 from metauas.options import progress_option, quiet_option, setup_output, verbose_option
-
-ShotFusion = Literal["features", "joint", "mean", "max"]
 
 COMPILE_HELP = (
     "torch.compile encoder and decoder (inductor, frozen weights): faster per image after a "
@@ -30,7 +29,7 @@ def predict_command(
     ),
     prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
     prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
-    method: Literal["model", "lookup", "mix"] = typer.Option(
+    method: Method = typer.Option(
         "model", "--method", help="model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup)."
     ),
     use_all_prompts: bool = typer.Option(
@@ -42,7 +41,7 @@ def predict_command(
     size: int = typer.Option(
         None, "--size", help="Inference size (default: the checkpoint's training size, else 256)."
     ),
-    map_format: Literal["png16", "npy"] = typer.Option(
+    map_format: MapFormat = typer.Option(
         "png16", "--map-format", help="Anomaly map files: png16 (16-bit PNG, 65535 = 1) | npy (float32)."
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Queries per forward pass."),
@@ -148,7 +147,7 @@ def app_command(
     checkpoint: Optional[str] = typer.Option(
         None, "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...); not needed for --method lookup."
     ),
-    method: Literal["model", "lookup", "mix"] = typer.Option("model", "--method", help="How maps are made."),
+    method: Method = typer.Option("model", "--method", help="How maps are made."),
     size: Optional[int] = typer.Option(None, "--size", help="Inference size (default: the checkpoint's)."),
     host: str = typer.Option(
         "127.0.0.1",

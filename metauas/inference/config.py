@@ -6,18 +6,27 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from metauas.errors import UserError
 
-SHOT_FUSIONS = ("features", "joint", "mean", "max")
-NORMALISE = ("none", "prompt", "query")  # LookupConfig.normalise
-AGGREGATE = ("mean", "max", "geomean")  # LookupConfig.aggregate
-UPSAMPLE = ("finest", "image")  # LookupConfig.upsample
-METHODS = ("model", "lookup", "mix")  # the scoring registry's names (scoring.py)
-METHOD_SETS = {"both": ("model", "lookup"), "all": METHODS}
-METHOD_CHOICES = (*METHODS, *METHOD_SETS)
+# each choice is a Literal alias (for type checkers and the CLI's choices) and its tuple
+ShotFusion = Literal["features", "joint", "mean", "max"]  # how K prompts combine (scoring.Scorer)
+SHOT_FUSIONS: tuple[ShotFusion, ...] = typing.get_args(ShotFusion)
+Normalise = Literal["none", "prompt", "query"]  # LookupConfig.normalise
+NORMALISE: tuple[Normalise, ...] = typing.get_args(Normalise)
+Aggregate = Literal["mean", "max", "geomean"]  # LookupConfig.aggregate
+AGGREGATE: tuple[Aggregate, ...] = typing.get_args(Aggregate)
+Upsample = Literal["finest", "image"]  # LookupConfig.upsample
+UPSAMPLE: tuple[Upsample, ...] = typing.get_args(Upsample)
+Method = Literal["model", "lookup", "mix"]  # the scoring registry's names (scoring.py)
+METHODS: tuple[Method, ...] = typing.get_args(Method)
+MethodChoice = Literal["model", "lookup", "mix", "both", "all"]  # a method, or a set of them
+METHOD_SETS: dict[str, tuple[Method, ...]] = {"both": ("model", "lookup"), "all": METHODS}
+METHOD_CHOICES: tuple[MethodChoice, ...] = typing.get_args(MethodChoice)
 
 
 @dataclass(frozen=True)
@@ -41,17 +50,17 @@ class LookupConfig:
     # none: the raw scales carry signal (the deeper stage's larger distances); prompt
     # scales lost up to 5 P-AP, query medians broke image scores (a defect-free query
     # is stretched like a defective one)
-    normalise: str = "none"
+    normalise: Normalise = "none"
     # prompt normalisation: a patch's neighbours within this many positions (per stage
     # grid) are not counted as its matches (they overlap it), and the quantile taken
     exclude: int = 2
     quantile: float = 0.5
     # how stage maps combine: mean | max (any stage finding it) | geomean (all stages must
     # agree: fewer false alarms, fewer faint defects; with stage 4 it traded P-AUPRO for P-AP)
-    aggregate: str = "mean"
+    aggregate: Aggregate = "mean"
     # where stage maps combine: at the finest stage's grid (then one upsampling) | at image
     # size (within 0.2 of each other; finest is cheaper)
-    upsample: str = "finest"
+    upsample: Upsample = "finest"
 
     def __post_init__(self) -> None:
         for name, value, choices in (
@@ -75,7 +84,8 @@ class LookupConfig:
         return tuple(k) if isinstance(k, (tuple, list)) else (k,) * len(self.stages)
 
 
-MAP_FORMATS = ("png16", "npy")
+MapFormat = Literal["png16", "npy"]  # 16-bit PNG (65535 = 1) | float32 .npy
+MAP_FORMATS: tuple[MapFormat, ...] = typing.get_args(MapFormat)
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,11 @@ class PredictConfig:
     checkpoint: Path | None = None
     prompts: tuple[Path, ...] = ()
     prompt_dir: Path | None = None
-    method: str = "model"  # model | lookup | mix
+    method: Method = "model"
     use_all_prompts: bool = False  # K-shot with every prompt instead of the closest one
-    shot_fusion: str = "features"
+    shot_fusion: ShotFusion = "features"
     size: int | None = None  # None: the checkpoint's training size, else 256
-    map_format: str = "png16"
+    map_format: MapFormat = "png16"
     batch_size: int = 8
     overlay_side: int = 768  # longest side of overlay tiles
     device: str = "auto"

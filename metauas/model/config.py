@@ -7,16 +7,23 @@ JSON, so they live apart from the torch code that builds the model (`encoder.py`
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from metauas.configs import from_dict, to_dict
 from metauas.errors import UserError
 
-ALIGNMENTS = ("soft", "hard", "none", "sparsemax", "topk")
-HARD_SIMILARITIES = ("cosine", "dot")
+# each choice is a Literal alias (for type checkers and the CLI's choices) and its tuple
+Alignment = Literal["soft", "hard", "none", "sparsemax", "topk"]
+ALIGNMENTS: tuple[Alignment, ...] = typing.get_args(Alignment)
+HardSimilarity = Literal["cosine", "dot"]
+HARD_SIMILARITIES: tuple[HardSimilarity, ...] = typing.get_args(HardSimilarity)
 # fusion = "+"-joined parts, each a function of (query, aligned prompt) and its channel count
-FUSIONS = ("cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos")
+Fusion = Literal["cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos"]
+FUSIONS: tuple[Fusion, ...] = typing.get_args(Fusion)
+Attention = Literal["scse", "none"]
+Layout = Literal["features", "official"]  # timm features_only | the MetaUAS b4's stages
 
 
 def _whole(value, least: int, most: int) -> bool:
@@ -29,7 +36,7 @@ class EncoderConfig:
 
     name: str = "tf_efficientnet_lite0"
     weights: str = "auto"  # auto | offline | timm | none | path to a state dict file
-    layout: str = "features"  # features (timm features_only) | official (MetaUAS b4)
+    layout: Layout = "features"  # features (timm features_only) | official (MetaUAS b4)
     # 0: "same" padding from the actual input (timm); N: as for an N px input, fixed (lukemelas)
     static_pad_size: int = 0
 
@@ -55,19 +62,19 @@ class ModelConfig:
     LEGACY: ClassVar[dict[str, Any]] = {"hard_similarity": "dot", "discrepancy_stages": ()}
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    alignment: str = "soft"  # soft | hard | none | sparsemax | topk (normaliser over prompt positions)
+    alignment: Alignment = "soft"  # soft | hard | none | sparsemax | topk (normaliser over prompt positions)
     # decoder input per aligned stage; cat+absdiff+cos won the ablation (docs/ablations.md),
     # plain cat is the paper's
-    fusion: str = "cat+absdiff+cos"  # one of FUSIONS: cat | add | absdiff | cat+absdiff | cat+cos | cat+absdiff+cos
+    fusion: Fusion = "cat+absdiff+cos"  # one of FUSIONS: cat | add | absdiff | cat+absdiff | cat+cos | cat+absdiff+cos
     decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
-    attention: str = "scse"  # scse | none (decoder block attention)
+    attention: Attention = "scse"  # scse | none (decoder block attention)
     aligned_stages: int = 3  # how many of the deepest stages are aligned and fused
     scale_similarity: bool = False  # divide query·prompt similarity by sqrt(channels)
     topk: int = 8  # `topk` alignment: softmax over this many most similar prompt positions
     learn_temperature: bool = False  # a learnable similarity temperature per aligned stage
     # `hard` alignment's choice of prompt position: cosine of the projected features (the
     # paper's Eq. 3) or their raw dot product (models saved before this field existed)
-    hard_similarity: str = "cosine"
+    hard_similarity: HardSimilarity = "cosine"
     # Prompt-query discrepancy beside the learned alignment (docs/quality.md, "Model variants"):
     # for each listed encoder stage (0 = the finest, stride 2 on lite0) one more decoder input
     # channel, 1 - the highest cosine similarity of the query position's frozen feature to ANY
@@ -87,7 +94,7 @@ class ModelConfig:
             raise UserError(f"unknown hard similarity {self.hard_similarity!r}: use {'|'.join(HARD_SIMILARITIES)}")
         if self.fusion not in FUSIONS:
             raise UserError(f"unknown fusion {self.fusion!r}: use {'|'.join(FUSIONS)}")
-        if self.attention not in ("scse", "none"):
+        if self.attention not in typing.get_args(Attention):
             raise UserError(f"unknown decoder attention {self.attention!r}: use scse|none")
         if not (
             isinstance(self.decoder_channels, (tuple, list))

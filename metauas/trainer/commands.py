@@ -7,13 +7,14 @@ works without them; option defaults come from the torch-free `TrainConfig`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
 from metauas.configs import default
 from metauas.devices import CHOICES as DEVICE_CHOICES
 from metauas.errors import UserError
+from metauas.model.config import Alignment, Fusion, Layout
 from metauas.options import (
     RecipeName,
     build_config,
@@ -26,12 +27,7 @@ from metauas.options import (
     typed,
     verbose_option,
 )
-from metauas.trainer.config import TrainConfig
-
-AlignmentName = Literal["soft", "hard", "none", "sparsemax", "topk"]
-FusionName = Literal["cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff+cos"]
-LayoutName = Literal["features", "official"]
-AmpName = Literal["auto", "bf16", "fp16", "off"]
+from metauas.trainer.config import Amp, AugmentOn, TrainConfig
 
 WEIGHTS_HELP = "Encoder weights: auto | offline | timm | none | path to a state dict file."
 ALIGNMENT_HELP = (
@@ -151,7 +147,7 @@ def train_command(
         "TF-ported b4 exactly as import-official builds it.",
     ),
     encoder_weights: str = typer.Option(_d("encoder_weights"), "--encoder-weights", help=WEIGHTS_HELP),
-    layout: LayoutName = typer.Option(
+    layout: Layout = typer.Option(
         _d("layout"),
         "--layout",
         help="Encoder stages: features (timm features_only) | official (MetaUAS b4: stem 48@/2).",
@@ -161,7 +157,7 @@ def train_command(
         "--static-pad-size",
         help="Fix TF 'same' padding as for this input size (380: the authors' b4); 0 pads from the input.",
     ),
-    alignment: AlignmentName = typer.Option(_d("alignment"), "--alignment", help=ALIGNMENT_HELP),
+    alignment: Alignment = typer.Option(_d("alignment"), "--alignment", help=ALIGNMENT_HELP),
     align_topk: int = typer.Option(
         _d("align_topk"), "--align-topk", help="Prompt positions kept by --alignment topk (per prompt)."
     ),
@@ -171,7 +167,7 @@ def train_command(
         "--learn-temperature/--no-learn-temperature",
         help="Learn a similarity temperature per aligned stage (from 1).",
     ),
-    fusion: FusionName = typer.Option(_d("fusion"), "--fusion", help=FUSION_HELP),
+    fusion: Fusion = typer.Option(_d("fusion"), "--fusion", help=FUSION_HELP),
     size: int = typer.Option(_d("size"), "--size", help="Training input side in px (pairs are resized to it)."),
     batch_size: int = typer.Option(_d("batch_size"), "--batch-size", help="Pairs per step per process."),
     global_batch_size: int = typer.Option(
@@ -212,14 +208,14 @@ def train_command(
     prompt_dropout: float = typer.Option(
         _d("prompt_dropout"), "--prompt-dropout", help=PROB_HELP + "1-4 mean-filled rectangles."
     ),
-    amp: AmpName = typer.Option(
+    amp: Amp = typer.Option(
         _d("amp"),
         "--amp",
         help="Mixed precision on CUDA: auto (bf16, else fp16) | bf16 | fp16 | off. The CPU trains in fp32.",
     ),
     compile: bool = typer.Option(_d("compile"), "--compile/--no-compile", help="torch.compile the model."),
     workers: int = typer.Option(_d("workers"), "--workers", help="Data loader processes per training process."),
-    augment_on: Literal["auto", "workers", "device"] = typer.Option(
+    augment_on: AugmentOn = typer.Option(
         _d("augment_on"),
         "--augment-on",
         help="Where warps and colour jitter run: workers (OpenCV, per pair) | "

@@ -6,12 +6,19 @@ torch-free, so `metauas train --help` and `--config` checks need no model stack.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 from metauas.configs import from_dict, to_dict
 from metauas.errors import UserError
 from metauas.model.config import ModelConfig
 from metauas.trainer.augment import AugmentConfig
+
+Amp = Literal["auto", "bf16", "fp16", "off"]  # mixed precision on CUDA (the CPU trains in fp32)
+AMPS: tuple[Amp, ...] = typing.get_args(Amp)
+AugmentOn = Literal["auto", "workers", "device"]  # where warps and colour jitter run
+AUGMENT_ON: tuple[AugmentOn, ...] = typing.get_args(AugmentOn)
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ class TrainConfig:
     dice_weight: float = 0.0  # loss = BCE + dice_weight * soft Dice
     lookup_weight: float = 0.0  # + lookup_weight * (L_query + 0.1 L_CQC), see lookup_losses
     cqc_margin: float = 0.1  # CQC hinge margin, in 1 - cos units (0..2)
-    amp: str = "auto"  # auto (bf16, else fp16, on CUDA; off on CPU) | bf16 | fp16 | off
+    amp: Amp = "auto"  # auto (bf16, else fp16, on CUDA; off on CPU) | bf16 | fp16 | off
     compile: bool = False
     workers: int = 2  # DataLoader processes per training process
     shuffle_buffer: int = 1000
@@ -47,7 +54,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # where warps and jitter run: workers (OpenCV, per pair) | device (batched torch ops on
     # the training device; workers only decode) | auto (device on CUDA, workers on CPU)
-    augment_on: str = "auto"
+    augment_on: AugmentOn = "auto"
     val_every: int = 500
     val_pairs: int = 256  # the first N pairs of --val shards
     # --val folders in MVTec layout (real defects) are scored as `evaluate --method model`
@@ -95,9 +102,9 @@ class TrainConfig:
             raise UserError(f"--val-seeds must be non-negative integers, got {list(self.val_seeds)}")
         if self.size < 32:
             raise UserError(f"--size must be at least 32 (the encoder downsamples 32x), got {self.size}")
-        if self.augment_on not in ("auto", "workers", "device"):
+        if self.augment_on not in AUGMENT_ON:
             raise UserError(f"unknown --augment-on {self.augment_on!r}: use auto|workers|device")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
+        if self.amp not in AMPS:
             raise UserError(f"unknown --amp {self.amp!r}: use auto|bf16|fp16|off")
         if self.lookup_weight > 0 and self.model.alignment == "none":
             raise UserError("--lookup-weight needs a lookup to train: use an alignment other than none")
