@@ -279,7 +279,6 @@ def bench_generate(
             lama_model=lama_model,
             image_format=image_format,
         )
-        cfg.validate()
         for w in parse_ints(workers, "--workers", positive=True):
             typer.echo(table_row(bench_cell_row(cfg, w, max(pairs, w))))
 

@@ -45,10 +45,13 @@ ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS, "local_masks": DEFAU
 COCO_SUBSET = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerateConfig:
     """A generation run. `out`, `num_pairs` and the source decide the dataset; the
-    fields under "how" (workers, shards, progress) never change a byte of it."""
+    fields under "how" (workers, shards, progress) never change a byte of it.
+
+    Frozen and checked when made, like every config: an impossible setting fails with
+    one clear line before any work starts, and no caller has to remember to check."""
 
     out: Path
     num_pairs: int
@@ -92,14 +95,14 @@ class GenerateConfig:
     start_method: StartMethod | None = None  # multiprocessing start method; None = platform default
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        for name in ("images", "coco_images", "coco_annotations", "lama_model"):
+        for name in ("out", "images", "coco_images", "coco_annotations", "lama_model"):
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, Path(value))
+                object.__setattr__(self, name, Path(value))  # frozen: the one way to normalise a field
+        self._check()
 
-    def validate(self) -> None:
-        """Reject impossible settings with one clear line before any work starts."""
+    def _check(self) -> None:
+        """Reject impossible settings with one clear line."""
         checks = [
             (self.num_pairs > 0, "--num-pairs must be positive"),
             (self.source in SOURCES, f"--source must be one of {', '.join(SOURCES)}"),

@@ -148,7 +148,6 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
     All user mistakes are raised as UserError before any shard is started. The run
     holds a lock on each shard it makes (`data.shards.ShardLocks`): a second run that would write
     one of them is refused. A full disk removes the partial shard and says what is safe."""
-    cfg.validate()
     if cfg.inpainter == "lama":
         cfg = dataclasses.replace(cfg, lama_model=resolve_lama_path(cfg.lama_model))
     mine = rank_shards(cfg)

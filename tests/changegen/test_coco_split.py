@@ -53,4 +53,4 @@ def test_new_fields_stay_out_of_older_datasets_identity():
     assert not {"coco_split", "coco_max_images", "coco_val_fraction"} & set(fields)
     assert GenerateConfig(out="x", num_pairs=1, coco_split="train").dataset_fields()["coco_split"] == "train"
     with pytest.raises(UserError, match="--coco-val-fraction"):
-        GenerateConfig(out="x", num_pairs=1, coco_val_fraction=1.0).validate()
+        GenerateConfig(out="x", num_pairs=1, coco_val_fraction=1.0)
