@@ -15,6 +15,8 @@ from pathlib import Path
 
 import typer
 
+from metauas.options import add_command
+
 
 @dataclass(frozen=True)
 class Headline:
@@ -144,4 +146,4 @@ def bench_all(
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach `metauas bench all`."""
-    bench_app.command("all")(bench_all)
+    add_command(bench_app, "all", bench_all)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from metauas.configs import Panel, option
 from metauas.data.format import CHANGE_TYPES
 from metauas.data.images import MAX_PIXELS
 from metauas.errors import UserError
@@ -45,6 +46,57 @@ ADDED_LATER = {"perlin": "numpy", "max_pixels": MAX_PIXELS, "local_masks": DEFAU
 COCO_SUBSET = {"coco_max_images": None, "coco_split": "all", "coco_val_fraction": 0.05}
 
 
+def _check_weights(weights: dict[str, float], known: tuple[str, ...], option: str, noun: str) -> None:
+    unknown = set(weights) - set(known)
+    if unknown:
+        raise UserError(f"unknown {noun}(s) in {option}: {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise UserError(f"{option} must be non-negative with a positive sum")
+
+
+def _parse_weights(text: str, option: str, pair: str) -> dict[str, float]:
+    """`a=1,b=0.5` -> {"a": 1.0, "b": 0.5}, in the order written; `pair` names the left side."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise UserError(f"{option} wants {pair}=weight pairs, got {part!r}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"{option}: {value!r} is not a number") from None
+    return weights
+
+
+def validate_weights(weights: dict[str, float]) -> None:
+    _check_weights(weights, CHANGE_TYPES, "--change-weights", "change type")
+
+
+def validate_local_masks(weights: dict[str, float]) -> None:
+    from metauas.changegen.defects import KINDS
+
+    _check_weights(weights, KINDS, "--local-masks", "local mask kind")
+
+
+def parse_local_masks(text: str, name: str = "--local-masks") -> dict[str, float]:
+    """`perlin=1,blob=1,stroke=1` -> dict of the named kinds (unnamed kinds are off)."""
+    weights = _parse_weights(text, name, "kind")
+    validate_local_masks(weights)
+    return {k: w for k, w in weights.items() if w > 0}
+
+
+def parse_change_weights(text: str, name: str = "--change-weights") -> dict[str, float]:
+    """`disappear=1,appear=1,local=0.5` -> dict; types not named get weight 0."""
+    weights = dict.fromkeys(CHANGE_TYPES, 0.0) | _parse_weights(text, name, "name")
+    validate_weights(weights)
+    return weights
+
+
+def weights_text(weights: dict[str, float]) -> str:
+    """{"a": 1.0, "b": 0.5} -> "a=1, b=0.5", as the weight parsers read it."""
+    return ", ".join(f"{k}={v:g}" for k, v in weights.items())
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     """A generation run. `out`, `num_pairs` and the source decide the dataset; the
@@ -53,46 +105,111 @@ class GenerateConfig:
     Frozen and checked when made, like every config: an impossible setting fails with
     one clear line before any work starts, and no caller has to remember to check."""
 
-    out: Path
-    num_pairs: int
-    source: Source = "builtin"
-    images: Path | None = None  # folder source
-    coco_images: Path | None = None
-    coco_annotations: Path | None = None
+    out: Path = option(
+        help="Output folder for the shards and index.json (created if missing).", panel=Panel.OUTPUT, required="always"
+    )
+    num_pairs: int = option(
+        help="Number of change pairs in the dataset.", panel=Panel.SYNTHESIS, required="unless-config"
+    )
+    source: Source = option(
+        "builtin",
+        "Where images come from: builtin (embedded, offline) | coco (instances JSON) | folder (any images).",
+        Panel.DATA,
+    )
+    images: Path | None = option(  # folder source
+        None, "Folder of images (with --source folder); searched recursively.", Panel.DATA
+    )
+    coco_images: Path | None = option(None, "COCO images folder (with --source coco).", Panel.DATA)
+    coco_annotations: Path | None = option(None, "COCO instances JSON (with --source coco).", Panel.DATA)
     # COCO image subset: the first coco_max_images of a fixed shuffle of the image ids,
     # of which the last coco_val_fraction are `val` and the rest `train` (the paper: 60k
     # images, 0.95 / 0.05); the shuffle never depends on --seed, so the splits never overlap
-    coco_max_images: int | None = None
-    coco_split: CocoSplit = "all"
-    coco_val_fraction: float = 0.05
-    builtin_split: BuiltinSplit = "all"
-    size: int = 256
-    shard_size: int = 1000
-    prefix: str = "shard"
-    image_format: ImageFormat = "jpg"
-    jpeg_quality: int = 95
-    seed: int = 0
-    inpainter: Inpainter = "opencv"
-    lama_model: Path | None = None
-    change_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    min_side: int = 64  # source images with a shorter side are skipped as too small
-    max_pixels: int = MAX_PIXELS  # larger source images (from the header) are skipped as too_large
-    min_area: float = 0.01  # instance area bounds, as a fraction of the image
-    max_area: float = 0.35
-    max_exchange: int = 3  # exchange pastes 1..max_exchange instances
+    coco_max_images: int | None = option(
+        None, "Use only this many COCO images (a fixed shuffle of the ids; the paper: 60000).", Panel.DATA
+    )
+    coco_split: CocoSplit = option("all", "Which part of those images: all | train | val.", Panel.DATA)
+    coco_val_fraction: float = option(
+        0.05, "Share of the images that form --coco-split val (the paper: 0.05).", Panel.DATA
+    )
+    builtin_split: BuiltinSplit = option(
+        "all",
+        "Builtin photos and scenes: train | heldout | all (disjoint train/heldout; see docs/usage.md).",
+        Panel.DATA,
+    )
+    size: int = option(256, "Output side in px: shorter side scaled to SIZE, centre square cropped.", Panel.OUTPUT)
+    shard_size: int = option(1000, "Samples per shard.", Panel.OUTPUT)
+    prefix: str = option("shard", "Shard names are PREFIX-NNNNNN.tar.", Panel.OUTPUT)
+    image_format: ImageFormat = option("jpg", "Prompt/query encoding (masks are always png).", Panel.OUTPUT)
+    jpeg_quality: int = option(95, "Quality of jpg/webp encoding (1-100).", Panel.OUTPUT, names=("--quality",))
+    seed: int = option(0, "Dataset seed; sample i uses an RNG seeded by (seed, i).", Panel.SYNTHESIS)
+    inpainter: Inpainter = option(
+        "opencv",
+        "Inpainting backend: opencv (Telea) | opencv-ns | patchmatch (optional package) | lama (--lama-model).",
+        Panel.SYNTHESIS,
+    )
+    lama_model: Path | None = option(
+        None, "big-lama TorchScript file for --inpainter lama (or set LAMA_MODEL).", Panel.SYNTHESIS
+    )
+    change_weights: dict[str, float] = option(
+        help="Change types drawn, with weights, e.g. disappear=1, appear=1, exchange=1, local=1, none=0.5; "
+        "unnamed types get 0.",
+        panel=Panel.SYNTHESIS,
+        factory=lambda: dict(DEFAULT_WEIGHTS),
+        kind=str,
+        parse=parse_change_weights,
+        text=weights_text,
+    )
+    min_side: int = option(  # source images with a shorter side are skipped as too small
+        64, "Skip source images whose shorter side is below this (counted as too_small).", Panel.DATA
+    )
+    max_pixels: int = option(  # larger source images (from the header) are skipped as too_large
+        MAX_PIXELS,
+        "Skip source images with more pixels than this, read from the file's header before decoding (counted as "
+        "too_large).",
+        Panel.DATA,
+    )
+    min_area: float = option(  # instance area bounds, as a fraction of the image
+        0.01, "Smallest instance kept, as a fraction of the output image.", Panel.SYNTHESIS
+    )
+    max_area: float = option(0.35, "Largest instance kept, as a fraction of the output image.", Panel.SYNTHESIS)
+    max_exchange: int = option(3, "exchange pastes 1..N instances.", Panel.SYNTHESIS)
     # Perlin noise of `local` masks: numpy (vectorised, DRAEM's exact recipe, default) |
     # noise (the `noise` package's pnoise2 per pixel, ~50x slower; docs/benchmarks.md)
-    perlin: PerlinName = "numpy"
+    perlin: PerlinName = option(
+        "numpy",
+        "Perlin noise of local masks: numpy (DRAEM's recipe, vectorised) | noise (the noise package's pnoise2, "
+        "~50x slower).",
+        Panel.SYNTHESIS,
+    )
     # `local` mask kinds and weights: perlin (DRAEM, the paper's) | blob | stroke | stain
     # (small and thin defects, defects.py); the fill of a small kind is an intensity change
     # with probability local_intensity, else DRAEM's
-    local_masks: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOCAL_MASKS))
-    local_intensity: float = 0.5
+    local_masks: dict[str, float] = option(
+        help="Mask kinds of the local change with weights, e.g. perlin=1, blob=1, stroke=1, stain=0.5: perlin "
+        "(DRAEM's Perlin regions, the paper's) | blob (one pit or blowhole, 3-12% of the side across) | stroke (a "
+        "scratch or crack polyline, 0.8-3.5% of the side wide) | stain (fine Perlin noise inside one small "
+        "ellipse).",
+        panel=Panel.SYNTHESIS,
+        factory=lambda: dict(DEFAULT_LOCAL_MASKS),
+        kind=str,
+        parse=parse_local_masks,
+        text=weights_text,
+    )
+    local_intensity: float = option(
+        0.5,
+        "Probability that a blob/stroke/stain is a darker or brighter spot instead of DRAEM's fill from another "
+        "image or texture.",
+        Panel.SYNTHESIS,
+    )
     # how (never changes the bytes)
-    workers: int = 1
-    shards: str | None = None  # "A:B" shard-id range
-    progress: bool = True
-    start_method: StartMethod | None = None  # multiprocessing start method; None = platform default
+    workers: int = option(1, "Worker processes; never changes the bytes written.", Panel.DEVICE)
+    shards: str | None = option(  # "A:B" shard-id range
+        None, "Make only shard ids A:B (B exclusive); combine with RANK/WORLD_SIZE.", Panel.DEVICE
+    )
+    progress: bool = option(True, "Show a progress bar on stderr.", Panel.OUTPUT, names=("--progress/--no-progress",))
+    start_method: StartMethod | None = option(  # None = the platform's default
+        None, "multiprocessing start method (default: spawn).", Panel.DEVICE
+    )
 
     def __post_init__(self) -> None:
         for name in ("out", "images", "coco_images", "coco_annotations", "lama_model"):
@@ -148,52 +265,6 @@ class GenerateConfig:
                 continue
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
-
-
-def _check_weights(weights: dict[str, float], known: tuple[str, ...], option: str, noun: str) -> None:
-    unknown = set(weights) - set(known)
-    if unknown:
-        raise UserError(f"unknown {noun}(s) in {option}: {', '.join(sorted(unknown))}; known: {', '.join(known)}")
-    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise UserError(f"{option} must be non-negative with a positive sum")
-
-
-def _parse_weights(text: str, option: str, pair: str) -> dict[str, float]:
-    """`a=1,b=0.5` -> {"a": 1.0, "b": 0.5}, in the order written; `pair` names the left side."""
-    weights = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise UserError(f"{option} wants {pair}=weight pairs, got {part!r}")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise UserError(f"{option}: {value!r} is not a number") from None
-    return weights
-
-
-def validate_weights(weights: dict[str, float]) -> None:
-    _check_weights(weights, CHANGE_TYPES, "--change-weights", "change type")
-
-
-def validate_local_masks(weights: dict[str, float]) -> None:
-    from metauas.changegen.defects import KINDS
-
-    _check_weights(weights, KINDS, "--local-masks", "local mask kind")
-
-
-def parse_local_masks(text: str) -> dict[str, float]:
-    """`perlin=1,blob=1,stroke=1` -> dict of the named kinds (unnamed kinds are off)."""
-    weights = _parse_weights(text, "--local-masks", "kind")
-    validate_local_masks(weights)
-    return {k: w for k, w in weights.items() if w > 0}
-
-
-def parse_change_weights(text: str) -> dict[str, float]:
-    """`disappear=1,appear=1,local=0.5` -> dict; types not named get weight 0."""
-    weights = {name: 0.0 for name in CHANGE_TYPES} | _parse_weights(text, "--change-weights", "name")
-    validate_weights(weights)
-    return weights
 
 
 def parse_shard_range(text: str | None, num_shards: int) -> range:

@@ -2,89 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from metauas.devices import CHOICES as DEVICE_CHOICES
-from metauas.inference.config import MapFormat, Method, ShotFusion
-from metauas.options import progress_option, quiet_option, setup_output, verbose_option
-
-COMPILE_HELP = (
-    "torch.compile encoder and decoder (inductor, frozen weights): faster per image after a "
-    "compilation of about a minute per input shape on 2 CPU cores; for long runs. Needs a C++ "
-    "compiler on CPU."
+from metauas.inference.config import Method, PredictConfig
+from metauas.options import (
+    ConfigCommand,
+    add_command,
+    config_command,
+    field_option,
 )
 
 
-def predict_command(
-    query: Path = typer.Option(..., "--query", help="Query image or folder of query images."),
-    out: Path = typer.Option(..., "--out", help="Output folder: maps/, overlays/, predictions.jsonl."),
-    checkpoint: Path = typer.Option(
-        None,
-        "--checkpoint",
-        help="Trained checkpoint (.pt) or a pretrained name "
-        "(hf:csgaobb/MetaUAS/metauas-256.ckpt); not needed for --method lookup.",
-    ),
-    prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
-    prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
-    method: Method = typer.Option(
-        "model", "--method", help="model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup)."
-    ),
-    use_all_prompts: bool = typer.Option(
-        False, "--use-all-prompts", help="Use every prompt as K shots instead of the closest one."
-    ),
-    shot_fusion: ShotFusion = typer.Option(
-        "features", "--shot-fusion", help="With --use-all-prompts: how K prompts combine (see evaluate -h)."
-    ),
-    size: int = typer.Option(
-        None, "--size", help="Inference size (default: the checkpoint's training size, else 256)."
-    ),
-    map_format: MapFormat = typer.Option(
-        "png16", "--map-format", help="Anomaly map files: png16 (16-bit PNG, 65535 = 1) | npy (float32)."
-    ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Queries per forward pass."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
-    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
-    threshold: Optional[str] = typer.Option(
-        None,
-        "--threshold",
-        help="Also decide: auto (fitted on normal "
-        "images: the highest image score among them, see docs/api.md) or a "
-        "number in [0, 1]; writes masks/ and an anomalous column.",
-    ),
-    normals: Optional[Path] = typer.Option(
-        None,
-        "--normals",
-        help="Folder of normal images for --threshold auto (default: the prompts, each scored against the others).",
-    ),
-    progress: bool = progress_option(),
-    quiet: bool = quiet_option(),
-    verbose: bool = verbose_option(),
-) -> None:
+@config_command(ConfigCommand(PredictConfig, config_file=False))
+def predict_command(cfg: PredictConfig) -> None:
     """Anomaly maps, overlays, scores and (with --threshold) decisions for your own images."""
-    from metauas.inference.predict import PredictConfig, predict
+    from metauas.inference.predict import predict
 
-    cfg = PredictConfig(
-        query=query,
-        out=out,
-        checkpoint=checkpoint,
-        prompts=tuple(prompt or ()),
-        prompt_dir=prompt_dir,
-        method=method,
-        use_all_prompts=use_all_prompts,
-        shot_fusion=shot_fusion,
-        size=size,
-        map_format=map_format,
-        batch_size=batch_size,
-        device=device,
-        compile=compile,
-        threshold=threshold,
-        normals=normals,
-        progress=setup_output(quiet, verbose, progress),
-    )
-    typer.echo(f"wrote {predict(cfg)}")
+    written = predict(cfg)
+    typer.echo(f"wrote {written}")
 
 
 def bench_model_command(
@@ -147,8 +84,8 @@ def app_command(
     checkpoint: Optional[str] = typer.Option(
         None, "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...); not needed for --method lookup."
     ),
-    method: Method = typer.Option("model", "--method", help="How maps are made."),
-    size: Optional[int] = typer.Option(None, "--size", help="Inference size (default: the checkpoint's)."),
+    method: Method = field_option(PredictConfig, "method"),
+    size: Optional[int] = field_option(PredictConfig, "size"),
     host: str = typer.Option(
         "127.0.0.1",
         "--host",
@@ -162,7 +99,7 @@ def app_command(
         min=0.5,
         help="Seconds a client has to send its request, and to take the answer; slower connections are cut.",
     ),
-    device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
+    device: str = field_option(PredictConfig, "device"),
 ) -> None:
     """An interactive page: drop normal and query images, see prompt, query, heatmap and mask, download them."""
     import sys
@@ -186,6 +123,6 @@ def app_command(
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach `predict` and `app` to the main app, `model` to `bench`."""
-    app.command("predict")(predict_command)
-    app.command("app")(app_command)
-    bench_app.command("model")(bench_model_command)
+    add_command(app, "predict", predict_command)
+    add_command(app, "app", app_command)
+    add_command(bench_app, "model", bench_model_command)

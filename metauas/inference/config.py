@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from metauas.configs import Panel, as_tuple, option
+from metauas.devices import CHOICES as DEVICES
 from metauas.errors import UserError
+
+COMPILE_HELP = (
+    "torch.compile encoder and decoder (inductor, frozen weights): faster per image after a compilation of about "
+    "a minute per input shape on 2 CPU cores; for long runs. Needs a C++ compiler on CPU."
+)
 
 # each choice is a Literal alias (for type checkers and the CLI's choices) and its tuple
 ShotFusion = Literal["features", "joint", "mean", "max"]  # how K prompts combine (scoring.Scorer)
@@ -42,7 +49,12 @@ class LookupConfig:
     neighbourhood: int | tuple[int, ...] = 1
     # Gaussian smoothing of the upsampled map, pixels; 0 = none. 0..4 were within a point
     # of each other; 4 keeps maps smooth, 8 cost small defects
-    sigma: float = 4.0
+    sigma: float = option(
+        4.0,
+        "Gaussian smoothing (pixels) of the lookup baseline's map; 0 = none.",
+        Panel.MODEL,
+        names=("--lookup-sigma",),
+    )
     # per-stage distance scale, so that stages with larger typical distances do not dominate:
     # none | prompt (a quantile of the prompt's distances to itself outside a window around
     # each patch: the distance a normal patch gets, known before any query) | query (the
@@ -92,25 +104,58 @@ MAP_FORMATS: tuple[MapFormat, ...] = typing.get_args(MapFormat)
 class PredictConfig:
     """One `metauas predict` run (see predict.py)."""
 
-    query: Path
-    out: Path
-    checkpoint: Path | None = None
-    prompts: tuple[Path, ...] = ()
-    prompt_dir: Path | None = None
-    method: Method = "model"
-    use_all_prompts: bool = False  # K-shot with every prompt instead of the closest one
-    shot_fusion: ShotFusion = "features"
-    size: int | None = None  # None: the checkpoint's training size, else 256
-    map_format: MapFormat = "png16"
-    batch_size: int = 8
+    query: Path = option(help="Query image or folder of query images.", panel=Panel.DATA, required="always")
+    out: Path = option(
+        help="Output folder: maps/, overlays/, predictions.jsonl.", panel=Panel.OUTPUT, required="always"
+    )
+    checkpoint: Path | None = option(
+        None,
+        "Trained checkpoint (.pt) or a pretrained name (hf:csgaobb/MetaUAS/metauas-256.ckpt); not needed for "
+        "--method lookup.",
+        Panel.MODEL,
+    )
+    prompts: tuple[Path, ...] = option(
+        (),
+        "Normal prompt image (repeat for several).",
+        Panel.PROMPTS,
+        names=("--prompt",),
+        kind=list[Path],
+        parse=as_tuple,
+    )
+    prompt_dir: Path | None = option(None, "Folder of normal prompt images.", Panel.PROMPTS)
+    method: Method = option(
+        "model", "model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup).", Panel.MODEL
+    )
+    use_all_prompts: bool = option(  # K-shot with every prompt instead of the closest one
+        False, "Use every prompt as K shots instead of the closest one.", Panel.PROMPTS
+    )
+    shot_fusion: ShotFusion = option(
+        "features", "With --use-all-prompts: how K prompts combine (see evaluate -h).", Panel.PROMPTS
+    )
+    size: int | None = option(  # None: the checkpoint's training size, else 256
+        None, "Inference size (default: the checkpoint's training size, else 256).", Panel.DATA
+    )
+    map_format: MapFormat = option(
+        "png16", "Anomaly map files: png16 (16-bit PNG, 65535 = 1) | npy (float32).", Panel.OUTPUT
+    )
+    batch_size: int = option(8, "Queries per forward pass.", Panel.DEVICE)
     overlay_side: int = 768  # longest side of overlay tiles
-    device: str = "auto"
-    compile: bool = False  # torch.compile the model (see inference/prepared.py)
-    progress: bool = True
+    device: str = option("auto", DEVICES, Panel.DEVICE)
+    compile: bool = option(False, COMPILE_HELP, Panel.DEVICE)  # see inference/prepared.py
+    progress: bool = option(True, "Show a progress bar on stderr.", Panel.OUTPUT, names=("--progress/--no-progress",))
     # decisions: "auto" (fitted from normal images, see api.Segmenter.fit_threshold), a
     # number in [0, 1], or None (maps and scores only)
-    threshold: str | None = None
-    normals: Path | None = None  # folder of normal images for --threshold auto (else the prompts)
+    threshold: str | None = option(
+        None,
+        "Also decide: auto (fitted on normal images: the highest image score among them, see docs/api.md) or a "
+        "number in [0, 1]; writes masks/ and an anomalous column.",
+        Panel.OUTPUT,
+    )
+    normals: Path | None = option(  # folder of normal images for --threshold auto (else the prompts)
+        None,
+        "Folder of normal images for --threshold auto (default: the prompts, each scored against the others).",
+        Panel.PROMPTS,
+    )
 
     def __post_init__(self) -> None:
         if self.map_format not in MAP_FORMATS:

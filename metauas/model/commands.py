@@ -11,6 +11,7 @@ from typing import Literal, Optional
 import typer
 
 from metauas.errors import UserError
+from metauas.options import add_command
 from metauas.outputs import prepare_dir
 
 DEFAULT_SIZE = 256
@@ -83,5 +84,5 @@ def export_command(
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach `import-official` and `export` to the main app (no benchmark)."""
-    app.command("import-official")(import_official_command)
-    app.command("export")(export_command)
+    add_command(app, "import-official", import_official_command)
+    add_command(app, "export", export_command)

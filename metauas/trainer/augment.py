@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from metauas.configs import Panel, option
 from metauas.errors import UserError
 
 IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float64)
+
+
+_PROMPT_ONLY = "Probability (0 = off) of training prompts (only) getting "
 
 
 @dataclass(frozen=True)
@@ -40,10 +44,10 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.8, 1.5)
     jitter: float = 0.1  # brightness, contrast, saturation and hue, per image
     # prompt-only, after the warp (see augment_prompt); probabilities, 0 = off
-    prompt_rot90: float = 0.0  # rotate the prompt by 90, 180 or 270 degrees
-    prompt_rotate: float = 0.0  # rotate the prompt by an angle uniform in 30..270 degrees
-    prompt_flip: float = 0.0  # flip the prompt horizontally or vertically
-    prompt_dropout: float = 0.0  # fill 1-4 random rectangles of the prompt with its mean colour
+    prompt_rot90: float = option(0.0, _PROMPT_ONLY + "a 90/180/270 degree rotation.", Panel.AUGMENT)
+    prompt_rotate: float = option(0.0, _PROMPT_ONLY + "a rotation by 30..270 degrees.", Panel.AUGMENT)
+    prompt_flip: float = option(0.0, _PROMPT_ONLY + "a horizontal or vertical flip.", Panel.AUGMENT)
+    prompt_dropout: float = option(0.0, _PROMPT_ONLY + "1-4 mean-filled rectangles.", Panel.AUGMENT)
 
     def __post_init__(self) -> None:
         for name in ("swap", "affine", "prompt_rot90", "prompt_rotate", "prompt_flip", "prompt_dropout"):
