@@ -76,3 +76,13 @@ def test_train_help_groups_its_options():
     ctx = typer.main.get_command(app).commands["train"].make_context("train", ["--train", "x", "--out", "y"])
     panels = {getattr(p, "rich_help_panel", None) for p in ctx.command.params}
     assert {"Data", "Model", "Augmentation", "Optimisation", "Validation", "Output", "Device and processes"} <= panels
+
+
+def test_v_shows_our_debug_lines_and_not_other_libraries(mvtec_root, tmp_path, capsys):
+    tile = mvtec_root / "tile"
+    args = ["predict", "--method", "lookup", "--size", "64", "--prompt", str(tile / "train/good/000.png")]
+    args += ["--query", str(tile / "test/blob"), "--out", str(tmp_path / "p"), "-v", "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "DEBUG metauas.predict" in err and "score" in err
+    assert not [line for line in err.splitlines() if "metauas" not in line and line.startswith("DEBUG")], err

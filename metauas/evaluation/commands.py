@@ -15,6 +15,9 @@ def evaluate_command(cfg: EvalConfig) -> None:
 
     `--config OUT/metrics.json` repeats an evaluation (metrics.json records its config);
     options typed beside it override it."""
+    from metauas.model.hub import fetch_first
+
+    fetch_first(cfg.checkpoint)
     from metauas.evaluation.evaluate import evaluate
     from metauas.evaluation.report import efficiency_line, markdown_table
 

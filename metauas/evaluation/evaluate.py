@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import zlib
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from metauas.inference.policy import PromptPolicy, prompt_runs
 from metauas.inference.prompts import PromptBank, read_prompt_file
 from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
 from metauas.outputs import prepare_dir
+
+log = logging.getLogger("metauas.evaluate")
 
 
 @dataclass
@@ -281,6 +284,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     for r, (run, fixed) in enumerate(runs.items()):
         per_run[run.label] = {}
         for data in bench.classes:
+            log.debug(
+                "%s, class %s: %d queries, %d prompt candidate(s)",
+                run.label,
+                data.name,
+                len(data.test),
+                len(fixed[data.name] or data.train),
+            )
             bank = class_bank(run, fixed[data.name], data, bench.classes, size, scorer, pools)
             cm = score_class(cfg, scorer, data, size, bank, problems if r == 0 else [])
             labels = [s.label for s in cm.samples]

@@ -18,6 +18,9 @@ from metauas.options import (
 @config_command(ConfigCommand(PredictConfig, config_file=False))
 def predict_command(cfg: PredictConfig) -> None:
     """Anomaly maps, overlays, scores and (with --threshold) decisions for your own images."""
+    from metauas.model.hub import fetch_first
+
+    fetch_first(cfg.checkpoint)
     from metauas.inference.predict import predict
 
     written = predict(cfg)
@@ -104,6 +107,9 @@ def app_command(
     """An interactive page: drop normal and query images, see prompt, query, heatmap and mask, download them."""
     import sys
 
+    from metauas.model.hub import fetch_first
+
+    fetch_first(checkpoint)  # offline, a pretrained name fails in a moment, before torch loads
     from metauas.inference.api import Segmenter
     from metauas.inference.app import exposure_warning, serve
 

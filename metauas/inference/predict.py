@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,8 @@ from metauas.inference.config import LookupConfig, PredictConfig
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.scoring import build_scorer, methods_for
 from metauas.outputs import prepare_dir
+
+log = logging.getLogger("metauas.predict")
 
 
 def list_prompts(cfg: PredictConfig) -> list[Path]:
@@ -142,6 +145,7 @@ def predict(cfg: PredictConfig) -> Path:
         read_image(p)  # an unreadable prompt is an error before any work
     prepare_dir(cfg.out)  # an --out that is a file or not writable: one line before any work
     segmenter = _segmenter(cfg, prompts)
+    log.debug("%d prompt(s), %d query image(s), %s at %d px", len(prompts), len(queries), cfg.method, segmenter.size)
     names = output_names(queries)
     cfg.out.mkdir(parents=True, exist_ok=True)
     lines, table = cfg.out / "predictions.jsonl", cfg.out / "predictions.csv"
@@ -153,6 +157,7 @@ def predict(cfg: PredictConfig) -> Path:
             images = [read_image(q) for q in batch]
             for path, name, rgb, result in zip(batch, names[i:], images, segmenter.segment(images)):
                 record = _write(cfg, name, path, rgb, result, prompts, segmenter)
+                log.debug("%s: score %.4f against %s", path, result.score, ", ".join(record["prompt"]))
                 jsonl.write(json.dumps(record) + "\n")
                 rows.writerow({**record, "prompt": ";".join(record["prompt"])})
     return lines

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from metauas.errors import UserError
 from metauas.model.config import ModelConfig
 from metauas.model.network import MetaUAS
 from metauas.outputs import write_atomic
+
+log = logging.getLogger("metauas.model")
 
 FORMAT = "metauas-checkpoint/1"
 
@@ -191,7 +194,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     model = build_model(cfg, path)
     load_weights(model, payload["model"], path)
     model.cfg = cfg
-    return model.to(map_location).eval(), payload["meta"]
+    meta = payload["meta"]
+    log.debug("loaded %s: step %s, %s px, encoder %s", path, meta.get("step"), meta.get("size"), cfg.encoder.name)
+    return model.to(map_location).eval(), meta
 
 
 def training_state(payload: dict, path: str | Path) -> dict[str, Any]:

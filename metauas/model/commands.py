@@ -68,9 +68,11 @@ def export_command(
     ),
 ) -> None:
     """Export a checkpoint to ONNX (opset 18, dynamic batch), checked against PyTorch with onnxruntime."""
+    from metauas.model.hub import fetch_first, resolve_checkpoint
+
+    fetch_first(checkpoint)
     from metauas.model.checkpoint import load_model
     from metauas.model.export import OPSET, export_onnx
-    from metauas.model.hub import resolve_checkpoint
 
     if out.suffix != ".onnx" or out.is_dir():
         raise UserError(f"--out {out}: give a file name ending in .onnx")

@@ -136,12 +136,25 @@ def first_pair(urls: list[str]) -> None:
     )
 
 
+def check_length(cfg: TrainConfig, total: int | None, main: bool) -> None:
+    """How long to train must be said; a run shorter than its warmup never reaches its
+    learning rate, which the main process says."""
+    if total is None and cfg.max_minutes is None:
+        raise UserError("say how long to train: --steps, --epochs or --minutes")
+    if total is not None and total < cfg.warmup_steps and main:
+        log.warning(
+            "training for %d steps, fewer than its %d warmup steps: the learning rate never reaches its peak "
+            "(warm up for fewer steps)",
+            total,
+            cfg.warmup_steps,
+        )
+
+
 def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     cfg = cfg.per_process(d.world)  # a global batch split over the processes (config.json records both)
     urls = expand_urls(list(cfg.train) if isinstance(cfg.train, tuple) else cfg.train)
     total = _total_steps(cfg, urls, d.world)
-    if total is None and cfg.max_minutes is None:
-        raise UserError("say how long to train: --steps, --epochs or --minutes")
+    check_length(cfg, total, d.main)
     run_dir, payload = prepare_run_dir(cfg, d)
     first_pair(urls)
     torch.manual_seed(cfg.seed + d.rank)

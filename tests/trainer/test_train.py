@@ -199,6 +199,15 @@ def test_impossible_training_options_are_one_line_errors(tmp_path, capsys, optio
     assert not (tmp_path / "run").exists()
 
 
+def test_fewer_steps_than_warmup_is_told(shard_dir, tmp_path, capsys):
+    from metauas.cli import main
+
+    args = ["train", "--train", str(shard_dir / "train"), "--out", str(tmp_path / "run"), "--steps", "1"]
+    args += ["--warmup", "5", "--size", "32", "--batch-size", "2", "--encoder-weights", "none", "--workers", "0"]
+    assert main([*args, "--no-progress"]) == 0
+    assert "training for 1 steps, fewer than its 5 warmup steps" in capsys.readouterr().err
+
+
 def test_config_file_repeats_a_run_and_typed_options_override_it(shard_dir, tmp_path, capsys):
     from metauas.cli import main
 
