@@ -59,11 +59,11 @@ class DemoConfig:
     def __post_init__(self) -> None:
         """The smallest demo that still trains and scores something."""
         for name, value, least in (
-            ("--minutes", self.minutes, 0.1),
-            ("--size", self.size, 32),
-            ("--train-pairs", self.train_pairs, 16),
-            ("--heldout-pairs", self.heldout_pairs, 16),
-            ("--batch-size", self.batch_size, 1),
+            ("`minutes`", self.minutes, 0.1),
+            ("`size`", self.size, 32),
+            ("`train_pairs`", self.train_pairs, 16),
+            ("`heldout_pairs`", self.heldout_pairs, 16),
+            ("`batch_size`", self.batch_size, 1),
         ):
             if value < least:
                 raise UserError(f"{name} must be at least {least:g}, got {value:g}")

@@ -69,10 +69,15 @@ def with_output_options(function: Callable[..., Any]) -> Callable[..., Any]:
     if "quiet" in signature.parameters:
         return function
 
+    names = _option_names(signature)
+
     @functools.wraps(function)
     def command(*args: Any, quiet: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
         setup_output(quiet, verbose)
-        return function(*args, **kwargs)
+        try:
+            return function(*args, **kwargs)
+        except UserError as err:  # a setting named as the library calls it: named as the option here
+            raise err.named(names) from None
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     extra = [
@@ -81,6 +86,17 @@ def with_output_options(function: Callable[..., Any]) -> Callable[..., Any]:
     ]
     command.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])  # type: ignore[attr-defined]  # typer reads the options from the signature
     return command
+
+
+def _option_names(signature: inspect.Signature) -> dict[str, str]:
+    """Parameter name -> its option's long name (--checkpoint), from typer's options."""
+    names = {}
+    for name, param in signature.parameters.items():
+        decls = getattr(param.default, "param_decls", None) or ()
+        long = [d.split("/")[0] for d in decls if d.startswith("--")]
+        if long:
+            names[name] = long[0]
+    return names
 
 
 def config_option() -> Any:
@@ -306,6 +322,16 @@ class ConfigCommand:
                 chosen.add(dotted)
         return from_cli(self.cls, given, chosen, config, self.section)
 
+    def option_names(self) -> dict[str, str]:
+        """What a library error may call a setting -> the option's name: the field's dotted
+        path (model.topk), its own name where no other option's field shares it (topk),
+        and the command's parameter (align_topk), all -> --align-topk."""
+        leaves = [b.path[-1] for b in self.bounds]
+        names = {b.path[-1]: b.name for b in self.bounds if leaves.count(b.path[-1]) == 1}
+        own = {"config": "--config"} if self.config_file else {}
+        own |= {"recipe": "--recipe"} if self.recipes else {}
+        return own | names | {b.param: b.name for b in self.bounds} | {b.dotted: b.name for b in self.bounds}
+
     def _require(self, values: dict[str, Any], config: Path | None) -> None:
         """Options with no default must be given (some may come from --config instead)."""
         missing = [b for b in self.bounds if b.flag.required and values[b.param] is None]
@@ -324,7 +350,10 @@ def config_command(spec: ConfigCommand) -> Callable[[Callable[[Any], Any]], Call
 
     def decorate(run: Callable[[Any], Any]) -> Callable[..., Any]:
         def command(ctx: typer.Context, **values: Any) -> Any:
-            return run(spec.build(ctx, values))
+            try:
+                return run(spec.build(ctx, values))
+            except UserError as err:  # a setting named as the library calls it: named as the option here
+                raise err.named(spec.option_names()) from None
 
         context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
         command.__signature__ = inspect.Signature([context, *spec.parameters()])  # type: ignore[attr-defined]  # typer reads the options from the signature

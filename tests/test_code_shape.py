@@ -34,3 +34,23 @@ def test_no_option_values_travel_through_locals():
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "locals"
     ]
     assert not calls, calls
+
+
+# the command line's own modules: they name options as the user typed them
+COMMAND_LAYER = {"cli.py", "options.py", "commands.py"}
+
+
+def test_library_errors_name_settings_not_options():
+    """A library error names the setting as the library calls it (`warmup_steps`); the
+    command that runs it writes the option instead (`UserError.named`)."""
+    import re
+
+    flagged = []
+    for path, tree in _trees():
+        if path.name in COMMAND_LAYER:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "UserError":
+                texts = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+                flagged += [f"{path}:{node.lineno}" for t in texts if re.search(r"(?<![\w-])--[a-z]", t)]
+    assert not flagged, flagged

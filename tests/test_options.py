@@ -86,3 +86,14 @@ def test_v_shows_our_debug_lines_and_not_other_libraries(mvtec_root, tmp_path, c
     err = capsys.readouterr().err
     assert "DEBUG metauas.predict" in err and "score" in err
     assert not [line for line in err.splitlines() if "metauas" not in line and line.startswith("DEBUG")], err
+
+
+def test_a_library_error_names_the_field_and_the_command_its_option(tmp_path, capsys):
+    from metauas.errors import UserError
+
+    with pytest.raises(UserError, match="`warmup_steps` must not be negative"):
+        TrainConfig(train="x", out="y", warmup_steps=-1)
+    assert main(["train", "--train", "x", "--out", str(tmp_path / "r"), "--warmup", "-1"]) == 2
+    assert "error: --warmup must not be negative" in capsys.readouterr().err
+    assert main(["evaluate", "--data", "d", "--out", str(tmp_path / "e"), "--score-topk", "0"]) == 2
+    assert "error: --score-topk must be at least 1" in capsys.readouterr().err

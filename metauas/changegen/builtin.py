@@ -65,10 +65,10 @@ def open_source(cfg: GenerateConfig) -> Source:
         return builtin_source(cfg.builtin_split, **bounds)
     if cfg.source == "folder":
         if cfg.images is None:
-            raise UserError("--source folder needs --images DIR")
+            raise UserError("`source` folder needs `images`, a folder of images")
         return FolderSource.from_dir(cfg.images, **bounds, max_pixels=cfg.max_pixels)
     if cfg.coco_images is None or cfg.coco_annotations is None:
-        raise UserError("--source coco needs --coco-images DIR and --coco-annotations FILE")
+        raise UserError("`source` coco needs `coco_images` (a folder) and `coco_annotations` (an instances JSON)")
     return CocoSource(
         cfg.coco_images,
         cfg.coco_annotations,

@@ -69,23 +69,23 @@ def _parse_weights(text: str, option: str, pair: str) -> dict[str, float]:
 
 
 def validate_weights(weights: dict[str, float]) -> None:
-    _check_weights(weights, CHANGE_TYPES, "--change-weights", "change type")
+    _check_weights(weights, CHANGE_TYPES, "`change_weights`", "change type")
 
 
 def validate_local_masks(weights: dict[str, float]) -> None:
     from metauas.changegen.defects import KINDS
 
-    _check_weights(weights, KINDS, "--local-masks", "local mask kind")
+    _check_weights(weights, KINDS, "`local_masks`", "local mask kind")
 
 
-def parse_local_masks(text: str, name: str = "--local-masks") -> dict[str, float]:
+def parse_local_masks(text: str, name: str = "`local_masks`") -> dict[str, float]:
     """`perlin=1,blob=1,stroke=1` -> dict of the named kinds (unnamed kinds are off)."""
     weights = _parse_weights(text, name, "kind")
     validate_local_masks(weights)
     return {k: w for k, w in weights.items() if w > 0}
 
 
-def parse_change_weights(text: str, name: str = "--change-weights") -> dict[str, float]:
+def parse_change_weights(text: str, name: str = "`change_weights`") -> dict[str, float]:
     """`disappear=1,appear=1,local=0.5` -> dict; types not named get weight 0."""
     weights = dict.fromkeys(CHANGE_TYPES, 0.0) | _parse_weights(text, name, "name")
     validate_weights(weights)
@@ -221,23 +221,23 @@ class GenerateConfig:
     def _check(self) -> None:
         """Reject impossible settings with one clear line."""
         checks = [
-            (self.num_pairs > 0, "--num-pairs must be positive"),
-            (self.source in SOURCES, f"--source must be one of {', '.join(SOURCES)}"),
-            (self.size >= 16, "--size must be at least 16"),
-            (self.shard_size > 0, "--shard-size must be positive"),
-            (self.image_format in IMAGE_FORMATS, f"--image-format must be one of {', '.join(IMAGE_FORMATS)}"),
-            (self.builtin_split in BUILTIN_SPLITS, f"--builtin-split must be one of {', '.join(BUILTIN_SPLITS)}"),
-            (self.coco_split in COCO_SPLITS, f"--coco-split must be one of {', '.join(COCO_SPLITS)}"),
-            (0 < self.coco_val_fraction < 1, "--coco-val-fraction must be between 0 and 1"),
-            (self.coco_max_images is None or self.coco_max_images > 0, "--coco-max-images must be positive"),
-            (self.workers >= 1, "--workers must be at least 1"),
-            (self.max_pixels >= 1, "--max-pixels must be positive"),
+            (self.num_pairs > 0, "`num_pairs` must be positive"),
+            (self.source in SOURCES, f"`source` must be one of {', '.join(SOURCES)}"),
+            (self.size >= 16, "`size` must be at least 16"),
+            (self.shard_size > 0, "`shard_size` must be positive"),
+            (self.image_format in IMAGE_FORMATS, f"`image_format` must be one of {', '.join(IMAGE_FORMATS)}"),
+            (self.builtin_split in BUILTIN_SPLITS, f"`builtin_split` must be one of {', '.join(BUILTIN_SPLITS)}"),
+            (self.coco_split in COCO_SPLITS, f"`coco_split` must be one of {', '.join(COCO_SPLITS)}"),
+            (0 < self.coco_val_fraction < 1, "`coco_val_fraction` must be between 0 and 1"),
+            (self.coco_max_images is None or self.coco_max_images > 0, "`coco_max_images` must be positive"),
+            (self.workers >= 1, "`workers` must be at least 1"),
+            (self.max_pixels >= 1, "`max_pixels` must be positive"),
             (0 <= self.min_area < self.max_area <= 1, "area bounds need 0 <= min < max <= 1"),
             (self.max_exchange >= 1, "max_exchange must be at least 1"),
-            (self.perlin in PERLIN, f"--perlin must be one of {', '.join(PERLIN)}"),
+            (self.perlin in PERLIN, f"`perlin` must be one of {', '.join(PERLIN)}"),
             (
                 "." not in self.prefix and "/" not in self.prefix and self.prefix,
-                "--prefix must be a plain name without dots",
+                "`prefix` must be a plain name without dots",
             ),
         ]
         for ok, message in checks:
@@ -246,7 +246,7 @@ class GenerateConfig:
         validate_weights(self.change_weights)
         validate_local_masks(self.local_masks)
         if not 0 <= self.local_intensity <= 1:
-            raise UserError(f"--local-intensity is a probability in 0..1, got {self.local_intensity}")
+            raise UserError(f"`local_intensity` is a probability in 0..1, got {self.local_intensity}")
 
     @property
     def num_shards(self) -> int:
@@ -276,7 +276,7 @@ def parse_shard_range(text: str | None, num_shards: int) -> range:
         a = int(start) if start else 0
         b = int(stop) if stop else num_shards
     except ValueError:
-        raise UserError(f"--shards wants A:B with integers, got {text!r}") from None
+        raise UserError(f"`shards` wants A:B with integers, got {text!r}") from None
     if not sep or not 0 <= a < b or b > num_shards:
-        raise UserError(f"--shards {text!r} is not a non-empty range within 0:{num_shards}")
+        raise UserError(f"`shards` {text!r} is not a non-empty range within 0:{num_shards}")
     return range(a, b)

@@ -136,7 +136,7 @@ def _out_of_space(cfg: GenerateConfig) -> UserError:
         pass  # no room even for index.json: the shards and their summaries are what counts
     pairs = sum(len(shard_indices(cfg, s)) for s in done)
     return UserError(
-        f"no space left on device in --out {cfg.out}: {len(done)} of {cfg.num_shards} shards "
+        f"no space left on device in `out` {cfg.out}: {len(done)} of {cfg.num_shards} shards "
         f"({pairs} pairs) are complete and safe, the partial one was removed; free some space "
         "and rerun the same command to resume"
     )

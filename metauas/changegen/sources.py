@@ -124,11 +124,11 @@ class FolderSource(Source):
     @classmethod
     def from_dir(cls, root: Path, **kw) -> FolderSource:
         if not root.is_dir():
-            raise UserError(f"--images {root} is not a folder")
+            raise UserError(f"`images` {root} is not a folder")
         paths, left_out = walk_images(root)
         if not paths:
             raise UserError(
-                f"--images {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                f"`images` {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
                 + (f"; left out: {dict(left_out)}" if left_out else "")
             )
         return cls(paths, left_out=left_out, **kw)
@@ -241,32 +241,32 @@ class CocoSource(Source):
         val_fraction: float = 0.05,
     ):
         if not annotations.is_file():
-            raise UserError(f"--coco-annotations {annotations} does not exist")
+            raise UserError(f"`coco_annotations` {annotations} does not exist")
         if not images.is_dir():
-            raise UserError(f"--coco-images {images} is not a folder")
+            raise UserError(f"`coco_images` {images} is not a folder")
         from pycocotools.coco import COCO
 
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.coco = COCO(str(annotations))
         except OSError as err:
-            raise UserError(f"cannot read --coco-annotations {annotations} ({err.strerror or err})") from None
+            raise UserError(f"cannot read `coco_annotations` {annotations} ({err.strerror or err})") from None
         except (ValueError, KeyError, TypeError, AssertionError, AttributeError, IndexError, RecursionError) as err:
             raise UserError(
-                f"--coco-annotations {annotations} is not a COCO instances file "
+                f"`coco_annotations` {annotations} is not a COCO instances file "
                 f"({type(err).__name__}: {str(err)[:100]})"
             ) from None
         for info in self.coco.imgs.values():
             if not _image_entry_ok(info):
                 raise UserError(
-                    f"--coco-annotations {annotations}: image entry {str(info)[:120]} needs an integer "
+                    f"`coco_annotations` {annotations}: image entry {str(info)[:120]} needs an integer "
                     "id, a file_name and its height and width in pixels"
                 )
         self.ids = subset_ids(sorted(self.coco.getImgIds()), max_images, split, val_fraction, self.SPLIT_SEED)
         if not self.ids:
             raise UserError(
-                f"--coco-annotations {annotations} lists no images"
-                + (f" in --coco-split {split}" if split != "all" else "")
+                f"`coco_annotations` {annotations} lists no images"
+                + (f" in `coco_split` {split}" if split != "all" else "")
             )
         self.images = images
         self.min_side, self.min_area, self.max_area, self.max_pixels = min_side, min_area, max_area, max_pixels

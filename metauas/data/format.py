@@ -105,7 +105,7 @@ def count_samples(urls: list[str]) -> int:
     total = 0
     for url in urls:
         if is_remote(url):
-            raise UserError("--epochs needs local shards to count samples; use --steps for URLs")
+            raise UserError("`epochs` needs local shards to count samples; use `steps` for URLs")
         counts = _index_counts(os.path.join(os.path.dirname(url), INDEX))
         name = os.path.basename(url)
         if name in counts:

@@ -116,7 +116,7 @@ class ShardLocks:
         try:
             self.file = open(meta_dir(out) / "lock", "a+b")
         except OSError as err:
-            raise UserError(f"--out {out} is not writable ({err.strerror or err})") from None
+            raise UserError(f"`out` {out} is not writable ({err.strerror or err})") from None
 
     def acquire(self, prefix: str, shard_ids: list[int]) -> None:
         """Lock each shard id, or close (dropping every lock) and raise ShardBusy."""

@@ -249,11 +249,11 @@ def enough_normals(cfg: EvalConfig, classes: list[ClassData], problems: list[str
         if c not in kept:
             problems.append(
                 f"class {c.name} left out: {len(c.train)} normal training image(s), "
-                f"--shots {cfg.shots} needs at least {cfg.shots}"
+                f"`shots` {cfg.shots} needs at least {cfg.shots}"
             )
     if not kept:
         raise UserError(
-            f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
+            f"no class has {cfg.shots} normal training images for `shots` {cfg.shots}: "
             + "; ".join(problems[-len(classes) :])
         )
     return kept

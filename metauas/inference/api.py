@@ -210,10 +210,7 @@ class Segmenter:
         else:
             scores = []
         if not scores:
-            raise UserError(
-                "an automatic threshold needs normal images: give --normals DIR (or normals=...) "
-                "or at least two prompts"
-            )
+            raise UserError("an automatic threshold needs normal images: give `normals` or at least two prompts")
         self.threshold = float(np.quantile(scores, quantile))
         return self.threshold
 

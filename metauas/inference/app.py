@@ -539,7 +539,7 @@ def serve(segmenter: Segmenter, host: str, port: int, info: str, ready=print, ti
     try:
         server = PageServer((host, port), make_handler(segmenter, info, allowed_names(host), timeout), timeout)
     except OSError as err:
-        raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}); try another --port") from None
+        raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}); try another `port`") from None
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     ready(f"http://{shown}:{server.server_address[1]}/")
     try:

@@ -166,8 +166,8 @@ class PredictConfig:
             except ValueError:
                 value = -1.0
             if not 0.0 <= value <= 1.0:
-                raise UserError(f"--threshold takes auto or a number in [0, 1], got {self.threshold!r}")
+                raise UserError(f"`threshold` takes auto or a number in [0, 1], got {self.threshold!r}")
         if self.normals is not None and self.threshold != "auto":
-            raise UserError("--normals is for --threshold auto")
+            raise UserError("`normals` is for `threshold` auto")
         if self.batch_size < 1:
-            raise UserError("--batch-size must be at least 1")
+            raise UserError("`batch_size` must be at least 1")

@@ -43,7 +43,7 @@ def random_prompts(train: Sequence[Path], shots: int, seed: int, class_name: str
     """K distinct training images, reproducible from (seed, class name) alone."""
     if len(train) < shots:
         raise UserError(
-            f"class {class_name}: {len(train)} normal training image(s), --shots {shots} needs at least {shots}"
+            f"class {class_name}: {len(train)} normal training image(s), `shots` {shots} needs at least {shots}"
         )
     rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
     return [train[i] for i in sorted(rng.choice(len(train), size=shots, replace=False))]
@@ -94,7 +94,7 @@ class PromptPolicy:
             if len(normals) < self.shots:
                 raise UserError(
                     f"class {name}: {len(normals)} normal training image(s), "
-                    f"--shots {self.shots} needs at least {self.shots}"
+                    f"`shots` {self.shots} needs at least {self.shots}"
                 )
             return list(normals)
         if self.mode == "pool":
@@ -116,7 +116,7 @@ class PromptPolicy:
         if not self.per_query:
             return [tuple(allowed)] * queries
         if len(allowed) < self.shots:
-            raise UserError(f"{len(allowed)} prompt candidate(s), --shots {self.shots} needs more")
+            raise UserError(f"{len(allowed)} prompt candidate(s), `shots` {self.shots} needs more")
         if len(allowed) == 1:  # the only candidate: no vectors needed
             return [tuple(allowed)] * queries
         query_vecs, candidate_vecs = vectors(allowed)

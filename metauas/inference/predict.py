@@ -34,7 +34,7 @@ log = logging.getLogger("metauas.predict")
 
 def list_prompts(cfg: PredictConfig) -> list[Path]:
     if bool(cfg.prompts) == (cfg.prompt_dir is not None):
-        raise UserError("give normal prompt image(s) with --prompt IMG... or --prompt-dir DIR (one of them)")
+        raise UserError("give normal prompt image(s) with `prompts` or `prompt_dir` (one of them)")
     if cfg.prompt_dir is not None:
         if not cfg.prompt_dir.is_dir():
             raise UserError(f"prompt folder not found: {cfg.prompt_dir}")

@@ -86,6 +86,6 @@ def _compile(model: nn.Module) -> None:
     try:
         import torch._dynamo  # noqa: F401 - fails where torch.compile is unsupported
     except ImportError as err:
-        raise UserError(f"--compile: torch.compile is unavailable here ({err})") from None
+        raise UserError(f"`compile`: torch.compile is unavailable here ({err})") from None
     for part in (model.encoder, model.decoder):
         part.compile(options={"freezing": True})

@@ -78,7 +78,7 @@ def uses_model(methods: Sequence[str]) -> bool:
 
 def require_checkpoint(methods: Sequence[str], given: bool) -> None:
     if uses_model(methods) and not given:
-        raise UserError(f"--method {'|'.join(methods)} needs --checkpoint (or use --method lookup)")
+        raise UserError(f"`method` {'|'.join(methods)} needs `checkpoint` (or use `method` lookup)")
 
 
 def methods_for(name: str) -> tuple[str, ...]:
@@ -112,7 +112,7 @@ class Scorer:
         if self.shot_fusion not in SHOT_FUSIONS:
             raise UserError(f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}")
         if not 0.0 <= self.mix_weight <= 1.0:
-            raise UserError(f"--mix-weight must be in [0, 1], got {self.mix_weight}")
+            raise UserError(f"`mix_weight` must be in [0, 1], got {self.mix_weight}")
         if self.model is not None and self.model_parameters is None:
             self.model_parameters = self.model.parameter_counts()
 

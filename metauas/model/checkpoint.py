@@ -206,7 +206,7 @@ def training_state(payload: dict, path: str | Path) -> dict[str, Any]:
     if training is None:
         raise UserError(
             f"{path} holds a model without training state (an imported or exported checkpoint), so "
-            "--resume cannot continue it; start a new run with another --out"
+            "`resume` cannot continue it; start a new run with another `out`"
         )
     needed = {"optimizer": dict, "scaler": dict, "state": dict, "rng": dict}
     if not isinstance(training, dict) or any(not isinstance(training.get(k), t) for k, t in needed.items()):

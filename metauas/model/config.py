@@ -165,14 +165,14 @@ class ModelConfig:
         if not isinstance(self.encoder.name, str) or not _whole(self.encoder.static_pad_size, 0, 8192):
             raise UserError(f"encoder name must be text and static_pad_size 0..8192, got {self.encoder!r}")
         if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
-            raise UserError(f"--topk must be a positive whole number, got {self.topk}")
+            raise UserError(f"`topk` must be a positive whole number, got {self.topk}")
         stages = self.discrepancy_stages
         if not all(_whole(x, 0, 4) for x in stages) or len(set(stages)) != len(stages):
-            raise UserError(f"--discrepancy-stages takes distinct encoder stages 0..4, got {list(stages)}")
+            raise UserError(f"`discrepancy_stages` takes distinct encoder stages 0..4, got {list(stages)}")
         if not _whole(self.discrepancy_pool, 1, 99) or self.discrepancy_pool % 2 == 0:
-            raise UserError(f"--discrepancy-pool must be an odd positive whole number, got {self.discrepancy_pool}")
+            raise UserError(f"`discrepancy_pool` must be an odd positive whole number, got {self.discrepancy_pool}")
         if self.lookup_residual < 0 or (self.lookup_residual > 0 and not stages):
-            raise UserError("--lookup-residual must be >= 0 and needs --discrepancy-stages")
+            raise UserError("`lookup_residual` must be >= 0 and needs `discrepancy_stages`")
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "model config") -> ModelConfig:

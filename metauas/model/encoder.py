@@ -95,7 +95,7 @@ def _offline_package_file(name: str) -> Path | None:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise UserError(f"encoder weights file not found: {path} (--encoder-weights)")
+        raise UserError(f"encoder weights file not found: {path} (`weights`)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -120,7 +120,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
         return
     raise UserError(
         f"weights in {source} do not fit the encoder ({len(state)} tensors, "
-        f"model has {len(target)}); check --encoder matches the weights"
+        f"model has {len(target)}); check the encoder (`name`) matches the weights"
     )
 
 
@@ -152,7 +152,7 @@ def load_pretrained(cfg: EncoderConfig) -> nn.Module:
         except Exception as err:  # noqa: BLE001 - network, hub, auth or cache failures all end here
             raise UserError(
                 f"could not load pretrained {cfg.name!r} through timm ({type(err).__name__}: "
-                f"{err}); download the weights elsewhere and pass --encoder-weights FILE"
+                f"{err}); download the weights elsewhere and pass the file as `weights`"
             ) from None
     _load_into(model, _read_state_dict(Path(weights)), weights)
     return model

@@ -53,8 +53,7 @@ class AugmentConfig:
         for name in ("swap", "affine", "prompt_rot90", "prompt_rotate", "prompt_flip", "prompt_dropout"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
-                option = "--" + name.replace("_", "-")
-                raise UserError(f"{option} is a probability: give a value in 0..1, got {value}")
+                raise UserError(f"`{name}` is a probability: give a value in 0..1, got {value}")
 
 
 def _random_affine(rng: np.random.Generator, size: int, cfg: AugmentConfig) -> np.ndarray:

@@ -134,43 +134,43 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Reject impossible settings up front, not an hour into a run."""
         positive = {
-            "--size": self.size,
-            "--batch-size": self.batch_size,
-            "--val-every": self.val_every,
-            "--val-pairs": self.val_pairs,
-            "--val-size": self.val_size,
-            "--save-every": self.save_every,
-            "--log-every": self.log_every,
-            "--lr": self.lr,
-            "--steps": self.steps,
-            "--epochs": self.epochs,
-            "--minutes": self.max_minutes,
-            "--global-batch-size": self.global_batch_size,
+            "`size`": self.size,
+            "`batch_size`": self.batch_size,
+            "`val_every`": self.val_every,
+            "`val_pairs`": self.val_pairs,
+            "`val_size`": self.val_size,
+            "`save_every`": self.save_every,
+            "`log_every`": self.log_every,
+            "`lr`": self.lr,
+            "`steps`": self.steps,
+            "`epochs`": self.epochs,
+            "`max_minutes`": self.max_minutes,
+            "`global_batch_size`": self.global_batch_size,
         }
         for name, value in positive.items():
             if value is not None and value <= 0:
                 raise UserError(f"{name} must be positive, got {value}")
         for name, value in {
-            "--weight-decay": self.weight_decay,
-            "--warmup": self.warmup_steps,
-            "--dice": self.dice_weight,
-            "--workers": self.workers,
-            "--lookup-weight": self.lookup_weight,
-            "--cqc-margin": self.cqc_margin,
-            "--shuffle-buffer": self.shuffle_buffer,
+            "`weight_decay`": self.weight_decay,
+            "`warmup_steps`": self.warmup_steps,
+            "`dice_weight`": self.dice_weight,
+            "`workers`": self.workers,
+            "`lookup_weight`": self.lookup_weight,
+            "`cqc_margin`": self.cqc_margin,
+            "`shuffle_buffer`": self.shuffle_buffer,
         }.items():
             if value < 0:
                 raise UserError(f"{name} must not be negative, got {value}")
         if not self.val_seeds or min(self.val_seeds) < 0:
-            raise UserError(f"--val-seeds must be non-negative integers, got {list(self.val_seeds)}")
+            raise UserError(f"`val_seeds` must be non-negative integers, got {list(self.val_seeds)}")
         if self.size < 32:
-            raise UserError(f"--size must be at least 32 (the encoder downsamples 32x), got {self.size}")
+            raise UserError(f"`size` must be at least 32 (the encoder downsamples 32x), got {self.size}")
         if self.augment_on not in AUGMENT_ON:
-            raise UserError(f"unknown --augment-on {self.augment_on!r}: use auto|workers|device")
+            raise UserError(f"unknown `augment_on` {self.augment_on!r}: use auto|workers|device")
         if self.amp not in AMPS:
-            raise UserError(f"unknown --amp {self.amp!r}: use auto|bf16|fp16|off")
+            raise UserError(f"unknown `amp` {self.amp!r}: use auto|bf16|fp16|off")
         if self.lookup_weight > 0 and self.model.alignment == "none":
-            raise UserError("--lookup-weight needs a lookup to train: use an alignment other than none")
+            raise UserError("`lookup_weight` needs a lookup to train: use an alignment other than none")
 
     def per_process(self, world: int) -> TrainConfig:
         """This config with `batch_size` resolved for `world` processes (a global batch
@@ -179,8 +179,8 @@ class TrainConfig:
             return self
         if self.global_batch_size % world:
             raise UserError(
-                f"--global-batch-size {self.global_batch_size} does not split over {world} processes "
-                f"(WORLD_SIZE): use a multiple of {world}, or --batch-size per process"
+                f"`global_batch_size` {self.global_batch_size} does not split over {world} processes "
+                f"(WORLD_SIZE): use a multiple of {world}, or `batch_size` per process"
             )
         return dataclasses.replace(self, batch_size=self.global_batch_size // world)
 

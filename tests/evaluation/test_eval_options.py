@@ -33,7 +33,7 @@ def test_mix_is_the_fixed_blend_of_the_model_and_lookup_maps(checkpoint):
     again = alone.maps([alone.features(prompt)], alone.features(query), (64, 64))
     assert list(again) == ["mix"] and torch.allclose(again["mix"], maps["mix"], atol=1e-6)
     assert alone.efficiency(64)["mix"]["parameters"]["learnable"] > 0
-    with pytest.raises(UserError, match="mix-weight"):
+    with pytest.raises(UserError, match="`mix_weight`"):
         _scorer(checkpoint, ("mix",), mix_weight=1.5)
 
 

@@ -104,7 +104,7 @@ def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
     train(_config(shard_dir, run, steps=4, save_every=2))
     first = read_checkpoint(run / "last.pt")
     assert first["meta"]["step"] == 4
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="pass `resume`"):
         train(_config(shard_dir, run, steps=8))
     train(_config(shard_dir, run, steps=7, resume=True))
     rows = [r for r in _rows(run) if "loss" in r]
