@@ -136,7 +136,7 @@ def _convert(kind: Any, value: Any, where: str, legacy: bool = True) -> Any:
         kind, origin = options[0], typing.get_origin(options[0])
         if len(options) > 1 and not isinstance(value, (dict, list)):
             return value  # e.g. str | tuple[str, ...] given as a string
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return from_dict(kind, value, where, legacy)
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(value)

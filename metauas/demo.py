@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from metauas.changegen.config import BuiltinSplit
 from metauas.configs import Panel, as_tuple, option
 from metauas.errors import UserError
 from metauas.options import ConfigCommand, add_command, config_command
@@ -85,10 +86,11 @@ def make_data(cfg: DemoConfig) -> None:
     """Generate (or resume) both splits of builtin change pairs."""
     from metauas.changegen import GenerateConfig, generate_dataset
 
-    for split, folder, pairs, seed in (
+    splits: tuple[tuple[BuiltinSplit, Path, int, int], ...] = (
         ("train", cfg.train_dir, cfg.train_pairs, cfg.seed),
         ("heldout", cfg.heldout_dir, cfg.heldout_pairs, cfg.seed + 1),
-    ):
+    )
+    for split, folder, pairs, seed in splits:
         typer.echo(f"[demo] {split} pairs -> {folder}", err=True)
         generate_dataset(
             GenerateConfig(

@@ -44,8 +44,8 @@ class Command(TyperCommand):
     included) shows no value placeholder (typer writes `<bool>` for each), and values
     are named <int>, <path>, <text>, never by Python types (`<list[Path]>`)."""
 
-    def get_params(self, ctx: typer.Context) -> list:
-        params = super().get_params(ctx)
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # typer's parameters (click's have no type_descriptor)
         for param in params:
             if getattr(param, "is_flag", False):
                 param.metavar = ""
@@ -230,6 +230,7 @@ def _parameter(bound: Bound, with_config: bool) -> inspect.Parameter:
     """The typer parameter of one bound option."""
     flag = bound.flag
     kind = flag.kind or bound.kind
+    default: Any
     if flag.required:
         default = ... if flag.required == "always" or not with_config else None
     elif flag.derived:
@@ -290,7 +291,7 @@ class ConfigCommand:
     def parameters(self) -> list[inspect.Parameter]:
         """The command's typer parameters: the config's, --config and --recipe, -q/-v,
         in the order of their help panels (`Panel.ORDER`)."""
-        own = [("config", config_option(), Optional[Path])] if self.config_file else []
+        own: list[tuple[str, Any, Any]] = [("config", config_option(), Optional[Path])] if self.config_file else []
         own += [("recipe", recipe_option(), Optional[RecipeName])] if self.recipes else []
         own += [("quiet", quiet_option(), bool), ("verbose", verbose_option(), bool)]
         keyword = inspect.Parameter.KEYWORD_ONLY

@@ -16,6 +16,7 @@ It has two disjoint splits so a demo can train on one and test on another:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from metauas.changegen.config import GenerateConfig
 from metauas.changegen.sources import CocoSource, ConcatSource, FolderSource, SceneSource, Source
@@ -60,7 +61,7 @@ def open_source(cfg: GenerateConfig) -> Source:
     before any work starts."""
     from metauas.errors import UserError
 
-    bounds = dict(min_side=cfg.min_side, min_area=cfg.min_area, max_area=cfg.max_area)
+    bounds: dict[str, Any] = dict(min_side=cfg.min_side, min_area=cfg.min_area, max_area=cfg.max_area)
     if cfg.source == "builtin":
         return builtin_source(cfg.builtin_split, **bounds)
     if cfg.source == "folder":

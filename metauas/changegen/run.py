@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import queue
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from metauas.changegen.builtin import open_source
@@ -29,10 +30,10 @@ from metauas.outputs import out_of_space
 
 def rank_shards(cfg: GenerateConfig, env: dict[str, str] | None = None) -> list[int]:
     """Shard ids for this process: the --shards range, split round-robin by rank."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     ids = parse_shard_range(cfg.shards, cfg.num_shards)
     try:
-        rank, world = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+        rank, world = int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1))
     except ValueError:
         raise UserError("RANK and WORLD_SIZE must be integers") from None
     if not 0 <= rank < world:

@@ -72,7 +72,8 @@ def walk_images(root: Path) -> tuple[list[Path], Counter]:
     """Image files under `root` (sorted), following linked folders once each, and what
     was left out by reason: `not_an_image` (another suffix), `broken_link`,
     `symlink_loop` (a link to itself, or to a folder already walked), `unreadable`."""
-    found, left_out, seen, stack = [], Counter(), set(), [root]
+    left_out: Counter[str] = Counter()
+    found, seen, stack = [], set(), [root]
     while stack:
         folder = stack.pop()
         try:
@@ -184,7 +185,8 @@ def rle_counts(text: str) -> list[int] | None:
     """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString), or
     None when the string is malformed (cut inside a number, or a number over 64 bits):
     pycocotools decodes without bounds checks, so a hostile string must not reach it."""
-    data, counts, p = text.encode("latin-1", "replace"), [], 0
+    counts: list[int] = []
+    data, p = text.encode("latin-1", "replace"), 0
     while p < len(data):
         x = k = 0
         more = True
@@ -367,7 +369,7 @@ class ConcatSource(Source):
         return int(self.offsets[-1])
 
     @property
-    def left_out(self) -> Counter:  # type: ignore[override] - the parts' sum, where Source has an attribute
+    def left_out(self) -> Counter:  # type: ignore[override]  # the parts' sum, where Source has an attribute
         return sum((p.left_out for p in self.parts), Counter())
 
     def _locate(self, k: int) -> tuple[Source, int]:

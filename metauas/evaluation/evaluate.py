@@ -73,7 +73,8 @@ def score_class(
     """All test queries of one class through every method, in batches, each against the
     prompts the bank's policy chooses for it."""
     result = ClassMaps(maps={m: [] for m in scorer.methods})
-    samples, cache = data.test, {}
+    samples = data.test
+    cache: dict[tuple[Path, ...], list[list[torch.Tensor]]] = {}
     bar = tqdm(range(0, len(samples), cfg.batch_size), desc=data.name, disable=not cfg.progress, leave=False)
     for i in bar:
         batch = samples[i : i + cfg.batch_size]
@@ -326,7 +327,7 @@ def write_prompts(out: Path, runs: dict[PromptPolicy, dict[str, list[Path] | Non
     mode, a prompts file), in the `--prompts` format, so `evaluate --prompts
     OUT/prompts.json` replays them exactly."""
     table = {
-        str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
+        str(run.seed): {name: [str(p) for p in paths or ()] for name, paths in fixed.items()}
         for run, fixed in runs.items()
         if run.seed is not None and all(v is not None for v in fixed.values())
     }

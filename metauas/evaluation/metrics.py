@@ -29,7 +29,7 @@ from metauas.configs import Panel, option
 
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
 # NumPy 2 renamed trapz to trapezoid; both compute the same area (NumPy >= 1.24 is supported)
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+_trapezoid = getattr(np, "trapezoid", None) or getattr(np, "trapz")
 Protocol = Literal["exact", "official"]
 PROTOCOLS: tuple[Protocol, ...] = typing.get_args(Protocol)
 ImageScore = Literal["max", "topk"]  # the map's max (paper) | mean of its top-k pixels

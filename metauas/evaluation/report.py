@@ -151,7 +151,10 @@ def write_html_report(out: Path, result: Mapping) -> Path:
     sections = [("Metrics (%)", summary + table(["class", "method", *METRICS], rows))]
     images = []
     for rel in result.get("overlays", []):
-        rgb = cv2.cvtColor(cv2.imread(str(out / rel)), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imread(str(out / rel))
+        if bgr is None:  # an overlay removed since it was written: left out
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         images.append(f"<p class='note'>{html.escape(rel)}</p>{image_tag(rgb, rel)}")
     if images:
         sections.append(("Overlays: prompt | query | ground truth | prediction", "".join(images)))

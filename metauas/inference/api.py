@@ -149,15 +149,18 @@ class Segmenter:
     ) -> tuple[list[list[torch.Tensor]], list[tuple[int, ...]]]:
         """Per shot (chosen prompt, then rotation), prompt features: batch 1 when every
         query uses the same prompts, else one row per query."""
+        prompt_feats, vectors = self._feats, self._vectors
+        if prompt_feats is None or vectors is None:
+            raise UserError("set a normal prompt first: segment(query, prompt=...) or set_prompts(...)")
         picks = self.policy.choose(
             query_feats[0].shape[0],
             len(self._prompts),
-            lambda allowed: (pooled(query_feats[-1]), self._vectors[allowed]),
+            lambda allowed: (pooled(query_feats[-1]), vectors[allowed]),
             exclude,
         )
         shared = all(p == picks[0] for p in picks)
         rows = [slice(i, i + 1) for i in picks[0]] if shared else [list(shot) for shot in zip(*picks)]
-        return [[f[row] for f in feats] for row in rows for feats in self._feats], picks
+        return [[f[row] for f in feats] for row in rows for feats in prompt_feats], picks
 
     def _segment_rgbs(self, rgbs: list[np.ndarray], exclude: int | None = None) -> list[Segmentation]:
         if self._feats is None:
@@ -183,10 +186,11 @@ class Segmenter:
         of them for a list of queries. `prompt` (one image or several) replaces the
         cached prompts (chosen by the same policy); `threshold` overrides the fitted one for this call."""
         if prompt is not None:
-            images = prompt if isinstance(prompt, (list, tuple)) else [prompt]
+            images: Sequence[Image] = prompt if isinstance(prompt, (list, tuple)) else [prompt]
             self.set_prompts(*images, use_all=self.use_all, rotations=self.policy.rotations)
         single = not isinstance(query, (list, tuple))
-        results = self._segment_rgbs([as_rgb(q) for q in ([query] if single else query)])
+        queries: Sequence[Image] = query if isinstance(query, (list, tuple)) else [query]
+        results = self._segment_rgbs([as_rgb(q) for q in queries])
         if threshold is not None:
             for r in results:
                 r.threshold = threshold

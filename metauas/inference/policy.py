@@ -119,6 +119,8 @@ class PromptPolicy:
             raise UserError(f"{len(allowed)} prompt candidate(s), `shots` {self.shots} needs more")
         if len(allowed) == 1:  # the only candidate: no vectors needed
             return [tuple(allowed)] * queries
+        if vectors is None:
+            raise ValueError(f"a {self.mode} policy chooses per query: it needs the vectors")
         query_vecs, candidate_vecs = vectors(allowed)
         return [tuple(allowed[j] for j in row) for row in _top(query_vecs @ candidate_vecs.T, self.shots)]
 

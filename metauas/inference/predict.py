@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import typing
 from pathlib import Path
 
 import cv2
@@ -155,7 +156,8 @@ def predict(cfg: PredictConfig) -> Path:
         for i in tqdm(range(0, len(queries), cfg.batch_size), desc="predict", unit="batch", disable=not cfg.progress):
             batch = queries[i : i + cfg.batch_size]
             images = [read_image(q) for q in batch]
-            for path, name, rgb, result in zip(batch, names[i:], images, segmenter.segment(images)):
+            results = typing.cast(list, segmenter.segment(images))  # a list in, a list out
+            for path, name, rgb, result in zip(batch, names[i:], images, results):
                 record = _write(cfg, name, path, rgb, result, prompts, segmenter)
                 log.debug("%s: score %.4f against %s", path, result.score, ", ".join(record["prompt"]))
                 jsonl.write(json.dumps(record) + "\n")

@@ -52,7 +52,7 @@ def _names(entry, cls: str, path: Path) -> list[str]:
         raise UserError(
             f'prompts file {path}: class {cls!r} needs an image name, a list of them or {{"filename": ...}} records'
         )
-    return names
+    return [str(n) for n in names]  # every one a name: checked above
 
 
 def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Path]]]:

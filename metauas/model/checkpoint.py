@@ -13,6 +13,7 @@ import dataclasses
 import io
 import logging
 import random
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def versions() -> dict[str, str]:
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states in types `weights_only` loading accepts."""
-    np_state = np.random.get_state()
+    np_state = typing.cast(tuple, np.random.get_state())  # legacy=True, the default: the tuple form
     state = {
         "python": random.getstate(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),

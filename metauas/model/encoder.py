@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +49,13 @@ class FrozenEncoder(nn.Module):
     callers never need to know which mean/std an encoder expects.
     """
 
+    backbone: Any  # a timm model: its intermediates API is timm's, not nn.Module's
+    mean: torch.Tensor  # buffers, registered below
+    std: torch.Tensor
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Any,
         indices: list[int] | int,
         extra_blocks: bool,
         mean: tuple[float, ...],
@@ -124,7 +129,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     )
 
 
-def load_pretrained(cfg: EncoderConfig) -> nn.Module:
+def load_pretrained(cfg: EncoderConfig) -> Any:  # a timm model (its features API is timm's)
     """The full timm model (classifier head included) with the weights `cfg` names."""
     import timm
 
@@ -168,6 +173,11 @@ def _stage_indices(model: nn.Module, name: str, layout: str) -> tuple[list[int] 
     return 5, False  # the last five stages, as timm numbers them for this model
 
 
+def _two(size: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-D conv's (h, w) setting, as Conv2d's constructor types it."""
+    return size[0], size[1]
+
+
 class StaticSameConv2d(nn.Conv2d):
     """A conv whose TF-"same" padding was fixed for one input size, as lukemelas's
     `Conv2dStaticSamePadding`; same parameters (and state dict keys) as the conv it replaces."""
@@ -176,10 +186,10 @@ class StaticSameConv2d(nn.Conv2d):
         super().__init__(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
+            _two(conv.kernel_size),
+            _two(conv.stride),
             0,
-            conv.dilation,
+            _two(conv.dilation),
             conv.groups,
             conv.bias is not None,
         )
@@ -195,7 +205,7 @@ def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, 
     return total // 2, total - total // 2
 
 
-def freeze_same_padding(model: nn.Module, size: int) -> None:
+def freeze_same_padding(model: Any, size: int) -> None:  # a timm model
     """Replace every dynamic-"same" conv (timm `Conv2dSame`) by a `StaticSameConv2d` padded
     for the input it sees when the model runs on a `size` px image."""
     from timm.layers import Conv2dSame

@@ -61,7 +61,7 @@ def _random_affine(rng: np.random.Generator, size: int, cfg: AugmentConfig) -> n
     angle = rng.uniform(-cfg.degrees, cfg.degrees)
     scale = rng.uniform(*cfg.scale)
     shift = rng.uniform(-cfg.translate, cfg.translate, size=2) * size
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    matrix = np.asarray(cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale), np.float64)
     matrix[:, 2] += shift
     return matrix
 
@@ -208,7 +208,7 @@ class PairParams:
 
     def query_to_prompt(self) -> np.ndarray:
         """2x3 map from query pixels to the (warped) prompt's pixels."""
-        if self.to_prompt is None:
+        if self.to_prompt is None or self.to_query is None:  # both are drawn, or neither
             return IDENTITY
         return _compose(self.to_prompt, cv2.invertAffineTransform(self.to_query))
 
@@ -274,18 +274,19 @@ def apply_params(pair: dict, size: int, params: PairParams) -> dict:
     prompt, query, mask = pair["prompt"], pair["query"], pair["mask"]
     if params.swap:
         prompt, query = query, prompt
-    if params.to_prompt is None:
+    to_prompt, to_query = params.to_prompt, params.to_query
+    if to_prompt is None or to_query is None:  # both are drawn, or neither
         out = resize_pair({**pair, "prompt": prompt, "query": query, "mask": mask}, size)
         prompt, query, mask = out["prompt"], out["query"], out["mask"]
     else:
         h, w = mask.shape
         # source pixels that land inside the warped prompt: dst(x) = ones(to_prompt @ x)
         visible = cv2.warpAffine(
-            np.ones((size, size), np.uint8), params.to_prompt, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+            np.ones((size, size), np.uint8), to_prompt, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
         )
-        prompt = _warp(prompt, params.to_prompt, size, cv2.INTER_LINEAR)
-        query = _warp(query, params.to_query, size, cv2.INTER_LINEAR)
-        mask = _warp(mask * visible, params.to_query, size, cv2.INTER_NEAREST)
+        prompt = _warp(prompt, to_prompt, size, cv2.INTER_LINEAR)
+        query = _warp(query, to_query, size, cv2.INTER_LINEAR)
+        mask = _warp(mask * visible, to_query, size, cv2.INTER_NEAREST)
     prompt, mask = apply_prompt(prompt, mask, params.query_to_prompt(), params.prompt)
     return {
         **pair,

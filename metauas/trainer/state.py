@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def wrap_model(model: MetaUAS, cfg: TrainConfig, d: distributed.Dist) -> torch.n
 
         net = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     if cfg.compile:
-        net = torch.compile(net)
+        net = typing.cast(torch.nn.Module, torch.compile(net))  # the module, wrapped (an OptimizedModule)
     return net
 
 

@@ -85,6 +85,7 @@ class RealValidator:
 
     def __init__(self, roots: Sequence[str | Path], size: int, seeds: tuple[int, ...]) -> None:
         self.classes: list[ClassData] = [c for root in roots for c in read_benchmark(root, "mvtec").classes]
+        self.size = size
         self.cfg = EvalConfig(
             data=Path(roots[0]), method="model", seeds=seeds, size=size, overlays=0, fit_normals=0, progress=False
         )
@@ -94,17 +95,17 @@ class RealValidator:
         return sum(len(c.test) for c in self.classes)
 
     @torch.inference_mode()
-    def maps(self, model: torch.nn.Module, device: torch.device) -> Iterator[tuple[str, str, ClassMaps]]:
+    def maps(self, model: MetaUAS, device: torch.device) -> Iterator[tuple[str, str, ClassMaps]]:
         """(run label, class name, the class's maps) per run and class, scored as
         `evaluate` scores them (one class's maps held at a time)."""
         scorer = Scorer(model.encoder, model, ("model",), device=device)
         for run, fixed in self.plan.items():
             for data in self.classes:
-                bank = class_bank(run, fixed[data.name], data, self.classes, self.cfg.size, scorer, {})
-                yield run.label, data.name, score_class(self.cfg, scorer, data, self.cfg.size, bank, [])
+                bank = class_bank(run, fixed[data.name], data, self.classes, self.size, scorer, {})
+                yield run.label, data.name, score_class(self.cfg, scorer, data, self.size, bank, [])
 
     @torch.inference_mode()
-    def __call__(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+    def __call__(self, model: MetaUAS, device: torch.device) -> dict[str, float]:
         """real_<metric> (mean over classes and seeds) and real_<class>_p_ap, as fractions."""
         was_training = model.training
         model.eval()
