@@ -34,7 +34,7 @@ def evaluate_command(cfg: EvalConfig) -> None:
             err=True,
             fg=typer.colors.YELLOW,
         )
-    typer.echo(f"wrote {cfg.out / 'metrics.json'}, metrics.csv, metrics.md, report.html")
+    typer.echo(f"wrote {cfg.out / 'metrics.json'}, metrics.csv, metrics.md, scores.csv, report.html, figures/")
 
 
 def bench_metrics_command(

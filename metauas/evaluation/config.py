@@ -3,8 +3,10 @@ metrics.json stores it, and `evaluate --config metrics.json` rebuilds it."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from metauas.configs import Panel, comma_list, from_dict, int_list, ints_text, option, to_dict
 from metauas.devices import CHOICES as DEVICES
@@ -13,6 +15,9 @@ from metauas.evaluation.metrics import IMAGE_SCORES, PROTOCOLS, MetricConfig
 from metauas.evaluation.readers import FORMATS, BenchmarkFormat
 from metauas.inference.config import COMPILE_HELP, METHOD_CHOICES, SHOT_FUSIONS, LookupConfig, MethodChoice, ShotFusion
 from metauas.inference.policy import MODES, PromptMode
+
+OverlayScale = Literal["shared", "per-map"]  # the overlays' heatmap colours
+OVERLAY_SCALES: tuple[OverlayScale, ...] = typing.get_args(OverlayScale)
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,15 @@ class EvalConfig:
     overlays: int = option(  # best and worst anomalous queries per class and method (first run)
         2, "Best and worst anomalous queries drawn per class and method (0 = none).", Panel.OUTPUT
     )
+    # heatmap colour scale of the overlays: shared (model maps over [0, 1], other methods
+    # over the class's maximum: strips comparable) | per-map (each over its own maximum:
+    # a faint map's shape visible)
+    overlay_scale: OverlayScale = option(
+        "shared",
+        "Heatmap colours of the overlays: shared (model over [0, 1], lookup over the class maximum; strips "
+        "comparable) | per-map (each over its own maximum).",
+        Panel.OUTPUT,
+    )
     # normal training images (other than the prompts) a decision threshold is fitted on per
     # class and run, as `predict --threshold auto` fits it; its F1 is reported beside F1max.
     # 0 = off; only with fixed prompts (random seeds, prompt files) and the exact protocol
@@ -135,6 +149,10 @@ class EvalConfig:
             (self.batch_size >= 1, "`batch_size` must be at least 1"),
             (self.size is None or self.size >= 32, f"`size` must be at least 32, got {self.size}"),
             (self.overlays >= 0, "`overlays` must not be negative"),
+            (
+                self.overlay_scale in OVERLAY_SCALES,
+                f"unknown `overlay_scale` {self.overlay_scale!r}: use shared|per-map",
+            ),
             (self.fit_normals >= 0, "`fit_normals` must not be negative"),
             (
                 bool(self.prompt_rotations) and all(r % 90 == 0 for r in self.prompt_rotations),

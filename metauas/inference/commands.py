@@ -1,4 +1,5 @@
-"""`metauas predict` and `metauas bench model` (torch and timm are imported inside the bodies)."""
+"""`metauas predict` and `metauas bench model` (torch and timm are imported inside the bodies;
+predict on an exported graph imports neither)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from metauas.options import (
 )
 
 
+def _warn(message: str) -> None:
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+
 @config_command(ConfigCommand(PredictConfig, config_file=False))
 def predict_command(cfg: PredictConfig) -> None:
     """Anomaly maps, overlays, scores and (with --threshold) decisions for your own images."""
@@ -23,7 +28,7 @@ def predict_command(cfg: PredictConfig) -> None:
     fetch_first(cfg.checkpoint)
     from metauas.inference.predict import predict
 
-    written = predict(cfg)
+    written = predict(cfg, _warn)
     typer.echo(f"wrote {written}")
 
 
@@ -118,7 +123,7 @@ def app_command(
         typer.echo(warning, err=True)
     segmenter = Segmenter.load(checkpoint, method=method, size=size, device=device)
     source = checkpoint or "the training-free lookup baseline"
-    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.scorer.device.type}"
+    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.device}"
 
     def ready(url: str) -> None:
         typer.echo(f"serving {info} on {url} (Ctrl+C to stop)")

@@ -110,8 +110,8 @@ class PredictConfig:
     )
     checkpoint: Path | None = option(
         None,
-        "Trained checkpoint (.pt) or a pretrained name (hf:csgaobb/MetaUAS/metauas-256.ckpt); not needed for "
-        "--method lookup.",
+        "Trained checkpoint (.pt), a pretrained name (hf:csgaobb/MetaUAS/metauas-256.ckpt) or an exported graph "
+        "(model.onnx, model.xml: runs without torch); not needed for --method lookup.",
         Panel.MODEL,
     )
     prompts: tuple[Path, ...] = option(
@@ -155,6 +155,11 @@ class PredictConfig:
         None,
         "Folder of normal images for --threshold auto (default: the prompts, each scored against the others).",
         Panel.PROMPTS,
+    )
+    recursive: bool = option(  # query, prompt and normals folders: subfolders too
+        False,
+        "Search --query, --prompt-dir and --normals folders in their subfolders too (outputs keep the subfolders).",
+        Panel.DATA,
     )
 
     def __post_init__(self) -> None:
