@@ -34,6 +34,9 @@ class Panel:
     ORDER = (DATA, SYNTHESIS, MODEL, PROMPTS, AUGMENT, OPTIMISATION, VALIDATION, METRICS, OUTPUT, DEVICE, CONFIG)
 
 
+Required = Literal["", "unless-config", "always"]  # Flag.required
+
+
 @dataclass(frozen=True)
 class Flag:
     """How the command line offers a config field (`option` declares one).
@@ -52,7 +55,7 @@ class Flag:
     parse: Callable[[Any, str], Any] | None = None
     text: Callable[[Any], str] | None = None
     kind: Any = None
-    required: Literal["", "unless-config", "always"] = ""
+    required: Required = ""
     derived: bool = False
 
 

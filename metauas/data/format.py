@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Literal
 
 import cv2
 import numpy as np
@@ -35,7 +35,8 @@ from metauas.data.images import encode
 from metauas.errors import UserError
 
 SCHEMA = "changepair/1"
-CHANGE_TYPES = ("disappear", "appear", "exchange", "local", "none")
+ChangeType = Literal["disappear", "appear", "exchange", "local", "none"]
+CHANGE_TYPES: tuple[ChangeType, ...] = typing.get_args(ChangeType)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 INDEX = "index.json"
 

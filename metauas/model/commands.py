@@ -6,11 +6,12 @@ torch and timm are imported inside the command body so `metauas --help` stays fa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
 from metauas.errors import UserError
+from metauas.model.config import GraphFormat
 from metauas.options import add_command
 from metauas.outputs import prepare_dir
 
@@ -57,9 +58,7 @@ def export_command(
         "(--format openvino, with model.bin beside it); with --cached-prompt also "
         "model-encoder.* and model-head.* beside it.",
     ),
-    fmt: Literal["onnx", "openvino"] = typer.Option(
-        "onnx", "--format", help="onnx (onnxruntime) | openvino (OpenVINO IR, float32)."
-    ),
+    fmt: GraphFormat = typer.Option("onnx", "--format", help="onnx (onnxruntime) | openvino (OpenVINO IR, float32)."),
     size: Optional[int] = typer.Option(
         None, "--size", help="Input side the graphs take (default: the checkpoint's training size)."
     ),

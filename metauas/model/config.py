@@ -24,6 +24,8 @@ Fusion = Literal["cat", "add", "absdiff", "cat+absdiff", "cat+cos", "cat+absdiff
 FUSIONS: tuple[Fusion, ...] = typing.get_args(Fusion)
 Attention = Literal["scse", "none"]
 Layout = Literal["features", "official"]  # timm features_only | the MetaUAS b4's stages
+GraphFormat = Literal["onnx", "openvino"]  # `metauas export --format`: its file suffix below
+GRAPH_FORMATS: dict[GraphFormat, str] = {"onnx": ".onnx", "openvino": ".xml"}
 
 
 def _whole(value, least: int, most: int) -> bool:

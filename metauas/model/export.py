@@ -29,12 +29,13 @@ import torch
 from torch import nn
 
 from metauas.errors import UserError
+from metauas.model.config import GRAPH_FORMATS, GraphFormat
 from metauas.model.graphs import FORMAT, PREFIX, Graph
 from metauas.model.network import MetaUAS
 
 OPSET = 18
 STAGES = 5
-FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
+FORMATS = GRAPH_FORMATS
 INPUT = {
     "layout": "NCHW",
     "colour": "RGB",
@@ -185,7 +186,7 @@ def export_graphs(
     model: MetaUAS,
     out: Path,
     size: int,
-    fmt: str = "onnx",
+    fmt: GraphFormat = "onnx",
     cached_prompt: bool = False,
     threshold: float | None = None,
     source: dict | None = None,
