@@ -48,14 +48,16 @@ def class_maps(checkpoint: Path, data: Path, seed: int) -> list:
     from metauas.evaluation.evaluate import score_class
     from metauas.evaluation.readers import read_benchmark
     from metauas.inference.config import LookupConfig
-    from metauas.inference.prompts import random_prompts
+    from metauas.inference.policy import PromptPolicy
+    from metauas.inference.prompts import PromptBank
     from metauas.inference.scoring import build_scorer
 
     cfg = EvalConfig(data=data, out=Path("."), checkpoint=checkpoint, method="both", size=SIZE, progress=False)
     scorer, _ = build_scorer(checkpoint, ("model", "lookup"), "features", LookupConfig(), resolve_device("cpu"))
-    out = []
+    run, out = PromptPolicy("random", seed, 1), []
     for c in read_benchmark(data, "mvtec").classes:
-        out.append((c, score_class(cfg, scorer, c, SIZE, random_prompts(c.train, 1, seed, c.name), None, [])))
+        bank = PromptBank(run, run.candidates(c.name, c.train), SIZE, scorer)
+        out.append((c, score_class(cfg, scorer, c, SIZE, bank, [])))
     return out
 
 

@@ -21,11 +21,12 @@ import os
 import shlex
 import subprocess
 import tarfile
+import typing
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Literal
 
 import cv2
 import numpy as np
@@ -34,7 +35,8 @@ from metauas.data.images import encode
 from metauas.errors import UserError
 
 SCHEMA = "changepair/1"
-CHANGE_TYPES = ("disappear", "appear", "exchange", "local", "none")
+ChangeType = Literal["disappear", "appear", "exchange", "local", "none"]
+CHANGE_TYPES: tuple[ChangeType, ...] = typing.get_args(ChangeType)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 INDEX = "index.json"
 
@@ -105,7 +107,7 @@ def count_samples(urls: list[str]) -> int:
     total = 0
     for url in urls:
         if is_remote(url):
-            raise UserError("--epochs needs local shards to count samples; use --steps for URLs")
+            raise UserError("`epochs` needs local shards to count samples; use `steps` for URLs")
         counts = _index_counts(os.path.join(os.path.dirname(url), INDEX))
         name = os.path.basename(url)
         if name in counts:
@@ -132,14 +134,15 @@ def open_stream(url: str) -> Iterator[IO[bytes]]:
     http(s) URL."""
     if url.startswith("pipe:"):
         proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE)
+        stdout = typing.cast(IO[bytes], proc.stdout)  # stdout=PIPE: always a stream
         try:
-            yield proc.stdout
+            yield stdout
         except BaseException:  # the reader stopped early or failed: end the command quietly
             proc.kill()
             proc.wait()
             raise
         finally:
-            proc.stdout.close()
+            stdout.close()
         if proc.wait() != 0:
             raise OSError(f"{url!r} exited with status {proc.returncode}")
     elif url.startswith(("http://", "https://")):
@@ -254,8 +257,8 @@ def tar_members(stream) -> Iterator[tuple[str, bytes]]:
             pax, long_name = (_pax(data), long_name) if kind == b"x" else (pax, data.rstrip(b"\0").decode())
             continue
         prefix = block[345:500].split(b"\0", 1)[0] if block[257:262] == b"ustar" else b""
-        name = block[:100].split(b"\0", 1)[0]
-        name = pax.get("path") or long_name or (prefix + b"/" + name if prefix else name).decode()
+        raw = block[:100].split(b"\0", 1)[0]
+        name = pax.get("path") or long_name or (prefix + b"/" + raw if prefix else raw).decode()
         pax, long_name = {}, None
         if kind in (b"0", b"\0", b"7"):
             yield name, data
@@ -269,10 +272,12 @@ def _members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
     if not head.startswith(COMPRESSED):
         yield from tar_members(_Prefixed(head, stream))
         return
-    with tarfile.open(fileobj=_Prefixed(head, stream), mode="r|*") as tar:
+    with tarfile.open(
+        fileobj=typing.cast(IO[bytes], _Prefixed(head, stream)), mode="r|*"
+    ) as tar:  # read() is all it uses
         for member in tar:
             if member.isfile():
-                yield member.name, tar.extractfile(member).read()
+                yield member.name, typing.cast(IO[bytes], tar.extractfile(member)).read()  # a file has one
 
 
 def shard_samples(url: str, stats: ReadStats) -> Iterator[dict]:

@@ -287,7 +287,10 @@ def _overlay_section(out: Path, result: Mapping) -> tuple[str, dict[str, str]]:
     anchors, parts = {}, [note]
     for n, rel in enumerate(result.get("overlays", [])):
         anchors[rel] = f"overlay-{n}"
-        rgb = cv2.cvtColor(cv2.imread(str(out / rel)), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imread(str(out / rel))
+        if bgr is None:  # an overlay removed since it was written: left out
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         parts.append(
             f'<figure id="overlay-{n}">{image_tag(rgb, rel)}<figcaption class="note">'
             f'<a href="{html.escape(rel)}">{html.escape(rel)}</a></figcaption></figure>'
@@ -316,8 +319,8 @@ def write_html_report(out: Path, result: Mapping) -> Path:
     if result.get("thresholds"):
         sections.append(("Fitted thresholds", _threshold_table(result)))
     figures = write_figures(out, result)
-    first = result.get("first_run")
-    for name in (first or {}).get("curves", {}):
+    first = result.get("first_run") or {}
+    for name in first.get("curves", {}):
         figs = "".join(svg for stem, svg in figures.items() if stem.startswith(f"{name}-"))
         sections.append((f"{name}: curves and scores (run {first['run']})", f'<div class="figures">{figs}</div>'))
     overlays, anchors = _overlay_section(out, result)

@@ -112,7 +112,7 @@ def test_parse_local_masks():
         with pytest.raises(UserError):
             parse_local_masks(bad)
     with pytest.raises(UserError):
-        GenerateConfig(out=".", num_pairs=1, local_intensity=1.5).validate()
+        GenerateConfig(out=".", num_pairs=1, local_intensity=1.5)
 
 
 def test_shift_fill_moves_the_image_own_content_inside_the_mask_only():
@@ -132,5 +132,5 @@ def test_local_shift_off_by_default_and_structural_when_on():
     assert "local_shift" not in GenerateConfig(out=".", num_pairs=1).dataset_fields()
     pairs = synth(local_masks={"blob": 1.0, "stroke": 1.0}, local_shift=1.0).make(list(range(8)))
     assert all(s.pair.params["fill"]["kind"] == "shift" for s in pairs)
-    with pytest.raises(UserError, match="--local-shift"):
-        GenerateConfig(out=".", num_pairs=1, local_shift=2.0).validate()
+    with pytest.raises(UserError, match="local_shift"):
+        GenerateConfig(out=".", num_pairs=1, local_shift=2.0)

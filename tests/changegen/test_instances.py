@@ -63,5 +63,5 @@ def test_off_by_default_and_unrecorded():
     assert cfg.instance_prompts == 0.0 and "instance_prompts" not in cfg.dataset_fields()
     pairs = synth(change_weights={"local": 1.0, "none": 1.0}).make(list(range(8)))
     assert not any(s.pair.params.get("prompt") for s in pairs)
-    with pytest.raises(UserError, match="--instance-prompts"):
-        GenerateConfig(out=".", num_pairs=1, instance_prompts=1.5).validate()
+    with pytest.raises(UserError, match="instance_prompts"):
+        GenerateConfig(out=".", num_pairs=1, instance_prompts=1.5)
