@@ -33,9 +33,10 @@ test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
 # the long variants: real kills, DDP, the demo, ONNX export, the browser page, the GPU
-# check's CPU form, reproduce.md's commands (CI runs them after `make test`)
+# check's CPU form, reproduce.md's commands (CI runs them after `make test`); the tests that
+# start torchrun share one worker (xdist_group "processes"), one at a time
 test-slow: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m slow tests
 
 # the metrics on NumPy 1.x (pyproject allows numpy>=1.24): base install + pytest, no torch
 test-numpy1:

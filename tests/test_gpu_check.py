@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+# the multi-process tests (torchrun, a training and an evaluation each) run one after another
+# on one xdist worker (`make test-slow` uses --dist loadgroup): two at once held 4 training
+# processes beside the other worker's tests on a 2-core CI machine
+pytestmark = pytest.mark.xdist_group("processes")
 STEPS = ("generate", "generate held-out", "DDP train", "resume", "bench train", "bench model", "evaluate")
 
 
@@ -23,6 +27,7 @@ def _run(tmp_path: Path, *args: str) -> str:
         text=True,
         env=env,
         timeout=900,
+        start_new_session=True,  # its own process group: nothing it signals reaches this worker
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout
