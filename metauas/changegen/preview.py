@@ -31,6 +31,9 @@ def _triplet(pair: dict) -> np.ndarray:
     meta = pair["meta"]
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     text = f"{meta.get('index', pair['key'])}  {meta.get('change', '?')}  {source.get('kind', '')}"
+    # OpenCV draws ASCII only, and its binding crashes on text that is not valid UTF-8
+    # (a lone surrogate from the sample's JSON or a key that is not UTF-8): printable ASCII only
+    text = "".join(c if " " <= c <= "~" else "?" for c in text[:60])
     cv2.putText(strip, text, (4, LABEL - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return np.vstack([np.hstack(cells), strip])
 

@@ -156,6 +156,60 @@ def test_shard_members(tmp_path_factory, members, cut):
         assert pair["prompt"].shape == pair["query"].shape and pair["mask"].shape == pair["prompt"].shape[:2]
 
 
+def _tar_blocks(members: dict[str, bytes]) -> list[bytes]:
+    """Header block, then data blocks, of each member (no end-of-archive blocks)."""
+    out = []
+    for name, data in members.items():
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        out += [info.tobuf(tarfile.USTAR_FORMAT), data + b"\0" * (-len(data) % 512)]
+    return out
+
+
+PAX = st.dictionaries(
+    st.sampled_from(["size", "path", "mtime", "linkpath", "x"]),
+    st.text(max_size=24) | st.integers(-(2**70), 2**100).map(str),
+    max_size=3,
+)
+
+
+@FUZZ
+@given(
+    member=st.integers(0, 11),
+    at=st.integers(0, 511),
+    value=st.binary(min_size=1, max_size=12),
+    checksum=st.booleans(),
+    pax=st.none() | PAX,
+)
+def test_tar_headers(tmp_path_factory, member, at, value, checksum, pax):
+    """A header block of a three-sample shard overwritten anywhere (the size field, the
+    type, the name...), its checksum fixed or not, a pax header of any records before it:
+    pairs that decode, or counted skips, in the memory of one member."""
+    from hostile import pax_record
+
+    rng = np.random.default_rng(3)
+    members = {k: v for i in range(3) for k, v in sample_members(rng, f"{i:09d}").items()}
+    blocks = _tar_blocks(members)
+    header = bytearray(blocks[2 * member])
+    header[at : at + len(value)] = value[: 512 - at]
+    if checksum:
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+    blocks[2 * member] = bytes(header)
+    if pax is not None:
+        records = b"".join(pax_record(k, v) for k, v in pax.items())
+        info = tarfile.TarInfo("pax")
+        info.type, info.size = tarfile.XHDTYPE, len(records)
+        blocks.insert(2 * member, info.tobuf(tarfile.USTAR_FORMAT) + records + b"\0" * (-len(records) % 512))
+    path = tmp_path_factory.mktemp("tar") / "s.tar"
+    path.write_bytes(b"".join(blocks) + b"\0" * 1024)
+    stats = ReadStats(quiet=True)
+    pairs = list(iter_pairs(str(path), stats))
+    assert len(pairs) + sum(stats.skipped.values()) >= 1
+    for pair in pairs:
+        assert pair["prompt"].shape == pair["query"].shape and pair["mask"].shape == pair["prompt"].shape[:2]
+
+
 LAYOUT = st.lists(
     st.tuples(
         st.sampled_from(
