@@ -136,9 +136,15 @@ def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int) -> li
                 maps[i],
                 vmax,
             )
-            path = out / "overlays" / method / name / f"{tag}-{s.defect}-{s.path.stem}.png"
-            written.append(write_png(path, row))
+            written.append(write_png(overlay_path(out, method, name, tag, s), row))
     return written
+
+
+def overlay_path(out: Path, method: str, name: str, tag: str, sample: Sample) -> Path:
+    """Where a query's overlay goes: the class name and defect type come from the
+    benchmark's listing, which the readers checked to be plain names (`outputs.plain_name`),
+    and the file's own name, so the path stays under `out`."""
+    return out / "overlays" / method / name / f"{tag}-{sample.defect}-{sample.path.stem}.png"
 
 
 @dataclass(frozen=True)
