@@ -15,6 +15,7 @@ out of its root, or that the file system cannot take, is one line naming it.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import tempfile
@@ -72,10 +73,35 @@ def write_atomic(path: str | Path, data: bytes, fsync: bool = False) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name it
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     return path
+
+
+def _bytes_back(err: UnicodeError) -> tuple[str | bytes, int]:
+    """Encoding error handler "metauas.names": surrogate escapes (how Python holds the
+    bytes of a file name that are not UTF-8) become those bytes again; any other
+    character the codec cannot take becomes a backslash escape."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    text = err.object[err.start : err.end]
+    if all("\udc80" <= c <= "\udcff" for c in text):
+        return bytes(ord(c) - 0xDC00 for c in text), err.end
+    return text.encode("ascii", "backslashreplace").decode("ascii"), err.end
+
+
+codecs.register_error("metauas.names", _bytes_back)
+
+
+def text_bytes(text: str, exact_names: bool = False) -> bytes:
+    """UTF-8 of a text file we write. File names that are not UTF-8 arrive as surrogate
+    escapes: with `exact_names` (CSV, and what commands print, where a name should match
+    the file) they become their own bytes again, else (reports for people) a visible
+    backslash escape."""
+    return text.encode("utf-8", "metauas.names" if exact_names else "backslashreplace")
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:

@@ -57,6 +57,21 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header alone (Pillow reads only what it
+    needs, through Python: no name reaches OpenCV); None when it is no image Pillow knows,
+    or cannot be read."""
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                return im.size
+    except Image.DecompressionBombError:  # an image, if a large one: read_rgb says how large
+        return (2**20, 2**20)
+    except Exception:  # noqa: BLE001 - missing, unreadable, or a header that trips Pillow
+        return None
+
+
 def check_pixels(data: bytes, max_pixels: int, what: str) -> None:
     """SkipSource unless the header gives a size of at most `max_pixels`: 'too_large' over
     it, 'unreadable' when Pillow cannot measure the header (OpenCV alone would decode it

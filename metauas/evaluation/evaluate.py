@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -214,7 +215,7 @@ def fit_thresholds(
     spare = [p for p in data.train if p not in fixed]
     if not spare:
         return {}
-    rng = np.random.default_rng([run.seed or 0, zlib.crc32(data.name.encode()), 1])
+    rng = np.random.default_rng([run.seed or 0, zlib.crc32(os.fsencode(data.name)), 1])
     picked = [spare[i] for i in sorted(rng.choice(len(spare), min(cfg.fit_normals, len(spare)), replace=False))]
     normals = ClassData(data.name, [], [Sample(p, 0, None, "good") for p in picked])
     quiet = dataclasses.replace(cfg, progress=False)

@@ -7,14 +7,15 @@ Tables list the seven metrics in the paper's Table 1 order, one row per class an
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import cv2
-
+from metauas.data.images import read_rgb
 from metauas.evaluation.metrics import METRICS
+from metauas.outputs import text_bytes, write_atomic
 
 
 def fmt_metric(value: float, std: float | None = None) -> str:
@@ -78,7 +79,7 @@ def _extras(cfg: Mapping) -> str:
 
 def _no_nan(value):
     """NaN (an undefined metric) as JSON null, so strict JSON readers accept the file."""
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
         return {k: _no_nan(v) for k, v in value.items()}
@@ -91,15 +92,16 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
     """metrics.json (everything), metrics.csv (one line per class/method) and metrics.md."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "csv": out / "metrics.csv", "md": out / "metrics.md"}
-    paths["json"].write_text(json.dumps(_no_nan(result), indent=2))
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class", "method", *METRICS, *(f"{m} std" for m in METRICS)])
-        for r in result["rows"]:
-            std = r.get("std") or {}
-            writer.writerow(
-                [r["class"], r["method"], *(r["metrics"][m] for m in METRICS), *(std.get(m, "") for m in METRICS)]
-            )
+    write_atomic(paths["json"], json.dumps(_no_nan(result), indent=2, allow_nan=False).encode())
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["class", "method", *METRICS, *(f"{m} std" for m in METRICS)])
+    for r in result["rows"]:
+        std = r.get("std") or {}
+        writer.writerow(
+            [r["class"], r["method"], *(r["metrics"][m] for m in METRICS), *(std.get(m, "") for m in METRICS)]
+        )
+    write_atomic(paths["csv"], text_bytes(table.getvalue(), exact_names=True))
     cfg, done = result["config"], result["resolved"]
     text = [
         f"# MetaUAS evaluation: {cfg['data']} ({cfg['fmt']})",
@@ -128,7 +130,7 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         ]
     if result.get("problems"):
         text += ["", f"Data problems ({len(result['problems'])}):", *(f"- {p}" for p in result["problems"])]
-    paths["md"].write_text("\n".join(text) + "\n")
+    write_atomic(paths["md"], text_bytes("\n".join(text) + "\n"))
     return paths
 
 
@@ -151,7 +153,7 @@ def write_html_report(out: Path, result: Mapping) -> Path:
     sections = [("Metrics (%)", summary + table(["class", "method", *METRICS], rows))]
     images = []
     for rel in result.get("overlays", []):
-        rgb = cv2.cvtColor(cv2.imread(str(out / rel)), cv2.COLOR_BGR2RGB)
+        rgb = read_rgb(out / rel, 1)  # through Python: a file name that is not UTF-8 never reaches OpenCV
         images.append(f"<p class='note'>{html.escape(rel)}</p>{image_tag(rgb, rel)}")
     if images:
         sections.append(("Overlays: prompt | query | ground truth | prediction", "".join(images)))

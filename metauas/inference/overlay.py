@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.data.images import draw_mask
+from metauas.data.images import draw_mask, encode
+from metauas.outputs import write_atomic
 
 
 def _rgb(image) -> np.ndarray:
@@ -55,6 +56,8 @@ def overlay_row(prompt, query, mask, score_map, vmax: float = 1.0) -> np.ndarray
 
 
 def write_png(path: Path, rgb: np.ndarray) -> Path:
+    """An RGB (or single-channel) image as a PNG, whole or not at all (`write_atomic`),
+    through Python: OpenCV's binding never sees a file name (one that is not UTF-8
+    crashes it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
+    return write_atomic(path, encode(rgb, "png"))

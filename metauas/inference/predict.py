@@ -12,6 +12,7 @@ as `--prompt-mode best`), or all of them as K shots with `--use-all-prompts`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -19,14 +20,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from metauas.data.images import list_images, read_image
+from metauas.data.images import encode, image_size, list_images, read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.inference.api import Segmentation, Segmenter
 from metauas.inference.config import LookupConfig, PredictConfig
 from metauas.inference.overlay import overlay_row, write_png
 from metauas.inference.scoring import build_scorer, methods_for
-from metauas.outputs import prepare_dir
+from metauas.outputs import prepare_dir, text_bytes, write_atomic
 
 
 def list_prompts(cfg: PredictConfig) -> list[Path]:
@@ -54,7 +55,7 @@ def list_queries(query: Path) -> list[Path]:
     if not paths:
         raise UserError(f"no images in query folder {query}")
     for p in paths:  # header check only: a broken file fails before hours of work, not after
-        if not cv2.haveImageReader(str(p)):
+        if image_size(p) is None:
             raise UserError(f"cannot read image {p} (not an image or corrupt)")
     return paths
 
@@ -73,12 +74,14 @@ def _overlay(prompt: np.ndarray, query: np.ndarray, score_map: np.ndarray, side:
 
 
 def save_map(path: Path, score_map: np.ndarray, fmt: str) -> Path:
+    """The map as float32 .npy or 16-bit PNG, written whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "npy":
-        np.save(path.with_suffix(".npy"), score_map.astype(np.float32))
-        return path.with_suffix(".npy")
-    cv2.imwrite(str(path.with_suffix(".png")), np.round(np.clip(score_map, 0, 1) * 65535).astype(np.uint16))
-    return path.with_suffix(".png")
+        buffer = io.BytesIO()
+        np.save(buffer, score_map.astype(np.float32))
+        return write_atomic(path.with_name(path.name + ".npy"), buffer.getvalue())
+    data = encode(np.round(np.clip(score_map, 0, 1) * 65535).astype(np.uint16), "png")
+    return write_atomic(path.with_name(path.name + ".png"), data)
 
 
 def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> Segmenter:
@@ -119,9 +122,7 @@ def _write(
     overlay = write_png(cfg.out / "overlays" / f"{name}.png", tiles)
     mask = None
     if result.mask is not None:
-        mask = cfg.out / "masks" / f"{name}.png"
-        mask.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(mask), result.mask.astype(np.uint8) * 255)
+        mask = write_png(cfg.out / "masks" / f"{name}.png", result.mask.astype(np.uint8) * 255)
     return {
         "query": str(path),
         "score": result.score,
@@ -143,16 +144,24 @@ def predict(cfg: PredictConfig) -> Path:
     prepare_dir(cfg.out)  # an --out that is a file or not writable: one line before any work
     segmenter = _segmenter(cfg, prompts)
     names = output_names(queries)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    lines, table = cfg.out / "predictions.jsonl", cfg.out / "predictions.csv"
-    with open(lines, "w") as jsonl, open(table, "w", newline="") as f:
-        rows = csv.DictWriter(f, COLUMNS)
-        rows.writeheader()
-        for i in tqdm(range(0, len(queries), cfg.batch_size), desc="predict", unit="batch", disable=not cfg.progress):
-            batch = queries[i : i + cfg.batch_size]
-            images = [read_image(q) for q in batch]
-            for path, name, rgb, result in zip(batch, names[i:], images, segmenter.segment(images)):
-                record = _write(cfg, name, path, rgb, result, prompts, segmenter)
-                jsonl.write(json.dumps(record) + "\n")
-                rows.writerow({**record, "prompt": ";".join(record["prompt"])})
-    return lines
+    records = []
+    for i in tqdm(range(0, len(queries), cfg.batch_size), desc="predict", unit="batch", disable=not cfg.progress):
+        batch = queries[i : i + cfg.batch_size]
+        images = [read_image(q) for q in batch]
+        for path, name, rgb, result in zip(batch, names[i:], images, segmenter.segment(images)):
+            records.append(_write(cfg, name, path, rgb, result, prompts, segmenter))
+    return write_predictions(cfg.out, records)
+
+
+def write_predictions(out: Path, records: list[dict]) -> Path:
+    """predictions.jsonl and predictions.csv, each whole or not at all. Numbers must be
+    finite (JSON has no NaN). A file name that is not UTF-8 is a \\udcXX escape in the
+    JSON (Python's json.loads then os.fsencode gives its bytes back) and its own bytes in
+    the CSV."""
+    table = io.StringIO(newline="")
+    rows = csv.DictWriter(table, COLUMNS)
+    rows.writeheader()
+    rows.writerows({**r, "prompt": ";".join(r["prompt"])} for r in records)
+    lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+    write_atomic(out / "predictions.csv", text_bytes(table.getvalue(), exact_names=True))
+    return write_atomic(out / "predictions.jsonl", lines.encode())

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ def random_prompts(train: Sequence[Path], shots: int, seed: int, class_name: str
         raise UserError(
             f"class {class_name}: {len(train)} normal training image(s), --shots {shots} needs at least {shots}"
         )
-    rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
+    rng = np.random.default_rng([seed, zlib.crc32(os.fsencode(class_name))])
     return [train[i] for i in sorted(rng.choice(len(train), size=shots, replace=False))]
 
 

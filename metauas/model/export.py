@@ -13,6 +13,7 @@ difference above `tolerance` is an error, so a written file is a checked file.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,23 @@ def _export(
     except ImportError:
         raise UserError("export needs onnx and onnxscript: pip install 'metauas[export]'") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        diff = _write_and_check(graph, args, names, outputs, tmp, dynamic)
+        # `not diff <= tolerance`: NaN compares false with everything, and must fail the check
+        if not diff <= tolerance:
+            raise UserError(
+                f"the ONNX graph {path.name} differs from PyTorch by {diff:.2e} (> {tolerance:g}); not written"
+            )
+        tmp.replace(path)
+    finally:  # a failed check, a full disk, an exporter error: no temporary file stays
+        tmp.unlink(missing_ok=True)
+    return Exported(path, diff)
+
+
+def _write_and_check(graph, args: tuple, names: list[str], outputs: list[str], tmp: Path, dynamic: dict) -> float:
+    """Export `graph` to `tmp`, run it with onnxruntime on `args` with the batch doubled,
+    and return the largest difference from PyTorch's outputs (NaN if either has one)."""
     shapes = {name: dynamic.get(name) for name in names}
     torch.onnx.export(
         graph,
@@ -105,12 +122,10 @@ def _export(
     session = _session(tmp)
     feed = {n: a.numpy() for n, a in zip(names, check)}
     got = session.run(outputs, {i.name: feed[i.name] for i in session.get_inputs()})
-    diff = max(float((torch.from_numpy(g) - e).abs().max()) for g, e in zip(got, expected))
-    if diff > tolerance:
-        tmp.unlink()
-        raise UserError(f"the ONNX graph {path.name} differs from PyTorch by {diff:.2e} (> {tolerance:g}); not written")
-    tmp.replace(path)
-    return Exported(path, diff)
+    diffs = [(torch.from_numpy(g) - e).abs() for g, e in zip(got, expected)]
+    if not all(torch.isfinite(d).all() for d in diffs):
+        return float("nan")  # max() of floats would drop a NaN depending on where it stands
+    return max(float(d.max()) for d in diffs)
 
 
 def export_onnx(

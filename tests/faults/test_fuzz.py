@@ -250,6 +250,36 @@ def test_benchmark_layouts(tmp_path_factory, files, fmt):
         assert bench.classes and all(c.test for c in bench.classes)
 
 
+NAMES = st.text(max_size=10) | st.sampled_from(
+    ["..", ".", "../../../../ESC", "/tmp/abs", "a/b", "a\nb", "\ud800", "caf\udce9", "x" * 300, ""]
+)
+
+
+@FUZZ
+@given(cls=NAMES, defect=NAMES | st.none(), image=NAMES)
+def test_meta_json_class_names(tmp_path_factory, cls, defect, image):
+    """Any class name, defect type and image path in a meta.json: one line, or an
+    overlay written (through evaluate's own path and writer) under --out and nowhere else."""
+    from metauas.evaluation.evaluate import overlay_path
+    from metauas.inference.overlay import write_png
+
+    root = tmp_path_factory.mktemp("meta")
+    item = {"img_path": image, "mask_path": "m.png", "anomaly": 1, "specie_name": defect}
+    (root / "meta.json").write_text(json.dumps({"test": {cls: [item]}}))
+    try:
+        bench = read_benchmark(root, "meta")
+    except UserError as err:
+        assert "\n" not in str(err)
+        return
+    out = root / "out"
+    for data in bench.classes:
+        for sample in data.test:
+            path = write_png(overlay_path(out, "lookup", data.name, "best", sample), np.zeros((4, 4, 3), np.uint8))
+            assert path.resolve().is_relative_to(out.resolve())
+            assert sample.path.resolve().is_relative_to(root.resolve())
+    assert {p for p in root.rglob("*") if p.is_file()} <= {root / "meta.json", *out.rglob("*")}
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     from make_data import tiny_model_config
