@@ -156,6 +156,12 @@ class Scorer:
             return done[name]
 
         out = {name: compute(name) for name in self.methods}
+        for name, m in out.items():  # what predict writes and evaluate ranks must be numbers
+            if not bool(torch.isfinite(m).all()):
+                raise UserError(
+                    f"the {name} maps hold NaN or infinity: the checkpoint's weights or the images are not "
+                    "finite numbers; nothing is scored from them"
+                )
         self.images += query_feats[0].shape[0]
         return out
 

@@ -80,6 +80,12 @@ def save_checkpoint(
     states of this process are added to it.
     """
     path = Path(path)
+    bad = non_finite(model.state_dict())
+    if bad:  # a checkpoint no loader would accept: keep the last good one instead
+        raise UserError(
+            f"not saving {path}: {len(bad)} weight tensors hold NaN or infinity (first: {bad[0]}); "
+            f"the file there, if any, is the last good one"
+        )
     meta = {
         "format": FORMAT,
         "config": model.cfg.to_dict(),
@@ -139,7 +145,18 @@ def check_payload(payload: Any, path: str | Path) -> ModelConfig:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
     ):
         raise UserError(f"{path}: its model weights are missing or not a table of tensors")
+    bad = non_finite(weights)
+    if bad:
+        raise UserError(
+            f"{path}: {len(bad)} of its {len(weights)} weight tensors hold NaN or infinity (first: {bad[0]}); "
+            "the training that saved it diverged: use an earlier checkpoint"
+        )
     return cfg
+
+
+def non_finite(weights: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def build_model(cfg: ModelConfig, path: str | Path) -> MetaUAS:

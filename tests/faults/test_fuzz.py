@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 from pathlib import Path
 
@@ -328,3 +329,42 @@ def test_checkpoint_metadata(tmp_path_factory, saved, path, value):
         assert "\n" not in str(err)
     else:
         assert meta["size"] >= 32 and not model.training
+
+
+@settings(
+    max_examples=30,
+    deadline=5000,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    which=st.integers(0, 10**6),
+    at=st.integers(0, 10**9),
+    value=st.sampled_from([math.nan, math.inf, -math.inf, 1e30, -1e30, 0.0]),
+)
+def test_nan_weights(tmp_path_factory, saved, which, at, value):
+    """A NaN or an infinity in any weight of a checkpoint: one line from the loader. A
+    finite but absurd weight loads; its maps are then finite, or one line from the scorer."""
+    from metauas.inference.api import Segmenter
+    from metauas.inference.scoring import Scorer
+
+    weights = {k: v.clone() for k, v in saved["model"].items()}
+    floats = [k for k, v in weights.items() if v.is_floating_point() and v.numel()]
+    name = floats[which % len(floats)]
+    weights[name].view(-1)[at % weights[name].numel()] = value
+    out = Path(tmp_path_factory.mktemp("ck")) / "edited.pt"
+    torch.save({"meta": saved["meta"], "model": weights}, out)
+    try:
+        model, meta = load_model(out)
+    except UserError as err:
+        assert "NaN or infinity" in str(err) and not math.isfinite(value) and "\n" not in str(err)
+        return
+    assert math.isfinite(value)
+    segmenter = Segmenter(Scorer(model.encoder, model, ("model",)), meta, 64)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    try:
+        result = segmenter.segment(image, prompt=image)
+    except UserError as err:
+        assert "NaN or infinity" in str(err)
+    else:
+        assert np.isfinite(result.map).all() and math.isfinite(result.score)

@@ -14,6 +14,7 @@ from fault_helpers import cli, cpu_of, one_line_error, remount, run_main, temp_f
 from hostile import hostile_shards
 from make_data import tiny_model_config
 
+from metauas.errors import UserError
 from metauas.model.checkpoint import read_checkpoint, save_checkpoint
 from metauas.model.network import MetaUAS
 
@@ -171,3 +172,44 @@ def test_sigkill_then_resume_equals_the_run_never_stopped(tmp_path, shard_dir):
     same = [[{k: r[k] for k in keep if k in r} for r in rows(run)] for run in (straight, killed)]
     assert same[0] == same[1]
     assert not temp_files(killed)
+
+
+def test_a_diverging_training_stops_in_one_line_and_keeps_the_last_good_checkpoint(tmp_path, shard_dir):
+    """--lr 1e30: the loss is NaN within a few steps. The run stops there in one line,
+    last.pt is the step before (its weights finite), and no row holds a NaN."""
+    run = tmp_path / "run"
+    args = ["--train", shard_dir / "train", "--out", run, "--steps", "12", "--save-every", "1", "--lr", "1e30"]
+    line = one_line_error(cli("train", *args, *TRAIN), "training diverged at step", "last good one", "--lr")
+    step = int(line.split("diverged at step ")[1].split(":")[0])
+    assert f"last.pt holds step {step - 1}" in line
+    assert read_checkpoint(run / "last.pt")["meta"]["step"] == step - 1  # loads: every weight finite
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in metrics.jsonl")
+
+    logged = [json.loads(row, parse_constant=refuse) for row in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in logged) == step - 1 and not temp_files(run)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_every_reader(tmp_path, tiny, mvtec_root, capsys):
+    def poison(payload):
+        name = next(k for k, v in payload["model"].items() if v.is_floating_point() and "decoder" in k)
+        payload["model"][name].view(-1)[0] = float("nan")
+
+    bad = _edit(tiny[1], tmp_path / "nan.pt", poison)
+    image = mvtec_root / "tile" / "train" / "good" / "000.png"
+    commands = [
+        ["predict", "--checkpoint", bad, "--prompt", image, "--query", image, "--out", tmp_path / "p"],
+        ["evaluate", "--checkpoint", bad, "--data", mvtec_root, "--out", tmp_path / "e"],
+        ["export", "--checkpoint", bad, "--out", tmp_path / "x.onnx"],
+    ]
+    for args in commands:
+        one_line_error(run_main(capsys, *args), "1 of its", "hold NaN or infinity", "diverged")
+    assert not (tmp_path / "p" / "predictions.jsonl").exists() and not (tmp_path / "e" / "metrics.json").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    model = MetaUAS(tiny_model_config())
+    torch.nn.init.constant_(next(model.decoder.parameters()), float("inf"))
+    with pytest.raises(UserError, match="not saving"):
+        save_checkpoint(run / "last.pt", model, size=64, step=3)
+    assert not list(run.iterdir())

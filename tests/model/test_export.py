@@ -53,3 +53,24 @@ def test_export_writes_checked_graphs_that_match_pytorch_on_photographs(checkpoi
 def test_export_refuses_a_wrong_output_name(checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "model.pt")]) == 2
     assert "ending in .onnx" in capsys.readouterr().err
+
+
+class _NanWhereBright(torch.nn.Module):
+    """A graph whose output is NaN where its input exceeds 0.5 (in both runtimes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x > 0.5, torch.full_like(x, float("nan")), x)
+
+
+@pytest.mark.slow  # one dynamo export, about 10 s on 2 cores
+def test_the_parity_check_fails_on_nan(tmp_path):
+    """NaN compares false with everything: `diff > tol` would pass it; the check must not."""
+    from metauas.errors import UserError
+    from metauas.model.export import _export
+
+    out = tmp_path / "nan.onnx"
+    with pytest.raises(UserError, match="differs from PyTorch by nan"):
+        _export(
+            _NanWhereBright(), (torch.rand(2, 3, 8, 8),), ["x"], ["y"], out, {"x": {0: torch.export.Dim("b")}}, 1e-4
+        )
+    assert list(tmp_path.iterdir()) == []
