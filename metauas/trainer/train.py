@@ -30,7 +30,16 @@ from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
 from metauas.trainer.losses import training_loss
 from metauas.trainer.runlog import RunLog, Window
-from metauas.trainer.state import BEST, CHECKPOINT, State, build_training, prepare_run_dir, save_state, wrap_model
+from metauas.trainer.state import (
+    BEST,
+    CHECKPOINT,
+    State,
+    build_training,
+    prepare_run_dir,
+    run_lock,
+    save_state,
+    wrap_model,
+)
 from metauas.trainer.stream import StreamConfig, to_device, train_loader
 from metauas.trainer.validation import Validation, build_validation
 
@@ -56,7 +65,8 @@ def train(cfg: TrainConfig) -> Path:
     """Train (or resume) the run described by `cfg`; returns `<out>/last.pt`."""
     d = distributed.setup(cfg.device)
     try:
-        return _train(cfg, d)
+        with run_lock(cfg.out, d.main):
+            return _train(cfg, d)
     finally:
         distributed.teardown(d)
 

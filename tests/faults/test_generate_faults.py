@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import resource
 import signal
@@ -14,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from fault_helpers import CODE, REPO, clean_env, cli, cpu_of, one_line_error, remount, temp_files
+from fault_helpers import CODE, REPO, clean_env, cli, cpu_of, frozen_at, one_line_error, remount, temp_files
 from hostile import hostile_folder, png_bomb
 
 ARGS = ["--size", "48", "--seed", "3", "--no-progress"]
@@ -123,36 +122,16 @@ def test_disk_full_removes_the_partial_shard_and_a_rerun_resumes(tmp_path, small
     assert shas(out) == shas(ref) and (out / "index.json").read_bytes() == (ref / "index.json").read_bytes()
 
 
-# The first run stops itself (SIGSTOP) the moment it opens shard 0's temporary file, so
-# the state the second run meets does not depend on the scheduler: the first run holds
-# the locks of both its shards (taken before any shard file) and has written nothing.
-FREEZE_AT_FIRST_SHARD = """
-import os, signal, sys
-frozen = []
-def freeze(event, args):
-    if not frozen and event == "open" and ".shard-000000.tar.tmp-" in str(args[0]):
-        frozen.append(True)
-        os.kill(os.getpid(), signal.SIGSTOP)
-sys.addaudithook(freeze)
-"""
-
-
 def test_a_second_writer_is_refused_while_the_first_goes_on(tmp_path):
+    """The first run stops itself as it opens shard 0's temporary file: whatever the
+    scheduler does, the second run meets a first run that holds the locks of both its
+    shards (taken before any shard file) and has written none of them."""
     args = [*ARGS, "--num-pairs", "64", "--shard-size", "32"]
     ref = tmp_path / "ref"
     assert cli("generate", *args, "--out", ref).returncode == 0
     out = tmp_path / "d"
-    first = subprocess.Popen(
-        [sys.executable, "-c", FREEZE_AT_FIRST_SHARD + CODE, "generate", *map(str, args), "--out", str(out)],
-        cwd=REPO,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = frozen_at(".shard-000000.tar.tmp-", "generate", *args, "--out", out)
     try:
-        _, status = os.waitpid(first.pid, os.WUNTRACED)  # blocks until the first run has stopped itself
-        assert os.WIFSTOPPED(status), f"the first run ended before its first shard: {first.communicate()}"
         second = cli("generate", *args, "--out", out)
     finally:
         first.send_signal(signal.SIGCONT)

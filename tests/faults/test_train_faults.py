@@ -10,7 +10,7 @@ import signal
 
 import pytest
 import torch
-from fault_helpers import cli, cpu_of, one_line_error, remount, run_main, temp_files
+from fault_helpers import cli, cpu_of, frozen_at, one_line_error, remount, run_main, temp_files
 from hostile import hostile_shards
 from make_data import tiny_model_config
 
@@ -213,3 +213,25 @@ def test_a_checkpoint_with_nan_weights_is_refused_by_every_reader(tmp_path, tiny
     with pytest.raises(UserError, match="not saving"):
         save_checkpoint(run / "last.pt", model, size=64, step=3)
     assert not list(run.iterdir())
+
+
+def test_a_second_training_into_one_folder_is_refused_and_resume_needs_a_checkpoint(tmp_path, shard_dir, capsys):
+    """The first run stops itself as it writes config.json (its lock is taken before
+    anything is read or written there): the second is refused in one line and writes
+    nothing; the first then ends as if alone. `--resume` with last.pt gone is one line
+    too, and the run's log stays as it was."""
+    run = tmp_path / "run"
+    args = ["train", "--train", shard_dir / "train", "--out", run, "--steps", "2", *TRAIN]
+    first = frozen_at(".config.json.tmp-", *args)
+    try:
+        second = cli(*args)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    one_line_error(second, "another training run is writing there", "--resume")
+    assert first.wait() == 0, first.communicate()
+    assert read_checkpoint(run / "last.pt")["meta"]["step"] == 2
+    assert [r["step"] for r in rows(run) if "loss" in r] == [1, 2]
+    (run / "last.pt").unlink()
+    logged = (run / "metrics.jsonl").read_bytes()
+    one_line_error(run_main(capsys, *args, "--resume"), "--resume", "holds no last.pt")
+    assert (run / "metrics.jsonl").read_bytes() == logged
