@@ -20,6 +20,7 @@ import torch
 
 from metauas.errors import UserError
 from metauas.model.config import ModelConfig
+from metauas.model.files import load_weights_file
 from metauas.model.network import MetaUAS
 from metauas.outputs import write_atomic
 
@@ -107,15 +108,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """The checkpoint dict, every field checked (`check_payload`); a missing, truncated,
     foreign or malformed file is a UserError. `weights_only=True`: a pickle in the file
     never runs."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any file can be passed, and torch raises many kinds
-        # torch's own message spans lines and suggests weights_only=False: not for a user
-        raise UserError(f"{path} is corrupt or not a checkpoint (torch.load: {type(err).__name__})") from None
+    payload = load_weights_file(path, "checkpoint")
     check_payload(payload, path)
+    if str(map_location) != "cpu":
+        payload["model"] = {k: v.to(map_location) for k, v in payload["model"].items()}
     return payload
 
 
@@ -145,6 +141,9 @@ def check_payload(payload: Any, path: str | Path) -> ModelConfig:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
     ):
         raise UserError(f"{path}: its model weights are missing or not a table of tensors")
+    stretched = [k for k, v in weights.items() if v.numel() * v.element_size() > v.untyped_storage().nbytes()]
+    if stretched:  # a view claiming more elements than its data (zero strides): any check would allocate them
+        raise UserError(f"{path}: its tensor {stretched[0]} claims more elements than its data holds; not a checkpoint")
     bad = non_finite(weights)
     if bad:
         raise UserError(

@@ -128,3 +128,13 @@ def remount(path: Path, *options: str) -> None:
 
 def umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def cli_peak(*args: str, **kw) -> tuple[subprocess.CompletedProcess, int]:
+    """`metauas ARGS` as `cli` runs it, and the most memory it held (its own peak RSS, in
+    bytes, from wait4: not the largest of all children this process ever waited for)."""
+    proc = popen(*args, **kw)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err), usage.ru_maxrss * 1024

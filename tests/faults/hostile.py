@@ -192,3 +192,42 @@ def _gzip_huge(path: Path, head: bytes, name: str, tail: bytes) -> Path:
             f.write(zeros)
         f.write(tail)
     return path
+
+
+def zip_bomb(checkpoint: Path, out: Path, inflated: int = 1536 << 20) -> Path:
+    """`checkpoint` (a zip torch.save wrote) with its first tensor's data replaced by a
+    deflated member of `inflated` zero bytes: a file of about 1.5 MB that torch's reader
+    would inflate whole before finding it is not that tensor. The deflate stream is one
+    fully flushed block of 1 MB of zeros repeated (each such block stands alone), so
+    making it costs milliseconds, not the seconds of compressing the zeros."""
+    import zipfile
+
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = squeeze.compress(b"\0" * (1 << 20)) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(inflated >> 20):
+        crc = zlib.crc32(b"\0" * (1 << 20), crc)
+    bomb = block * (inflated >> 20) + squeeze.flush(zlib.Z_FINISH)
+    with zipfile.ZipFile(checkpoint) as src:
+        names = src.namelist()
+        first = next(n for n in names if n.split("/")[-2:-1] == ["data"] and n.split("/")[-1].isdigit())
+        members = [
+            (n, bomb, 8, crc, inflated) if n == first else (n, d, 0, zlib.crc32(d), len(d))
+            for n, d in ((n, src.read(n)) for n in names)
+        ]
+    out.write_bytes(_zip(members))
+    return out
+
+
+def _zip(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
+    """A zip archive of (name, data as stored, method, crc32, inflated size) members."""
+    body, central = bytearray(), bytearray()
+    for name, data, method, crc, size in members:
+        raw = name.encode()
+        offset = len(body)
+        body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(data), size, len(raw), 0)
+        body += raw + data
+        fields = (0x02014B50, 20, 20, 0, method, 0, 0x21, crc, len(data), size, len(raw), 0, 0, 0, 0, 0, offset)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", *fields) + raw
+    n = len(members)
+    return bytes(body + central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(central), len(body), 0))

@@ -94,6 +94,10 @@ def test_a_pickle_in_a_checkpoint_never_runs(tmp_path, tiny, mvtec_root, shard_d
         (lambda p: p["meta"].update(size="large"), ["meta.size"]),
         (lambda p: p["meta"]["config"].update(decoder_channels=[10**9] * 5), ["decoder channels"]),
         (lambda p: p["model"].pop(next(iter(p["model"]))), ["1 missing"]),
+        (  # a view of 10^12 elements over one float: any check of its values would allocate them
+            lambda p: p["model"].update({next(iter(p["model"])): torch.zeros(1).expand(10**6, 10**6)}),
+            ["claims more elements than its data holds"],
+        ),
     ],
 )
 def test_checkpoint_fields_are_checked_before_use(tmp_path, tiny, mvtec_root, capsys, change, words):
