@@ -62,6 +62,15 @@ def is_remote(url: str) -> bool:
     return url.startswith("pipe:") or "://" in url
 
 
+def pipe_commands(spec: str | Iterable[str]) -> list[str]:
+    """The shell commands a shard spec would run: its `pipe:` URLs, braces expanded
+    (`s3://` URLs become a fixed, quoted `aws s3 cp` and are not counted)."""
+    import braceexpand
+
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    return [url[5:] for item in specs for url in braceexpand.braceexpand(item) if url.startswith("pipe:")]
+
+
 def expand_urls(spec: str | Iterable[str]) -> list[str]:
     """Shard URLs from local paths, folders, brace patterns, globs, `pipe:` commands or
     http(s):// / s3:// URLs.

@@ -292,8 +292,26 @@ def train_command(
     cfg = build_config(
         TrainConfig, ctx, values, FIELDS, config, also_typed=also, recipe=recipe_settings(recipe, "train")
     )
+    if config is not None:
+        no_commands_from(config, cfg, typed(ctx))
     path = run_training(cfg)
     typer.echo(f"checkpoint: {path}")
+
+
+def no_commands_from(config: Path, cfg: TrainConfig, given: set[str]) -> None:
+    """A `pipe:` shard URL runs a shell command. A config file is easily shared (a run's
+    config.json, a colleague's recipe), so the commands it holds run only when the user
+    types them: `--train 'pipe:...'` (or `--val`) on the command line is the explicit
+    choice; one from the file alone is refused in one line (docs/usage.md)."""
+    from metauas.data.format import pipe_commands
+
+    for option, value in (("train", cfg.train), ("val", cfg.val)):
+        commands = pipe_commands(value) if value and option not in given else []
+        if commands:
+            raise UserError(
+                f"--config {config}: its {option} shards run a shell command ({commands[0][:80]!r}); a config "
+                f"file may not run commands: check it, then type --{option} with those shards yourself to run it"
+            )
 
 
 def _expand_encoder(ctx: typer.Context, values: dict) -> set[str]:

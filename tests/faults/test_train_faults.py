@@ -239,3 +239,20 @@ def test_a_second_training_into_one_folder_is_refused_and_resume_needs_a_checkpo
     logged = (run / "metrics.jsonl").read_bytes()
     one_line_error(run_main(capsys, *args, "--resume"), "--resume", "holds no last.pt")
     assert (run / "metrics.jsonl").read_bytes() == logged
+
+
+def test_a_config_file_never_runs_a_shell_command(tmp_path, shard_dir, capsys):
+    """`pipe:` shards from a --config file are refused before anything runs; typed on
+    the command line beside the same file, they are the user's explicit choice."""
+    marker = tmp_path / "ran"
+    shard = shard_dir / "train" / "shard-000000.tar"
+    command = f"pipe:touch {marker}; cat {shard}"
+    config = tmp_path / "config.json"
+    for settings in ({"train": command}, {"train": str(shard), "val": [str(shard), command]}):
+        config.write_text(json.dumps({**settings, "out": str(tmp_path / "run"), "steps": 1}))
+        proc = run_main(capsys, "train", "--config", config, *TRAIN)
+        one_line_error(proc, "shards run a shell command", "may not run commands", "type --")
+        assert not marker.exists() and not (tmp_path / "run").exists()
+    config.write_text(json.dumps({"train": "unused", "out": str(tmp_path / "run"), "steps": 1}))
+    assert run_main(capsys, "train", "--config", config, "--train", command, *TRAIN).returncode == 0
+    assert marker.exists()
