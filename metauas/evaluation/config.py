@@ -11,6 +11,7 @@ from metauas.errors import UserError
 from metauas.evaluation.metrics import IMAGE_SCORES, PROTOCOLS, MetricConfig
 from metauas.evaluation.readers import FORMATS
 from metauas.inference.config import METHOD_CHOICES, MODES, SHOT_FUSIONS, LookupConfig
+from metauas.model.config import check_side
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,6 @@ class EvalConfig:
             ),
             (0.0 <= self.mix_weight <= 1.0, f"--mix-weight must be in [0, 1], got {self.mix_weight}"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.size is None or self.size >= 32, f"--size must be at least 32, got {self.size}"),
             (self.overlays >= 0, "--overlays must not be negative"),
             (self.fit_normals >= 0, "--fit-normals must not be negative"),
             (
@@ -79,6 +79,8 @@ class EvalConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.size is not None:
+            check_side(self.size, "--size")
 
     def to_dict(self) -> dict:
         return to_dict(self)

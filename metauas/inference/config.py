@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metauas.errors import UserError
+from metauas.model.config import check_side
 
 SHOT_FUSIONS = ("features", "joint", "mean", "max")
 NORMALISE = ("none", "prompt", "query")  # LookupConfig.normalise
@@ -117,3 +118,5 @@ class PredictConfig:
             raise UserError("--normals is for --threshold auto")
         if self.batch_size < 1:
             raise UserError("--batch-size must be at least 1")
+        if self.size is not None:
+            check_side(self.size, "--size")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from metauas.errors import UserError
-from metauas.model.config import ModelConfig
+from metauas.model.config import MAX_SIDE, MIN_SIDE, ModelConfig
 from metauas.model.files import load_weights_file
 from metauas.model.network import MetaUAS
 from metauas.outputs import write_atomic
@@ -131,9 +131,9 @@ def check_payload(payload: Any, path: str | Path) -> ModelConfig:
     if not isinstance(meta.get("config"), dict):
         raise UserError(f"{path}: its meta.config (the model config) is missing or not an object")
     cfg = ModelConfig.from_dict(meta["config"], f"{path}: model config")
-    if not _count(meta.get("size"), 32) or not _count(meta.get("step"), 0):
+    if not _count(meta.get("size"), MIN_SIDE) or meta["size"] > MAX_SIDE or not _count(meta.get("step"), 0):
         raise UserError(
-            f"{path}: meta.size and meta.step must be whole numbers (size >= 32, step >= 0), "
+            f"{path}: meta.size and meta.step must be whole numbers (size {MIN_SIDE} to {MAX_SIDE}, step >= 0), "
             f"got {meta.get('size')!r} and {meta.get('step')!r}"
         )
     weights = payload.get("model")

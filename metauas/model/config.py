@@ -13,6 +13,18 @@ from typing import Any, ClassVar
 from metauas.configs import from_dict, to_dict
 from metauas.errors import UserError
 
+# The sides a model's input may have (train --size, --val-size, predict and evaluate
+# --size, a checkpoint's meta.size): the encoder downsamples 32x, and past 4096 px one
+# image's features alone are gigabytes; OpenCV and torch would fail on it mid-run.
+MIN_SIDE, MAX_SIDE = 32, 4096
+
+
+def check_side(size: object, option: str) -> None:
+    """A UserError unless `size` is a whole number in [MIN_SIDE, MAX_SIDE]."""
+    if not isinstance(size, int) or isinstance(size, bool) or not MIN_SIDE <= size <= MAX_SIDE:
+        raise UserError(f"{option} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE}, got {size!r}")
+
+
 ALIGNMENTS = ("soft", "hard", "none", "sparsemax", "topk")
 HARD_SIMILARITIES = ("cosine", "dot")
 # fusion = "+"-joined parts, each a function of (query, aligned prompt) and its channel count

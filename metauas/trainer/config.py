@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from metauas.configs import from_dict, to_dict
 from metauas.errors import UserError
-from metauas.model.config import ModelConfig
+from metauas.model.config import ModelConfig, check_side
 from metauas.trainer.augment import AugmentConfig
 
 
@@ -93,8 +93,8 @@ class TrainConfig:
                 raise UserError(f"{option} must not be negative, got {value}")
         if not self.val_seeds or min(self.val_seeds) < 0:
             raise UserError(f"--val-seeds must be non-negative integers, got {list(self.val_seeds)}")
-        if self.size < 32:
-            raise UserError(f"--size must be at least 32 (the encoder downsamples 32x), got {self.size}")
+        check_side(self.size, "--size")
+        check_side(self.val_size, "--val-size")
         if self.augment_on not in ("auto", "workers", "device"):
             raise UserError(f"unknown --augment-on {self.augment_on!r}: use auto|workers|device")
         if self.amp not in ("auto", "bf16", "fp16", "off"):

@@ -98,3 +98,14 @@ def test_names_that_are_not_utf8_survive_evaluate(tmp_path, mvtec_root):
     assert b"caf\xe9" in (out / "metrics.csv").read_bytes()
     assert "caf\\udce9" in (out / "report.html").read_text()
     assert json.loads((out / "metrics.json").read_text())["rows"][0]["class"] == NAME
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize("size", ["5", "100000"])
+def test_an_impossible_size_is_one_line_before_any_work(tmp_path, mvtec_root, capsys, command, size):
+    """OpenCV would be asked for a 30 GB image (100000), torch for a pooling wider than
+    the features (5): the side is checked first, as train's is."""
+    image = mvtec_root / "tile" / "train" / "good" / "000.png"
+    where = ["--prompt", image, "--query", image] if command == "predict" else ["--data", mvtec_root]
+    args = [command, "--method", "lookup", *where, "--size", size, "--out", tmp_path / "o"]
+    one_line_error(run_main(capsys, *args), "--size must be a whole number of pixels from 32 to 4096")

@@ -92,6 +92,7 @@ def test_a_pickle_in_a_checkpoint_never_runs(tmp_path, tiny, mvtec_root, shard_d
         (lambda p: p["meta"]["config"].update(dropout=0.1), ["unknown key(s) dropout"]),
         (lambda p: p.update(meta=["not", "an", "object"]), ["not a metauas checkpoint"]),
         (lambda p: p["meta"].update(size="large"), ["meta.size"]),
+        (lambda p: p["meta"].update(size=10**9), ["meta.size", "32 to 4096"]),  # predict would resize to it
         (lambda p: p["meta"]["config"].update(decoder_channels=[10**9] * 5), ["decoder channels"]),
         (lambda p: p["model"].pop(next(iter(p["model"]))), ["1 missing"]),
         (  # a view of 10^12 elements over one float: any check of its values would allocate them
