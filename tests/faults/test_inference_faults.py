@@ -109,3 +109,11 @@ def test_an_impossible_size_is_one_line_before_any_work(tmp_path, mvtec_root, ca
     where = ["--prompt", image, "--query", image] if command == "predict" else ["--data", mvtec_root]
     args = [command, "--method", "lookup", *where, "--size", size, "--out", tmp_path / "o"]
     one_line_error(run_main(capsys, *args), "--size must be a whole number of pixels from 32 to 4096")
+
+
+def test_a_lookup_sigma_wider_than_the_map_is_a_truncated_kernel(tmp_path, mvtec_root, capsys):
+    """--lookup-sigma 100000 asked torch for a reflect padding of 300000 on a 32 px map
+    (a traceback); the kernel now stops at the map's edge."""
+    args = [*EVALUATE, "--data", mvtec_root, "--lookup-sigma", "100000", "--out", tmp_path / "e"]
+    proc = run_main(capsys, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
