@@ -106,7 +106,7 @@ def _finite(value: Any, where: str) -> None:
 def read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: nested beyond reason
         raise UserError(f"cannot read {what} {path}: {err}") from None
     if not isinstance(data, dict):
         raise UserError(f"{what} {path} is not a JSON object")

@@ -107,7 +107,7 @@ def _index_counts(path: str) -> dict[str, int]:
     try:
         with open(path) as f:
             shards = json.load(f).get("shards", [])
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return {}
     counts = {}
     for shard in shards if isinstance(shards, list) else []:

@@ -149,7 +149,7 @@ def read_meta(root: Path) -> list[ClassData]:
     root = path.parent
     try:
         meta = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: nested beyond reason
         raise UserError(f"cannot read meta.json {path}: {err}") from None
     classes: dict[str, ClassData] = {}
     for name, items in meta.get("test", {}).items():
@@ -212,7 +212,7 @@ def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None)
         found = readers[fmt](root)
     except OSError as err:
         raise UserError(f"cannot read {root} as --format {fmt}: {err.strerror or err}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as err:  # a listing file of another shape
+    except (KeyError, TypeError, ValueError, AttributeError, csv.Error) as err:  # a listing file of another shape
         raise UserError(
             f"{root} is not laid out as --format {fmt} ({type(err).__name__}: {str(err)[:120]}); see docs/evaluation.md"
         ) from None

@@ -228,7 +228,18 @@ LAYOUT = st.lists(
             ]
         ),
         st.sampled_from(["x.png", "1cls.csv", "meta.json", "x_mask.png", "test", "train"]),
-        st.sampled_from([GOOD, b"", b"object,split\na,test\n", b"{}", b"[]", b'{"test": {"a": [{"img_path": 1}]}}']),
+        st.sampled_from(
+            [
+                GOOD,
+                b"",
+                b"object,split\na,test\n",
+                b"{}",
+                b"[]",
+                b'{"test": {"a": [{"img_path": 1}]}}',
+                b"[" * 100000,  # nested beyond reason
+                b"object,split,label,image\n" + b"x" * 200000,  # a field over the csv module's limit
+            ]
+        ),
     ),
     max_size=8,
 )
