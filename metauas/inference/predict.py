@@ -73,15 +73,16 @@ def _overlay(prompt: np.ndarray, query: np.ndarray, score_map: np.ndarray, side:
     return overlay_row(prompt, q, None, score_map)
 
 
-def save_map(path: Path, score_map: np.ndarray, fmt: str) -> Path:
-    """The map as float32 .npy or 16-bit PNG, written whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_map(folder: Path, name: str, score_map: np.ndarray, fmt: str) -> Path:
+    """The map as `folder/name.npy` (float32) or `.png` (16 bits), whole or not at all.
+    The name is joined as text: a query named `..png` (stem `.`) stays in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     if fmt == "npy":
         buffer = io.BytesIO()
         np.save(buffer, score_map.astype(np.float32))
-        return write_atomic(path.with_name(path.name + ".npy"), buffer.getvalue())
+        return write_atomic(folder / f"{name}.npy", buffer.getvalue())
     data = encode(np.round(np.clip(score_map, 0, 1) * 65535).astype(np.uint16), "png")
-    return write_atomic(path.with_name(path.name + ".png"), data)
+    return write_atomic(folder / f"{name}.png", data)
 
 
 def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> Segmenter:
@@ -117,7 +118,7 @@ def _write(
 ) -> dict:
     """One query's files; its row for predictions.jsonl/csv."""
     used = [prompts[i] for i in result.prompts]
-    map_path = save_map(cfg.out / "maps" / name, result.map, cfg.map_format)
+    map_path = save_map(cfg.out / "maps", name, result.map, cfg.map_format)
     tiles = _overlay(segmenter.prompt_image(result.prompts[0]), rgb, result.map, cfg.overlay_side)
     overlay = write_png(cfg.out / "overlays" / f"{name}.png", tiles)
     mask = None

@@ -64,9 +64,12 @@ def test_evaluate_on_a_full_disk_is_one_line_and_leaves_only_whole_files(tmp_pat
 
 
 def test_names_that_are_not_utf8_survive_predict(tmp_path, mvtec_root):
+    """A prompt, a query and --out named with bytes that are not UTF-8 (and a query whose
+    stem is `.`): every output in its place, the names byte for byte."""
     queries = tmp_path / "q"
     queries.mkdir()
     shutil.copy(mvtec_root / "tile" / "test" / "blob" / "000.png", queries / f"{NAME}.png")
+    shutil.copy(mvtec_root / "tile" / "test" / "blob" / "001.png", queries / "..png")  # its stem is "."
     prompt = tmp_path / f"n{NAME}.png"
     shutil.copy(mvtec_root / "tile" / "train" / "good" / "000.png", prompt)
     out = tmp_path / f"out{NAME}"
@@ -75,9 +78,16 @@ def test_names_that_are_not_utf8_survive_predict(tmp_path, mvtec_root):
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert os.fsencode(out / "predictions.jsonl") in proc.stdout.encode("utf-8", "surrogateescape")
     for folder in ("overlays", "masks", "maps"):
-        assert (out / folder / f"{NAME}.png").is_file()
+        assert (out / folder / f"{NAME}.png").is_file() and (out / folder / "..png").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "maps",
+        "masks",
+        "overlays",
+        "predictions.csv",
+        "predictions.jsonl",
+    ]
     assert b"caf\xe9.png" in (out / "predictions.csv").read_bytes()
-    record = json.loads((out / "predictions.jsonl").read_text())
+    record = json.loads((out / "predictions.jsonl").read_text().splitlines()[1])
     assert os.fsencode(record["query"]) == os.fsencode(queries / f"{NAME}.png")
     assert os.fsencode(record["prompt"][0]) == os.fsencode(prompt)
 
