@@ -159,13 +159,42 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 of an image file a user named; an unreadable file is a UserError naming it."""
+    """RGB uint8 of an image file a user named; an unreadable file is a UserError naming
+    it and saying why (missing, a folder, not an image, truncated), since each has its
+    own remedy."""
     try:
         return read_rgb(Path(path), 1)
     except SkipSource as skip:
         if skip.reason == "too_large":
             raise UserError(f"image too large to read: {skip}") from None
-        raise UserError(f"cannot read image {path} (missing, unreadable, not an image, or corrupt)") from None
+        raise UserError(f"cannot read image {path}: {unreadable_reason(Path(path))}") from None
+
+
+def unreadable_reason(path: Path) -> str:
+    """Why a file the decoder refused cannot be read, in words a user can act on."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if path.is_dir():
+        return "it is a folder (give an image file, or the folder where a folder is accepted)"
+    if not path.exists():
+        return "no such file"
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return f"not readable ({err.strerror or err})"
+    if not data:
+        return "the file is empty"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            kind = im.format
+            im.load()
+    except UnidentifiedImageError:
+        return f"not an image (no known image format; {IMAGE_SUFFIXES[0]}, .png, .bmp, .tif, .webp are read)"
+    except Exception as err:  # noqa: BLE001 - a damaged file may trip any of Pillow's decoders
+        return f"truncated or corrupt {kind} file ({err})"
+    return f"{kind} data that OpenCV cannot decode"
 
 
 def fit_square(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
@@ -210,6 +239,13 @@ def decode(data: bytes, grey: bool = False, max_pixels: int = MAX_PIXELS) -> np.
     except SkipSource as skip:
         raise ValueError(f"undecodable image bytes ({skip})") from None
     return img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def drawable(text: str, limit: int = 120) -> str:
+    """`text` as OpenCV may draw it: printable ASCII (its Hershey fonts draw nothing
+    else, and its Python binding crashes on text that is not valid UTF-8, such as a file
+    name's surrogate escapes); anything else becomes '?'."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
 
 
 def draw_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:

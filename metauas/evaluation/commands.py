@@ -53,6 +53,7 @@ FIELDS = {
             "classes",
             "batch_size",
             "overlays",
+            "overlay_scale",
             "fit_normals",
             "device",
             "compile",
@@ -156,6 +157,12 @@ def evaluate_command(
     overlays: int = typer.Option(
         _d("overlays"), "--overlays", help="Best and worst anomalous queries drawn per class and method (0 = none)."
     ),
+    overlay_scale: Literal["shared", "per-map"] = typer.Option(
+        _d("overlay_scale"),
+        "--overlay-scale",
+        help="Heatmap colours of the overlays: shared (model over [0, 1], "
+        "lookup over the class maximum; strips comparable) | per-map (each over its own maximum).",
+    ),
     fit_normals: int = typer.Option(
         _d("fit_normals"),
         "--fit-normals",
@@ -199,7 +206,7 @@ def evaluate_command(
             err=True,
             fg=typer.colors.YELLOW,
         )
-    typer.echo(f"wrote {cfg.out / 'metrics.json'}, metrics.csv, metrics.md, report.html")
+    typer.echo(f"wrote {cfg.out / 'metrics.json'}, metrics.csv, metrics.md, scores.csv, report.html, figures/")
 
 
 def bench_metrics_command(

@@ -13,6 +13,8 @@ from metauas.evaluation.readers import FORMATS
 from metauas.inference.config import METHOD_CHOICES, MODES, SHOT_FUSIONS, LookupConfig
 from metauas.model.config import check_side
 
+OVERLAY_SCALES = ("shared", "per-map")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -39,6 +41,10 @@ class EvalConfig:
     lookup: LookupConfig = field(default_factory=LookupConfig)
     batch_size: int = 8
     overlays: int = 2  # best and worst anomalous queries per class and method (first run)
+    # heatmap colour scale of the overlays: shared (model maps over [0, 1], other methods
+    # over the class's maximum: strips comparable) | per-map (each over its own maximum:
+    # a faint map's shape visible)
+    overlay_scale: str = "shared"
     # normal training images (other than the prompts) a decision threshold is fitted on per
     # class and run, as `predict --threshold auto` fits it; its F1 is reported beside F1max.
     # 0 = off; only with fixed prompts (random seeds, prompt files) and the exact protocol
@@ -70,6 +76,7 @@ class EvalConfig:
             (0.0 <= self.mix_weight <= 1.0, f"--mix-weight must be in [0, 1], got {self.mix_weight}"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.overlays >= 0, "--overlays must not be negative"),
+            (self.overlay_scale in OVERLAY_SCALES, f"unknown overlay scale {self.overlay_scale!r}: use shared|per-map"),
             (self.fit_normals >= 0, "--fit-normals must not be negative"),
             (
                 bool(self.prompt_rotations) and all(r % 90 == 0 for r in self.prompt_rotations),

@@ -27,10 +27,11 @@ from metauas.data.images import read_image
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
-from metauas.evaluation.metrics import METRICS, compute_metrics, f1_at, image_score
+from metauas.evaluation.metrics import METRICS, MetricConfig, compute_metrics, f1_at, image_score
 from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchmark
 from metauas.evaluation.report import write_html_report, write_tables
-from metauas.inference.overlay import overlay_row, write_png
+from metauas.inference.frame import size_warning
+from metauas.inference.overlay import overlay_row, titled, write_png
 from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
 from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
 from metauas.outputs import prepare_dir
@@ -118,18 +119,24 @@ def _per_image_quality(maps: list[np.ndarray], cm: ClassMaps) -> list[tuple[floa
     return sorted(out)
 
 
-def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int) -> list[Path]:
-    """prompt | query | truth | prediction strips of the n best and n worst anomalous queries."""
+def write_overlays(
+    out: Path, name: str, cm: ClassMaps, size: int, n: int, scale: str = "shared", metric: MetricConfig = MetricConfig()
+) -> list[tuple[str, int, Path]]:
+    """Titled prompt | query | truth | heatmap strips (with the colour bar of their scale)
+    of the n best and n worst anomalous queries; (method, query index, file) of each.
+    `scale` shared: model maps over [0, 1], other methods' over the class's maximum (one
+    bar for all of a method's strips); per-map: each strip over its own map's maximum."""
     written = []
     for method, maps in cm.maps.items():
         # model maps are probabilities; lookup distances (and blends) are coloured up to the class max
-        vmax = 1.0 if method == "model" else max(float(m.max()) for m in maps)
+        shared = 1.0 if method == "model" else max(float(m.max()) for m in maps)
         ranked = _per_image_quality(maps, cm)
         worst = ranked[:n]
         best = [r for r in ranked[::-1][:n] if r not in worst]
         picks = [("worst", r) for r in worst] + [("best", r) for r in best]
         for tag, (quality, i) in picks:
             s = cm.samples[i]
+            vmax = max(float(maps[i].max()), 1e-6) if scale == "per-map" else shared
             row = overlay_row(
                 to_tensor(read_image(cm.prompts[i][0]), size),
                 to_tensor(read_image(s.path), size),
@@ -137,7 +144,10 @@ def write_overlays(out: Path, name: str, cm: ClassMaps, size: int, n: int) -> li
                 maps[i],
                 vmax,
             )
-            written.append(write_png(overlay_path(out, method, name, tag, s), row))
+            titles = ["prompt", "query", *(["ground truth"] if cm.masks[i] is not None else []), "heatmap"]
+            heading = f"{name} / {s.defect} / {s.path.name} - {method}, score {image_score(maps[i], metric):.4f}"
+            row = titled(row, titles, heading, vmax)
+            written.append((method, i, write_png(overlay_path(out, method, name, tag, s), row)))
     return written
 
 
@@ -146,6 +156,38 @@ def overlay_path(out: Path, method: str, name: str, tag: str, sample: Sample) ->
     benchmark's listing, which the readers checked to be plain names (`outputs.plain_name`),
     and the file's own name, so the path stays under `out`."""
     return out / "overlays" / method / name / f"{tag}-{sample.defect}-{sample.path.stem}.png"
+
+
+@dataclass
+class FirstRun:
+    """What the report shows beyond the metric tables, from the first run: every image's
+    score, the curves behind the metrics, the fitted thresholds and the overlays drawn."""
+
+    images: list[dict] = field(default_factory=list)
+    curves: dict[str, dict[str, dict]] = field(default_factory=dict)  # class -> method -> roc, pr, pro
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> method -> threshold
+    overlays: list[str] = field(default_factory=list)
+
+    def add(
+        self, cfg: EvalConfig, name: str, cm: ClassMaps, curves: dict, thresholds: dict[str, float], size: int
+    ) -> None:
+        drawn = (
+            write_overlays(cfg.out, name, cm, size, cfg.overlays, cfg.overlay_scale, cfg.metric) if cfg.overlays else []
+        )
+        self.overlays += [str(p.relative_to(cfg.out)) for _, _, p in drawn]
+        links = {(m, i): str(p.relative_to(cfg.out)) for m, i, p in drawn}
+        self.curves[name], self.thresholds[name] = curves, thresholds
+        for i, s in enumerate(cm.samples):
+            self.images.append(
+                {
+                    "class": name,
+                    "path": str(s.path),
+                    "label": s.label,
+                    "defect": s.defect,
+                    "scores": {m: image_score(maps[i], cfg.metric) for m, maps in cm.maps.items()},
+                    "overlays": {m: links[m, i] for m in cm.maps if (m, i) in links},
+                }
+            )
 
 
 @dataclass(frozen=True)
@@ -311,24 +353,28 @@ def evaluate(cfg: EvalConfig) -> dict:
     problems = list(bench.problems)
     bench.classes = enough_normals(cfg, bench.classes, problems)
     runs = _runs(cfg, bench.classes)
+    note = size_warning(size, meta.get("size"))
+    if note:
+        problems.append(note)
     per_run: dict[str, dict[str, dict[str, dict]]] = {}
     pools: dict[Run, PromptBank] = {}
-    overlays: list[str] = []
+    first = FirstRun()
     for r, (run, fixed) in enumerate(runs.items()):
         per_run[run.label] = {}
         for data in bench.classes:
             bank = _bank(cfg, run, data, bench.classes, size, scorer, pools)
             cm = score_class(cfg, scorer, data, size, fixed[data.name], bank, problems if r == 0 else [])
             labels = [s.label for s in cm.samples]
+            curves: dict[str, dict] = {m: {} for m in methods}
             per_run[run.label][data.name] = {
-                m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric) for m in methods
+                m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric, curves[m] if r == 0 else None)
+                for m in methods
             }
-            for m, t in fit_thresholds(cfg, run, scorer, data, size, fixed[data.name]).items():
+            thresholds = fit_thresholds(cfg, run, scorer, data, size, fixed[data.name])
+            for m, t in thresholds.items():
                 per_run[run.label][data.name][m].update(f1_at(cm.maps[m], cm.masks, labels, t, cfg.metric))
-            if r == 0 and cfg.overlays > 0:
-                overlays += [
-                    str(p.relative_to(cfg.out)) for p in write_overlays(cfg.out, data.name, cm, size, cfg.overlays)
-                ]
+            if r == 0:
+                first.add(cfg, data.name, cm, curves, thresholds, size)
     image_score = "max" if cfg.metric.image_score == "max" else f"mean of top-{cfg.metric.topk}"
     result = {
         "config": cfg.to_dict(),  # `evaluate --config metrics.json` rebuilds this run
@@ -339,7 +385,14 @@ def evaluate(cfg: EvalConfig) -> dict:
         "runs": per_run,
         "efficiency": scorer.efficiency(size),
         "problems": problems,
-        "overlays": overlays,
+        "overlays": first.overlays,
+        # the first run's per-image scores, fitted thresholds and curves: scores.csv and report.html
+        "first_run": {
+            "run": next(iter(runs)).label,
+            "images": first.images,
+            "thresholds": first.thresholds,
+            "curves": first.curves,
+        },
     }
     write_tables(cfg.out, result)
     write_html_report(cfg.out, result)

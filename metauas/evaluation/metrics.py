@@ -315,12 +315,14 @@ def compute_metrics(
     masks: Sequence[np.ndarray | None],
     labels: Sequence[int] | None = None,
     cfg: MetricConfig = MetricConfig(),
+    curves: dict | None = None,
 ) -> dict[str, float]:
     """The seven metrics of one class from in-memory maps (HxW floats) and masks (HxW bool).
 
     `labels` default to "mask has a defect pixel". A mask of None counts as empty for a
     normal image (label 0) and, for an anomalous one, leaves the image out of the pixel
-    metrics (its image score still counts). NaN where a metric is undefined.
+    metrics (its image score still counts). NaN where a metric is undefined. A `curves`
+    dict is filled with the curves behind them (`curve_points`), from the same counts.
     """
     if labels is None:
         labels = [int(m is not None and bool(np.any(m))) for m in masks]
@@ -341,6 +343,8 @@ def compute_metrics(
             pro.add(m, gt)
     img = counts_from_scores(np.array(scores), np.array(labels, bool))
     pix = pixels.counts()
+    if curves is not None:
+        curves.update(curve_points(img, pix, cfg.fpr_limit))
     return {
         "I-AUROC": _flip(auroc(img), cfg),
         "I-AP": average_precision(img),
@@ -350,3 +354,33 @@ def compute_metrics(
         "P-F1max": f1_max(pix),
         "P-AUPRO": pro.value(cfg.fpr_limit) if cfg.protocol == "official" else aupro(pix, cfg.fpr_limit),
     }
+
+
+def _thin(x: np.ndarray, y: np.ndarray, step: float = 0.003) -> list[tuple[float, float]]:
+    """The points of a curve, keeping one per `step` of path length (a pixel curve has a
+    point per score level, up to a million): enough to draw, small enough to embed."""
+    if len(x) == 0:
+        return []
+    travelled = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(x)) + np.abs(np.diff(y)))])
+    _, keep = np.unique(np.floor(travelled / step), return_index=True)
+    keep = np.union1d(keep, [len(x) - 1])
+    return [(round(float(x[i]), 5), round(float(y[i]), 5)) for i in keep]
+
+
+def curve_points(img: Counts, pix: Counts, fpr_limit: float = 0.3) -> dict[str, list[tuple[float, float]]]:
+    """What the report draws, from the metrics' own counts: image ROC (FPR, TPR), pixel
+    PR (recall, precision) and PRO (pixel FPR up to `fpr_limit`, per-region overlap);
+    [] where a curve is undefined (one class only)."""
+    out: dict[str, list[tuple[float, float]]] = {"roc": [], "pr": [], "pro": []}
+    fp, tp, _ = img.descending()
+    if len(fp) and fp[-1] > 0 and tp[-1] > 0:
+        out["roc"] = _thin(np.concatenate([[0.0], fp / fp[-1]]), np.concatenate([[0.0], tp / tp[-1]]))
+    if pix.pos.sum() > 0:
+        precision, recall = _precision_recall(pix)
+        out["pr"] = _thin(recall, precision)
+    fp, _, pro_sum = pix.descending()
+    if pix.regions and len(fp) and fp[-1] > 0:
+        fpr, pro = fp / fp[-1], pro_sum / pix.regions
+        end = int(np.searchsorted(fpr, fpr_limit, side="right"))
+        out["pro"] = _thin(np.concatenate([[0.0], fpr[:end]]), np.concatenate([[0.0], pro[:end]]))
+    return out

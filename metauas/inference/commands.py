@@ -1,4 +1,5 @@
-"""`metauas predict` and `metauas bench model` (torch and timm are imported inside the bodies)."""
+"""`metauas predict` and `metauas bench model` (torch and timm are imported inside the bodies;
+predict on an exported graph imports neither)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ def predict_command(
     checkpoint: Path = typer.Option(
         None,
         "--checkpoint",
-        help="Trained checkpoint (.pt) or a pretrained name "
-        "(hf:csgaobb/MetaUAS/metauas-256.ckpt); not needed for --method lookup.",
+        help="Trained checkpoint (.pt), a pretrained name "
+        "(hf:csgaobb/MetaUAS/metauas-256.ckpt) or an exported graph (model.onnx, "
+        "model.xml: runs without torch); not needed for --method lookup.",
     ),
     prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
     prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
@@ -60,6 +62,12 @@ def predict_command(
         "--normals",
         help="Folder of normal images for --threshold auto (default: the prompts, each scored against the others).",
     ),
+    recursive: bool = typer.Option(
+        False,
+        "--recursive",
+        help="Search --query, --prompt-dir and --normals "
+        "folders in their subfolders too (outputs keep the subfolders).",
+    ),
     progress: bool = progress_option(),
     quiet: bool = quiet_option(),
     verbose: bool = verbose_option(),
@@ -83,9 +91,11 @@ def predict_command(
         compile=compile,
         threshold=threshold,
         normals=normals,
+        recursive=recursive,
         progress=setup_output(quiet, verbose, progress),
     )
-    typer.echo(f"wrote {predict(cfg)}")
+    warn = lambda message: typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)  # noqa: E731
+    typer.echo(f"wrote {predict(cfg, warn)}")
 
 
 def bench_model_command(
@@ -176,7 +186,7 @@ def app_command(
         typer.echo(warning, err=True)
     segmenter = Segmenter.load(checkpoint, method=method, size=size, device=device)
     source = checkpoint or "the training-free lookup baseline"
-    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.scorer.device.type}"
+    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.device}"
 
     def ready(url: str) -> None:
         typer.echo(f"serving {info} on {url} (Ctrl+C to stop)")

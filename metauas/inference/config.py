@@ -103,6 +103,7 @@ class PredictConfig:
     # number in [0, 1], or None (maps and scores only)
     threshold: str | None = None
     normals: Path | None = None  # folder of normal images for --threshold auto (else the prompts)
+    recursive: bool = False  # query, prompt and normals folders: subfolders too
 
     def __post_init__(self) -> None:
         if self.map_format not in MAP_FORMATS:

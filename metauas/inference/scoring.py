@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -20,6 +19,7 @@ from metauas.data.images import read_image
 from metauas.devices import describe
 from metauas.errors import UserError
 from metauas.inference.config import METHOD_CHOICES, METHOD_SETS, METHODS, SHOT_FUSIONS, LookupConfig
+from metauas.inference.frame import check_finite, model_input
 from metauas.inference.lookup import lookup_from_features
 
 
@@ -64,11 +64,8 @@ def load_tensor(path: Path, size: int) -> torch.Tensor:
 
 
 def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
-    """3 x size x size float RGB in [0, 1] (whole image resized, no crop: defects at the
-    border stay in the evaluated frame)."""
-    interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
-    rgb = cv2.resize(rgb, (size, size), interpolation=interp)
-    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)
+    """3 x size x size float RGB in [0, 1]: the model's input rule (`frame.model_input`)."""
+    return torch.from_numpy(model_input(rgb, size))
 
 
 def uses_model(methods: Sequence[str]) -> bool:
@@ -156,12 +153,8 @@ class Scorer:
             return done[name]
 
         out = {name: compute(name) for name in self.methods}
-        for name, m in out.items():  # what predict writes and evaluate ranks must be numbers
-            if not bool(torch.isfinite(m).all()):
-                raise UserError(
-                    f"the {name} maps hold NaN or infinity: the checkpoint's weights or the images are not "
-                    "finite numbers; nothing is scored from them"
-                )
+        for name, m in out.items():
+            check_finite(bool(torch.isfinite(m).all()), name)
         self.images += query_feats[0].shape[0]
         return out
 
@@ -219,3 +212,53 @@ def _closure(name: str) -> set[str]:
 
 def map_to_numpy(m: torch.Tensor) -> np.ndarray:
     return m.detach().float().cpu().numpy().reshape(m.shape[-2], m.shape[-1])
+
+
+class TorchBackend:
+    """A `Scorer` running one method, as the Segmenter's backend (see `api.Segmenter`):
+    features stay torch tensors on the scorer's device; maps come back as numpy."""
+
+    runtime = "torch"
+
+    def __init__(self, scorer: Scorer, meta: dict, size: int | None, source: str) -> None:
+        if len(scorer.methods) != 1:
+            raise UserError("a Segmenter runs one method: model, lookup or mix")
+        self.scorer, self.meta, self.source = scorer, meta, source
+        self.size = size or int(meta.get("size", 256))
+        self.method = scorer.methods[0]
+        self.device = describe(scorer.device)
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | Path | None,
+        method: str,
+        size: int | None,
+        device: str,
+        shot_fusion: str,
+        lookup: LookupConfig,
+        mix_weight: float,
+        compile: bool,
+    ) -> TorchBackend:
+        from metauas.devices import resolve_device
+
+        scorer, meta = build_scorer(
+            checkpoint, methods_for(method), shot_fusion, lookup, resolve_device(device), mix_weight, compile=compile
+        )
+        return cls(scorer, meta, size, str(checkpoint) if checkpoint is not None else "lookup baseline")
+
+    def encode(self, batch: np.ndarray) -> list[torch.Tensor]:
+        return self.scorer.features(torch.from_numpy(batch))
+
+    @staticmethod
+    def concat(parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        return [torch.cat(stage) for stage in zip(*parts)]
+
+    @staticmethod
+    def vectors(feats: list[torch.Tensor]) -> np.ndarray:
+        """N x C unit vectors of the last stage averaged over positions (`prompts.pooled`)."""
+        return torch.nn.functional.normalize(feats[-1].float().mean(dim=(2, 3)), dim=1).cpu().numpy()
+
+    def maps(self, prompt_feats: list[list[torch.Tensor]], query_feats: list[torch.Tensor]) -> np.ndarray:
+        m = self.scorer.maps(prompt_feats, query_feats, (self.size, self.size))[self.method]
+        return m[:, 0].detach().float().cpu().numpy()

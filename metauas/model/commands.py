@@ -1,4 +1,4 @@
-"""`metauas import-official` (the paper authors' checkpoint as one of ours) and `metauas export` (ONNX).
+"""`metauas import-official` (the paper authors' checkpoint as one of ours) and `metauas export` (ONNX, OpenVINO).
 
 torch and timm are imported inside the command body so `metauas --help` stays fast.
 """
@@ -52,33 +52,48 @@ def export_command(
     out: Path = typer.Option(
         ...,
         "--out",
-        help="The ONNX file to write (model.onnx); with --cached-prompt also "
-        "model-prompt.onnx and model-query.onnx beside it.",
+        help="The graph to write: model.onnx (--format onnx) or model.xml "
+        "(--format openvino, with model.bin beside it); with --cached-prompt also "
+        "model-encoder.* and model-head.* beside it.",
     ),
-    fmt: Literal["onnx"] = typer.Option("onnx", "--format", help="Export format."),
+    fmt: Literal["onnx", "openvino"] = typer.Option(
+        "onnx", "--format", help="onnx (onnxruntime) | openvino (OpenVINO IR, float32)."
+    ),
     size: Optional[int] = typer.Option(
         None, "--size", help="Input side the graphs take (default: the checkpoint's training size)."
     ),
     cached_prompt: bool = typer.Option(
         False,
         "--cached-prompt",
-        help="Also a prompt-encoder graph and a graph "
-        "taking its features with the query (encode the normal image once).",
+        help="Also an encoder graph and a head graph: "
+        "the normal image is encoded once, and several normal images can be "
+        "chosen from per query.",
+    ),
+    threshold: Optional[float] = typer.Option(
+        None,
+        "--threshold",
+        help="A decision threshold in [0, 1] to store "
+        "in the graph's metadata (e.g. the one predict --threshold auto "
+        "fitted); metauas.load and predict then decide with it.",
     ),
 ) -> None:
-    """Export a checkpoint to ONNX (opset 18, dynamic batch), checked against PyTorch with onnxruntime."""
+    """Export a checkpoint to ONNX or OpenVINO (opset 18, dynamic batch, metadata inside), checked against PyTorch."""
     from metauas.model.checkpoint import load_model
-    from metauas.model.export import OPSET, export_onnx
+    from metauas.model.export import FORMATS, OPSET, export_graphs
     from metauas.model.hub import resolve_checkpoint
 
-    if out.suffix != ".onnx" or out.is_dir():
-        raise UserError(f"--out {out}: give a file name ending in .onnx")
+    suffix = FORMATS[fmt]
+    if out.suffix != suffix or out.is_dir():
+        raise UserError(f"--out {out}: --format {fmt} writes a file name ending in {suffix}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold must be in [0, 1], got {threshold}")
+    prepare_dir(out.parent, f"--out {out}: its folder")
     model, meta = load_model(resolve_checkpoint(checkpoint))
     side = size or int(meta.get("size", 256))
     if side < 32 or side % 32:
         raise UserError(f"--size must be a positive multiple of 32, got {side}")
-    for done in export_onnx(model, out, side, cached_prompt):
-        typer.echo(f"wrote {done.path} (opset {OPSET}, {side} px, max |onnxruntime - torch| {done.max_abs_diff:.1e})")
+    for done in export_graphs(model, out, side, fmt, cached_prompt, threshold, meta):
+        typer.echo(f"wrote {done.path} ({fmt}, opset {OPSET}, {side} px, max |{fmt} - torch| {done.max_abs_diff:.1e})")
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

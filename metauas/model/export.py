@@ -1,19 +1,27 @@
-"""`metauas export`: a checkpoint as ONNX graphs for deployment, verified with onnxruntime.
+"""`metauas export`: a checkpoint as ONNX or OpenVINO graphs for deployment without torch.
 
-Graphs (opset 18, torch's dynamo exporter, float32, the checkpoint's input size):
-- `<name>.onnx`: `prompt`, `query` (B x 3 x S x S, RGB in [0, 1]) -> `map` (B x 1 x S x S,
-  anomaly probability). The batch axis is dynamic; prompt and query batches are equal.
-- with `cached_prompt`, also `<name>-prompt.onnx`: `prompt` (1 x 3 x S x S) -> `stage0`..
-  `stage4` (the frozen encoder's features), and `<name>-query.onnx`: `stage0`..`stage4`
-  (batch 1) + `query` (B x 3 x S x S, dynamic B) -> `map`: encode the normal image once,
-  then pay only the query's encoder pass and the decoder per image.
-Each graph is run with onnxruntime on the same inputs as PyTorch right after export; a
-difference above `tolerance` is an error, so a written file is a checked file.
+Graphs (opset 18, torch's dynamo exporter, float32, the checkpoint's input size S; the
+batch axis N is dynamic; inputs are RGB in [0, 1], the encoder's normalisation is inside):
+- `model.onnx` (full): `prompt`, `query` (N x 3 x S x S) -> `map` (N x 1 x S x S, anomaly
+  probability). One normal image per query, encoded with it.
+- with `cached_prompt`, also `model-encoder.onnx`: `image` (N x 3 x S x S) -> `stage0`..
+  `stage4` (the frozen encoder's features), and `model-head.onnx`: `prompt0`..`prompt4`,
+  `query0`..`query4` (N each) -> `map`. The normal image is encoded once and its features
+  reused for every query; with several normal images each query's own encoding picks the
+  closest one (the PyTorch path's rule), which the full graph cannot.
+OpenVINO IR is converted from the same ONNX graphs (`model.xml` + `model.bin`, float32
+weights). Every file carries its metadata (`model/graphs.py`) and is run by its own
+runtime on the same inputs as PyTorch right after export: a difference above
+`tolerance` is an error, so a written file is a checked file. Files appear whole or not
+at all (written under a temporary name, renamed last).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +29,20 @@ import torch
 from torch import nn
 
 from metauas.errors import UserError
+from metauas.model.graphs import FORMAT, PREFIX, Graph
 from metauas.model.network import MetaUAS
 
 OPSET = 18
-STAGES = tuple(f"stage{i}" for i in range(5))
+STAGES = 5
+FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
+INPUT = {
+    "layout": "NCHW",
+    "colour": "RGB",
+    "dtype": "float32",
+    "range": [0, 1],
+    "resize": "whole image to size x size: area interpolation when shrinking, bilinear when enlarging; no crop",
+}
+SCORE_RULE = "max of the map at size x size (the model's frame), before resizing the map to the image for display"
 
 
 class FullGraph(nn.Module):
@@ -36,140 +54,171 @@ class FullGraph(nn.Module):
         return torch.sigmoid(self.model(prompt, query))
 
 
-class PromptGraph(nn.Module):
+class EncoderGraph(nn.Module):
     def __init__(self, model: MetaUAS) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, prompt: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.encode(prompt))
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.encode(image))
 
 
-class QueryGraph(nn.Module):
-    def __init__(self, model: MetaUAS) -> None:
+class HeadGraph(nn.Module):
+    def __init__(self, model: MetaUAS, size: int) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.size = model, size
 
-    def forward(self, stage0, stage1, stage2, stage3, stage4, query: torch.Tensor) -> torch.Tensor:
-        prompt_feats = [stage0, stage1, stage2, stage3, stage4]
-        return torch.sigmoid(self.model.segment(prompt_feats, self.model.encode(query), size=query.shape[-2:]))
+    def forward(self, prompt0, prompt1, prompt2, prompt3, prompt4, query0, query1, query2, query3, query4):
+        # named arguments, not *stages: torch.export matches dynamic shapes to them one by one
+        prompt, query = [prompt0, prompt1, prompt2, prompt3, prompt4], [query0, query1, query2, query3, query4]
+        return torch.sigmoid(self.model.segment(prompt, query, size=(self.size, self.size)))
 
 
 @dataclass
 class Exported:
     path: Path
-    max_abs_diff: float  # onnxruntime vs PyTorch on the check inputs
+    max_abs_diff: float  # the runtime vs PyTorch on the check inputs
 
 
-def _session(path: Path):
+def metadata(
+    model: MetaUAS, size: int, graph: str, threshold: float | None, cached: list[str], source: dict
+) -> dict[str, str]:
+    """The `metauas.*` keys of one graph (model/graphs.py lists them), JSON-encoded."""
+    from metauas.version import __version__
+
+    enc = model.encoder
+    values = {
+        "format": FORMAT,
+        "version": __version__,
+        "graph": graph,
+        "size": size,
+        "input": INPUT,
+        "normalisation": {
+            "mean": enc.mean.flatten().tolist(),
+            "std": enc.std.flatten().tolist(),
+            "where": "inside the graph: feed RGB in [0, 1]",
+        },
+        "score_rule": SCORE_RULE,
+        "threshold": threshold,
+        "prompt_cached": bool(cached),
+        "graphs": dict(zip(("encoder", "head"), cached)),
+        "checkpoint": {k: source[k] for k in ("step", "size", "encoder") if k in source},
+    }
+    return {PREFIX + k: json.dumps(v) for k, v in values.items()}
+
+
+def _to_onnx(
+    graph: nn.Module, args: tuple, names: list[str], outputs: list[str], path: Path, meta: dict[str, str]
+) -> None:
+    """torch.onnx.export (every input's axis 0 dynamic, one shared batch) + metadata."""
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UserError("export checks its graphs with onnxruntime: pip install 'metauas[export]'") from None
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _export(
-    graph: nn.Module,
-    args: tuple,
-    names: list[str],
-    outputs: list[str],
-    path: Path,
-    dynamic: dict[str, dict[int, object]],
-    tolerance: float,
-) -> Exported:
-    """Export one graph (eval mode: torch restores the wrapper's mode after exporting),
-    then compare onnxruntime with PyTorch on `args` with the batch doubled."""
-    graph.eval()
-    try:
+        import onnx
         import onnxscript  # noqa: F401 - torch's dynamo exporter needs it
     except ImportError:
         raise UserError("export needs onnx and onnxscript: pip install 'metauas[export]'") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    batch = torch.export.Dim("batch", min=1)
+    graph.eval()
+    with warnings.catch_warnings():  # one Dim shared by every input is the point, not a mistake
+        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
+        torch.onnx.export(
+            graph,
+            args,
+            str(path),
+            input_names=names,
+            output_names=outputs,
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=tuple({0: batch} for _ in names),
+            external_data=False,
+            verbose=False,
+        )
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, meta)
+    onnx.save(proto, str(path))
+
+
+def _to_openvino(onnx_path: Path, xml: Path, meta: dict[str, str]) -> None:
     try:
-        diff = _write_and_check(graph, args, names, outputs, tmp, dynamic)
-        # `not diff <= tolerance`: NaN compares false with everything, and must fail the check
-        if not diff <= tolerance:
-            raise UserError(
-                f"the ONNX graph {path.name} differs from PyTorch by {diff:.2e} (> {tolerance:g}); not written"
-            )
-        tmp.replace(path)
-    finally:  # a failed check, a full disk, an exporter error: no temporary file stays
-        tmp.unlink(missing_ok=True)
-    return Exported(path, diff)
+        import openvino as ov
+    except ImportError:
+        raise UserError("export --format openvino needs openvino: pip install 'metauas[openvino]'") from None
+    model = ov.convert_model(str(onnx_path))
+    for key, value in meta.items():
+        model.set_rt_info(value, [PREFIX.rstrip("."), key[len(PREFIX) :]])
+    ov.save_model(model, str(xml), compress_to_fp16=False)  # float16 weights would cost parity
 
 
-def _write_and_check(graph, args: tuple, names: list[str], outputs: list[str], tmp: Path, dynamic: dict) -> float:
-    """Export `graph` to `tmp`, run it with onnxruntime on `args` with the batch doubled,
-    and return the largest difference from PyTorch's outputs (NaN if either has one)."""
-    shapes = {name: dynamic.get(name) for name in names}
-    torch.onnx.export(
-        graph,
-        args,
-        str(tmp),
-        input_names=names,
-        output_names=outputs,
-        opset_version=OPSET,
-        dynamo=True,
-        dynamic_shapes=tuple(shapes.values()),
-        external_data=False,
-    )
-    check = tuple(torch.cat([a, torch.rand_like(a)]) if name in dynamic else a for a, name in zip(args, names))
+def _check(path: Path, graph: nn.Module, args: tuple, names: list[str], outputs: list[str], tolerance: float) -> float:
+    """The runtime against PyTorch on `args` with the batch doubled (random second half)."""
+    check = tuple(torch.cat([a, torch.rand_like(a) if a.min() >= 0 else torch.randn_like(a)]) for a in args)
     with torch.no_grad():
         expected = graph(*check)
     expected = expected if isinstance(expected, tuple) else (expected,)
-    session = _session(tmp)
-    feed = {n: a.numpy() for n, a in zip(names, check)}
-    got = session.run(outputs, {i.name: feed[i.name] for i in session.get_inputs()})
-    diffs = [(torch.from_numpy(g) - e).abs() for g, e in zip(got, expected)]
-    if not all(torch.isfinite(d).all() for d in diffs):
-        return float("nan")  # max() of floats would drop a NaN depending on where it stands
-    return max(float(d.max()) for d in diffs)
+    got = Graph(path).run({n: a.numpy() for n, a in zip(names, check)})
+    diffs = [(torch.from_numpy(got[o]) - e).abs() for o, e in zip(outputs, expected)]
+    # a NaN anywhere fails: `diff > tolerance` is False for NaN, and max() of floats drops
+    # a NaN or not depending on where it stands
+    finite = all(bool(torch.isfinite(d).all()) for d in diffs)
+    diff = max(float(d.max()) for d in diffs) if finite else float("nan")
+    if not diff <= tolerance:
+        raise UserError(
+            f"the exported graph {path.name} differs from PyTorch by {diff:.2e} (> {tolerance:g}); not written"
+        )
+    return diff
 
 
-def export_onnx(
-    model: MetaUAS, out: Path, size: int, cached_prompt: bool = False, tolerance: float = 1e-4
-) -> list[Exported]:
-    """Write and check the graphs described in the module docstring."""
-    model = model.eval().float()
-    batch = torch.export.Dim("batch", min=1)
+def _graphs(model: MetaUAS, size: int, cached: bool) -> list[tuple[str, nn.Module, tuple, list[str], list[str]]]:
+    """(role, module, example inputs, input names, output names) of each graph to write."""
     prompt, query = torch.rand(2, 3, size, size), torch.rand(2, 3, size, size)
-    done = [
-        _export(
-            FullGraph(model),
-            (prompt, query),
-            ["prompt", "query"],
-            ["map"],
-            out,
-            {"prompt": {0: batch}, "query": {0: batch}},
-            tolerance,
-        )
-    ]
-    if cached_prompt:
-        one = prompt[:1]
-        done.append(
-            _export(
-                PromptGraph(model),
-                (one,),
-                ["prompt"],
-                list(STAGES),
-                out.with_name(f"{out.stem}-prompt.onnx"),
-                {},
-                tolerance,
-            )
-        )
+    stages = [f"stage{i}" for i in range(STAGES)]
+    graphs = [("full", FullGraph(model), (prompt, query), ["prompt", "query"], ["map"])]
+    if cached:
         with torch.no_grad():
-            feats = tuple(model.encode(one))
-        done.append(
-            _export(
-                QueryGraph(model),
-                (*feats, query),
-                [*STAGES, "query"],
-                ["map"],
-                out.with_name(f"{out.stem}-query.onnx"),
-                {"query": {0: batch}},
-                tolerance,
-            )
-        )
-    return done
+            pf, qf = model.encode(prompt), model.encode(query)
+        heads = [f"prompt{i}" for i in range(STAGES)] + [f"query{i}" for i in range(STAGES)]
+        graphs += [
+            ("encoder", EncoderGraph(model), (prompt,), ["image"], stages),
+            ("head", HeadGraph(model, size), (*pf, *qf), heads, ["map"]),
+        ]
+    return graphs
+
+
+def export_graphs(
+    model: MetaUAS,
+    out: Path,
+    size: int,
+    fmt: str = "onnx",
+    cached_prompt: bool = False,
+    threshold: float | None = None,
+    source: dict | None = None,
+    tolerance: float = 1e-4,
+) -> list[Exported]:
+    """Write and check the graphs described in the module docstring; `out` is the full
+    graph's file (.onnx or .xml), the others are named after it."""
+    model = model.eval().float()
+    suffix = FORMATS[fmt]
+    names = {
+        "full": out,
+        "encoder": out.with_name(f"{out.stem}-encoder{suffix}"),
+        "head": out.with_name(f"{out.stem}-head{suffix}"),
+    }
+    cached = [names["encoder"].name, names["head"].name] if cached_prompt else []
+    work = out.parent / f".{out.name}.export-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    done = []
+    try:
+        for role, graph, args, inputs, outputs in _graphs(model, size, cached_prompt):
+            meta = metadata(model, size, role, threshold, cached, source or {})
+            onnx_path = work / f"{role}.onnx"
+            _to_onnx(graph, args, inputs, outputs, onnx_path, meta)
+            written = onnx_path if fmt == "onnx" else work / f"{role}.xml"
+            if fmt == "openvino":
+                _to_openvino(onnx_path, written, meta)
+            done.append((written, Exported(names[role], _check(written, graph, args, inputs, outputs, tolerance))))
+        for written, exported in done:  # all checked: now rename (the .bin before its .xml)
+            if fmt == "openvino":
+                os.replace(written.with_suffix(".bin"), exported.path.with_suffix(".bin"))
+            os.replace(written, exported.path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return [exported for _, exported in done]

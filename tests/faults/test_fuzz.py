@@ -357,7 +357,7 @@ def test_nan_weights(tmp_path_factory, saved, which, at, value):
     """A NaN or an infinity in any weight of a checkpoint: one line from the loader. A
     finite but absurd weight loads; its maps are then finite, or one line from the scorer."""
     from metauas.inference.api import Segmenter
-    from metauas.inference.scoring import Scorer
+    from metauas.inference.scoring import Scorer, TorchBackend
 
     weights = {k: v.clone() for k, v in saved["model"].items()}
     floats = [k for k, v in weights.items() if v.is_floating_point() and v.numel()]
@@ -371,7 +371,7 @@ def test_nan_weights(tmp_path_factory, saved, which, at, value):
         assert "NaN or infinity" in str(err) and not math.isfinite(value) and "\n" not in str(err)
         return
     assert math.isfinite(value)
-    segmenter = Segmenter(Scorer(model.encoder, model, ("model",)), meta, 64)
+    segmenter = Segmenter(TorchBackend(Scorer(model.encoder, model, ("model",)), meta, 64, str(out)))
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     try:
         result = segmenter.segment(image, prompt=image)

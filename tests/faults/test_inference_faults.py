@@ -127,3 +127,28 @@ def test_a_lookup_sigma_wider_than_the_map_is_a_truncated_kernel(tmp_path, mvtec
     args = [*EVALUATE, "--data", mvtec_root, "--lookup-sigma", "100000", "--out", tmp_path / "e"]
     proc = run_main(capsys, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_maps_that_are_not_finite_are_one_line_from_either_backend():
+    """NaN in the maps, from PyTorch or from an exported graph, is refused before anything
+    is scored (`frame.check_finite`), not written as "score": NaN."""
+    import torch
+
+    from metauas.errors import UserError
+    from metauas.inference.runtime import GraphBackend
+    from metauas.inference.scoring import Scorer
+
+    nan = [torch.full((1, 8, 4, 4), float("nan"))] * 4  # every encoder stage
+    with pytest.raises(UserError, match="the lookup maps hold NaN or infinity") as err:
+        Scorer(torch.nn.Identity(), methods=("lookup",)).maps([nan], nan, (16, 16))
+    assert "\n" not in str(err.value)
+
+    class Graph:
+        def run(self, feed):
+            return {"map": np.full((1, 1, 4, 4), np.inf, np.float32)}
+
+    backend = object.__new__(GraphBackend)
+    backend.full, backend.encoder = Graph(), None
+    image = np.zeros((1, 3, 4, 4), np.float32)
+    with pytest.raises(UserError, match="the model maps hold NaN or infinity"):
+        backend.maps([[image]], [image])

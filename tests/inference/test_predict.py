@@ -39,7 +39,7 @@ def test_predict_single_file_and_folder(mvtec_root, checkpoint, tmp_path, capsys
     assert saved.dtype == np.uint16 and saved.shape == (64, 64)
     assert abs(saved.max() / 65535 - record["score"]) < 1e-4
     overlay = cv2.imread(str(out / record["overlay"]))
-    assert overlay.shape[0] == 64 and overlay.shape[1] > 3 * 64  # prompt | query | heatmap
+    assert overlay.shape[0] > 64 and overlay.shape[1] > 3 * 64  # titles over prompt | query | heatmap, colour bar
 
     out = tmp_path / "dir"
     code, err = _run(
