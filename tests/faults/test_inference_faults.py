@@ -77,19 +77,20 @@ def test_names_that_are_not_utf8_survive_predict(tmp_path, mvtec_root):
     proc = cli(*PREDICT, *args, errors="surrogateescape")  # what it prints: the name's own bytes
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert os.fsencode(out / "predictions.jsonl") in proc.stdout.encode("utf-8", "surrogateescape")
-    for folder in ("overlays", "masks", "maps"):
-        assert (out / folder / f"{NAME}.png").is_file() and (out / folder / "..png").is_file()
-    assert sorted(p.name for p in out.iterdir()) == [
-        "maps",
-        "masks",
-        "overlays",
-        "predictions.csv",
-        "predictions.jsonl",
-    ]
+    outputs = ["maps", "masks", "overlays", "predict-run.json", "predictions.csv", "predictions.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == outputs
+    for folder in ("overlays", "masks", "maps"):  # ..png is hidden in a folder: left out
+        assert [p.name for p in (out / folder).iterdir()] == [f"{NAME}.png"]
     assert b"caf\xe9.png" in (out / "predictions.csv").read_bytes()
-    record = json.loads((out / "predictions.jsonl").read_text().splitlines()[1])
+    [record] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert os.fsencode(record["query"]) == os.fsencode(queries / f"{NAME}.png")
     assert os.fsencode(record["prompt"][0]) == os.fsencode(prompt)
+    dot = tmp_path / "dot"  # ..png named as the query itself: its outputs stay in their folders
+    proc = cli(*PREDICT, *args[:3], queries / "..png", "--threshold", "0.5", "--out", dot)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert sorted(p.name for p in dot.iterdir()) == outputs
+    for folder in ("overlays", "masks", "maps"):
+        assert [p.name for p in (dot / folder).iterdir()] == ["..png"]
 
 
 def test_names_that_are_not_utf8_survive_evaluate(tmp_path, mvtec_root):
