@@ -23,11 +23,13 @@ DEMO_REAL ?= $(wildcard ../shared/data/magnetic-tile-dev ../shared/data/glass-de
 demo: install
 	$(VENV)/bin/metauas demo --out demo-out $(foreach d,$(DEMO_REAL),--real $(d))
 
-# lint and format checks (ruff, configured in pyproject.toml), then the suite: everything
-# not marked slow (the fault suite and the fuzz pass included), under ten minutes on 2 cores
+# lint, format and type checks (ruff, mypy: configured in pyproject.toml), then the suite:
+# everything not marked slow (the fault suite and the fuzz pass included), under ten
+# minutes on 2 cores
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
 # the long variants: real kills, DDP, the demo, ONNX export, the browser page, the GPU

@@ -206,7 +206,7 @@ def _maps(prompt_feats, query_feats, size: int, cfg: LookupConfig) -> list[np.nd
 def class_prompts(data: dict, every_prompt: bool) -> dict[str, Path]:
     """Run name -> prompt: the seeds' random picks (seeds may pick the same image), or
     every normal training image once."""
-    from metauas.inference.prompts import random_prompts
+    from metauas.inference.policy import random_prompts
 
     train = [Path(p) for p in data["train_paths"]]
     if every_prompt:

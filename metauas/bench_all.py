@@ -15,6 +15,8 @@ from pathlib import Path
 
 import typer
 
+from metauas.options import add_command
+
 
 @dataclass(frozen=True)
 class Headline:
@@ -33,7 +35,6 @@ def generate_headline(size: int, pairs: int) -> Headline:
     from metauas.changegen.config import GenerateConfig
 
     cfg = GenerateConfig(out=Path("."), num_pairs=1, size=size)
-    cfg.validate()
     workers = os.cpu_count() or 1
     row = bench_cell_row(cfg, workers, max(pairs, workers))
     return Headline(
@@ -145,4 +146,4 @@ def bench_all(
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach `metauas bench all`."""
-    bench_app.command("all")(bench_all)
+    add_command(bench_app, "all", bench_all)

@@ -2,10 +2,12 @@
 
 Every run writes its config as JSON (index.json, config.json, metrics.json) and every
 command can read one back (`--config FILE`), with the flags a user typed on top. So a
-config is written once, as a dataclass: the CLI takes its option defaults from the
-dataclass (`default`), builds the config from a file and the typed flags (`from_cli`),
-and `from_dict` rebuilds nested dataclasses, tuples and paths from plain JSON, refusing
-keys it does not know (a typo must not be silently ignored).
+config is written once, as a dataclass: a field the command line offers is declared with
+`option(default, help, panel)` (its default, help text and help panel in one place;
+`options.py` makes the command's options from them), the CLI builds the config from a
+file and the typed flags (`from_cli`), and `from_dict` rebuilds nested dataclasses,
+tuples and paths from plain JSON, refusing keys it does not know (a typo must not be
+silently ignored).
 """
 
 from __future__ import annotations
@@ -15,31 +17,112 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from metauas.errors import UserError
 
 
-def _field(cls: type, name: str) -> dataclasses.Field:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if name not in fields:
-        raise KeyError(f"{cls.__name__} has no field {name!r}")
-    return fields[name]
+class Panel:
+    """The help panels options are grouped in (`metauas train -h`)."""
+
+    DATA, MODEL, AUGMENT, OPTIMISATION = "Data", "Model", "Augmentation", "Optimisation"
+    VALIDATION, SYNTHESIS, PROMPTS, METRICS = "Validation", "Synthesis", "Prompts", "Metrics"
+    OUTPUT, DEVICE, CONFIG = "Output", "Device and processes", "Config"
+    # the order help shows them in: what goes in, what is done to it, what comes out
+    ORDER = (DATA, SYNTHESIS, MODEL, PROMPTS, AUGMENT, OPTIMISATION, VALIDATION, METRICS, OUTPUT, DEVICE, CONFIG)
 
 
-def default(cls: type, dotted: str) -> Any:
-    """The default of a (nested) field, e.g. default(TrainConfig, "model.encoder.name")."""
-    head, _, rest = dotted.partition(".")
-    f = _field(cls, head)
-    value = (
-        f.default
-        if f.default is not dataclasses.MISSING
-        else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-    )
-    for name in rest.split(".") if rest else ():
-        value = getattr(value, name)
-    return value
+Required = Literal["", "unless-config", "always"]  # Flag.required
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How the command line offers a config field (`option` declares one).
+
+    `names`: the option's names (default `--field-name`; "--x/--no-x" for an on/off
+    pair). `parse(value, name)` turns what was typed into the field's value (comma
+    lists, weights) and `text(default)` the field's default into what would be typed
+    (shown in help, and parsed like typed text); `kind` is the type the command line
+    takes when it is not the field's. `required`: the option has no default there,
+    "unless-config" (a --config file may give it) or "always"; `derived`: left out,
+    the command derives it from other options (none typed: the config's default)."""
+
+    help: str
+    panel: str
+    names: tuple[str, ...] = ()
+    parse: Callable[[Any, str], Any] | None = None
+    text: Callable[[Any], str] | None = None
+    kind: Any = None
+    required: Required = ""
+    derived: bool = False
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    panel: str = Panel.OUTPUT,
+    *,
+    factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    **flag: Any,
+) -> Any:
+    """A dataclass field the command line offers, with its default and help (see `Flag`)."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"flag": Flag(help, panel, **flag)})
+
+
+def flag_of(f: dataclasses.Field) -> Flag | None:
+    """The field's `Flag`, or None when the command line does not offer it."""
+    return f.metadata.get("flag")
+
+
+def parse_ints(text: str, name: str, allow_none: bool = False, positive: bool = False) -> tuple[int, ...]:
+    """A comma-separated option of whole numbers, "1,3,5" -> (1, 3, 5); with `allow_none`,
+    "none" (or nothing) is the empty tuple, else at least one value is needed; with
+    `positive`, each must be at least 1."""
+    text = text.replace(" ", "")
+    if allow_none and text in ("", "none"):
+        return ()
+    try:
+        values = tuple(int(v) for v in text.split(",") if v)
+    except ValueError:
+        raise UserError(f"{name} takes comma-separated whole numbers, got {text!r}") from None
+    if not values:
+        raise UserError(f"{name} needs at least one value")
+    if positive and min(values) < 1:
+        raise UserError(f"{name} takes positive whole numbers, got {text!r}")
+    return values
+
+
+def ints_text(values: tuple[int, ...]) -> str:
+    """(1, 3, 5) -> "1, 3, 5", as `parse_ints` reads it ("none" for no value)."""
+    return ", ".join(map(str, values)) if values else "none"
+
+
+def int_list(text: str, name: str) -> tuple[int, ...]:
+    """`parse_ints`: at least one whole number."""
+    return parse_ints(text, name)
+
+
+def int_list_or_none(text: str, name: str) -> tuple[int, ...]:
+    """`parse_ints` where "none" (or nothing) is no value."""
+    return parse_ints(text, name, allow_none=True)
+
+
+def one_or_many(values: list[str], name: str) -> str | tuple[str, ...] | None:
+    """A repeatable option's values as a field holds them: None, one value, or a tuple."""
+    return (values[0] if len(values) == 1 else tuple(values)) if values else None
+
+
+def comma_list(values: list[str], name: str) -> tuple[str, ...]:
+    """A repeatable option whose values may also be comma-separated: ["a,b", "c"] -> ("a", "b", "c")."""
+    return tuple(v for item in values for v in item.split(",") if v)
+
+
+def as_tuple(values: list[Any], name: str) -> tuple[Any, ...]:
+    """A repeatable option's values as a tuple field holds them."""
+    return tuple(values)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -57,7 +140,7 @@ def _convert(kind: Any, value: Any, where: str, legacy: bool = True) -> Any:
         kind, origin = options[0], typing.get_origin(options[0])
         if len(options) > 1 and not isinstance(value, (dict, list)):
             return value  # e.g. str | tuple[str, ...] given as a string
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return from_dict(kind, value, where, legacy)
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(value)

@@ -14,39 +14,60 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
-from metauas.options import progress_option, quiet_option, setup_output, verbose_option
+from metauas.changegen.config import BuiltinSplit
+from metauas.configs import Panel, as_tuple, option
+from metauas.errors import UserError
+from metauas.options import ConfigCommand, add_command, config_command
 
 if TYPE_CHECKING:  # the demo command must start without torch: evaluation.heldout is imported on use
     from metauas.evaluation.heldout import HeldoutScores
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoConfig:
     """The demo's knobs; the defaults fit about ten minutes on a 2-core laptop."""
 
-    out: Path = Path("demo-out")
-    minutes: float = 8.0
-    size: int = 128
-    train_pairs: int = 4000
-    heldout_pairs: int = 240
-    batch_size: int = 8
+    out: Path = option(Path("demo-out"), "Folder for data, run, checkpoint and report.html; a rerun reuses it.")
+    minutes: float = option(8.0, "Wall-clock training budget in minutes.", Panel.OPTIMISATION)
+    size: int = option(128, "Side of generated pairs and of the model input, in pixels.", Panel.DATA)
+    train_pairs: int = option(4000, "Builtin training pairs to generate.", Panel.DATA)
+    heldout_pairs: int = option(240, "Held-out pairs (other photos and scenes) to score.", Panel.DATA)
+    batch_size: int = option(8, "Training batch size.", Panel.OPTIMISATION)
     # a minutes-long run takes larger steps than the paper's 1e-4 (meant for long GPU runs):
     # with 5e-4 and 30 warmup steps (and the head's change prior) held-out P-AP after 100
     # steps was 0.46, against 0.12 at 1e-4 without the prior (docs/benchmarks.md)
     lr: float = 5e-4
     warmup_steps: int = 30
-    seed: int = 0
+    seed: int = option(0, "Seed of generation and training.", Panel.OPTIMISATION)
     workers: int = 2
     heatmaps: int = 8
-    progress: bool = True
+    progress: bool = option(True, "Show a progress bar on stderr.", names=("--progress/--no-progress",))
     # real defect sets (MVTec layout) to score the trained model and the lookup baseline on,
     # 5 prompt seeds at 256 px (`make demo` passes the dev classes when ../shared has them)
-    real: tuple[Path, ...] = ()
+    real: tuple[Path, ...] = option(
+        (),
+        "A real defect set in MVTec layout to score the trained model and the lookup baseline on (repeatable).",
+        Panel.DATA,
+        kind=list[Path],
+        parse=as_tuple,
+    )
     real_size: int = 256
+
+    def __post_init__(self) -> None:
+        """The smallest demo that still trains and scores something."""
+        for name, value, least in (
+            ("`minutes`", self.minutes, 0.1),
+            ("`size`", self.size, 32),
+            ("`train_pairs`", self.train_pairs, 16),
+            ("`heldout_pairs`", self.heldout_pairs, 16),
+            ("`batch_size`", self.batch_size, 1),
+        ):
+            if value < least:
+                raise UserError(f"{name} must be at least {least:g}, got {value:g}")
 
     @property
     def train_dir(self) -> Path:
@@ -65,10 +86,11 @@ def make_data(cfg: DemoConfig) -> None:
     """Generate (or resume) both splits of builtin change pairs."""
     from metauas.changegen import GenerateConfig, generate_dataset
 
-    for split, folder, pairs, seed in (
+    splits: tuple[tuple[BuiltinSplit, Path, int, int], ...] = (
         ("train", cfg.train_dir, cfg.train_pairs, cfg.seed),
         ("heldout", cfg.heldout_dir, cfg.heldout_pairs, cfg.seed + 1),
-    ):
+    )
+    for split, folder, pairs, seed in splits:
         typer.echo(f"[demo] {split} pairs -> {folder}", err=True)
         generate_dataset(
             GenerateConfig(
@@ -286,39 +308,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     return write_demo_report(cfg, checkpoint, scores, metrics, real)
 
 
-def demo(
-    out: Path = typer.Option(
-        Path("demo-out"), "--out", help="Folder for data, run, checkpoint and report.html; a rerun reuses it."
-    ),
-    minutes: float = typer.Option(8.0, "--minutes", min=0.1, help="Wall-clock training budget in minutes."),
-    size: int = typer.Option(128, "--size", min=32, help="Side of generated pairs and of the model input, in pixels."),
-    train_pairs: int = typer.Option(4000, "--train-pairs", min=16, help="Builtin training pairs to generate."),
-    heldout_pairs: int = typer.Option(
-        240, "--heldout-pairs", min=16, help="Held-out pairs (other photos and scenes) to score."
-    ),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Training batch size."),
-    seed: int = typer.Option(0, "--seed", help="Seed of generation and training."),
-    real: Optional[list[Path]] = typer.Option(
-        None,
-        "--real",
-        help="A real defect set in MVTec layout to score the trained model and the lookup baseline on (repeatable).",
-    ),
-    progress: bool = progress_option(),
-    quiet: bool = quiet_option(),
-    verbose: bool = verbose_option(),
-) -> None:
+@config_command(ConfigCommand(DemoConfig, config_file=False))
+def demo(cfg: DemoConfig) -> None:
     """Generate builtin pairs, train on the CPU, score held-out pairs and write report.html."""
-    cfg = DemoConfig(
-        out=out,
-        minutes=minutes,
-        size=size,
-        train_pairs=train_pairs,
-        heldout_pairs=heldout_pairs,
-        batch_size=batch_size,
-        seed=seed,
-        real=tuple(real or ()),
-        progress=setup_output(quiet, verbose, progress),
-    )
     report = run_demo(cfg)
     metrics = (cfg.out / "metrics.json").read_text()
     typer.echo(metrics)
@@ -327,4 +319,4 @@ def demo(
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach `metauas demo`."""
-    app.command("demo")(demo)
+    add_command(app, "demo", demo)

@@ -22,15 +22,15 @@ def resolve_device(name: str, local_rank: int | None = None):
 
     name = name.strip().lower()
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise UserError(f"unknown --device {name!r}: use {CHOICES}")
+        raise UserError(f"unknown `device` {name!r}: use {CHOICES}")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
+        raise UserError(f"`device` {name}: no CUDA device is available here (use cpu or auto)")
     count = torch.cuda.device_count()
     index = int(name.split(":")[1]) if ":" in name else (local_rank or 0)
     if index >= count:
-        raise UserError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+        raise UserError(f"`device` {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
     return torch.device("cuda", index)
 
 

@@ -60,7 +60,7 @@ def check_file(path: str | Path, suffixes: tuple[str, ...], option: str = "--out
     return path
 
 
-def write_atomic(path: str | Path, data: bytes, fsync: bool = False) -> Path:
+def write_atomic(path: str | Path, data: bytes | memoryview, fsync: bool = False) -> Path:
     """Write `data` to a hidden temporary sibling, then rename it over `path`. On any
     failure (a full disk, a signal turned exception) the temporary file is removed and
     the error goes on; `path` is either its old self or the whole new file."""

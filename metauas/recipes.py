@@ -87,5 +87,5 @@ def recipe(name: str | None, command: str) -> dict[str, Any]:
     if name is None:
         return {}
     if name not in RECIPES:
-        raise UserError(f"unknown --recipe {name!r}: use {'|'.join(RECIPES)}")
+        raise UserError(f"unknown `recipe` {name!r}: use {'|'.join(RECIPES)}")
     return dict(RECIPES[name].get(command, {}))

@@ -14,6 +14,7 @@ import dataclasses
 import multiprocessing as mp
 import time
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def table_row(r: BenchRow) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def perlin_rows(sizes: list[int], repeats: int) -> list[tuple[str, int, float, float]]:
+def perlin_rows(sizes: Sequence[int], repeats: int) -> list[tuple[str, int, float, float]]:
     """(method, size, ms per mask, fraction of pixels above 0.5) per method and size; the
     coverage checks that the methods agree in what they produce."""
     from metauas.changegen.perlin import METHODS, perlin_noise
@@ -124,7 +125,7 @@ def perlin_rows(sizes: list[int], repeats: int) -> list[tuple[str, int, float, f
     return rows
 
 
-def bench_perlin(sizes: list[int], repeats: int) -> str:
+def bench_perlin(sizes: Sequence[int], repeats: int) -> str:
     """Milliseconds per Perlin mask as a markdown table."""
     lines = ["| method | size | ms per mask | mask coverage |", "|---|---|---|---|"]
     lines += [f"| {m} | {s} | {ms:.2f} | {c:.3f} |" for m, s, ms, c in perlin_rows(sizes, repeats)]

@@ -16,6 +16,7 @@ It has two disjoint splits so a demo can train on one and test on another:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from metauas.changegen.config import GenerateConfig
 from metauas.changegen.sources import CocoSource, ConcatSource, FolderSource, SceneSource, Source
@@ -60,15 +61,15 @@ def open_source(cfg: GenerateConfig) -> Source:
     before any work starts."""
     from metauas.errors import UserError
 
-    bounds = dict(min_side=cfg.min_side, min_area=cfg.min_area, max_area=cfg.max_area)
+    bounds: dict[str, Any] = dict(min_side=cfg.min_side, min_area=cfg.min_area, max_area=cfg.max_area)
     if cfg.source == "builtin":
         return builtin_source(cfg.builtin_split, **bounds)
     if cfg.source == "folder":
         if cfg.images is None:
-            raise UserError("--source folder needs --images DIR")
+            raise UserError("`source` folder needs `images`, a folder of images")
         return FolderSource.from_dir(cfg.images, **bounds, max_pixels=cfg.max_pixels)
     if cfg.coco_images is None or cfg.coco_annotations is None:
-        raise UserError("--source coco needs --coco-images DIR and --coco-annotations FILE")
+        raise UserError("`source` coco needs `coco_images` (a folder) and `coco_annotations` (an instances JSON)")
     return CocoSource(
         cfg.coco_images,
         cfg.coco_annotations,

@@ -76,6 +76,8 @@ def disappear(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Synth
 def appear(ctx: Context, rng: np.random.Generator, item: SourceItem) -> Synth:
     """A disappear pair swapped: the object is in the query, not in the prompt."""
     pair = yield from disappear(ctx, rng, item)
+    if pair is None:
+        return None
     return Pair(pair.query, pair.prompt, pair.mask, "appear", pair.params)
 
 
@@ -86,7 +88,7 @@ def _cut_instance(donor: SourceItem, rng: np.random.Generator, size: int) -> tup
     ys, xs = np.nonzero(donor.instances[j])
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     rgb = donor.image[y0:y1, x0:x1]
-    mask = donor.instances[j][y0:y1, x0:x1].astype(np.float32)
+    mask: np.ndarray = donor.instances[j][y0:y1, x0:x1].astype(np.float32)
     scale = float(rng.uniform(0.5, 1.5))
     scale = min(scale, 0.9 * size / max(rgb.shape[:2]))
     new = (max(2, round(rgb.shape[1] * scale)), max(2, round(rgb.shape[0] * scale)))

@@ -21,13 +21,16 @@ or as an intensity change (a darker or brighter spot, soft-edged inside the mask
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from metauas.changegen.perlin import perlin_numpy
 
-KINDS = ("perlin", "blob", "stroke", "stain")
+LocalMaskKind = Literal["perlin", "blob", "stroke", "stain"]  # the kinds of `local` change masks
+KINDS: tuple[LocalMaskKind, ...] = typing.get_args(LocalMaskKind)
 
 
 def _ellipse_distance(size: int, cy: float, cx: float, a: float, b: float, angle: float) -> np.ndarray:

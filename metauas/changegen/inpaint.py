@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from metauas.changegen.config import INPAINTERS
 from metauas.devices import resolve_device
 from metauas.errors import UserError
 
-BACKENDS = ("opencv", "opencv-ns", "patchmatch", "lama")
 LAMA_ENV = "LAMA_MODEL"
 
 
@@ -87,7 +87,7 @@ class PatchMatchInpainter(ScaledInpainter):
         except ImportError:
             patch_match = None
         if patch_match is None or not patch_match.patchmatch_available:
-            raise UserError("--inpainter patchmatch needs the pypatchmatch package: pip install 'metauas[patchmatch]'")
+            raise UserError("`inpainter` patchmatch needs the pypatchmatch package: pip install 'metauas[patchmatch]'")
         self.pm = patch_match
 
     def _fill(self, image, hole8):
@@ -114,7 +114,7 @@ def resolve_lama_path(path: Path | None) -> Path:
         where = f"{chosen} does not exist" if chosen else f"no model file given, none at {lama_cache_file()}"
         raise UserError(
             f"the lama inpainter needs the big-lama TorchScript file ({where}): "
-            f"pass --lama-model PATH or set {LAMA_ENV}=PATH"
+            f"pass `lama_model` or set {LAMA_ENV}=PATH"
         )
     return chosen
 
@@ -138,7 +138,7 @@ class LamaInpainter(Inpainter):
                 warnings.simplefilter("ignore", FutureWarning)
                 self.model = torch.jit.load(str(path), map_location=self.device).eval()
         except (RuntimeError, ValueError) as err:
-            raise UserError(f"--lama-model {path} is not a TorchScript model ({err})") from None
+            raise UserError(f"`lama_model` {path} is not a TorchScript model ({err})") from None
 
     def inpaint_many(self, images, holes):
         if not images:
@@ -164,4 +164,4 @@ def make_inpainter(name: str, lama_model: Path | None) -> Inpainter:
         return PatchMatchInpainter()
     if name == "lama":
         return LamaInpainter(resolve_lama_path(lama_model))
-    raise UserError(f"--inpainter must be one of {', '.join(BACKENDS)}")
+    raise UserError(f"`inpainter` must be one of {', '.join(INPAINTERS)}")

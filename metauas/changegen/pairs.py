@@ -111,4 +111,4 @@ class Synthesizer:
                 [r.image for r in requests.values()], [r.hole for r in requests.values()]
             )
             replies = dict(zip(requests, filled))
-        return results  # type: ignore[return-value] - every slot is set: each generator returned (StopIteration)
+        return results  # type: ignore[return-value]  # every slot is set: each generator returned (StopIteration)

@@ -95,8 +95,8 @@ def perlin_noise(rng: np.random.Generator, h: int, w: int, method: str = "numpy"
     field = _IMPLEMENTATIONS[method](rng, side, (2**ky, 2**kx))[:h, :w].astype(np.float32)
     angle = float(rng.uniform(-90, 90))
     rot = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    field = cv2.warpAffine(field, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return field, {"scale": [2**ky, 2**kx], "angle": round(angle, 3), "method": method}
+    rotated = cv2.warpAffine(field, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return rotated, {"scale": [2**ky, 2**kx], "angle": round(angle, 3), "method": method}
 
 
 def perlin_mask(rng: np.random.Generator, h: int, w: int, method: str = "numpy") -> tuple[np.ndarray, dict]:

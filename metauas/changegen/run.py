@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import queue
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from metauas.changegen.builtin import open_source
@@ -29,10 +30,10 @@ from metauas.outputs import out_of_space
 
 def rank_shards(cfg: GenerateConfig, env: dict[str, str] | None = None) -> list[int]:
     """Shard ids for this process: the --shards range, split round-robin by rank."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     ids = parse_shard_range(cfg.shards, cfg.num_shards)
     try:
-        rank, world = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+        rank, world = int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1))
     except ValueError:
         raise UserError("RANK and WORLD_SIZE must be integers") from None
     if not 0 <= rank < world:
@@ -136,7 +137,7 @@ def _out_of_space(cfg: GenerateConfig) -> UserError:
         pass  # no room even for index.json: the shards and their summaries are what counts
     pairs = sum(len(shard_indices(cfg, s)) for s in done)
     return UserError(
-        f"no space left on device in --out {cfg.out}: {len(done)} of {cfg.num_shards} shards "
+        f"no space left on device in `out` {cfg.out}: {len(done)} of {cfg.num_shards} shards "
         f"({pairs} pairs) are complete and safe, the partial one was removed; free some space "
         "and rerun the same command to resume"
     )
@@ -148,7 +149,6 @@ def generate_dataset(cfg: GenerateConfig) -> Path:
     All user mistakes are raised as UserError before any shard is started. The run
     holds a lock on each shard it makes (`data.shards.ShardLocks`): a second run that would write
     one of them is refused. A full disk removes the partial shard and says what is safe."""
-    cfg.validate()
     if cfg.inpainter == "lama":
         cfg = dataclasses.replace(cfg, lama_model=resolve_lama_path(cfg.lama_model))
     mine = rank_shards(cfg)

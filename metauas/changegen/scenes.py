@@ -34,7 +34,7 @@ def _shape_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
         theta = np.sort(rng.uniform(0, 2 * np.pi, n))
         spread = (0.5, 1.0) if kind == "polygon" else (0.75, 1.0)
         r = radius * rng.uniform(*spread, n)
-        pts = np.stack([cx + r * np.cos(theta), cy + r * np.sin(theta)], axis=1)
+        pts: np.ndarray = np.stack([cx + r * np.cos(theta), cy + r * np.sin(theta)], axis=1)
         if kind == "blob":
             pts = cv2.approxPolyDP(pts.astype(np.float32), 0.5, True).reshape(-1, 2)
         cv2.fillPoly(mask, [pts.round().astype(np.int32)], 1)

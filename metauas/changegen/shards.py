@@ -47,12 +47,12 @@ def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None
     in one folder (a rerun with the same config resumes). `left_out` (the files the
     source passed over while listing) goes to index.json as `source_skips`."""
     if cfg.out.exists() and not cfg.out.is_dir():
-        raise UserError(f"--out {cfg.out} is a file, not a folder: give a folder name (it is created if missing)")
+        raise UserError(f"`out` {cfg.out} is a file, not a folder: give a folder name (it is created if missing)")
     config = to_json(cfg.dataset_fields())
     existing = meta_dir(cfg.out) / "config.json"
     if existing.is_file() and existing.read_bytes() != config:
         raise UserError(
-            f"--out {cfg.out} holds a dataset made with another config; choose a new --out or the same options"
+            f"`out` {cfg.out} holds a dataset made with another config; choose a new `out` or the same options"
         )
     source = meta_dir(cfg.out) / "source.json"
     listing = to_json(dict(sorted((left_out or {}).items())))
@@ -63,7 +63,7 @@ def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None
         if not source.is_file() or source.read_bytes() != listing:
             write_atomic(source, listing)
     except OSError as err:
-        raise UserError(f"--out {cfg.out} is not writable ({err.strerror or err})") from None
+        raise UserError(f"`out` {cfg.out} is not writable ({err.strerror or err})") from None
 
 
 def lock_shards(cfg: GenerateConfig, shard_ids: list[int]) -> ShardLocks:
@@ -74,9 +74,9 @@ def lock_shards(cfg: GenerateConfig, shard_ids: list[int]) -> ShardLocks:
         locks.acquire(cfg.prefix, shard_ids)
     except ShardBusy as busy:
         raise UserError(
-            f"--out {cfg.out}: another generate run is writing {busy.name} right now; "
-            "wait for it to end (rerunning then resumes what is missing) or choose another --out "
-            "(ranks and --shards ranges that do not overlap may share one folder)"
+            f"`out` {cfg.out}: another generate run is writing {busy.name} right now; "
+            "wait for it to end (rerunning then resumes what is missing) or choose another `out` "
+            "(ranks and `shards` ranges that do not overlap may share one folder)"
         ) from None
     return locks
 

@@ -73,7 +73,8 @@ def walk_images(root: Path) -> tuple[list[Path], Counter]:
     """Image files under `root` (sorted), following linked folders once each, and what
     was left out by reason: `not_an_image` (another suffix), `broken_link`,
     `symlink_loop` (a link to itself, or to a folder already walked), `unreadable`."""
-    found, left_out, seen, stack = [], Counter(), set(), [root]
+    left_out: Counter[str] = Counter()
+    found, seen, stack = [], set(), [root]
     while stack:
         folder = stack.pop()
         try:
@@ -125,11 +126,11 @@ class FolderSource(Source):
     @classmethod
     def from_dir(cls, root: Path, **kw) -> FolderSource:
         if not root.is_dir():
-            raise UserError(f"--images {root} is not a folder")
+            raise UserError(f"`images` {root} is not a folder")
         paths, left_out = walk_images(root)
         if not paths:
             raise UserError(
-                f"--images {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                f"`images` {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
                 + (f"; left out: {dict(left_out)}" if left_out else "")
             )
         return cls(paths, left_out=left_out, **kw)
@@ -185,7 +186,8 @@ def rle_counts(text: str) -> list[int] | None:
     """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString), or
     None when the string is malformed (cut inside a number, or a number over 64 bits):
     pycocotools decodes without bounds checks, so a hostile string must not reach it."""
-    data, counts, p = text.encode("latin-1", "replace"), [], 0
+    counts: list[int] = []
+    data, p = text.encode("latin-1", "replace"), 0
     while p < len(data):
         x = k = 0
         more = True
@@ -242,33 +244,33 @@ class CocoSource(Source):
         val_fraction: float = 0.05,
     ):
         if not annotations.is_file():
-            raise UserError(f"--coco-annotations {annotations} does not exist")
+            raise UserError(f"`coco_annotations` {annotations} does not exist")
         if not images.is_dir():
-            raise UserError(f"--coco-images {images} is not a folder")
+            raise UserError(f"`coco_images` {images} is not a folder")
         from pycocotools.coco import COCO
 
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.coco = COCO(str(annotations))
         except OSError as err:
-            raise UserError(f"cannot read --coco-annotations {annotations} ({err.strerror or err})") from None
+            raise UserError(f"cannot read `coco_annotations` {annotations} ({err.strerror or err})") from None
         except (ValueError, KeyError, TypeError, AssertionError, AttributeError, IndexError, RecursionError) as err:
             raise UserError(
-                f"--coco-annotations {annotations} is not a COCO instances file "
+                f"`coco_annotations` {annotations} is not a COCO instances file "
                 f"({type(err).__name__}: {str(err)[:100]})"
             ) from None
         for info in self.coco.imgs.values():
             if not _image_entry_ok(info):
                 raise UserError(
-                    f"--coco-annotations {annotations}: image entry {str(info)[:120]} needs an integer "
+                    f"`coco_annotations` {annotations}: image entry {str(info)[:120]} needs an integer "
                     "id, a file_name and its height and width in pixels"
                 )
-            inside(images, info["file_name"], f"--coco-annotations {annotations}: image {info['id']}: file_name")
+            inside(images, info["file_name"], f"`coco_annotations` {annotations}: image {info['id']}: file_name")
         self.ids = subset_ids(sorted(self.coco.getImgIds()), max_images, split, val_fraction, self.SPLIT_SEED)
         if not self.ids:
             raise UserError(
-                f"--coco-annotations {annotations} lists no images"
-                + (f" in --coco-split {split}" if split != "all" else "")
+                f"`coco_annotations` {annotations} lists no images"
+                + (f" in `coco_split` {split}" if split != "all" else "")
             )
         self.images = images
         self.min_side, self.min_area, self.max_area, self.max_pixels = min_side, min_area, max_area, max_pixels
@@ -372,7 +374,7 @@ class ConcatSource(Source):
         return int(self.offsets[-1])
 
     @property
-    def left_out(self) -> Counter:  # type: ignore[override] - the parts' sum, where Source has an attribute
+    def left_out(self) -> Counter:  # type: ignore[override]  # the parts' sum, where Source has an attribute
         return sum((p.left_out for p in self.parts), Counter())
 
     def _locate(self, k: int) -> tuple[Source, int]:

@@ -79,5 +79,5 @@ def random_texture(rng: np.random.Generator, h: int, w: int | None = None) -> np
     # Grain from OpenCV's RNG, seeded from ours: deterministic and ~5x cheaper than numpy's normal.
     cv2.setRNGSeed(int(rng.integers(2**31)))
     grain = np.empty((h, w), np.int16)
-    cv2.randn(grain, 0, float(rng.uniform(0, 8)))
+    cv2.randn(grain, 0, float(rng.uniform(0, 8)))  # type: ignore[call-overload]  # OpenCV's stubs want arrays for mean and stddev; its docs take scalars
     return np.clip(tex + grain[..., None], 0, 255).astype(np.uint8)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import glob
 import gzip
+import io
 import json
 import logging
 import lzma
@@ -24,12 +25,13 @@ import os
 import shlex
 import subprocess
 import tarfile
+import typing
 import urllib.request
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any, Literal
 
 import cv2
 import numpy as np
@@ -38,7 +40,8 @@ from metauas.data.images import SkipSource, decode_bounded, encode
 from metauas.errors import UserError
 
 SCHEMA = "changepair/1"
-CHANGE_TYPES = ("disappear", "appear", "exchange", "local", "none")
+ChangeType = Literal["disappear", "appear", "exchange", "local", "none"]
+CHANGE_TYPES: tuple[ChangeType, ...] = typing.get_args(ChangeType)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 INDEX = "index.json"
 # Pixels of one shard image, from its header, before it is decoded: a pair of 8192 px
@@ -123,7 +126,7 @@ def count_samples(urls: list[str]) -> int:
     total = 0
     for url in urls:
         if is_remote(url):
-            raise UserError("--epochs needs local shards to count samples; use --steps for URLs")
+            raise UserError("`epochs` needs local shards to count samples; use `steps` for URLs")
         counts = _index_counts(os.path.join(os.path.dirname(url), INDEX))
         name = os.path.basename(url)
         if name in counts:
@@ -151,14 +154,15 @@ def open_stream(url: str) -> Iterator[IO[bytes]]:
     http(s) URL."""
     if url.startswith("pipe:"):
         proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE)
+        stdout = typing.cast(IO[bytes], proc.stdout)  # stdout=PIPE: always a stream
         try:
-            yield proc.stdout
+            yield stdout
         except BaseException:  # the reader stopped early or failed: end the command quietly
             proc.kill()
             proc.wait()
             raise
         finally:
-            proc.stdout.close()
+            stdout.close()
         if proc.wait() != 0:
             raise OSError(f"{url!r} exited with status {proc.returncode}")
     elif url.startswith(("http://", "https://")):
@@ -194,7 +198,12 @@ class ReadStats:
 
 
 TAR_BLOCK = 512
-COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+# magic bytes -> the opener that decompresses such a stream (binary mode)
+COMPRESSED: dict[bytes, Callable[[Any, Literal["rb"]], io.BufferedIOBase]] = {
+    b"\x1f\x8b": gzip.open,
+    b"BZh": bz2.open,
+    b"\xfd7zXZ\x00": lzma.open,
+}
 # One member read into memory at most: a shard member is one image (or the sample's JSON),
 # and a larger one (a hostile size field, a gzip bomb) is skipped by reading past it in
 # chunks, never held. Pax and GNU long-name headers describe one name: a megabyte is plenty.

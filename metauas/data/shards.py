@@ -116,7 +116,7 @@ class ShardLocks:
         try:
             self.file = open(meta_dir(out) / "lock", "a+b")
         except OSError as err:
-            raise UserError(f"--out {out} is not writable ({err.strerror or err})") from None
+            raise UserError(f"`out` {out} is not writable ({err.strerror or err})") from None
 
     def acquire(self, prefix: str, shard_ids: list[int]) -> None:
         """Lock each shard id, or close (dropping every lock) and raise ShardBusy."""
@@ -154,7 +154,10 @@ def remove_partial(out: Path, prefix: str, shard_ids: list[int]) -> None:
 def write_index(out: Path, prefix: str, num_shards: int, fields: dict) -> Path:
     """index.json from the summaries of every complete shard, in shard order, with the
     writer's own `fields` (generator, seed, config, num_pairs, source_skips)."""
-    shards, changes, skips, examples = [], Counter(), Counter(), {}
+    shards: list[dict] = []
+    changes: Counter[str] = Counter()
+    skips: Counter[str] = Counter()
+    examples: dict[str, str] = {}
     for shard_id in range(num_shards):
         if not is_complete(out, prefix, shard_id):
             continue
@@ -243,7 +246,8 @@ class ShardWriter:
         return key
 
     def _commit(self) -> None:
-        self.shard.commit(shard_summary(self.made))
+        if self.shard is not None:
+            self.shard.commit(shard_summary(self.made))
         self.shard, self.made = None, []
 
     def close(self) -> Path:

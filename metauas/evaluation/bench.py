@@ -74,7 +74,7 @@ def run_metric_bench(cfg: MetricBenchConfig) -> list[dict]:
         try:
             import sklearn  # noqa: F401 - only asks whether the reference is installed
         except ImportError:
-            raise UserError("scikit-learn is not installed: pip install scikit-learn, or pass --no-sklearn") from None
+            raise UserError("scikit-learn is not installed: pip install scikit-learn, or turn `sklearn` off") from None
     exact, seconds, peak = _measure(lambda: _accumulate(cfg, 0))
     rows = [
         {

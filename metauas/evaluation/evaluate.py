@@ -1,6 +1,7 @@
 """`metauas evaluate`: a checkpoint and/or the lookup baseline on a benchmark, paper-style.
 
-Per run (seed) and class: prompts are chosen (random | best | pool | a prompts file),
+Per run (seed) and class: prompts are chosen by the run's policy (`inference.policy`:
+random | best | pool | a prompts file),
 queries are scored in batches with both methods from one encoder pass, the class's maps
 are kept (float32 at the evaluated size, so memory is bounded by the largest class, not
 the benchmark) and reduced to the seven metrics with streaming pixel histograms. Classes
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import zlib
@@ -32,9 +34,12 @@ from metauas.evaluation.readers import ClassData, Sample, load_mask, read_benchm
 from metauas.evaluation.report import write_html_report, write_tables
 from metauas.inference.frame import size_warning
 from metauas.inference.overlay import overlay_row, titled, write_png
-from metauas.inference.prompts import PromptBank, closest, pooled, prompt_features, random_prompts, read_prompt_file
+from metauas.inference.policy import PromptPolicy, prompt_runs
+from metauas.inference.prompts import PromptBank, read_prompt_file
 from metauas.inference.scoring import Scorer, build_scorer, map_to_numpy, methods_for, to_tensor
 from metauas.outputs import prepare_dir
+
+log = logging.getLogger("metauas.evaluate")
 
 
 @dataclass
@@ -64,38 +69,22 @@ def evaluated_mask(
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
 
 
-def _choose(
-    cfg: EvalConfig, fixed: list[Path] | None, bank: PromptBank | None, query_feats: list[torch.Tensor]
-) -> list[list[Path]]:
-    """K prompt paths per query of the batch."""
-    b = query_feats[0].shape[0]
-    if fixed is not None:
-        return [fixed] * b
-    idx = closest(pooled(query_feats[-1]), bank.vectors(cfg.batch_size), cfg.shots).cpu().tolist()
-    return [[bank.paths[i] for i in row] for row in idx]
-
-
 def score_class(
-    cfg: EvalConfig,
-    scorer: Scorer,
-    data: ClassData,
-    size: int,
-    fixed: list[Path] | None,
-    bank: PromptBank | None,
-    problems: list[str],
+    cfg: EvalConfig, scorer: Scorer, data: ClassData, size: int, bank: PromptBank, problems: list[str]
 ) -> ClassMaps:
-    """All test queries of one class through every method, in batches."""
+    """All test queries of one class through every method, in batches, each against the
+    prompts the bank's policy chooses for it."""
     result = ClassMaps(maps={m: [] for m in scorer.methods})
-    loader = bank or PromptBank([], size, scorer)
-    samples, cache = data.test, {}
+    samples = data.test
+    cache: dict[tuple[Path, ...], list[list[torch.Tensor]]] = {}
     bar = tqdm(range(0, len(samples), cfg.batch_size), desc=data.name, disable=not cfg.progress, leave=False)
     for i in bar:
         batch = samples[i : i + cfg.batch_size]
         images = [read_image(s.path) for s in batch]
         queries = torch.stack([to_tensor(rgb, size) for rgb in images])
         query_feats = scorer.features(queries)
-        chosen = _choose(cfg, fixed, bank, query_feats)
-        prompt_feats = prompt_features(scorer, chosen, loader.tensor, cache, cfg.prompt_rotations)
+        chosen = bank.choose(query_feats, cfg.batch_size)
+        prompt_feats = bank.features(chosen, cache)
         maps = scorer.maps(prompt_feats, query_feats, (size, size))
         for method, m in maps.items():
             result.maps[method].extend(map_to_numpy(x) for x in m)
@@ -190,63 +179,49 @@ class FirstRun:
             )
 
 
-@dataclass(frozen=True)
-class Run:
-    """One pass over the benchmark: how its prompts are chosen, and from which seed."""
-
-    mode: str  # random | best | pool | file (a prompts file's list for this seed)
-    seed: int | None = None
-
-    @property
-    def label(self) -> str:
-        """The run's name in metrics.json ("seed3", "pool-seed3", "file-seed0", "best")."""
-        return {"random": f"seed{self.seed}", "best": "best"}.get(self.mode, f"{self.mode}-seed{self.seed}")
-
-
-def _runs(cfg: EvalConfig, classes: list[ClassData]) -> dict[Run, dict[str, list[Path] | None]]:
-    """Run -> class -> fixed prompt paths (None: chosen per query from a bank)."""
+def prompt_plan(cfg: EvalConfig, classes: list[ClassData]) -> dict[PromptPolicy, dict[str, list[Path] | None]]:
+    """The evaluation's runs (one prompt policy each), and per run and class the fixed
+    prompt paths (None: each query chooses among the class's candidates)."""
     if cfg.prompts_file is not None:
         table = read_prompt_file(cfg.prompts_file, cfg.data if cfg.data.is_dir() else cfg.data.parent)
         missing = [c.name for c in classes if any(c.name not in t for t in table.values())]
         if missing:
             raise UserError(f"prompts file {cfg.prompts_file} has no prompts for: {', '.join(missing)}")
-        return {Run("file", s): {c.name: t[c.name] for c in classes} for s, t in table.items()}
-    if cfg.prompt_mode == "best":
-        return {Run("best"): {c.name: None for c in classes}}
-    if cfg.prompt_mode == "pool":
-        return {Run("pool", s): {c.name: None for c in classes} for s in cfg.seeds}
+        return {
+            PromptPolicy("file", s, cfg.shots, cfg.prompt_rotations): {c.name: t[c.name] for c in classes}
+            for s, t in table.items()
+        }
     return {
-        Run("random", s): {c.name: random_prompts(c.train, cfg.shots, s, c.name) for c in classes} for s in cfg.seeds
+        run: {c.name: None if run.per_query else run.candidates(c.name, c.train) for c in classes}
+        for run in prompt_runs(cfg.prompt_mode, cfg.seeds, cfg.shots, cfg.prompt_rotations)
     }
 
 
-def _bank(
-    cfg: EvalConfig,
-    run: Run,
+def class_bank(
+    run: PromptPolicy,
+    fixed: list[Path] | None,
     data: ClassData,
     classes: list[ClassData],
     size: int,
     scorer: Scorer,
-    pools: dict[Run, PromptBank],
-) -> PromptBank | None:
-    if run.mode == "best":
-        if len(data.train) < cfg.shots:
-            raise UserError(
-                f"class {data.name}: {len(data.train)} normal training image(s), "
-                f"--shots {cfg.shots} needs at least {cfg.shots}"
-            )
-        return PromptBank(data.train, size, scorer)
+    pools: dict[PromptPolicy, PromptBank],
+) -> PromptBank:
+    """The candidates class `data` chooses its prompts among in this run: its fixed
+    prompts, its normal training images (best) or the run's pool (one bank for all
+    classes, encoded once)."""
+    if fixed is not None:
+        return PromptBank(run, fixed, size, scorer)
     if run.mode == "pool":
         if run not in pools:
             pools[run] = PromptBank(
-                [random_prompts(c.train, 1, run.seed, c.name)[0] for c in classes if c.train], size, scorer
+                run, run.candidates(data.name, data.train, [(c.name, c.train) for c in classes]), size, scorer
             )
         return pools[run]
-    return None
+    return PromptBank(run, run.candidates(data.name, data.train), size, scorer)
 
 
 def fit_thresholds(
-    cfg: EvalConfig, run: Run, scorer: Scorer, data: ClassData, size: int, fixed: list[Path] | None
+    cfg: EvalConfig, run: PromptPolicy, scorer: Scorer, data: ClassData, size: int, fixed: list[Path] | None
 ) -> dict[str, float]:
     """Per method, the threshold `predict --threshold auto` would fit: the highest image
     score among up to `fit_normals` normal training images other than the prompts, each
@@ -261,7 +236,7 @@ def fit_thresholds(
     picked = [spare[i] for i in sorted(rng.choice(len(spare), min(cfg.fit_normals, len(spare)), replace=False))]
     normals = ClassData(data.name, [], [Sample(p, 0, None, "good") for p in picked])
     quiet = dataclasses.replace(cfg, progress=False)
-    maps = score_class(quiet, scorer, normals, size, fixed, None, []).maps
+    maps = score_class(quiet, scorer, normals, size, PromptBank(run, fixed, size, scorer), []).maps
     return {m: max(image_score(x, cfg.metric) for x in maps[m]) for m in maps}
 
 
@@ -324,14 +299,48 @@ def enough_normals(cfg: EvalConfig, classes: list[ClassData], problems: list[str
         if c not in kept:
             problems.append(
                 f"class {c.name} left out: {len(c.train)} normal training image(s), "
-                f"--shots {cfg.shots} needs at least {cfg.shots}"
+                f"`shots` {cfg.shots} needs at least {cfg.shots}"
             )
     if not kept:
         raise UserError(
-            f"no class has {cfg.shots} normal training images for --shots {cfg.shots}: "
+            f"no class has {cfg.shots} normal training images for `shots` {cfg.shots}: "
             + "; ".join(problems[-len(classes) :])
         )
     return kept
+
+
+def score_runs(
+    cfg: EvalConfig,
+    scorer: Scorer,
+    classes: list[ClassData],
+    size: int,
+    runs: dict[PromptPolicy, dict[str, list[Path] | None]],
+    problems: list[str],
+) -> tuple[dict[str, dict[str, dict[str, dict]]], FirstRun]:
+    """Every run over every class: metrics per run, class and method (with the fitted
+    thresholds' F1s), and what the report shows of the first run."""
+    per_run: dict[str, dict[str, dict[str, dict]]] = {}
+    pools: dict[PromptPolicy, PromptBank] = {}
+    first = FirstRun()
+    for r, (run, fixed) in enumerate(runs.items()):
+        per_run[run.label] = {}
+        for data in classes:
+            prompts = fixed[data.name]
+            log.debug("%s, class %s: %d queries", run.label, data.name, len(data.test))
+            bank = class_bank(run, prompts, data, classes, size, scorer, pools)
+            cm = score_class(cfg, scorer, data, size, bank, problems if r == 0 else [])
+            labels = [s.label for s in cm.samples]
+            curves: dict[str, dict] = {m: {} for m in scorer.methods}
+            per_run[run.label][data.name] = {
+                m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric, curves[m] if r == 0 else None)
+                for m in scorer.methods
+            }
+            thresholds = fit_thresholds(cfg, run, scorer, data, size, prompts)
+            for m, t in thresholds.items():
+                per_run[run.label][data.name][m].update(f1_at(cm.maps[m], cm.masks, labels, t, cfg.metric))
+            if r == 0:
+                first.add(cfg, data.name, cm, curves, thresholds, size)
+    return per_run, first
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -352,29 +361,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     size = cfg.size or int(meta.get("size", 256))
     problems = list(bench.problems)
     bench.classes = enough_normals(cfg, bench.classes, problems)
-    runs = _runs(cfg, bench.classes)
+    runs = prompt_plan(cfg, bench.classes)
     note = size_warning(size, meta.get("size"))
     if note:
         problems.append(note)
-    per_run: dict[str, dict[str, dict[str, dict]]] = {}
-    pools: dict[Run, PromptBank] = {}
-    first = FirstRun()
-    for r, (run, fixed) in enumerate(runs.items()):
-        per_run[run.label] = {}
-        for data in bench.classes:
-            bank = _bank(cfg, run, data, bench.classes, size, scorer, pools)
-            cm = score_class(cfg, scorer, data, size, fixed[data.name], bank, problems if r == 0 else [])
-            labels = [s.label for s in cm.samples]
-            curves: dict[str, dict] = {m: {} for m in methods}
-            per_run[run.label][data.name] = {
-                m: compute_metrics(cm.maps[m], cm.masks, labels, cfg.metric, curves[m] if r == 0 else None)
-                for m in methods
-            }
-            thresholds = fit_thresholds(cfg, run, scorer, data, size, fixed[data.name])
-            for m, t in thresholds.items():
-                per_run[run.label][data.name][m].update(f1_at(cm.maps[m], cm.masks, labels, t, cfg.metric))
-            if r == 0:
-                first.add(cfg, data.name, cm, curves, thresholds, size)
+    per_run, first = score_runs(cfg, scorer, bench.classes, size, runs, problems)
     image_score = "max" if cfg.metric.image_score == "max" else f"mean of top-{cfg.metric.topk}"
     result = {
         "config": cfg.to_dict(),  # `evaluate --config metrics.json` rebuilds this run
@@ -400,12 +391,12 @@ def evaluate(cfg: EvalConfig) -> dict:
     return result
 
 
-def write_prompts(out: Path, runs: dict[Run, dict[str, list[Path] | None]]) -> Path | None:
+def write_prompts(out: Path, runs: dict[PromptPolicy, dict[str, list[Path] | None]]) -> Path | None:
     """prompts.json: the prompts of every run whose prompts were fixed per class (random
     mode, a prompts file), in the `--prompts` format, so `evaluate --prompts
     OUT/prompts.json` replays them exactly."""
     table = {
-        str(run.seed): {name: [str(p) for p in paths] for name, paths in fixed.items()}
+        str(run.seed): {name: [str(p) for p in paths or ()] for name, paths in fixed.items()}
         for run, fixed in runs.items()
         if run.seed is not None and all(v is not None for v in fixed.values())
     }

@@ -18,16 +18,22 @@ in O(bins) memory (docs/evaluation.md measures the difference). Two protocols (d
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
+from metauas.configs import Panel, option
+
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "P-AUPRO")
 # NumPy 2 renamed trapz to trapezoid; both compute the same area (NumPy >= 1.24 is supported)
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz
-PROTOCOLS = ("exact", "official")
-IMAGE_SCORES = ("max", "topk")  # the map's max (paper) | mean of its top-k pixels
+_trapezoid = getattr(np, "trapezoid", None) or getattr(np, "trapz")
+Protocol = Literal["exact", "official"]
+PROTOCOLS: tuple[Protocol, ...] = typing.get_args(Protocol)
+ImageScore = Literal["max", "topk"]  # the map's max (paper) | mean of its top-k pixels
+IMAGE_SCORES: tuple[ImageScore, ...] = typing.get_args(ImageScore)
 
 
 def pixel_auroc_ap(probs, masks) -> tuple[float, float]:
@@ -257,10 +263,20 @@ class OfficialProAccumulator:
 class MetricConfig:
     """How maps become the seven numbers (see the module docstring for the protocols)."""
 
-    protocol: str = "exact"  # exact | official
-    image_score: str = "max"  # max | topk (mean of the `topk` highest pixels)
-    topk: int = 100
-    pixel_bins: int = 1 << 20  # 0 = exact distinct scores (memory grows with pixels)
+    protocol: Protocol = option(
+        "exact", "exact (default) | official (MetaUAS/cflow-ad code, for parity with published tables).", Panel.METRICS
+    )
+    image_score: ImageScore = option(  # max | topk (mean of the `topk` highest pixels)
+        "max", "Image score from the map: max (paper) | topk (mean of the --score-topk highest pixels).", Panel.METRICS
+    )
+    topk: int = option(100, "Pixels averaged by --image-score topk.", Panel.METRICS, names=("--score-topk",))
+    pixel_bins: int = option(  # 0 = exact distinct scores (memory grows with pixels)
+        1 << 20,
+        "Pixel-metric score levels: this many even bins over [2^-8, 1] plus log-spaced ones below (memory stays "
+        "bounded at any pixel count; max error 2.5e-7 measured); 0 = every distinct score (exact, memory grows "
+        "with pixels).",
+        Panel.METRICS,
+    )
     fpr_limit: float = 0.3
 
 

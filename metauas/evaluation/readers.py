@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -22,7 +24,8 @@ from metauas.data.images import MAX_PIXELS, SkipSource, decode_bounded, file_lim
 from metauas.errors import UserError
 from metauas.outputs import inside, plain_name
 
-FORMATS = ("mvtec", "visa", "meta", "folder")
+BenchmarkFormat = Literal["mvtec", "visa", "meta", "folder"]
+FORMATS: tuple[BenchmarkFormat, ...] = typing.get_args(BenchmarkFormat)
 
 
 @dataclass(frozen=True)
@@ -211,10 +214,10 @@ def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None)
     try:
         found = readers[fmt](root)
     except OSError as err:
-        raise UserError(f"cannot read {root} as --format {fmt}: {err.strerror or err}") from None
+        raise UserError(f"cannot read {root} as `fmt` {fmt}: {err.strerror or err}") from None
     except (KeyError, TypeError, ValueError, AttributeError, csv.Error) as err:  # a listing file of another shape
         raise UserError(
-            f"{root} is not laid out as --format {fmt} ({type(err).__name__}: {str(err)[:120]}); see docs/evaluation.md"
+            f"{root} is not laid out as `fmt` {fmt} ({type(err).__name__}: {str(err)[:120]}); see docs/evaluation.md"
         ) from None
     if classes:
         unknown = sorted(set(classes) - {c.name for c in found})
@@ -225,7 +228,7 @@ def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None)
         found = [c for c in found if c.name in classes]
     found = [c for c in found if c.test]
     if not found:
-        raise UserError(f"no test images found in {root} as --format {fmt}")
+        raise UserError(f"no test images found in {root} as `fmt` {fmt}")
     return Benchmark(found)
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from metauas.data.images import read_rgb
+from metauas.data.images import SkipSource, read_rgb
 from metauas.evaluation.metrics import METRICS
 from metauas.outputs import text_bytes, write_atomic
 
@@ -284,7 +284,10 @@ def _overlay_section(out: Path, result: Mapping) -> tuple[str, dict[str, str]]:
     anchors, parts = {}, [note]
     for n, rel in enumerate(result.get("overlays", [])):
         anchors[rel] = f"overlay-{n}"
-        rgb = read_rgb(out / rel, 1)  # through Python: a file name that is not UTF-8 never reaches OpenCV
+        try:  # through Python: a file name that is not UTF-8 never reaches OpenCV
+            rgb = read_rgb(out / rel, 1)
+        except SkipSource:  # an overlay removed (or damaged) since it was written: left out
+            continue
         parts.append(
             f'<figure id="overlay-{n}">{image_tag(rgb, rel)}<figcaption class="note">'
             f'<a href="{html.escape(rel)}">{html.escape(rel)}</a></figcaption></figure>'
@@ -313,8 +316,8 @@ def write_html_report(out: Path, result: Mapping) -> Path:
     if result.get("thresholds"):
         sections.append(("Fitted thresholds", _threshold_table(result)))
     figures = write_figures(out, result)
-    first = result.get("first_run")
-    for name in (first or {}).get("curves", {}):
+    first = result.get("first_run") or {}
+    for name in first.get("curves", {}):
         figs = "".join(svg for stem, svg in figures.items() if stem.startswith(f"{name}-"))
         sections.append((f"{name}: curves and scores (run {first['run']})", f'<div class="figures">{figs}</div>'))
     overlays, anchors = _overlay_section(out, result)

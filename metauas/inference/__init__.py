@@ -18,8 +18,9 @@ _EXPORTS = {
     "heatmap": "overlay",
     "overlay_row": "overlay",
     "prepare_for_inference": "prepared",
+    "PromptPolicy": "policy",
+    "random_prompts": "policy",
     "PromptBank": "prompts",
-    "random_prompts": "prompts",
     "Scorer": "scoring",
     "build_scorer": "scoring",
 }

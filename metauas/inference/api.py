@@ -25,6 +25,7 @@ threshold from normal images, after which every result carries a binary `mask` a
 from __future__ import annotations
 
 import numbers
+import typing
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from metauas.data.images import IMAGE_SUFFIXES, read_image, to_rgb
 from metauas.errors import UserError
 from metauas.inference.config import LookupConfig
 from metauas.inference.frame import display_map, image_score, model_input, size_warning
+from metauas.inference.policy import PromptPolicy
 
 Image = Union[str, Path, np.ndarray, Any]  # Any: a PIL.Image.Image (PIL is not imported here)
 GRAPH_SUFFIXES = (".onnx", ".xml")  # exported graphs: onnxruntime, OpenVINO IR
@@ -89,7 +91,7 @@ def find_images(folder: Path, recursive: bool = False) -> list[Path]:
 def expand(images: Image | Sequence[Image], recursive: bool = False) -> tuple[list[Image], bool]:
     """(the images, whether one single image was given): folders become their files."""
     single = not isinstance(images, (list, tuple))
-    items = [images] if single else list(images)
+    items: list[Image] = list(images) if isinstance(images, (list, tuple)) else [images]
     out: list[Image] = []
     for item in items:
         if isinstance(item, (str, Path)) and Path(item).is_dir():
@@ -153,9 +155,9 @@ class Segmenter:
         self.backend, self.batch_size = backend, batch_size
         self._threshold: float | None = None
         self.threshold = getattr(backend, "threshold", None)  # an exported graph may carry one
-        self.use_all = False
+        self.policy = PromptPolicy("best")  # each query takes its closest prompt (set_prompts)
         self._prompts: list[np.ndarray] = []
-        self._feats: list[Any] | None = None  # encoder stages of the prompts, batch K
+        self._feats: list[list[Any]] | None = None  # per rotation, encoder stages of the prompts, batch K
         self._vectors: np.ndarray | None = None
         note = size_warning(self.size, backend.meta.get("size"))
         if note:
@@ -229,45 +231,66 @@ class Segmenter:
         """The RGB array of prompt `index` (as given to `set_prompts`)."""
         return self._prompts[index]
 
-    def _encode(self, rgbs: Sequence[np.ndarray]) -> list[Any]:
-        parts = [
-            self.backend.encode(np.stack([model_input(rgb, self.size) for rgb in rgbs[i : i + self.batch_size]]))
-            for i in range(0, len(rgbs), self.batch_size)
-        ]
+    @property
+    def use_all(self) -> bool:
+        """Whether every prompt is a shot of every query (else each takes its closest)."""
+        return self.policy.mode == "all"
+
+    def _encode(self, batch: np.ndarray) -> list[Any]:
+        """Encoder stages of N x 3 x S x S inputs, encoded `batch_size` at a time."""
+        parts = [self.backend.encode(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
         return self.backend.concat(parts)
 
-    def set_prompts(self, *images: Image, use_all: bool = False, recursive: bool = False) -> Segmenter:
+    def set_prompts(
+        self, *images: Image, use_all: bool = False, rotations: Sequence[int] = (0,), recursive: bool = False
+    ) -> Segmenter:
         """Normal image(s) every later query is compared with (files, folders, arrays):
         with several, each query takes the most similar one (global features, as
-        `--prompt-mode best`), or all of them as K shots with `use_all=True`. Their
+        `--prompt-mode best`), or all of them as K shots with `use_all=True`; `rotations`
+        (degrees, multiples of 90) adds each prompt rotated as more shots (as `evaluate
+        --prompt-rotations`). The choice is `inference.policy`'s, evaluate's; the
         features are computed once, here."""
         images_, _ = expand(list(images), recursive)
         if not images_:
             raise UserError("give at least one normal prompt image")
+        if not rotations or any(r % 90 for r in rotations):
+            raise UserError(f"prompt rotations are multiples of 90 degrees, got {list(rotations)}")
+        self.policy = PromptPolicy("all" if use_all else "best", rotations=tuple(rotations))
         self._prompts = [as_rgb(im) for im in images_]
-        self._feats = self._encode(self._prompts)
+        batch = np.stack([model_input(rgb, self.size) for rgb in self._prompts])
+        self._feats = [self._encode(view) for view in self.policy.views(batch)]
         self._vectors = None
-        self.use_all = use_all
         return self
 
     def _prompt_vectors(self) -> np.ndarray:
-        if self._vectors is None:
-            self._vectors = self.backend.vectors(self._feats)
-        return self._vectors
+        """Unit vectors of the prompts as they are (unrotated): what queries choose by."""
+        if self._vectors is None and self._feats is not None:
+            rotations = self.policy.rotations
+            plain = (
+                self._feats[rotations.index(0)]
+                if 0 in rotations
+                else self._encode(np.stack([model_input(rgb, self.size) for rgb in self._prompts]))
+            )
+            self._vectors = self.backend.vectors(plain)
+        return typing.cast(np.ndarray, self._vectors)  # set above once there are prompts
 
     def _prompt_feats(
         self, query_feats: list[Any], exclude: int | None = None
     ) -> tuple[list[list[Any]], list[tuple[int, ...]]]:
-        """Per shot, prompt features (batch 1 when every query uses the same prompt)."""
-        allowed = [i for i in range(len(self._prompts)) if i != exclude]
-        b = len(query_feats[0])
-        if self.use_all or len(allowed) == 1:
-            return [[f[i : i + 1] for f in self._feats] for i in allowed], [tuple(allowed)] * b
-        similarity = self.backend.vectors(query_feats) @ self._prompt_vectors()[allowed].T
-        picks = [allowed[j] for j in np.argmax(similarity, axis=1).tolist()]
-        if len(set(picks)) == 1:
-            return [[f[picks[0] : picks[0] + 1] for f in self._feats]], [(picks[0],)] * b
-        return [[f[picks] for f in self._feats]], [(p,) for p in picks]
+        """Per shot (chosen prompt, then rotation), prompt features: batch 1 when every
+        query uses the same prompts, else one row per query."""
+        if self._feats is None:
+            raise UserError("set a normal prompt first: segment(query, prompt=...) or set_prompts(...)")
+        views = self._feats
+        picks = self.policy.choose(
+            len(query_feats[0]),
+            len(self._prompts),
+            lambda allowed: (self.backend.vectors(query_feats), self._prompt_vectors()[allowed]),
+            exclude,
+        )
+        shared = all(p == picks[0] for p in picks)
+        rows = [slice(i, i + 1) for i in picks[0]] if shared else [list(shot) for shot in zip(*picks)]
+        return [[f[row] for f in feats] for row in rows for feats in views], picks
 
     def _segment_rgbs(
         self, rgbs: list[np.ndarray], exclude: int | None = None, paths: Sequence[str | None] | None = None
@@ -294,13 +317,13 @@ class Segmenter:
     ) -> Segmentation | list[Segmentation]:
         """The map, score (and with a threshold, mask and decision) of one query, or a list
         of them for a list of queries or a folder (`recursive`: its subfolders too).
-        `prompt` (one image, several, or a folder) replaces the cached prompts;
+        `prompt` (one image, several, or a folder) replaces the cached prompts (chosen by
+        the same policy);
         `threshold` overrides the fitted one for this call."""
         t = None if threshold is None else check_threshold(threshold)
         if prompt is not None:
-            self.set_prompts(
-                *(prompt if isinstance(prompt, (list, tuple)) else [prompt]), use_all=self.use_all, recursive=recursive
-            )
+            images: Sequence[Image] = prompt if isinstance(prompt, (list, tuple)) else [prompt]
+            self.set_prompts(*images, use_all=self.use_all, rotations=self.policy.rotations, recursive=recursive)
         queries, single = expand(query, recursive)
         paths = [str(q) if isinstance(q, (str, Path)) else None for q in queries]
         results = self._segment_rgbs([as_rgb(q) for q in queries], paths=paths)
@@ -329,10 +352,7 @@ class Segmenter:
         else:
             scores = []
         if not scores:
-            raise UserError(
-                "an automatic threshold needs normal images: give --normals DIR (or normals=...) "
-                "or at least two prompts"
-            )
+            raise UserError("an automatic threshold needs normal images: give `normals` or at least two prompts")
         self.threshold = float(np.quantile(scores, quantile))
         return self.threshold
 

@@ -36,9 +36,11 @@ import socket
 import sys
 import threading
 import time
+import typing
 from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import cv2
 import numpy as np
@@ -187,13 +189,13 @@ def segment_request(segmenter: Segmenter, body: object) -> dict:
         raise RequestError(
             HTTPStatus.BAD_REQUEST, 'the body must be a JSON object: {"normals": [...], "queries": [...]}'
         )
-    normals, queries = _files(body.get("normals"), "normal"), _files(body.get("queries"), "query")
-    check_budget(normals + queries)
-    normals, queries = _decode(normals), _decode(queries)
+    normal_files, query_files = _files(body.get("normals"), "normal"), _files(body.get("queries"), "query")
+    check_budget(normal_files + query_files)
+    normals, queries = _decode(normal_files), _decode(query_files)
     segmenter.threshold = None  # one fitted for an earlier request must not decide this one
     segmenter.set_prompts(*(rgb for _, rgb in normals))
     threshold = segmenter.fit_threshold() if len(normals) >= 2 else None
-    results = segmenter.segment([rgb for _, rgb in queries])
+    results = typing.cast(list, segmenter.segment([rgb for _, rgb in queries]))  # a list in, a list out
     return {
         "method": segmenter.method,
         "size": segmenter.size,
@@ -295,7 +297,8 @@ class Deadlines:
     client that sends a byte now and then hold a worker for ever."""
 
     def __init__(self, seconds: float):
-        self.seconds, self._due, self._lock = seconds, {}, threading.Lock()
+        self._due: dict[socket.socket, float] = {}
+        self.seconds, self._lock = seconds, threading.Lock()
         threading.Thread(target=self._watch, name="metauas-app-deadlines", daemon=True).start()
 
     def start(self, conn: socket.socket) -> None:
@@ -351,7 +354,7 @@ class PageServer(HTTPServer):
         for i in range(WORKERS):
             threading.Thread(target=self._work, name=f"metauas-app-{i}", daemon=True).start()
 
-    def process_request(self, request: socket.socket, client_address) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:  # a TCP server: request is a socket
         try:
             self.waiting.put_nowait((request, client_address))
         except queue.Full:
@@ -392,6 +395,7 @@ class PageHandler(BaseHTTPRequestHandler):
     one model and its lock (one request on it at a time: its prompt cache is shared, and
     one request's memory is the bound), the page and its policy, the allowed host names."""
 
+    server: PageServer  # the deadlines live there
     segmenter: Segmenter
     lock: threading.Lock
     page: bytes
@@ -403,7 +407,7 @@ class PageHandler(BaseHTTPRequestHandler):
         return "metauas"
 
     def setup(self) -> None:
-        self.timeout = self.seconds  # per read and write; the deadline bounds the whole request
+        self.timeout = self.seconds  # type: ignore[misc]  # per read and write, per connection (the class's default otherwise); the deadline bounds the whole request
         super().setup()
 
     def _send(self, status: int, body: bytes, kind: str, extra: dict | None = None) -> None:
@@ -539,7 +543,7 @@ def serve(segmenter: Segmenter, host: str, port: int, info: str, ready=print, ti
     try:
         server = PageServer((host, port), make_handler(segmenter, info, allowed_names(host), timeout), timeout)
     except OSError as err:
-        raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}); try another --port") from None
+        raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}); try another `port`") from None
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     ready(f"http://{shown}:{server.server_address[1]}/")
     try:

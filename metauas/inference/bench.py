@@ -18,6 +18,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ def _best_of(fn: Callable[[], object], repeats: int) -> float:
     return _interleaved_best({"fn": fn}, repeats)[0]["fn"]
 
 
-def _interleaved_best(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+def _interleaved_best(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Fastest of `repeats` calls of each function, taking turns (A B C A B C ...), and
     each function's warm-up result.
 
@@ -87,11 +88,17 @@ def shared_predict(model: MetaUAS, prompt: torch.Tensor, queries: torch.Tensor) 
         return torch.sigmoid(model.segment(feats, model.encode(queries), size=queries.shape[-2:]))
 
 
-def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+def _synced(fn: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
     """`fn` that returns only when a CUDA device has finished its work (kernels are async)."""
     if device.type != "cuda":
         return fn
-    return lambda: (fn(), torch.cuda.synchronize(device))[0]
+
+    def synced() -> Any:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return synced
 
 
 def time_split(model: MetaUAS, prompts: torch.Tensor, queries: torch.Tensor, repeats: int):

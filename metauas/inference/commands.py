@@ -3,99 +3,33 @@ predict on an exported graph imports neither)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
-from metauas.devices import CHOICES as DEVICE_CHOICES
-from metauas.options import progress_option, quiet_option, setup_output, verbose_option
-
-ShotFusion = Literal["features", "joint", "mean", "max"]
-
-COMPILE_HELP = (
-    "torch.compile encoder and decoder (inductor, frozen weights): faster per image after a "
-    "compilation of about a minute per input shape on 2 CPU cores; for long runs. Needs a C++ "
-    "compiler on CPU."
+from metauas.inference.config import Method, PredictConfig
+from metauas.options import (
+    ConfigCommand,
+    add_command,
+    config_command,
+    field_option,
 )
 
 
-def predict_command(
-    query: Path = typer.Option(..., "--query", help="Query image or folder of query images."),
-    out: Path = typer.Option(..., "--out", help="Output folder: maps/, overlays/, predictions.jsonl."),
-    checkpoint: Path = typer.Option(
-        None,
-        "--checkpoint",
-        help="Trained checkpoint (.pt), a pretrained name "
-        "(hf:csgaobb/MetaUAS/metauas-256.ckpt) or an exported graph (model.onnx, "
-        "model.xml: runs without torch); not needed for --method lookup.",
-    ),
-    prompt: list[Path] = typer.Option(None, "--prompt", help="Normal prompt image (repeat for several)."),
-    prompt_dir: Path = typer.Option(None, "--prompt-dir", help="Folder of normal prompt images."),
-    method: Literal["model", "lookup", "mix"] = typer.Option(
-        "model", "--method", help="model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup)."
-    ),
-    use_all_prompts: bool = typer.Option(
-        False, "--use-all-prompts", help="Use every prompt as K shots instead of the closest one."
-    ),
-    shot_fusion: ShotFusion = typer.Option(
-        "features", "--shot-fusion", help="With --use-all-prompts: how K prompts combine (see evaluate -h)."
-    ),
-    size: int = typer.Option(
-        None, "--size", help="Inference size (default: the checkpoint's training size, else 256)."
-    ),
-    map_format: Literal["png16", "npy"] = typer.Option(
-        "png16", "--map-format", help="Anomaly map files: png16 (16-bit PNG, 65535 = 1) | npy (float32)."
-    ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Queries per forward pass."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
-    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
-    threshold: Optional[str] = typer.Option(
-        None,
-        "--threshold",
-        help="Also decide: auto (fitted on normal "
-        "images: the highest image score among them, see docs/api.md) or a "
-        "number in [0, 1]; writes masks/ and an anomalous column.",
-    ),
-    normals: Optional[Path] = typer.Option(
-        None,
-        "--normals",
-        help="Folder of normal images for --threshold auto (default: the prompts, each scored against the others).",
-    ),
-    recursive: bool = typer.Option(
-        False,
-        "--recursive",
-        help="Search --query, --prompt-dir and --normals "
-        "folders in their subfolders too (outputs keep the subfolders).",
-    ),
-    progress: bool = progress_option(),
-    quiet: bool = quiet_option(),
-    verbose: bool = verbose_option(),
-) -> None:
-    """Anomaly maps, overlays, scores and (with --threshold) decisions for your own images."""
-    from metauas.inference.predict import PredictConfig, predict
+def _warn(message: str) -> None:
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
 
-    cfg = PredictConfig(
-        query=query,
-        out=out,
-        checkpoint=checkpoint,
-        prompts=tuple(prompt or ()),
-        prompt_dir=prompt_dir,
-        method=method,
-        use_all_prompts=use_all_prompts,
-        shot_fusion=shot_fusion,
-        size=size,
-        map_format=map_format,
-        batch_size=batch_size,
-        device=device,
-        compile=compile,
-        threshold=threshold,
-        normals=normals,
-        recursive=recursive,
-        progress=setup_output(quiet, verbose, progress),
-    )
-    warn = lambda message: typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)  # noqa: E731
-    typer.echo(f"wrote {predict(cfg, warn)}")
+
+@config_command(ConfigCommand(PredictConfig, config_file=False))
+def predict_command(cfg: PredictConfig) -> None:
+    """Anomaly maps, overlays, scores and (with --threshold) decisions for your own images."""
+    from metauas.model.hub import fetch_first
+
+    fetch_first(cfg.checkpoint)
+    from metauas.inference.predict import predict
+
+    written = predict(cfg, _warn)
+    typer.echo(f"wrote {written}")
 
 
 def bench_model_command(
@@ -158,8 +92,8 @@ def app_command(
     checkpoint: Optional[str] = typer.Option(
         None, "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...); not needed for --method lookup."
     ),
-    method: Literal["model", "lookup", "mix"] = typer.Option("model", "--method", help="How maps are made."),
-    size: Optional[int] = typer.Option(None, "--size", help="Inference size (default: the checkpoint's)."),
+    method: Method = field_option(PredictConfig, "method"),
+    size: Optional[int] = field_option(PredictConfig, "size"),
     host: str = typer.Option(
         "127.0.0.1",
         "--host",
@@ -173,11 +107,14 @@ def app_command(
         min=0.5,
         help="Seconds a client has to send its request, and to take the answer; slower connections are cut.",
     ),
-    device: str = typer.Option("auto", "--device", help=DEVICE_CHOICES),
+    device: str = field_option(PredictConfig, "device"),
 ) -> None:
     """An interactive page: drop normal and query images, see prompt, query, heatmap and mask, download them."""
     import sys
 
+    from metauas.model.hub import fetch_first
+
+    fetch_first(checkpoint)  # offline, a pretrained name fails in a moment, before torch loads
     from metauas.inference.api import Segmenter
     from metauas.inference.app import exposure_warning, serve
 
@@ -197,6 +134,6 @@ def app_command(
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach `predict` and `app` to the main app, `model` to `bench`."""
-    app.command("predict")(predict_command)
-    app.command("app")(app_command)
-    bench_app.command("model")(bench_model_command)
+    add_command(app, "predict", predict_command)
+    add_command(app, "app", app_command)
+    add_command(bench_app, "model", bench_model_command)

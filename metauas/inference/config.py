@@ -1,25 +1,40 @@
 """Configs of the inference room, torch-free so the CLI reads its defaults from them.
 
 `LookupConfig` is the training-free baseline's recipe (`lookup.py`), `PredictConfig` one
-`metauas predict` run (`predict.py`).
+`metauas predict` run (`predict.py`); prompt modes are the policy's (`policy.py`).
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from metauas.configs import Panel, as_tuple, option
+from metauas.devices import CHOICES as DEVICES
 from metauas.errors import UserError
 from metauas.model.config import check_side
 
-SHOT_FUSIONS = ("features", "joint", "mean", "max")
-NORMALISE = ("none", "prompt", "query")  # LookupConfig.normalise
-AGGREGATE = ("mean", "max", "geomean")  # LookupConfig.aggregate
-UPSAMPLE = ("finest", "image")  # LookupConfig.upsample
-MODES = ("random", "best", "pool")  # how prompts are chosen (prompts.py)
-METHODS = ("model", "lookup", "mix")  # the scoring registry's names (scoring.py)
-METHOD_SETS = {"both": ("model", "lookup"), "all": METHODS}
-METHOD_CHOICES = (*METHODS, *METHOD_SETS)
+COMPILE_HELP = (
+    "torch.compile encoder and decoder (inductor, frozen weights): faster per image after a compilation of about "
+    "a minute per input shape on 2 CPU cores; for long runs. Needs a C++ compiler on CPU."
+)
+
+# each choice is a Literal alias (for type checkers and the CLI's choices) and its tuple
+ShotFusion = Literal["features", "joint", "mean", "max"]  # how K prompts combine (scoring.Scorer)
+SHOT_FUSIONS: tuple[ShotFusion, ...] = typing.get_args(ShotFusion)
+Normalise = Literal["none", "prompt", "query"]  # LookupConfig.normalise
+NORMALISE: tuple[Normalise, ...] = typing.get_args(Normalise)
+Aggregate = Literal["mean", "max", "geomean"]  # LookupConfig.aggregate
+AGGREGATE: tuple[Aggregate, ...] = typing.get_args(Aggregate)
+Upsample = Literal["finest", "image"]  # LookupConfig.upsample
+UPSAMPLE: tuple[Upsample, ...] = typing.get_args(Upsample)
+Method = Literal["model", "lookup", "mix"]  # the scoring registry's names (scoring.py)
+METHODS: tuple[Method, ...] = typing.get_args(Method)
+MethodChoice = Literal["model", "lookup", "mix", "both", "all"]  # a method, or a set of them
+METHOD_SETS: dict[str, tuple[Method, ...]] = {"both": ("model", "lookup"), "all": METHODS}
+METHOD_CHOICES: tuple[MethodChoice, ...] = typing.get_args(MethodChoice)
 
 
 @dataclass(frozen=True)
@@ -35,7 +50,12 @@ class LookupConfig:
     neighbourhood: int | tuple[int, ...] = 1
     # Gaussian smoothing of the upsampled map, pixels; 0 = none. 0..4 were within a point
     # of each other; 4 keeps maps smooth, 8 cost small defects
-    sigma: float = 4.0
+    sigma: float = option(
+        4.0,
+        "Gaussian smoothing (pixels) of the lookup baseline's map; 0 = none.",
+        Panel.MODEL,
+        names=("--lookup-sigma",),
+    )
     # per-stage distance scale, so that stages with larger typical distances do not dominate:
     # none | prompt (a quantile of the prompt's distances to itself outside a window around
     # each patch: the distance a normal patch gets, known before any query) | query (the
@@ -43,17 +63,17 @@ class LookupConfig:
     # none: the raw scales carry signal (the deeper stage's larger distances); prompt
     # scales lost up to 5 P-AP, query medians broke image scores (a defect-free query
     # is stretched like a defective one)
-    normalise: str = "none"
+    normalise: Normalise = "none"
     # prompt normalisation: a patch's neighbours within this many positions (per stage
     # grid) are not counted as its matches (they overlap it), and the quantile taken
     exclude: int = 2
     quantile: float = 0.5
     # how stage maps combine: mean | max (any stage finding it) | geomean (all stages must
     # agree: fewer false alarms, fewer faint defects; with stage 4 it traded P-AUPRO for P-AP)
-    aggregate: str = "mean"
+    aggregate: Aggregate = "mean"
     # where stage maps combine: at the finest stage's grid (then one upsampling) | at image
     # size (within 0.2 of each other; finest is cheaper)
-    upsample: str = "finest"
+    upsample: Upsample = "finest"
 
     def __post_init__(self) -> None:
         for name, value, choices in (
@@ -77,33 +97,71 @@ class LookupConfig:
         return tuple(k) if isinstance(k, (tuple, list)) else (k,) * len(self.stages)
 
 
-MAP_FORMATS = ("png16", "npy")
+MapFormat = Literal["png16", "npy"]  # 16-bit PNG (65535 = 1) | float32 .npy
+MAP_FORMATS: tuple[MapFormat, ...] = typing.get_args(MapFormat)
 
 
 @dataclass(frozen=True)
 class PredictConfig:
     """One `metauas predict` run (see predict.py)."""
 
-    query: Path
-    out: Path
-    checkpoint: Path | None = None
-    prompts: tuple[Path, ...] = ()
-    prompt_dir: Path | None = None
-    method: str = "model"  # model | lookup | mix
-    use_all_prompts: bool = False  # K-shot with every prompt instead of the closest one
-    shot_fusion: str = "features"
-    size: int | None = None  # None: the checkpoint's training size, else 256
-    map_format: str = "png16"
-    batch_size: int = 8
+    query: Path = option(help="Query image or folder of query images.", panel=Panel.DATA, required="always")
+    out: Path = option(
+        help="Output folder: maps/, overlays/, predictions.jsonl.", panel=Panel.OUTPUT, required="always"
+    )
+    checkpoint: Path | None = option(
+        None,
+        "Trained checkpoint (.pt), a pretrained name (hf:csgaobb/MetaUAS/metauas-256.ckpt) or an exported graph "
+        "(model.onnx, model.xml: runs without torch); not needed for --method lookup.",
+        Panel.MODEL,
+    )
+    prompts: tuple[Path, ...] = option(
+        (),
+        "Normal prompt image (repeat for several).",
+        Panel.PROMPTS,
+        names=("--prompt",),
+        kind=list[Path],
+        parse=as_tuple,
+    )
+    prompt_dir: Path | None = option(None, "Folder of normal prompt images.", Panel.PROMPTS)
+    method: Method = option(
+        "model", "model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup).", Panel.MODEL
+    )
+    use_all_prompts: bool = option(  # K-shot with every prompt instead of the closest one
+        False, "Use every prompt as K shots instead of the closest one.", Panel.PROMPTS
+    )
+    shot_fusion: ShotFusion = option(
+        "features", "With --use-all-prompts: how K prompts combine (see evaluate -h).", Panel.PROMPTS
+    )
+    size: int | None = option(  # None: the checkpoint's training size, else 256
+        None, "Inference size (default: the checkpoint's training size, else 256).", Panel.DATA
+    )
+    map_format: MapFormat = option(
+        "png16", "Anomaly map files: png16 (16-bit PNG, 65535 = 1) | npy (float32).", Panel.OUTPUT
+    )
+    batch_size: int = option(8, "Queries per forward pass.", Panel.DEVICE)
     overlay_side: int = 768  # longest side of overlay tiles
-    device: str = "auto"
-    compile: bool = False  # torch.compile the model (see inference/prepared.py)
-    progress: bool = True
+    device: str = option("auto", DEVICES, Panel.DEVICE)
+    compile: bool = option(False, COMPILE_HELP, Panel.DEVICE)  # see inference/prepared.py
+    progress: bool = option(True, "Show a progress bar on stderr.", Panel.OUTPUT, names=("--progress/--no-progress",))
     # decisions: "auto" (fitted from normal images, see api.Segmenter.fit_threshold), a
     # number in [0, 1], or None (maps and scores only)
-    threshold: str | None = None
-    normals: Path | None = None  # folder of normal images for --threshold auto (else the prompts)
-    recursive: bool = False  # query, prompt and normals folders: subfolders too
+    threshold: str | None = option(
+        None,
+        "Also decide: auto (fitted on normal images: the highest image score among them, see docs/api.md) or a "
+        "number in [0, 1]; writes masks/ and an anomalous column.",
+        Panel.OUTPUT,
+    )
+    normals: Path | None = option(  # folder of normal images for --threshold auto (else the prompts)
+        None,
+        "Folder of normal images for --threshold auto (default: the prompts, each scored against the others).",
+        Panel.PROMPTS,
+    )
+    recursive: bool = option(  # query, prompt and normals folders: subfolders too
+        False,
+        "Search --query, --prompt-dir and --normals folders in their subfolders too (outputs keep the subfolders).",
+        Panel.DATA,
+    )
 
     def __post_init__(self) -> None:
         if self.map_format not in MAP_FORMATS:
@@ -114,10 +172,10 @@ class PredictConfig:
             except ValueError:
                 value = -1.0
             if not 0.0 <= value <= 1.0:
-                raise UserError(f"--threshold takes auto or a number in [0, 1], got {self.threshold!r}")
+                raise UserError(f"`threshold` takes auto or a number in [0, 1], got {self.threshold!r}")
         if self.normals is not None and self.threshold != "auto":
-            raise UserError("--normals is for --threshold auto")
+            raise UserError("`normals` is for `threshold` auto")
         if self.batch_size < 1:
-            raise UserError("--batch-size must be at least 1")
+            raise UserError("`batch_size` must be at least 1")
         if self.size is not None:
-            check_side(self.size, "--size")
+            check_side(self.size, "`size`")

@@ -33,7 +33,7 @@ def _plane(x) -> np.ndarray:
 def heatmap(score_map, base: np.ndarray, alpha: float = 0.5, vmax: float = 1.0) -> np.ndarray:
     """JET colours of scores in [0, vmax] (fixed, not stretched per image: a silent map
     stays blue)."""
-    m = np.clip(_plane(score_map) / max(vmax, 1e-12), 0, 1)
+    m: np.ndarray = np.clip(_plane(score_map) / max(vmax, 1e-12), 0, 1)
     m = cv2.resize(m, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
     colour = cv2.cvtColor(cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     return (alpha * colour + (1 - alpha) * base).round().astype(np.uint8)

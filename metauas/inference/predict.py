@@ -20,6 +20,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import typing
 import warnings
 from pathlib import Path
 
@@ -37,10 +39,12 @@ from metauas.outputs import prepare_dir, text_bytes, write_atomic
 MANIFEST = "predict-run.json"
 TABLES = ("predictions.jsonl", "predictions.csv")
 
+log = logging.getLogger("metauas.predict")
+
 
 def list_prompts(cfg: PredictConfig) -> list[Path]:
     if bool(cfg.prompts) == (cfg.prompt_dir is not None):
-        raise UserError("give normal prompt image(s) with --prompt IMG... or --prompt-dir DIR (one of them)")
+        raise UserError("give normal prompt image(s) with `prompts` or `prompt_dir` (one of them)")
     if cfg.prompt_dir is not None:
         if not cfg.prompt_dir.is_dir():
             raise UserError(f"prompt folder not found: {cfg.prompt_dir}")
@@ -94,17 +98,17 @@ def claim_out(out: Path, files: list[str]) -> None:
         manifest = out / MANIFEST
         if not manifest.is_file():
             raise UserError(
-                f"--out {out} is not empty and was not written by metauas predict (no {MANIFEST}): "
+                f"`out` {out} is not empty and was not written by metauas predict (no {MANIFEST}): "
                 "give a new or empty folder"
             )
         try:
             owned = set(json.loads(manifest.read_text())["files"])
         except (ValueError, KeyError, TypeError):
-            raise UserError(f"--out {out}: {MANIFEST} is damaged: give a new or empty folder") from None
+            raise UserError(f"`out` {out}: {MANIFEST} is damaged: give a new or empty folder") from None
         foreign = [p for p in present if p.relative_to(out).as_posix() not in owned | {MANIFEST}]
         if foreign:
             raise UserError(
-                f"--out {out} holds files predict did not write ({foreign[0].relative_to(out)}"
+                f"`out` {out} holds files predict did not write ({foreign[0].relative_to(out)}"
                 f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}): give a new or empty folder"
             )
         for p in present:
@@ -214,7 +218,7 @@ def predict(cfg: PredictConfig, warn=lambda message: None) -> Path:
     prompts, queries = list_prompts(cfg), list_queries(cfg.query, cfg.recursive)
     queries = [q for q in queries if not q.resolve().is_relative_to(cfg.out.resolve())]  # not our own outputs
     if not queries:
-        raise UserError(f"no query images outside --out {cfg.out}")
+        raise UserError(f"no query images outside `out` {cfg.out}")
     for p in prompts:
         read_image(p)  # an unreadable prompt is an error before any work
     names = output_names(queries, cfg.query)
@@ -222,10 +226,13 @@ def predict(cfg: PredictConfig, warn=lambda message: None) -> Path:
     segmenter, notes = _segmenter(cfg, prompts)
     for note in notes:
         warn(note)
+    log.debug("%d prompt(s), %d query image(s), %s at %d px", len(prompts), len(queries), cfg.method, segmenter.size)
     records = []
     for i in tqdm(range(0, len(queries), cfg.batch_size), desc="predict", unit="batch", disable=not cfg.progress):
         batch = queries[i : i + cfg.batch_size]
         images = [read_image(q) for q in batch]
-        for path, name, rgb, result in zip(batch, names[i:], images, segmenter.segment(images)):
+        results = typing.cast(list, segmenter.segment(images))  # a list in, a list out
+        for path, name, rgb, result in zip(batch, names[i:], images, results):
             records.append(_write(cfg, name, path, rgb, result, prompts, segmenter))
+            log.debug("%s: score %.4f against %s", path, result.score, ", ".join(records[-1]["prompt"]))
     return _tables(cfg.out, records)

@@ -19,12 +19,16 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from metauas.errors import UserError
+
+if TYPE_CHECKING:  # the model stack is imported by whoever made the model
+    from metauas.model.network import MetaUAS
 
 
 def fold_batchnorm(module: nn.Module) -> int:
@@ -40,7 +44,7 @@ def fold_batchnorm(module: nn.Module) -> int:
     return folded
 
 
-def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool = False) -> nn.Module:
+def prepare_for_inference(model: MetaUAS, *, channels_last: bool = True, compile: bool = False) -> MetaUAS:
     """Make `model` (a MetaUAS, in place) inference-only and faster; returns it.
 
     Outputs stay equal to the unprepared model's up to float rounding (`metauas bench
@@ -81,11 +85,11 @@ def keep_freed_buffers() -> bool:
     return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
 
 
-def _compile(model: nn.Module) -> None:
+def _compile(model: MetaUAS) -> None:
     """Compile encoder and decoder in place (module names, hence weights, unchanged)."""
     try:
         import torch._dynamo  # noqa: F401 - fails where torch.compile is unsupported
     except ImportError as err:
-        raise UserError(f"--compile: torch.compile is unavailable here ({err})") from None
+        raise UserError(f"`compile`: torch.compile is unavailable here ({err})") from None
     for part in (model.encoder, model.decoder):
         part.compile(options={"freezing": True})

@@ -1,43 +1,26 @@
-"""Which normal image(s) each query is compared with (paper §3.4, §4.1).
+"""The torch side of prompt choice (the policy itself is `policy.py`): prompt files,
+candidate banks, and encoding the chosen prompts.
 
-- ``random``: K training images per class drawn with an RNG seeded by (seed, class name),
-  the same for every query of the class; repeated over seeds for mean ± std.
-- ``best`` (MetaUAS★): per query, the K training images of its class whose globally
-  pooled last-stage encoder features have the highest cosine similarity to the query's.
-- ``pool``: class-agnostic; one random prompt per class forms a pool and each query takes
-  the K closest prompts of the pool, whatever their class.
-- a prompts file replays published prompt lists exactly (`read_prompt_file`).
-
-`PromptBank` holds a class's candidate prompts (tensors loaded once, global vectors);
-`prompt_features` encodes the chosen prompts once and caches them when a batch shares them.
+- a prompts file replays published prompt lists exactly (`read_prompt_file`);
+- `PromptBank` holds a class's candidate prompts under a policy (tensors loaded once,
+  global vectors) and chooses each query's prompts by it;
+- `prompt_features` encodes the chosen prompts (and their rotations) once, and caches
+  them when a batch shares them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from metauas.errors import UserError
-from metauas.inference.config import MODES  # noqa: F401  (the modes this module implements)
+from metauas.inference.policy import PromptPolicy
 from metauas.inference.scoring import Scorer, load_tensor
-
-
-def random_prompts(train: Sequence[Path], shots: int, seed: int, class_name: str) -> list[Path]:
-    """K distinct training images, reproducible from (seed, class name) alone."""
-    if len(train) < shots:
-        raise UserError(
-            f"class {class_name}: {len(train)} normal training image(s), --shots {shots} needs at least {shots}"
-        )
-    rng = np.random.default_rng([seed, zlib.crc32(os.fsencode(class_name))])
-    return [train[i] for i in sorted(rng.choice(len(train), size=shots, replace=False))]
 
 
 @torch.no_grad()
@@ -49,13 +32,6 @@ def global_features(encoder: torch.nn.Module, images: torch.Tensor) -> torch.Ten
 def pooled(last_stage: torch.Tensor) -> torch.Tensor:
     """N x C unit vectors of an encoder's last-stage features averaged over positions."""
     return F.normalize(last_stage.mean(dim=(2, 3)), dim=1)
-
-
-def closest(query_vecs: torch.Tensor, bank_vecs: torch.Tensor, shots: int) -> torch.Tensor:
-    """N x K indices into the bank, most similar first (cosine of unit vectors)."""
-    if bank_vecs.shape[0] < shots:
-        raise UserError(f"{bank_vecs.shape[0]} prompt candidate(s), --shots {shots} needs more")
-    return (query_vecs @ bank_vecs.T).topk(shots, dim=1).indices
 
 
 def _resolve(name: str, roots: Sequence[Path]) -> Path:
@@ -76,7 +52,7 @@ def _names(entry, cls: str, path: Path) -> list[str]:
         raise UserError(
             f'prompts file {path}: class {cls!r} needs an image name, a list of them or {{"filename": ...}} records'
         )
-    return names
+    return [str(n) for n in names]  # every one a name: checked above
 
 
 def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Path]]]:
@@ -101,10 +77,11 @@ def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Pa
 
 
 class PromptBank:
-    """Normal images of a class (or the pool): paths, lazily loaded tensors, global vectors."""
+    """A class's candidate prompts (or the pool) under a policy: paths, lazily loaded
+    tensors, global vectors; it chooses each query's prompts and encodes them."""
 
-    def __init__(self, paths: Sequence[Path], size: int, scorer: Scorer) -> None:
-        self.paths, self.size, self.scorer = list(paths), size, scorer
+    def __init__(self, policy: PromptPolicy, paths: Sequence[Path], size: int, scorer: Scorer) -> None:
+        self.policy, self.paths, self.size, self.scorer = policy, list(paths), size, scorer
         self._tensors: dict[Path, torch.Tensor] = {}
         self._vectors: torch.Tensor | None = None
 
@@ -125,17 +102,30 @@ class PromptBank:
             self._vectors = torch.cat(parts)
         return self._vectors
 
+    def choose(self, query_feats: list[torch.Tensor], batch: int) -> list[list[Path]]:
+        """K prompt paths per query of the batch (the bank's vectors computed in batches of `batch`)."""
+        picks = self.policy.choose(
+            query_feats[0].shape[0], len(self.paths), lambda allowed: (pooled(query_feats[-1]), self.vectors(batch))
+        )
+        return [[self.paths[i] for i in row] for row in picks]
+
+    def features(
+        self, chosen: list[list[Path]], cache: dict[tuple[Path, ...], list[list[torch.Tensor]]]
+    ) -> list[list[torch.Tensor]]:
+        """The chosen prompts' encoder features, per shot and rotation (`prompt_features`)."""
+        return prompt_features(self.scorer, chosen, self.tensor, cache, self.policy)
+
 
 def prompt_features(
     scorer: Scorer,
     chosen: list[list[Path]],
-    load,
+    load: Callable[[Path], torch.Tensor],
     cache: dict[tuple[Path, ...], list[list[torch.Tensor]]],
-    rotations: Sequence[int] = (0,),
+    policy: PromptPolicy = PromptPolicy(),
 ) -> list[list[torch.Tensor]]:
-    """Per shot (and per rotation of each prompt, test-time augmentation for rotation-
-    variant parts), encoder features with batch 1 when all queries share the prompt (then
-    computed once per class and cached)."""
+    """Per shot (and per rotation of each prompt the policy asks for), encoder features
+    with batch 1 when all queries share the prompt (then computed once per class and
+    cached)."""
     shared = all(c == chosen[0] for c in chosen)
     if shared and tuple(chosen[0]) in cache:
         return cache[tuple(chosen[0])]
@@ -143,7 +133,7 @@ def prompt_features(
     for k in range(len(chosen[0])):
         paths = [chosen[0][k]] if shared else [c[k] for c in chosen]
         images = torch.stack([load(p) for p in paths])
-        shots += [scorer.features(torch.rot90(images, r // 90, dims=(2, 3))) for r in rotations]
+        shots += [scorer.features(view) for view in policy.views(images)]
     if shared:
         cache[tuple(chosen[0])] = shots
     return shots

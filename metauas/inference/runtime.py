@@ -49,9 +49,10 @@ class GraphBackend:
             )
         self.size = int(meta["size"])
         if size is not None and size != self.size:
-            raise UserError(f"{path} takes {self.size} px inputs (fixed at export): drop --size or export at {size}")
+            raise UserError(f"{path} takes {self.size} px inputs (fixed at export): drop `size` or export at {size}")
         self.meta = {**meta, "size": int(meta.get("checkpoint", {}).get("size", self.size))}
-        self.encoder = self.head = None
+        self.encoder: Graph | None = None
+        self.head: Graph | None = None
         if meta.get("prompt_cached"):
             parts = {role: path.with_name(name) for role, name in meta.get("graphs", {}).items()}
             if set(parts) != {"encoder", "head"}:
@@ -78,8 +79,8 @@ class GraphBackend:
         """N x C unit vectors: the last stage averaged over positions (as `prompts.pooled`)."""
         if self.encoder is None:
             raise UserError(
-                "choosing among several prompts needs the encoder graph: export with "
-                "--cached-prompt (or give one prompt)"
+                "choosing among several prompts needs the encoder graph: export with the prompt cached "
+                "(`metauas export --cached-prompt`), or give one prompt"
             )
         v = feats[-1].mean(axis=(2, 3))
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
@@ -89,7 +90,7 @@ class GraphBackend:
             raise UserError(SHOTS)
         n = len(query_feats[0])
         prompt = _tile(prompt_feats[0], n)
-        if self.encoder is None:
+        if self.head is None:  # one graph: images in, map out
             out = self.full.run({"prompt": prompt[0], "query": query_feats[0]})["map"][:, 0]
         else:
             feed = {f"prompt{i}": p for i, p in enumerate(prompt)} | {f"query{i}": q for i, q in enumerate(query_feats)}
@@ -102,7 +103,7 @@ def load_graph_backend(path: Path, size: int | None, device: str = "auto") -> Gr
     """The backend for an exported graph; exported graphs run on the CPU here."""
     if device not in ("auto", "cpu"):
         raise UserError(
-            f"exported graphs run on the CPU (onnxruntime / OpenVINO CPU plugin): --device {device} "
+            f"exported graphs run on the CPU (onnxruntime / OpenVINO CPU plugin): `device` {device} "
             "is for PyTorch checkpoints"
         )
     return GraphBackend(path, size)

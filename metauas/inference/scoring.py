@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from metauas.errors import UserError
 from metauas.inference.config import METHOD_CHOICES, METHOD_SETS, METHODS, SHOT_FUSIONS, LookupConfig
 from metauas.inference.frame import check_finite, model_input
 from metauas.inference.lookup import lookup_from_features
+
+if TYPE_CHECKING:  # loaded on use: the lookup baseline alone never builds the model
+    from metauas.model.network import MetaUAS
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def uses_model(methods: Sequence[str]) -> bool:
 
 def require_checkpoint(methods: Sequence[str], given: bool) -> None:
     if uses_model(methods) and not given:
-        raise UserError(f"--method {'|'.join(methods)} needs --checkpoint (or use --method lookup)")
+        raise UserError(f"`method` {'|'.join(methods)} needs `checkpoint` (or use `method` lookup)")
 
 
 def methods_for(name: str) -> tuple[str, ...]:
@@ -92,7 +96,7 @@ class Scorer:
     """Anomaly maps B x 1 x H x W in [0, 1] per method, from features computed once."""
 
     encoder: torch.nn.Module
-    model: torch.nn.Module | None = None
+    model: MetaUAS | None = None
     methods: tuple[str, ...] = METHODS
     # K prompts: average aligned features | one joint dictionary | mean | max of per-prompt maps
     shot_fusion: str = "features"
@@ -109,7 +113,7 @@ class Scorer:
         if self.shot_fusion not in SHOT_FUSIONS:
             raise UserError(f"unknown shot fusion {self.shot_fusion!r}: use {'|'.join(SHOT_FUSIONS)}")
         if not 0.0 <= self.mix_weight <= 1.0:
-            raise UserError(f"--mix-weight must be in [0, 1], got {self.mix_weight}")
+            raise UserError(f"`mix_weight` must be in [0, 1], got {self.mix_weight}")
         if self.model is not None and self.model_parameters is None:
             self.model_parameters = self.model.parameter_counts()
 
@@ -127,10 +131,14 @@ class Scorer:
 
     @torch.no_grad()
     def model_map(self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats, size) -> torch.Tensor:
-        if len(prompt_feats) == 1 or self.shot_fusion in ("features", "joint"):
-            pf = prompt_feats[0] if len(prompt_feats) == 1 else prompt_feats
-            return torch.sigmoid(self.model.segment(pf, query_feats, size=size, joint=self.shot_fusion == "joint"))
-        maps = torch.stack([torch.sigmoid(self.model.segment(p, query_feats, size=size)) for p in prompt_feats])
+        model = self.model
+        if model is None:  # __post_init__ lets no model method through without a model
+            raise RuntimeError("a model map without a model")
+        shots, query = [list(p) for p in prompt_feats], list(query_feats)  # the model takes lists
+        if len(shots) == 1 or self.shot_fusion in ("features", "joint"):
+            pf = shots[0] if len(shots) == 1 else shots
+            return torch.sigmoid(model.segment(pf, query, size=size, joint=self.shot_fusion == "joint"))
+        maps = torch.stack([torch.sigmoid(model.segment(p, query, size=size)) for p in shots])
         return maps.mean(0) if self.shot_fusion == "mean" else maps.amax(0)
 
     @torch.no_grad()
@@ -171,7 +179,7 @@ class Scorer:
 
 
 def build_scorer(
-    checkpoint: Path | None,
+    checkpoint: str | Path | None,
     methods: tuple[str, ...],
     shot_fusion: str,
     lookup: LookupConfig,
@@ -185,16 +193,17 @@ def build_scorer(
 
     require_checkpoint(methods, checkpoint is not None)  # before loading anything
     meta: dict = {}
-    model, counts = None, None
+    model: MetaUAS | None = None
+    counts: dict[str, int] | None = None
     if checkpoint is not None:
         from metauas.model.checkpoint import load_model
         from metauas.model.hub import resolve_checkpoint
 
-        model, meta = load_model(resolve_checkpoint(checkpoint), map_location="cpu")
-        counts = model.parameter_counts()  # before folding merges layers and freezes all
-        model = prepare_for_inference(model.to(device), compile=compile)
-        encoder = model.encoder
-        model, counts = (model, counts) if uses_model(methods) else (None, None)
+        loaded, meta = load_model(resolve_checkpoint(checkpoint), map_location="cpu")
+        counts = loaded.parameter_counts()  # before folding merges layers and freezes all
+        loaded = prepare_for_inference(loaded.to(device), compile=compile)
+        encoder: torch.nn.Module = loaded.encoder
+        model, counts = (loaded, counts) if uses_model(methods) else (None, None)
     else:
         from metauas.model.config import EncoderConfig
         from metauas.model.encoder import build_encoder

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import random
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from metauas.model.config import MAX_SIDE, MIN_SIDE, ModelConfig
 from metauas.model.files import load_weights_file
 from metauas.model.network import MetaUAS
 from metauas.outputs import write_atomic
+
+log = logging.getLogger("metauas.model")
 
 FORMAT = "metauas-checkpoint/1"
 
@@ -37,7 +41,7 @@ def versions() -> dict[str, str]:
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states in types `weights_only` loading accepts."""
-    np_state = np.random.get_state()
+    np_state = typing.cast(tuple, np.random.get_state())  # legacy=True, the default: the tuple form
     state = {
         "python": random.getstate(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
@@ -207,7 +211,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     model = build_model(cfg, path)
     load_weights(model, payload["model"], path)
     model.cfg = cfg
-    return model.to(map_location).eval(), payload["meta"]
+    meta = payload["meta"]
+    log.debug("loaded %s: step %s, %s px, encoder %s", path, meta.get("step"), meta.get("size"), cfg.encoder.name)
+    return model.to(map_location).eval(), meta
 
 
 def training_state(payload: dict, path: str | Path) -> dict[str, Any]:
@@ -217,7 +223,7 @@ def training_state(payload: dict, path: str | Path) -> dict[str, Any]:
     if training is None:
         raise UserError(
             f"{path} holds a model without training state (an imported or exported checkpoint), so "
-            "--resume cannot continue it; start a new run with another --out"
+            "`resume` cannot continue it; start a new run with another `out`"
         )
     needed = {"optimizer": dict, "scaler": dict, "state": dict, "rng": dict}
     if not isinstance(training, dict) or any(not isinstance(training.get(k), t) for k, t in needed.items()):

@@ -6,11 +6,13 @@ torch and timm are imported inside the command body so `metauas --help` stays fa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
 from metauas.errors import UserError
+from metauas.model.config import GraphFormat
+from metauas.options import add_command
 from metauas.outputs import prepare_dir
 
 DEFAULT_SIZE = 256
@@ -56,9 +58,7 @@ def export_command(
         "(--format openvino, with model.bin beside it); with --cached-prompt also "
         "model-encoder.* and model-head.* beside it.",
     ),
-    fmt: Literal["onnx", "openvino"] = typer.Option(
-        "onnx", "--format", help="onnx (onnxruntime) | openvino (OpenVINO IR, float32)."
-    ),
+    fmt: GraphFormat = typer.Option("onnx", "--format", help="onnx (onnxruntime) | openvino (OpenVINO IR, float32)."),
     size: Optional[int] = typer.Option(
         None, "--size", help="Input side the graphs take (default: the checkpoint's training size)."
     ),
@@ -78,9 +78,11 @@ def export_command(
     ),
 ) -> None:
     """Export a checkpoint to ONNX or OpenVINO (opset 18, dynamic batch, metadata inside), checked against PyTorch."""
+    from metauas.model.hub import fetch_first, resolve_checkpoint
+
+    fetch_first(checkpoint)
     from metauas.model.checkpoint import load_model
     from metauas.model.export import FORMATS, OPSET, export_graphs
-    from metauas.model.hub import resolve_checkpoint
 
     suffix = FORMATS[fmt]
     if out.suffix != suffix or out.is_dir():
@@ -98,5 +100,5 @@ def export_command(
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Attach `import-official` and `export` to the main app (no benchmark)."""
-    app.command("import-official")(import_official_command)
-    app.command("export")(export_command)
+    add_command(app, "import-official", import_official_command)
+    add_command(app, "export", export_command)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,9 +50,13 @@ class FrozenEncoder(nn.Module):
     callers never need to know which mean/std an encoder expects.
     """
 
+    backbone: Any  # a timm model: its intermediates API is timm's, not nn.Module's
+    mean: torch.Tensor  # buffers, registered below
+    std: torch.Tensor
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Any,
         indices: list[int] | int,
         extra_blocks: bool,
         mean: tuple[float, ...],
@@ -95,7 +100,7 @@ def _offline_package_file(name: str) -> Path | None:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = load_weights_file(path, "encoder weights file (--encoder-weights)", "a weights file")
+    state = load_weights_file(path, "encoder weights file (`weights`)", "a weights file")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -118,11 +123,11 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
             return
     raise UserError(
         f"weights in {source} do not fit the encoder ({len(state)} entries, the model has {len(target)} "
-        "tensors; all must be finite tensors of its shapes): check --encoder matches the weights"
+        "tensors; all must be finite tensors of its shapes): check the encoder (`name`) matches the weights"
     )
 
 
-def load_pretrained(cfg: EncoderConfig) -> nn.Module:
+def load_pretrained(cfg: EncoderConfig) -> Any:  # a timm model (its features API is timm's)
     """The full timm model (classifier head included) with the weights `cfg` names."""
     import timm
 
@@ -150,7 +155,7 @@ def load_pretrained(cfg: EncoderConfig) -> nn.Module:
         except Exception as err:  # noqa: BLE001 - network, hub, auth or cache failures all end here
             raise UserError(
                 f"could not load pretrained {cfg.name!r} through timm ({type(err).__name__}: "
-                f"{err}); download the weights elsewhere and pass --encoder-weights FILE"
+                f"{err}); download the weights elsewhere and pass the file as `weights`"
             ) from None
     _load_into(model, _read_state_dict(Path(weights)), weights)
     return model
@@ -166,6 +171,11 @@ def _stage_indices(model: nn.Module, name: str, layout: str) -> tuple[list[int] 
     return 5, False  # the last five stages, as timm numbers them for this model
 
 
+def _two(size: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-D conv's (h, w) setting, as Conv2d's constructor types it."""
+    return size[0], size[1]
+
+
 class StaticSameConv2d(nn.Conv2d):
     """A conv whose TF-"same" padding was fixed for one input size, as lukemelas's
     `Conv2dStaticSamePadding`; same parameters (and state dict keys) as the conv it replaces."""
@@ -174,10 +184,10 @@ class StaticSameConv2d(nn.Conv2d):
         super().__init__(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
+            _two(conv.kernel_size),
+            _two(conv.stride),
             0,
-            conv.dilation,
+            _two(conv.dilation),
             conv.groups,
             conv.bias is not None,
         )
@@ -193,7 +203,7 @@ def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, 
     return total // 2, total - total // 2
 
 
-def freeze_same_padding(model: nn.Module, size: int) -> None:
+def freeze_same_padding(model: Any, size: int) -> None:  # a timm model
     """Replace every dynamic-"same" conv (timm `Conv2dSame`) by a `StaticSameConv2d` padded
     for the input it sees when the model runs on a `size` px image."""
     from timm.layers import Conv2dSame

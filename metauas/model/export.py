@@ -29,12 +29,13 @@ import torch
 from torch import nn
 
 from metauas.errors import UserError
+from metauas.model.config import GRAPH_FORMATS, GraphFormat
 from metauas.model.graphs import FORMAT, PREFIX, Graph
 from metauas.model.network import MetaUAS
 
 OPSET = 18
 STAGES = 5
-FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
+FORMATS = GRAPH_FORMATS
 INPUT = {
     "layout": "NCHW",
     "colour": "RGB",
@@ -141,7 +142,7 @@ def _to_openvino(onnx_path: Path, xml: Path, meta: dict[str, str]) -> None:
     try:
         import openvino as ov
     except ImportError:
-        raise UserError("export --format openvino needs openvino: pip install 'metauas[openvino]'") from None
+        raise UserError("an OpenVINO export needs openvino: pip install 'metauas[openvino]'") from None
     model = ov.convert_model(str(onnx_path))
     for key, value in meta.items():
         model.set_rt_info(value, [PREFIX.rstrip("."), key[len(PREFIX) :]])
@@ -171,7 +172,9 @@ def _graphs(model: MetaUAS, size: int, cached: bool) -> list[tuple[str, nn.Modul
     """(role, module, example inputs, input names, output names) of each graph to write."""
     prompt, query = torch.rand(2, 3, size, size), torch.rand(2, 3, size, size)
     stages = [f"stage{i}" for i in range(STAGES)]
-    graphs = [("full", FullGraph(model), (prompt, query), ["prompt", "query"], ["map"])]
+    graphs: list[tuple[str, nn.Module, tuple, list[str], list[str]]] = [
+        ("full", FullGraph(model), (prompt, query), ["prompt", "query"], ["map"])
+    ]
     if cached:
         with torch.no_grad():
             pf, qf = model.encode(prompt), model.encode(query)
@@ -187,7 +190,7 @@ def export_graphs(
     model: MetaUAS,
     out: Path,
     size: int,
-    fmt: str = "onnx",
+    fmt: GraphFormat = "onnx",
     cached_prompt: bool = False,
     threshold: float | None = None,
     source: dict | None = None,

@@ -7,17 +7,27 @@ is converted once with `import-official`'s code and the converted file cached un
 `$METAUAS_CACHE` (default `~/.cache/metauas`), keyed by the download's content hash, so
 a second load costs one file read. Offline without the file in the cache, or any
 download failure, is one line saying how to get the file by hand.
+
+Offline is known before asking: with `HF_HUB_OFFLINE` set, or when the hub's host does
+not take a connection within a second or two (tried once per process), only the local
+cache is read, so a machine without network fails at once with one line instead of
+huggingface_hub's retries and their warnings (27 s measured).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import socket
+import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 from metauas.errors import UserError
 
 PREFIX = "hf:"
+PROBE_SECONDS = 1.5  # how long the hub's host has to take a connection before we call it offline
 
 
 def cache_dir() -> Path:
@@ -32,8 +42,39 @@ def parse(name: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
+def offline() -> bool:
+    """Whether to read the local cache only: HF_HUB_OFFLINE is set, or no network."""
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return flag in ("1", "true", "yes", "on") or not _hub_reachable(
+        os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_reachable(endpoint: str) -> bool:
+    """Whether `endpoint`'s host takes a TCP connection within PROBE_SECONDS (name lookup
+    included: it runs in a thread, since a lookup has no timeout of its own). Once per process."""
+    url = urlparse(endpoint)
+    address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(address, timeout=PROBE_SECONDS).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(PROBE_SECONDS + 0.5)
+    return bool(answered and answered[0])
+
+
+@functools.lru_cache(maxsize=None)
 def download(name: str) -> Path:
-    """The named file in the local Hugging Face cache, downloaded if needed and allowed."""
+    """The named file in the local Hugging Face cache, downloaded if needed and allowed
+    (once per process: a command that fetched it first does not ask the hub again)."""
     repo, filename = parse(name)
     try:
         from huggingface_hub import hf_hub_download
@@ -42,10 +83,16 @@ def download(name: str) -> Path:
             f"{name}: pretrained names need huggingface_hub (pip install huggingface_hub), "
             "or download the file by hand and pass its path"
         ) from None
+    url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
+    local_only = offline()
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename))
+        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=local_only))
     except Exception as err:  # noqa: BLE001 - network, auth, offline, missing file: all say the same to a user
-        url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
+        if local_only:
+            raise UserError(
+                f"cannot get {name}: offline (no network, or HF_HUB_OFFLINE) and not in the Hugging Face cache; "
+                f"download {url} by hand and pass its path instead"
+            ) from None
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise UserError(
             f"cannot get {name} ({type(err).__name__}: {reason}); download {url} by hand and pass its path instead"
@@ -78,6 +125,13 @@ def converted(path: Path, name: str) -> Path:
         }
         save_checkpoint(target, model, size=size_from_name(Path(name)) or 256, step=0, extra=extra)
     return target
+
+
+def fetch_first(checkpoint: str | Path | None) -> None:
+    """Fetch a pretrained name now, before a command imports the model stack: offline,
+    a missing file is one line in a moment, not after seconds of loading torch."""
+    if checkpoint is not None and str(checkpoint).startswith(PREFIX):
+        download(str(checkpoint))
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:

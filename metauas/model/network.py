@@ -11,6 +11,7 @@ Only alignment projections, decoder and head learn; see docs/model.md.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 
 import torch
@@ -41,7 +42,7 @@ class Alignment(nn.Module):
         self.hard_similarity = cfg.hard_similarity
         # `none` compares nothing, so it has no parameters (DDP rejects unused parameters)
         learns = self.mode != "none"
-        self.project = nn.Conv2d(channels, channels // 2, kernel_size=1) if learns else None
+        self.project: nn.Conv2d | None = nn.Conv2d(channels, channels // 2, kernel_size=1) if learns else None
         self.log_temperature = nn.Parameter(torch.zeros(())) if learns and cfg.learn_temperature else None
 
     def forward(self, prompts: torch.Tensor | Sequence[torch.Tensor], query: torch.Tensor) -> torch.Tensor:
@@ -54,10 +55,11 @@ class Alignment(nn.Module):
         if self.mode == "none":  # no lookup to share: the prompts' mean, resized
             return torch.stack([align(p, p, query, "none") for p in prompts]).mean(dim=0)
         temperature = self.log_temperature.exp() if self.log_temperature is not None else None
+        project = typing.cast(nn.Conv2d, self.project)  # every mode but none has one
         return align(
             dictionary(prompts),
-            dictionary([self.project(p) for p in prompts]),
-            self.project(query),
+            dictionary([project(p) for p in prompts]),
+            project(query),
             self.mode,
             self.scale,
             topk=self.topk,
@@ -292,7 +294,8 @@ class MetaUAS(nn.Module):
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 1, kernel_size=1)
         # Start at the prior of a changed pixel (Lin et al. 2017): a fresh head predicts
         # ~0.5 everywhere and its first hundreds of steps would only learn this bias.
-        nn.init.constant_(self.head.bias, math.log(CHANGE_PRIOR / (1 - CHANGE_PRIOR)))
+        bias = typing.cast(torch.Tensor, self.head.bias)  # a Conv2d made with bias=True, the default
+        nn.init.constant_(bias, math.log(CHANGE_PRIOR / (1 - CHANGE_PRIOR)))
         self.residual_gain = nn.Parameter(torch.tensor(float(cfg.lookup_residual))) if cfg.lookup_residual > 0 else None
 
     def encode(self, images: torch.Tensor) -> Features:

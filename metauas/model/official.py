@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from metauas.errors import UserError
 from metauas.model.config import EncoderConfig, ModelConfig
@@ -65,7 +65,7 @@ _DEPTHWISE = {
 _SCSE = {"cSE": "channel_gate", "sSE": "spatial_gate"}
 
 
-def _block_names(backbone: nn.Module) -> list[tuple[str, dict[str, str]]]:
+def _block_names(backbone: Any) -> list[tuple[str, dict[str, str]]]:  # a timm EfficientNet
     """timm prefix and layer-name table of each MBConv block, in lukemelas's flat order."""
     return [
         (f"blocks.{s}.{j}", _EXPANDED if hasattr(block, "conv_pwl") else _DEPTHWISE)

@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from metauas.configs import Panel, option
 from metauas.errors import UserError
 
 IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float64)
+
+
+_PROMPT_ONLY = "Probability (0 = off) of training prompts (only) getting "
 
 
 @dataclass(frozen=True)
@@ -40,17 +44,16 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.8, 1.5)
     jitter: float = 0.1  # brightness, contrast, saturation and hue, per image
     # prompt-only, after the warp (see augment_prompt); probabilities, 0 = off
-    prompt_rot90: float = 0.0  # rotate the prompt by 90, 180 or 270 degrees
-    prompt_rotate: float = 0.0  # rotate the prompt by an angle uniform in 30..270 degrees
-    prompt_flip: float = 0.0  # flip the prompt horizontally or vertically
-    prompt_dropout: float = 0.0  # fill 1-4 random rectangles of the prompt with its mean colour
+    prompt_rot90: float = option(0.0, _PROMPT_ONLY + "a 90/180/270 degree rotation.", Panel.AUGMENT)
+    prompt_rotate: float = option(0.0, _PROMPT_ONLY + "a rotation by 30..270 degrees.", Panel.AUGMENT)
+    prompt_flip: float = option(0.0, _PROMPT_ONLY + "a horizontal or vertical flip.", Panel.AUGMENT)
+    prompt_dropout: float = option(0.0, _PROMPT_ONLY + "1-4 mean-filled rectangles.", Panel.AUGMENT)
 
     def __post_init__(self) -> None:
         for name in ("swap", "affine", "prompt_rot90", "prompt_rotate", "prompt_flip", "prompt_dropout"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
-                option = "--" + name.replace("_", "-")
-                raise UserError(f"{option} is a probability: give a value in 0..1, got {value}")
+                raise UserError(f"`{name}` is a probability: give a value in 0..1, got {value}")
 
 
 def _random_affine(rng: np.random.Generator, size: int, cfg: AugmentConfig) -> np.ndarray:
@@ -58,7 +61,7 @@ def _random_affine(rng: np.random.Generator, size: int, cfg: AugmentConfig) -> n
     angle = rng.uniform(-cfg.degrees, cfg.degrees)
     scale = rng.uniform(*cfg.scale)
     shift = rng.uniform(-cfg.translate, cfg.translate, size=2) * size
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    matrix = np.asarray(cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale), np.float64)
     matrix[:, 2] += shift
     return matrix
 
@@ -205,7 +208,7 @@ class PairParams:
 
     def query_to_prompt(self) -> np.ndarray:
         """2x3 map from query pixels to the (warped) prompt's pixels."""
-        if self.to_prompt is None:
+        if self.to_prompt is None or self.to_query is None:  # both are drawn, or neither
             return IDENTITY
         return _compose(self.to_prompt, cv2.invertAffineTransform(self.to_query))
 
@@ -271,18 +274,19 @@ def apply_params(pair: dict, size: int, params: PairParams) -> dict:
     prompt, query, mask = pair["prompt"], pair["query"], pair["mask"]
     if params.swap:
         prompt, query = query, prompt
-    if params.to_prompt is None:
+    to_prompt, to_query = params.to_prompt, params.to_query
+    if to_prompt is None or to_query is None:  # both are drawn, or neither
         out = resize_pair({**pair, "prompt": prompt, "query": query, "mask": mask}, size)
         prompt, query, mask = out["prompt"], out["query"], out["mask"]
     else:
         h, w = mask.shape
         # source pixels that land inside the warped prompt: dst(x) = ones(to_prompt @ x)
         visible = cv2.warpAffine(
-            np.ones((size, size), np.uint8), params.to_prompt, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+            np.ones((size, size), np.uint8), to_prompt, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
         )
-        prompt = _warp(prompt, params.to_prompt, size, cv2.INTER_LINEAR)
-        query = _warp(query, params.to_query, size, cv2.INTER_LINEAR)
-        mask = _warp(mask * visible, params.to_query, size, cv2.INTER_NEAREST)
+        prompt = _warp(prompt, to_prompt, size, cv2.INTER_LINEAR)
+        query = _warp(query, to_query, size, cv2.INTER_LINEAR)
+        mask = _warp(mask * visible, to_query, size, cv2.INTER_NEAREST)
     prompt, mask = apply_prompt(prompt, mask, params.query_to_prompt(), params.prompt)
     return {
         **pair,

@@ -15,9 +15,10 @@ Measured in one run on the same shards:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -93,7 +94,12 @@ def stage_times(
         device_batches = [collate_pairs(draws[i : i + batch_size]) for i in range(0, n, batch_size)]
 
         def on_device(batches: list[dict], fn: Callable) -> Callable[[], None]:
-            return lambda: ([fn(b, device) for b in batches], _sync(device))
+            def run() -> None:
+                for b in batches:
+                    fn(b, device)
+                _sync(device)
+
+            return run
 
         from metauas.trainer.device_augment import augment_batch
 
@@ -202,12 +208,12 @@ def bench_train_builtin(pairs: int, cfg: TrainBenchConfig) -> TrainBenchResult:
 
     with tempfile.TemporaryDirectory() as tmp:
         generate_dataset(
-            GenerateConfig(out=tmp, num_pairs=pairs, size=cfg.size, shard_size=max(1, pairs // 4), progress=False)
+            GenerateConfig(out=Path(tmp), num_pairs=pairs, size=cfg.size, shard_size=max(1, pairs // 4), progress=False)
         )
         return bench_train(tmp, cfg)
 
 
-def report(r: TrainBenchResult, gpu_pairs_s: float, cores: list[int]) -> list[str]:
+def report(r: TrainBenchResult, gpu_pairs_s: float, cores: Sequence[int]) -> list[str]:
     """The printed table: stages, loader vs floor, GPUs per node at `gpu_pairs_s`."""
     lines = [
         "per pair, one core (ms): " + " | ".join(f"{k} {v:.2f}" for k, v in r.stages.items()),

@@ -43,8 +43,8 @@ def setup(device: str = "auto") -> Dist:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and ":" in device:
         raise UserError(
-            f"--device {device}: under torchrun each process uses the GPU of its LOCAL_RANK; "
-            "give --device cuda or auto (and CUDA_VISIBLE_DEVICES to choose GPUs)"
+            f"`device` {device}: under torchrun each process uses the GPU of its LOCAL_RANK; "
+            "give cuda or auto (and CUDA_VISIBLE_DEVICES to choose GPUs)"
         )
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":

@@ -28,7 +28,7 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, dice_weight: fl
 CQC_WEIGHT = 0.1  # DictAS's weight of the contrastive query constraint beside L_query
 
 
-def stage_masks(masks: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def stage_masks(masks: torch.Tensor, size: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Unchanged and changed positions (B x h x w bools) of a feature stage.
 
     A stage position covers a cell of input pixels; its changed fraction comes from area
@@ -36,7 +36,7 @@ def stage_masks(masks: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tenso
     pixel's lookup towards the query); changed = at least half the cell changed. Mixed
     cells at change borders are in neither set: their features mix both.
     """
-    fraction = F.adaptive_avg_pool2d(masks.float(), size)[:, 0]
+    fraction = F.adaptive_avg_pool2d(masks.float(), (size[0], size[1]))[:, 0]
     return fraction == 0, fraction >= 0.5
 
 

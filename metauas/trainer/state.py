@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,8 +73,8 @@ def run_lock(out: str | Path, main: bool) -> Iterator[None]:
             fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise UserError(
-                f"--out {run_dir}: another training run is writing there right now; wait for it to end "
-                "(--resume then continues it) or choose another --out"
+                f"`out` {run_dir}: another training run is writing there right now; wait for it to end "
+                "(`resume` then continues it) or choose another `out`"
             ) from None
         yield
 
@@ -84,11 +85,11 @@ def prepare_run_dir(cfg: TrainConfig, d: distributed.Dist) -> tuple[Path, dict |
     run_dir = prepare_dir(cfg.out)
     ckpt = run_dir / CHECKPOINT
     if ckpt.exists() and not cfg.resume:
-        raise UserError(f"{run_dir} already holds a run ({CHECKPOINT}); pass --resume or a new --out")
+        raise UserError(f"{run_dir} already holds a run ({CHECKPOINT}); pass `resume` or a new `out`")
     if cfg.resume and not ckpt.exists():
         raise UserError(
-            f"--resume: {run_dir} holds no {CHECKPOINT} to continue (a run stopped before its first save "
-            "starts again without --resume)"
+            f"`resume`: {run_dir} holds no {CHECKPOINT} to continue (a run stopped before its first save "
+            "starts again without `resume`)"
         )
     payload = read_checkpoint(ckpt) if cfg.resume else None
     if payload is not None:
@@ -133,7 +134,7 @@ def _restore(payload: dict, ckpt: Path, optimizer, scaler) -> State:
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as err:
         raise UserError(
             f"{ckpt}: its training state does not fit this run ({type(err).__name__}: "
-            f"{str(err)[:150]}); start a new run with another --out"
+            f"{str(err)[:150]}); start a new run with another `out`"
         ) from None
     if not isinstance(state.step, int) or state.step < 0 or not isinstance(state.elapsed_s, (int, float)):
         raise UserError(f"{ckpt}: training.state has an impossible step or time: {training['state']}")
@@ -148,7 +149,7 @@ def wrap_model(model: MetaUAS, cfg: TrainConfig, d: distributed.Dist) -> torch.n
 
         net = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     if cfg.compile:
-        net = torch.compile(net)
+        net = typing.cast(torch.nn.Module, torch.compile(net))  # the module, wrapped (an OptimizedModule)
     return net
 
 

@@ -131,13 +131,13 @@ class Run:
         """A full disk: what is safe, and how to go on."""
         return UserError(
             f"no space left on device in {self.run_dir} at step {self.state.step}: {self.safe()} (the partial "
-            "file was removed); free some space and rerun with --resume to continue from it"
+            "file was removed); free some space and rerun with `resume` to continue from it"
         )
 
     def diverged(self, parts: dict[str, float]) -> UserError:
         """A loss that is not a number: nothing it touched is saved or logged."""
         bad = ", ".join(f"{k} {v}" for k, v in parts.items() if not math.isfinite(v))
-        then = "lower --lr and start again" if self.saved_step is None else "the last good one; lower --lr"
+        then = "lower `lr` and start again" if self.saved_step is None else "the last good one; lower `lr`"
         return UserError(
             f"training diverged at step {self.state.step}: the loss is not a finite number ({bad}), so "
             f"nothing of it was saved or logged; {self.safe()}, {then}"
@@ -151,17 +151,34 @@ def first_pair(urls: list[str]) -> None:
     for _ in iter_pairs(urls, stats):
         return
     raise UserError(
-        f"no readable training pairs in --train ({len(urls)} shard(s)): "
+        f"no readable training pairs in `train` ({len(urls)} shard(s)): "
         f"{stats.summary() or 'the shards hold no samples'}"
     )
+
+
+def check_length(cfg: TrainConfig, total: int | None) -> None:
+    """How long to train must be said."""
+    if total is None and cfg.max_minutes is None:
+        raise UserError("say how long to train: `steps`, `epochs` or `max_minutes`")
+
+
+def warn_short_warmup(cfg: TrainConfig, total: int | None, main: bool) -> None:
+    """A run shorter than its warmup never reaches its learning rate: the main process
+    says so when the run starts (after every check that could refuse it)."""
+    if total is not None and total < cfg.warmup_steps and main:
+        log.warning(
+            "training for %d steps, fewer than its %d warmup steps: the learning rate never reaches its peak "
+            "(warm up for fewer steps)",
+            total,
+            cfg.warmup_steps,
+        )
 
 
 def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     cfg = cfg.per_process(d.world)  # a global batch split over the processes (config.json records both)
     urls = expand_urls(list(cfg.train) if isinstance(cfg.train, tuple) else cfg.train)
     total = _total_steps(cfg, urls, d.world)
-    if total is None and cfg.max_minutes is None:
-        raise UserError("say how long to train: --steps, --epochs or --minutes")
+    check_length(cfg, total)
     run_dir, payload = prepare_run_dir(cfg, d)
     first_pair(urls)
     torch.manual_seed(cfg.seed + d.rank)
@@ -199,6 +216,7 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
         augment=cfg.augment,
         augment_on=augment_place(cfg, d.device),
     )
+    warn_short_warmup(cfg, total, d.main)
     try:
         if payload is None:  # the untrained baseline, for comparison
             run.validate()

@@ -3,14 +3,14 @@
 `--val` names held-out pairs (did the model learn its training task?) and/or
 MVTec-layout folders of real defects (does it transfer? docs/quality.md). Pairs give
 pixel AUROC / AP and BCE; folders run the exact protocol of `metauas evaluate --method
-model` (random 1-shot prompts per seed, the same reader, maps and metrics) on the live
+model` (its prompt plan: random 1-shot prompts per seed; the same reader, maps and metrics) on the live
 model, so a run's learning curve on real defects is measured, not guessed. This is the
 only trainer module that reaches into `evaluation` and `inference`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +20,9 @@ import torch.nn.functional as F
 
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
-from metauas.evaluation.evaluate import score_class
+from metauas.evaluation.evaluate import ClassMaps, class_bank, prompt_plan, score_class
 from metauas.evaluation.metrics import compute_metrics, pixel_auroc_ap
 from metauas.evaluation.readers import ClassData, is_benchmark_folder, read_benchmark
-from metauas.inference.prompts import random_prompts
 from metauas.inference.scoring import Scorer
 from metauas.model.network import MetaUAS
 from metauas.trainer.config import TrainConfig
@@ -81,32 +80,39 @@ LOGGED = {"I-AUROC": "i_auroc", "P-AUROC": "p_auroc", "P-AP": "p_ap", "P-AUPRO":
 
 
 class RealValidator:
-    """The classes of some MVTec-layout folders, with their prompts drawn once per seed."""
+    """The classes of some MVTec-layout folders, with their prompts drawn once per seed
+    by evaluate's own plan (`prompt_plan`: random 1-shot prompts, one run per seed)."""
 
     def __init__(self, roots: Sequence[str | Path], size: int, seeds: tuple[int, ...]) -> None:
         self.classes: list[ClassData] = [c for root in roots for c in read_benchmark(root, "mvtec").classes]
+        self.size = size
         self.cfg = EvalConfig(
             data=Path(roots[0]), method="model", seeds=seeds, size=size, overlays=0, fit_normals=0, progress=False
         )
-        self.prompts = {
-            (seed, c.name): random_prompts(c.train, 1, seed, c.name) for seed in seeds for c in self.classes
-        }
+        self.plan = prompt_plan(self.cfg, self.classes)
 
     def __len__(self) -> int:
         return sum(len(c.test) for c in self.classes)
 
     @torch.inference_mode()
-    def __call__(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+    def maps(self, model: MetaUAS, device: torch.device) -> Iterator[tuple[str, str, ClassMaps]]:
+        """(run label, class name, the class's maps) per run and class, scored as
+        `evaluate` scores them (one class's maps held at a time)."""
+        scorer = Scorer(model.encoder, model, ("model",), device=device)
+        for run, fixed in self.plan.items():
+            for data in self.classes:
+                bank = class_bank(run, fixed[data.name], data, self.classes, self.size, scorer, {})
+                yield run.label, data.name, score_class(self.cfg, scorer, data, self.size, bank, [])
+
+    @torch.inference_mode()
+    def __call__(self, model: MetaUAS, device: torch.device) -> dict[str, float]:
         """real_<metric> (mean over classes and seeds) and real_<class>_p_ap, as fractions."""
         was_training = model.training
         model.eval()
-        scorer = Scorer(model.encoder, model, ("model",), device=device)
         per_class: dict[str, list[dict[str, float]]] = {c.name: [] for c in self.classes}
-        for seed in self.cfg.seeds:
-            for data in self.classes:
-                cm = score_class(self.cfg, scorer, data, self.cfg.size, self.prompts[seed, data.name], None, [])
-                labels = [s.label for s in cm.samples]
-                per_class[data.name].append(compute_metrics(cm.maps["model"], cm.masks, labels, self.cfg.metric))
+        for _, name, cm in self.maps(model, device):
+            labels = [s.label for s in cm.samples]
+            per_class[name].append(compute_metrics(cm.maps["model"], cm.masks, labels, self.cfg.metric))
         model.train(was_training)
         row = {
             f"real_{key}": float(np.nanmean([m[name] for runs in per_class.values() for m in runs]))

@@ -52,5 +52,5 @@ def test_new_fields_stay_out_of_older_datasets_identity():
     fields = GenerateConfig(out="x", num_pairs=1).dataset_fields()
     assert not {"coco_split", "coco_max_images", "coco_val_fraction"} & set(fields)
     assert GenerateConfig(out="x", num_pairs=1, coco_split="train").dataset_fields()["coco_split"] == "train"
-    with pytest.raises(UserError, match="--coco-val-fraction"):
-        GenerateConfig(out="x", num_pairs=1, coco_val_fraction=1.0).validate()
+    with pytest.raises(UserError, match="`coco_val_fraction`"):
+        GenerateConfig(out="x", num_pairs=1, coco_val_fraction=1.0)

@@ -112,4 +112,4 @@ def test_parse_local_masks():
         with pytest.raises(UserError):
             parse_local_masks(bad)
     with pytest.raises(UserError):
-        GenerateConfig(out=".", num_pairs=1, local_intensity=1.5).validate()
+        GenerateConfig(out=".", num_pairs=1, local_intensity=1.5)

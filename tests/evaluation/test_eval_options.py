@@ -12,6 +12,7 @@ from metauas.cli import main
 from metauas.errors import UserError
 from metauas.evaluation.config import EvalConfig
 from metauas.inference.lookup import LookupConfig
+from metauas.inference.policy import PromptPolicy
 from metauas.inference.prompts import prompt_features
 from metauas.inference.scoring import Scorer
 from metauas.model.checkpoint import load_model
@@ -32,7 +33,7 @@ def test_mix_is_the_fixed_blend_of_the_model_and_lookup_maps(checkpoint):
     again = alone.maps([alone.features(prompt)], alone.features(query), (64, 64))
     assert list(again) == ["mix"] and torch.allclose(again["mix"], maps["mix"], atol=1e-6)
     assert alone.efficiency(64)["mix"]["parameters"]["learnable"] > 0
-    with pytest.raises(UserError, match="mix-weight"):
+    with pytest.raises(UserError, match="`mix_weight`"):
         _scorer(checkpoint, ("mix",), mix_weight=1.5)
 
 
@@ -52,7 +53,7 @@ def test_prompt_rotations_add_exactly_rotated_shots(checkpoint, mvtec_root):
 
     scorer = _scorer(checkpoint, ("lookup",))
     path = mvtec_root / "tile" / "train" / "good" / "000.png"
-    shots = prompt_features(scorer, [[path]], lambda p: load_tensor(p, 64), {}, rotations=(0, 90))
+    shots = prompt_features(scorer, [[path]], lambda p: load_tensor(p, 64), {}, PromptPolicy(rotations=(0, 90)))
     assert len(shots) == 2
     rotated = scorer.features(torch.rot90(load_tensor(path, 64)[None], 1, dims=(2, 3)))
     assert all(torch.equal(a, b) for a, b in zip(shots[1], rotated))

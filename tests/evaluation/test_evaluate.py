@@ -235,7 +235,7 @@ def test_config_from_metrics_json_repeats_the_evaluation(mvtec_root, tmp_path, c
 
 def test_the_authors_prompt_files_replay_a_random_run_exactly(mvtec_root, tmp_path, capsys):
     from metauas.evaluation.readers import read_benchmark
-    from metauas.inference.prompts import random_prompts
+    from metauas.inference.policy import random_prompts
 
     random_run = tmp_path / "random"
     code, _, err = _run(
@@ -277,7 +277,7 @@ def test_the_authors_prompt_files_replay_a_random_run_exactly(mvtec_root, tmp_pa
 def test_fitted_threshold_is_predicts_rule_and_its_f1_never_beats_f1max(mvtec_root, tmp_path, capsys):
     import metauas
     from metauas.evaluation.readers import read_benchmark
-    from metauas.inference.prompts import random_prompts
+    from metauas.inference.policy import random_prompts
 
     out = tmp_path / "fit"
     code, _, err = _run(

@@ -67,9 +67,8 @@ def test_best_mode_picks_a_planted_copy_of_the_querys_normal(mvtec_root, checkpo
     prompt by the encoder's pooled features must be that very copy."""
     import torch
 
-    from metauas.evaluation.config import EvalConfig
-    from metauas.evaluation.evaluate import _choose
     from metauas.inference.config import LookupConfig
+    from metauas.inference.policy import PromptPolicy
     from metauas.inference.prompts import PromptBank
     from metauas.inference.scoring import build_scorer, to_tensor
 
@@ -80,12 +79,11 @@ def test_best_mode_picks_a_planted_copy_of_the_querys_normal(mvtec_root, checkpo
         shutil.copy(q, root / "tile" / "train" / "good" / f"copy-{q.name}")
     scorer, _ = build_scorer(checkpoint, ("model",), "features", LookupConfig(), torch.device("cpu"))
     train = sorted((root / "tile" / "train" / "good").glob("*.png"))
-    bank = PromptBank(train, 64, scorer)
-    cfg = EvalConfig(data=root, prompt_mode="best", checkpoint=checkpoint)
+    bank = PromptBank(PromptPolicy("best"), train, 64, scorer)
     feats = scorer.features(
         torch.stack([to_tensor(cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2RGB), 64) for q in queries])
     )
-    chosen = _choose(cfg, None, bank, feats)
+    chosen = bank.choose(feats, 8)
     assert [c[0].name for c in chosen] == [f"copy-{q.name}" for q in queries]
 
 

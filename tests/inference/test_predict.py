@@ -107,7 +107,7 @@ def test_predict_errors_are_one_line_each(mvtec_root, checkpoint, tmp_path, caps
     cases = [
         ([*ck, "--prompt", prompt, "--query", str(tmp_path / "missing.png")], "query not found"),
         ([*ck, "--prompt", str(tmp_path / "nope.png"), "--query", prompt], "prompt image not found"),
-        ([*ck, "--query", prompt], "--prompt IMG... or --prompt-dir"),
+        ([*ck, "--query", prompt], "with --prompt or --prompt-dir"),
         ([*ck, "--prompt", prompt, "--prompt-dir", str(tile), "--query", prompt], "one of them"),
         ([*ck, "--prompt", prompt, "--query", str(bad_dir)], "cannot read image"),
         ([*ck, "--prompt", str(bad_dir / "broken.png"), "--query", prompt], "cannot read image"),

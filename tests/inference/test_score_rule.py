@@ -53,7 +53,8 @@ def test_the_score_is_taken_before_the_map_is_resized_for_display(tmp_path):
     small = cv2.resize(query, (21, 21), interpolation=cv2.INTER_AREA)
     model = metauas.load(method="lookup", device="cpu", size=64, lookup=LookupConfig(sigma=0))
     result = model.segment(small, prompt=photo)
-    direct = model.backend.maps([model._feats], model.backend.encode(model_input(small, 64)[None]))[0]
+    shots = model._feats  # one prompt, one (unrotated) view: one shot
+    direct = model.backend.maps(shots, model.backend.encode(model_input(small, 64)[None]))[0]
     assert result.score == pytest.approx(float(direct.max()), abs=1e-7)
     assert result.map.shape == (21, 21) and result.score > float(result.map.max()) + 1e-3
 

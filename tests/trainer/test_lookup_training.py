@@ -119,14 +119,14 @@ def test_training_with_lookup_losses_logs_their_parts(shard_dir, tmp_path):
 def test_lookup_weight_needs_a_lookup_and_cli_checks_new_options(tmp_path, capsys):
     with pytest.raises(UserError, match="alignment other than none"):
         TrainConfig(train="x", out="y", model=tiny_model_config(alignment="none"), lookup_weight=1.0)
-    with pytest.raises(UserError, match="--cqc-margin"):
+    with pytest.raises(UserError, match="`cqc_margin`"):
         TrainConfig(train="x", out="y", cqc_margin=-1.0)
     from metauas.cli import main
 
     for option, value, message in [
         ("--prompt-flip", "1.5", "--prompt-flip is a probability"),
         ("--alignment", "magic", "'magic' is not one of 'soft', 'hard'"),
-        ("--align-topk", "0", "--topk must be a positive"),
+        ("--align-topk", "0", "--align-topk must be a positive"),
         ("--fusion", "cat+mul", "'cat+mul' is not one of 'cat', 'add'"),
     ]:
         args = ["train", "--train", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "3", option, value]

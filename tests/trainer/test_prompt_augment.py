@@ -105,5 +105,5 @@ def test_defaults_are_off_and_draw_no_randomness():
     prompt, mask = augment_prompt(pair["prompt"], pair["mask"], IDENTITY, cfg, rng)
     assert rng.bit_generator.state == state
     assert np.array_equal(prompt, pair["prompt"]) and np.array_equal(mask, pair["mask"])
-    with pytest.raises(UserError, match="--prompt-rotate is a probability"):
+    with pytest.raises(UserError, match="`prompt_rotate` is a probability"):
         AugmentConfig(prompt_rotate=-0.1)

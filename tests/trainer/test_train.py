@@ -104,7 +104,7 @@ def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
     train(_config(shard_dir, run, steps=4, save_every=2))
     first = read_checkpoint(run / "last.pt")
     assert first["meta"]["step"] == 4
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="pass `resume`"):
         train(_config(shard_dir, run, steps=8))
     train(_config(shard_dir, run, steps=7, resume=True))
     rows = [r for r in _rows(run) if "loss" in r]
@@ -199,6 +199,15 @@ def test_impossible_training_options_are_one_line_errors(tmp_path, capsys, optio
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_fewer_steps_than_warmup_is_told(shard_dir, tmp_path, capsys):
+    from metauas.cli import main
+
+    args = ["train", "--train", str(shard_dir / "train"), "--out", str(tmp_path / "run"), "--steps", "1"]
+    args += ["--warmup", "5", "--size", "32", "--batch-size", "2", "--encoder-weights", "none", "--workers", "0"]
+    assert main([*args, "--no-progress"]) == 0
+    assert "training for 1 steps, fewer than its 5 warmup steps" in capsys.readouterr().err
 
 
 def test_config_file_repeats_a_run_and_typed_options_override_it(shard_dir, tmp_path, capsys):
