@@ -128,7 +128,7 @@ def test_the_segmenter_on_each_runtime_matches_pytorch_on_photographs(pretrained
     assert [r.prompts for r in got] == [r.prompts for r in expected] and {r.prompts for r in got} == {(0,), (1,)}
     assert max(abs(a.score - b.score) for a, b in zip(expected, got)) <= 1e-4
     assert abs(ov_model.fit_threshold(photos / "normals") - torch_model.fit_threshold(photos / "normals")) <= 1e-4
-    with pytest.raises(UserError, match="needs the encoder graph: export with --cached-prompt"):
+    with pytest.raises(UserError, match="needs the encoder graph: export with the prompt cached"):
         onnx_model.segment(queries[0], prompt=both)
     with pytest.raises(UserError, match="K-shot fusion"):
         ov_model.set_prompts(*both, use_all=True).segment(queries[0])
