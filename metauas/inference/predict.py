@@ -103,7 +103,7 @@ def claim_out(out: Path, files: list[str]) -> None:
             )
         try:
             owned = set(json.loads(manifest.read_text())["files"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested beyond reason
             raise UserError(f"`out` {out}: {MANIFEST} is damaged: give a new or empty folder") from None
         foreign = [p for p in present if p.relative_to(out).as_posix() not in owned | {MANIFEST}]
         if foreign:

@@ -153,3 +153,19 @@ def test_maps_that_are_not_finite_are_one_line_from_either_backend():
     image = np.zeros((1, 3, 4, 4), np.float32)
     with pytest.raises(UserError, match="the model maps hold NaN or infinity"):
         backend.maps([[image]], [image])
+
+
+def test_a_damaged_predict_manifest_is_one_line(tmp_path):
+    """predict-run.json in --out decides which files a rerun may remove: one nested
+    beyond reason (or of another shape) is one line, and nothing is removed."""
+    from metauas.errors import UserError
+    from metauas.inference.predict import MANIFEST, claim_out
+
+    kept = tmp_path / "maps" / "000.png"
+    kept.parent.mkdir()
+    kept.write_bytes(b"x")
+    for text in ("[" * 100_000, '{"files": 1}', "not json"):
+        (tmp_path / MANIFEST).write_text(text)
+        with pytest.raises(UserError, match=f"{MANIFEST} is damaged"):
+            claim_out(tmp_path, ["maps/000.png"])
+        assert kept.read_bytes() == b"x"
