@@ -11,6 +11,7 @@ import sys
 import typer
 
 from metauas.errors import UserError
+from metauas.outputs import out_of_space
 from metauas.version import __version__
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     typer's standalone mode handles --help and usage errors; a `UserError` from a
     command becomes one red line on stderr and status 2 instead of a traceback.
     """
+    if hasattr(sys.stdout, "reconfigure"):  # a printed file name that is not UTF-8: its own bytes
+        sys.stdout.reconfigure(errors="metauas.names")
     try:
         code = app(args=argv, prog_name="metauas", standalone_mode=False)
         return code if isinstance(code, int) else 0
@@ -98,6 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except UserError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        return 2
+    except OSError as err:  # a full disk where the command had nothing more to say: one line still
+        if not out_of_space(err):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        typer.secho(
+            f"error: no space left on device{where}: files are written whole or not at all, so "
+            "what exists is complete; free some space and rerun",
+            err=True,
+            fg=typer.colors.RED,
+        )
         return 2
     except ModuleNotFoundError as err:
         missing = (err.name or "").split(".")[0]

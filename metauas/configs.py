@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -167,16 +168,28 @@ def from_dict(cls: type, data: Any, where: str = "config", legacy: bool = True) 
         raise UserError(
             f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__} (known: {', '.join(sorted(names))})"
         )
+    for k, v in data.items():
+        _finite(v, f"{where}.{k}")
     try:
         return cls(**{k: _convert(hints[k], v, f"{where}.{k}", legacy) for k, v in data.items()})
     except TypeError as err:  # a required field missing, or a value of the wrong kind
         raise UserError(f"{where}: {err}") from None
 
 
+def _finite(value: Any, where: str) -> None:
+    """Every number of a config is finite: a NaN or infinite learning rate, weight or
+    threshold (typed as `--lr nan`, or in a config file) would be decided on silently."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where}: {value} is not a finite number")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _finite(item, where)
+
+
 def read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: nested beyond reason
         raise UserError(f"cannot read {what} {path}: {err}") from None
     if not isinstance(data, dict):
         raise UserError(f"{what} {path} is not a JSON object")

@@ -292,6 +292,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     import json
 
     from metauas.evaluation.heldout import heldout_metrics
+    from metauas.outputs import write_atomic
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     make_data(cfg)
@@ -300,7 +301,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     scores = score_heldout(cfg, checkpoint)
     metrics = heldout_metrics(scores)
     real = score_real(cfg, checkpoint)
-    (cfg.out / "metrics.json").write_text(json.dumps({**metrics, "real": real} if real else metrics, indent=2))
+    summary = {**metrics, "real": real} if real else metrics
+    write_atomic(cfg.out / "metrics.json", json.dumps(summary, indent=2).encode())
     for name, rows in real.items():
         verdict = ", ".join(f"{m} {v}" for m, v in real_verdict(rows).items())
         typer.echo(f"[demo] {name}: model vs lookup: {verdict}", err=True)

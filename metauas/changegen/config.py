@@ -8,16 +8,18 @@ record it and a rerun can tell whether it is resuming the same dataset.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from metauas.configs import Panel, option
-from metauas.data.format import CHANGE_TYPES
+from metauas.data.format import CHANGE_TYPES, SHARD_PIXELS
 from metauas.data.images import MAX_PIXELS
 from metauas.errors import UserError
 
+SHARD_SIDE = math.isqrt(SHARD_PIXELS)  # the largest `size`: what every shard reader decodes
 GENERATOR_NAME = "metauas.changegen"
 # Bump when the same config + seed would give different bytes.
 GENERATOR_VERSION = "1.0.0"
@@ -248,7 +250,7 @@ class GenerateConfig:
         checks = [
             (self.num_pairs > 0, "`num_pairs` must be positive"),
             (self.source in SOURCES, f"`source` must be one of {', '.join(SOURCES)}"),
-            (self.size >= 16, "`size` must be at least 16"),
+            (16 <= self.size <= SHARD_SIDE, f"`size` must be from 16 to {SHARD_SIDE} (what shard readers decode)"),
             (self.shard_size > 0, "`shard_size` must be positive"),
             (self.image_format in IMAGE_FORMATS, f"`image_format` must be one of {', '.join(IMAGE_FORMATS)}"),
             (self.builtin_split in BUILTIN_SPLITS, f"`builtin_split` must be one of {', '.join(BUILTIN_SPLITS)}"),

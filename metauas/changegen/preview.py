@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from metauas.data.format import ReadStats, iter_pairs
-from metauas.data.images import draw_mask
+from metauas.data.images import draw_mask, drawable
 from metauas.errors import UserError
 from metauas.outputs import check_file, write_atomic
 
@@ -31,7 +31,8 @@ def _triplet(pair: dict) -> np.ndarray:
     meta = pair["meta"]
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     text = f"{meta.get('index', pair['key'])}  {meta.get('change', '?')}  {source.get('kind', '')}"
-    cv2.putText(strip, text, (4, LABEL - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    # from the sample's JSON and key: a lone surrogate there would crash OpenCV's binding
+    cv2.putText(strip, drawable(text, 60), (4, LABEL - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255,) * 3, 1, cv2.LINE_AA)
     return np.vstack([np.hstack(cells), strip])
 
 

@@ -24,6 +24,7 @@ from metauas.changegen.scenes import render_instance, render_scene, scene_style
 from metauas.changegen.segment import object_candidates
 from metauas.data.images import IMAGE_SUFFIXES, MAX_PIXELS, SkipSource, fit_mask, fit_square, read_rgb
 from metauas.errors import UserError
+from metauas.outputs import inside
 
 SEGMENT_CACHE = 512
 
@@ -271,6 +272,7 @@ class CocoSource(Source):
                     f"`coco_annotations` {annotations}: image entry {str(info)[:120]} needs an integer "
                     "id, a file_name and its height and width in pixels"
                 )
+            inside(images, info["file_name"], f"`coco_annotations` {annotations}: image {info['id']}: file_name")
         self.ids = subset_ids(sorted(self.coco.getImgIds()), max_images, split, val_fraction, self.SPLIT_SEED)
         if not self.ids:
             raise UserError(
@@ -296,8 +298,11 @@ class CocoSource(Source):
             if not polys:
                 skips["degenerate_polygon"] += 1
                 return None
+            # pycocotools rasterises with C ints and allocates by the outline's length: a
+            # vertex at 1e8 costs it 10 GB, so vertices stay within a side of the image
+            side = max(h, w)
             if not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                isinstance(v, (int, float)) and not isinstance(v, bool) and -side <= v <= 2 * side
                 for poly in polys
                 for v in poly
             ):
@@ -317,7 +322,7 @@ class CocoSource(Source):
 
     def load(self, k: int, size: int) -> SourceItem:
         info = self.coco.imgs[self.ids[k]]
-        image = read_rgb(self.images / info["file_name"], self.min_side, self.max_pixels)
+        image = read_rgb(inside(self.images, info["file_name"], "file_name"), self.min_side, self.max_pixels)
         h, w = image.shape[:2]
         if (h, w) != (info["height"], info["width"]):
             raise SkipSource(

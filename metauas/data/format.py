@@ -14,24 +14,29 @@ and counted in a `ReadStats`, so one bad tar never ends a pass.
 
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
+import io
 import json
 import logging
+import lzma
 import os
 import shlex
 import subprocess
 import tarfile
 import typing
 import urllib.request
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import cv2
 import numpy as np
 
-from metauas.data.images import encode
+from metauas.data.images import SkipSource, decode_bounded, encode
 from metauas.errors import UserError
 
 SCHEMA = "changepair/1"
@@ -39,6 +44,9 @@ ChangeType = Literal["disappear", "appear", "exchange", "local", "none"]
 CHANGE_TYPES: tuple[ChangeType, ...] = typing.get_args(ChangeType)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 INDEX = "index.json"
+# Pixels of one shard image, from its header, before it is decoded: a pair of 8192 px
+# squares (600 MB decoded) at most; a PNG bomb as a member is skipped as too_large.
+SHARD_PIXELS = 8192 * 8192
 
 log = logging.getLogger("metauas.format")
 
@@ -55,6 +63,15 @@ def sample_key(index: int, num_pairs: int) -> str:
 
 def is_remote(url: str) -> bool:
     return url.startswith("pipe:") or "://" in url
+
+
+def pipe_commands(spec: str | Iterable[str]) -> list[str]:
+    """The shell commands a shard spec would run: its `pipe:` URLs, braces expanded
+    (`s3://` URLs become a fixed, quoted `aws s3 cp` and are not counted)."""
+    import braceexpand
+
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    return [url[5:] for item in specs for url in braceexpand.braceexpand(item) if url.startswith("pipe:")]
 
 
 def expand_urls(spec: str | Iterable[str]) -> list[str]:
@@ -93,17 +110,19 @@ def _index_counts(path: str) -> dict[str, int]:
     try:
         with open(path) as f:
             shards = json.load(f).get("shards", [])
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return {}
     counts = {}
     for shard in shards if isinstance(shards, list) else []:
-        if isinstance(shard, dict) and "name" in shard and "count" in shard:
-            counts[os.path.basename(shard["name"])] = int(shard["count"])
+        if isinstance(shard, dict) and isinstance(shard.get("name"), str) and type(shard.get("count")) is int:
+            counts[os.path.basename(shard["name"])] = max(shard["count"], 0)
     return counts
 
 
 def count_samples(urls: list[str]) -> int:
-    """Samples in local shards: from index.json beside them when present, else tar headers."""
+    """Samples in local shards: from index.json beside them when present, else from the
+    member names (the shard reader's own parser, data skipped); a shard that breaks off
+    counts the samples before the break, as the stream will read them."""
     total = 0
     for url in urls:
         if is_remote(url):
@@ -114,10 +133,11 @@ def count_samples(urls: list[str]) -> int:
             total += counts[name]
             continue
         try:
-            with tarfile.open(url) as tar:
-                total += sum(1 for m in tar.getmembers() if m.name.endswith(".mask.png"))
-        except (OSError, tarfile.TarError) as err:
-            raise UserError(f"cannot count samples of {url}: not a readable tar ({err})") from None
+            with open_stream(url) as stream:
+                for member, _ in _members(stream, data=False):
+                    total += member.endswith(".mask.png")
+        except READ_ERRORS as err:
+            log.warning("counting %s: it breaks off (%s: %s)", url, type(err).__name__, str(err)[:200])
     return total
 
 
@@ -178,7 +198,20 @@ class ReadStats:
 
 
 TAR_BLOCK = 512
-COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: left to the tarfile module
+# magic bytes -> the opener that decompresses such a stream (binary mode)
+COMPRESSED: dict[bytes, Callable[[Any, Literal["rb"]], io.BufferedIOBase]] = {
+    b"\x1f\x8b": gzip.open,
+    b"BZh": bz2.open,
+    b"\xfd7zXZ\x00": lzma.open,
+}
+# One member read into memory at most: a shard member is one image (or the sample's JSON),
+# and a larger one (a hostile size field, a gzip bomb) is skipped by reading past it in
+# chunks, never held. Pax and GNU long-name headers describe one name: a megabyte is plenty.
+MAX_MEMBER = 256 << 20
+MAX_HEADER = 1 << 20
+CHUNK = 1 << 20
+# What reading a shard may raise for bad data; each makes the rest of that shard unreadable.
+READ_ERRORS = (OSError, tarfile.TarError, EOFError, ValueError, OverflowError, zlib.error, lzma.LZMAError)
 
 
 class _Prefixed:
@@ -201,12 +234,22 @@ def _read_exact(stream, n: int) -> bytes:
     """n bytes, fewer only at the end of the stream (pipes and sockets return short reads)."""
     chunks, left = [], n
     while left > 0:
-        chunk = stream.read(left)
+        chunk = stream.read(min(left, CHUNK))
         if not chunk:
             break
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def _skip(stream, n: int) -> None:
+    """Read past n bytes a chunk at a time (memory stays one chunk whatever n claims);
+    EOFError when the stream ends first, as it does for a size larger than the file."""
+    while n > 0:
+        chunk = stream.read(min(n, CHUNK))
+        if not chunk:
+            raise EOFError("tar member cut short")
+        n -= len(chunk)
 
 
 def _number(field: bytes) -> int:
@@ -218,25 +261,47 @@ def _number(field: bytes) -> int:
 
 
 def _pax(data: bytes) -> dict[str, str]:
-    """The records ("LEN key=value\n") of a pax extended header."""
+    """The records ("LEN key=value\n") of a pax extended header; a record whose length
+    does not fit the header is a ReadError (a zero length would never end)."""
     out, pos = {}, 0
     while pos < len(data):
-        length = int(data[pos : data.index(b" ", pos)])
-        key, _, value = data[data.index(b" ", pos) + 1 : pos + length - 1].partition(b"=")
-        out[key.decode()] = value.decode()
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        if length <= space - pos or pos + length > len(data):
+            raise tarfile.ReadError("bad pax record length")
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
     return out
 
 
-def tar_members(stream) -> Iterator[tuple[str, bytes]]:
+def _size(block: bytes, pax: dict[str, str]) -> int:
+    """A member's size: the pax record's, else the header's; junk is a ReadError."""
+    text = pax.get("size")
+    if text is not None and not (text.isascii() and text.isdigit()):
+        raise tarfile.ReadError(f"bad pax size {text[:40]!r}")
+    return int(text) if text is not None else _number(block[124:136])
+
+
+def _name(block: bytes, pax: dict[str, str], long_name: str | None) -> str:
+    """The member's path: pax, GNU long name, else ustar prefix + name (bytes that are not
+    UTF-8 kept as surrogate escapes, as Python keeps such file names)."""
+    prefix = block[345:500].split(b"\0", 1)[0] if block[257:262] == b"ustar" else b""
+    name = block[:100].split(b"\0", 1)[0]
+    return pax.get("path") or long_name or (prefix + b"/" + name if prefix else name).decode("utf-8", "surrogateescape")
+
+
+def tar_members(stream, data: bool = True, max_member: int = MAX_MEMBER) -> Iterator[tuple[str, bytes | None]]:
     """(name, bytes) of each regular file of an uncompressed tar stream, parsed directly.
 
     Reading a 256 px pair through the tarfile module took 0.12-0.27 ms here (webdataset's
     reader 0.14-0.16 ms), this 0.04 ms: a few percent of the loader's per-pair budget, so
     the training stream and every reader here use it: POSIX ustar headers
     (checksums checked), pax extended headers (path, size) and GNU long names; other
-    entries (folders, links) are skipped. A corrupt header raises tarfile.ReadError, a cut
-    stream EOFError."""
+    entries (folders, links) are skipped. A member over `max_member` bytes (or every
+    member, with `data=False`) comes as (name, None), read past in chunks: memory stays
+    bounded whatever a size field claims. A corrupt header raises tarfile.ReadError, a
+    cut stream EOFError."""
     pax: dict[str, str] = {}
     long_name = None
     while True:
@@ -247,37 +312,47 @@ def tar_members(stream) -> Iterator[tuple[str, bytes]]:
             return  # the end-of-archive zero blocks (or the end of the stream)
         if _number(block[148:156]) != sum(block[:148]) + 256 + sum(block[156:]):
             raise tarfile.ReadError("bad tar header checksum")
-        kind = block[156:157]
-        size = int(pax.get("size", _number(block[124:136])))
-        data = _read_exact(stream, size + -size % TAR_BLOCK)  # the member and its padding
-        if len(data) < size + -size % TAR_BLOCK:
-            raise EOFError("tar member cut short")
-        data = data[:size]
+        kind, size = block[156:157], _size(block, pax)
+        padded = size + -size % TAR_BLOCK  # the member and its padding
         if kind in (b"x", b"L"):  # they describe the next member
-            pax, long_name = (_pax(data), long_name) if kind == b"x" else (pax, data.rstrip(b"\0").decode())
+            if size > MAX_HEADER:
+                raise tarfile.ReadError(f"a {size:,}-byte extended header")
+            body = _whole(stream, padded)[:size]
+            if kind == b"x":
+                pax = _pax(body)
+            else:
+                long_name = body.rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
-        prefix = block[345:500].split(b"\0", 1)[0] if block[257:262] == b"ustar" else b""
-        raw = block[:100].split(b"\0", 1)[0]
-        name = pax.get("path") or long_name or (prefix + b"/" + raw if prefix else raw).decode()
+        name = _name(block, pax, long_name)
         pax, long_name = {}, None
-        if kind in (b"0", b"\0", b"7"):
-            yield name, data
+        if kind not in (b"0", b"\0", b"7"):
+            _skip(stream, padded)
+        elif size > max_member or not data:
+            _skip(stream, padded)
+            yield name, None
+        else:
+            yield name, _whole(stream, padded)[:size]
 
 
-def _members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of the regular files of a tar stream, compressed ones included."""
+def _whole(stream, n: int) -> bytes:
+    data = _read_exact(stream, n)
+    if len(data) < n:
+        raise EOFError("tar member cut short")
+    return data
+
+
+def _members(stream: IO[bytes], data: bool = True) -> Iterator[tuple[str, bytes | None]]:
+    """(name, bytes) of the regular files of a tar stream, compressed ones (gzip, bzip2,
+    xz) decompressed as a stream into the same parser, so the same member limit holds."""
     head = _read_exact(stream, TAR_BLOCK)
     if not head:
         raise tarfile.ReadError("empty file")
-    if not head.startswith(COMPRESSED):
-        yield from tar_members(_Prefixed(head, stream))
+    opener = next((o for magic, o in COMPRESSED.items() if head.startswith(magic)), None)
+    if opener is None:
+        yield from tar_members(_Prefixed(head, stream), data)
         return
-    with tarfile.open(
-        fileobj=typing.cast(IO[bytes], _Prefixed(head, stream)), mode="r|*"
-    ) as tar:  # read() is all it uses
-        for member in tar:
-            if member.isfile():
-                yield member.name, typing.cast(IO[bytes], tar.extractfile(member)).read()  # a file has one
+    with opener(_Prefixed(head, stream), "rb") as unpacked:
+        yield from tar_members(unpacked, data)
 
 
 def shard_samples(url: str, stats: ReadStats) -> Iterator[dict]:
@@ -294,7 +369,7 @@ def shard_samples(url: str, stats: ReadStats) -> Iterator[dict]:
                 current.setdefault("__key__", key)
                 current["__url__"] = url
                 current[ext] = data
-    except (OSError, tarfile.TarError, EOFError, ValueError) as err:
+    except READ_ERRORS as err:
         current = {}  # a sample cut by the error is part of what the shard lost
         stats.skip("unreadable_shard", f"{url}: {type(err).__name__}: {err}")
     if current:
@@ -308,14 +383,24 @@ def iter_samples(urls: str | Iterable[str], stats: ReadStats | None = None) -> I
         yield from shard_samples(url, stats)
 
 
-def _decode_image(data: bytes, flags: int) -> np.ndarray:
+class BadSample(ValueError):
+    """A sample that cannot be used; `reason` is what `ReadStats` counts it as."""
+
+    def __init__(self, message: str, reason: str = "corrupt_sample") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _decode_image(sample: dict, ext: str, flags: int) -> np.ndarray:
+    """One image member through the project's bounded decoder (`images.decode_bounded`,
+    `SHARD_PIXELS`); a member over the byte limit was read as None."""
+    what = f"sample {sample.get('__key__', '?')}: {ext}"
+    if sample[ext] is None:
+        raise BadSample(f"{what} is over {MAX_MEMBER:,} bytes", "too_large")
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error:  # e.g. a header claiming more pixels than OpenCV's limit
-        image = None
-    if image is None:
-        raise ValueError("image does not decode")
-    return image
+        return decode_bounded(sample[ext], what, SHARD_PIXELS, flags)
+    except SkipSource as skip:
+        raise BadSample(str(skip), "too_large" if skip.reason == "too_large" else "corrupt_sample") from None
 
 
 def _plain(value):
@@ -364,21 +449,22 @@ def encode_pair(
 def decode_pair(sample: dict, meta: bool = True) -> dict:
     """A raw sample -> RGB uint8 prompt/query (H x W x 3), uint8 {0,1} mask (H x W) and
     the sample's JSON as `meta` ({} without `meta`: the training stream never reads it).
-    Raises ValueError for a member missing, a member that does not decode or sizes that
-    differ."""
+    Raises BadSample (a ValueError) for a member missing, a member that does not decode
+    or is too large (reason `too_large`: over MAX_MEMBER bytes, or SHARD_PIXELS pixels
+    from its header) or sizes that differ."""
     key = sample.get("__key__", "?")
     ext = next((e for e in IMAGE_EXTENSIONS if f"prompt.{e}" in sample), None)
     if ext is None or f"query.{ext}" not in sample or "mask.png" not in sample:
-        raise ValueError(f"sample {key} lacks prompt/query/mask files")
-    prompt = cv2.cvtColor(_decode_image(sample[f"prompt.{ext}"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    query = cv2.cvtColor(_decode_image(sample[f"query.{ext}"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    mask = (_decode_image(sample["mask.png"], cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8)
+        raise BadSample(f"sample {key} lacks prompt/query/mask files")
+    prompt = cv2.cvtColor(_decode_image(sample, f"prompt.{ext}", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    query = cv2.cvtColor(_decode_image(sample, f"query.{ext}", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    mask = (_decode_image(sample, "mask.png", cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8)
     if not prompt.shape == query.shape or prompt.shape[:2] != mask.shape:
-        raise ValueError(f"sample {key}: prompt, query and mask sizes differ")
+        raise BadSample(f"sample {key}: prompt, query and mask sizes differ")
     try:
-        info = json.loads(sample["json"]) if meta and "json" in sample else {}
+        info = json.loads(sample["json"]) if meta and sample.get("json") is not None else {}
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
-        raise ValueError(f"sample {key}: its .json member is not JSON") from None
+        raise BadSample(f"sample {key}: its .json member is not JSON") from None
     return {"key": key, "prompt": prompt, "query": query, "mask": mask, "meta": info if isinstance(info, dict) else {}}
 
 
@@ -390,7 +476,7 @@ def iter_pairs(urls: str | Iterable[str], stats: ReadStats | None = None) -> Ite
         try:
             pair = decode_pair(sample)
         except ValueError as err:
-            stats.skip("corrupt_sample", f"{sample.get('__url__', '?')}: {err}")
+            stats.skip(getattr(err, "reason", "corrupt_sample"), f"{sample.get('__url__', '?')}: {err}")
             continue
         stats.samples += 1
         yield pair

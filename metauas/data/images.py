@@ -8,10 +8,15 @@ nearest-neighbour interpolation, so a mask pixel always matches an image pixel.
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from metauas.errors import UserError
 
@@ -19,6 +24,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 # Largest image decoded (width x height), checked from the file's header before any
 # decoding: a 30000 x 30000 PNG is under a megabyte on disk and 2.7 GB in memory.
 MAX_PIXELS = 100_000_000
+# A file read whole is at most what its pixels could need uncompressed (16-bit RGBA: 8
+# bytes a pixel) plus room for metadata: a 40 GB file named as an image is not read.
+FILE_SLACK = 64 << 20
+
+
+def file_limit(max_pixels: int) -> int:
+    """Bytes of an image file read into memory, for a pixel limit."""
+    return 8 * max_pixels + FILE_SLACK
 
 
 class SkipSource(Exception):
@@ -31,13 +44,7 @@ class SkipSource(Exception):
 
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from an encoded image's header, without decoding its pixels; None
-    when Pillow does not know the header (OpenCV's decoder then decides)."""
-    import io
-    import re
-    import warnings
-
-    from PIL import Image
-
+    when Pillow does not know the header."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -50,11 +57,47 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header alone (Pillow reads only what it
+    needs, through Python: no name reaches OpenCV); None when it is no image Pillow knows,
+    or cannot be read."""
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                return im.size
+    except Image.DecompressionBombError:  # an image, if a large one: read_rgb says how large
+        return (2**20, 2**20)
+    except Exception:  # noqa: BLE001 - missing, unreadable, or a header that trips Pillow
+        return None
+
+
 def check_pixels(data: bytes, max_pixels: int, what: str) -> None:
-    """SkipSource('too_large') when the header says more than `max_pixels` pixels."""
+    """SkipSource unless the header gives a size of at most `max_pixels`: 'too_large' over
+    it, 'unreadable' when Pillow cannot measure the header (OpenCV alone would decode it
+    unmeasured: a Radiance .hdr can claim any size)."""
     size = header_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
+    if size is None:
+        raise SkipSource("unreadable", f"{what}: not an image whose size its header gives")
+    if size[0] * size[1] > max_pixels:
         raise SkipSource("too_large", f"{what}: {size[0] * size[1]:,} pixels, over the limit of {max_pixels:,}")
+
+
+def decode_bounded(
+    data: bytes, what: str, max_pixels: int = MAX_PIXELS, flags: int = cv2.IMREAD_UNCHANGED
+) -> np.ndarray:
+    """The one image decoder of the project: every decode (files, uploads, shard members)
+    comes here. Pixels are counted from the header first (`check_pixels`), so OpenCV only
+    ever allocates for an image within the limit; then `cv2.imdecode` with `flags`
+    (OpenCV's channel order). SkipSource 'unreadable', 'too_large' naming `what`."""
+    check_pixels(data, max_pixels, what)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:  # e.g. a header OpenCV refuses on its own
+        img = None
+    if img is None or img.ndim not in (2, 3):
+        raise SkipSource("unreadable", what)
+    return img
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:
@@ -69,27 +112,38 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3])
 
 
-def read_rgb(path: Path, min_side: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to RGB uint8, or raise SkipSource: 'unreadable' (missing, not
-    an image, corrupt, no read permission), 'too_large' (over `max_pixels`, seen in the
-    header before decoding) or 'too_small' (shorter side under `min_side`)."""
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """A file's bytes, read through Python (a name that is not UTF-8 never reaches
+    OpenCV, whose Python binding crashes on one); SkipSource 'unreadable' (missing, not a
+    regular file, no permission) or 'too_large' (over `max_bytes`, from its size)."""
     path = Path(path)
     try:
         if not path.is_file():
             raise SkipSource("unreadable", f"{path}: not a file")
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise SkipSource("too_large", f"{path}: {size:,} bytes, over the limit of {max_bytes:,}")
+            data = f.read(size + 1)  # not read(max_bytes): CPython allocates what it is asked for
     except OSError as err:
         raise SkipSource("unreadable", f"{path}: {err.strerror or err}") from None
-    return decode_rgb(data, str(path), min_side, max_pixels)
+    if len(data) > max_bytes:  # a file that grew while read
+        raise SkipSource("too_large", f"{path}: over the limit of {max_bytes:,} bytes")
+    return data
+
+
+def read_rgb(path: Path, min_side: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to RGB uint8, or raise SkipSource: 'unreadable' (missing, not
+    an image, corrupt, no read permission), 'too_large' (over `max_pixels`, seen in the
+    header before decoding, or a file larger than such an image could be) or
+    'too_small' (shorter side under `min_side`)."""
+    return decode_rgb(read_file(path, file_limit(max_pixels)), str(path), min_side, max_pixels)
 
 
 def decode_rgb(data: bytes, what: str, min_side: int = 1, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """`read_rgb` for bytes already in memory (an upload to the page): the same pixel
     limit from the header, the same decoding, the same SkipSource reasons naming `what`."""
-    check_pixels(data, max_pixels, what)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if img is None or img.ndim not in (2, 3):
-        raise SkipSource("unreadable", what)
+    img = decode_bounded(data, what, max_pixels)
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     if min(img.shape[:2]) < min_side:
@@ -177,12 +231,21 @@ def encode(img: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def decode(data: bytes, grey: bool = False) -> np.ndarray:
-    """File bytes -> RGB uint8 (or single channel with grey=True)."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError("undecodable image bytes")
+def decode(data: bytes, grey: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """File bytes -> RGB uint8 (or single channel with grey=True), through the bounded
+    decoder; ValueError for bytes that do not decode or an image over `max_pixels`."""
+    try:
+        img = decode_bounded(data, "image bytes", max_pixels, cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+    except SkipSource as skip:
+        raise ValueError(f"undecodable image bytes ({skip})") from None
     return img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def drawable(text: str, limit: int = 120) -> str:
+    """`text` as OpenCV may draw it: printable ASCII (its Hershey fonts draw nothing
+    else, and its Python binding crashes on text that is not valid UTF-8, such as a file
+    name's surrogate escapes); anything else becomes '?'."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
 
 
 def draw_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:

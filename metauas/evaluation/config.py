@@ -15,6 +15,7 @@ from metauas.evaluation.metrics import IMAGE_SCORES, PROTOCOLS, MetricConfig
 from metauas.evaluation.readers import FORMATS, BenchmarkFormat
 from metauas.inference.config import COMPILE_HELP, METHOD_CHOICES, SHOT_FUSIONS, LookupConfig, MethodChoice, ShotFusion
 from metauas.inference.policy import MODES, PromptMode
+from metauas.model.config import check_side
 
 OverlayScale = Literal["shared", "per-map"]  # the overlays' heatmap colours
 OVERLAY_SCALES: tuple[OverlayScale, ...] = typing.get_args(OverlayScale)
@@ -147,7 +148,6 @@ class EvalConfig:
             ),
             (0.0 <= self.mix_weight <= 1.0, f"`mix_weight` must be in [0, 1], got {self.mix_weight}"),
             (self.batch_size >= 1, "`batch_size` must be at least 1"),
-            (self.size is None or self.size >= 32, f"`size` must be at least 32, got {self.size}"),
             (self.overlays >= 0, "`overlays` must not be negative"),
             (
                 self.overlay_scale in OVERLAY_SCALES,
@@ -162,6 +162,8 @@ class EvalConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.size is not None:
+            check_side(self.size, "`size`")
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,9 +136,15 @@ def write_overlays(
             titles = ["prompt", "query", *(["ground truth"] if cm.masks[i] is not None else []), "heatmap"]
             heading = f"{name} / {s.defect} / {s.path.name} - {method}, score {image_score(maps[i], metric):.4f}"
             row = titled(row, titles, heading, vmax)
-            path = out / "overlays" / method / name / f"{tag}-{s.defect}-{s.path.stem}.png"
-            written.append((method, i, write_png(path, row)))
+            written.append((method, i, write_png(overlay_path(out, method, name, tag, s), row)))
     return written
+
+
+def overlay_path(out: Path, method: str, name: str, tag: str, sample: Sample) -> Path:
+    """Where a query's overlay goes: the class name and defect type come from the
+    benchmark's listing, which the readers checked to be plain names (`outputs.plain_name`),
+    and the file's own name, so the path stays under `out`."""
+    return out / "overlays" / method / name / f"{tag}-{sample.defect}-{sample.path.stem}.png"
 
 
 @dataclass
@@ -225,7 +232,7 @@ def fit_thresholds(
     spare = [p for p in data.train if p not in fixed]
     if not spare:
         return {}
-    rng = np.random.default_rng([run.seed or 0, zlib.crc32(data.name.encode()), 1])
+    rng = np.random.default_rng([run.seed or 0, zlib.crc32(os.fsencode(data.name)), 1])
     picked = [spare[i] for i in sorted(rng.choice(len(spare), min(cfg.fit_normals, len(spare)), replace=False))]
     normals = ClassData(data.name, [], [Sample(p, 0, None, "good") for p in picked])
     quiet = dataclasses.replace(cfg, progress=False)

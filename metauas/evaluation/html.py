@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from metauas.outputs import text_bytes, write_atomic
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -109,10 +111,7 @@ def write_html(path: Path, title: str, sections: Sequence[tuple[str, str]]) -> P
         f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
         f"{body}</body></html>"
     )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, text_bytes(page))
 
 
 METHOD_COLOURS = {"model": "#1f77b4", "lookup": "#d62728", "mix": "#2ca02c"}

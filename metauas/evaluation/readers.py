@@ -20,8 +20,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from metauas.data.images import list_images
+from metauas.data.images import MAX_PIXELS, SkipSource, decode_bounded, file_limit, list_images, read_file
 from metauas.errors import UserError
+from metauas.outputs import inside, plain_name
 
 BenchmarkFormat = Literal["mvtec", "visa", "meta", "folder"]
 FORMATS: tuple[BenchmarkFormat, ...] = typing.get_args(BenchmarkFormat)
@@ -99,7 +100,7 @@ def _visa_table(table: Path, root: Path) -> list[ClassData]:
     """VisA's split CSV (columns object, split, label, image, mask; labels normal|anomaly;
     paths relative to the VisA folder), as the dataset and its repository ship it."""
     classes: dict[str, ClassData] = {}
-    with open(table, newline="") as f:
+    with open(table, newline="", errors="surrogateescape") as f:  # file names that are not UTF-8 stay bytes
         reader = csv.DictReader(f)
         missing = {"object", "split", "label", "image"} - set(reader.fieldnames or ())
         if missing:
@@ -108,17 +109,18 @@ def _visa_table(table: Path, root: Path) -> list[ClassData]:
                 "(VisA's split file has object, split, label, image, mask)"
             )
         for row in reader:
-            name, label_text = row["object"].strip(), row["label"].strip().lower()
+            name, label_text = plain_name(row["object"].strip(), f"{table}: class"), row["label"].strip().lower()
             if label_text not in VISA_LABELS:
                 raise UserError(f"{table}: unknown label {row['label']!r} (expected normal or anomaly)")
             data = classes.setdefault(name, ClassData(name, [], []))
-            image, label = root / row["image"], VISA_LABELS[label_text]
+            image, label = inside(root, row["image"], f"{table}: image"), VISA_LABELS[label_text]
             if row["split"].strip() == "train":
                 if not label:
                     data.train.append(image)
                 continue
             mask_name = (row.get("mask") or "").strip()
-            mask = _checked_mask(root / mask_name if mask_name else None, image, data.problems) if label else None
+            mask_path = inside(root, mask_name, f"{table}: mask") if mask_name else None
+            mask = _checked_mask(mask_path, image, data.problems) if label else None
             data.test.append(Sample(image, label, mask, "anomaly" if label else "good"))
     for data in classes.values():  # the CSV is shuffled; prepared folders list by name: seeds pick alike
         data.train.sort(key=lambda p: (p.name, str(p)))
@@ -150,20 +152,22 @@ def read_meta(root: Path) -> list[ClassData]:
     root = path.parent
     try:
         meta = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: nested beyond reason
         raise UserError(f"cannot read meta.json {path}: {err}") from None
     classes: dict[str, ClassData] = {}
     for name, items in meta.get("test", {}).items():
-        data = classes.setdefault(name, ClassData(name, [], []))
+        data = classes.setdefault(name, ClassData(plain_name(name, f"{path}: class"), [], []))
         for item in items:
-            image, label = root / item["img_path"], int(item["anomaly"])
+            image, label = inside(root, item["img_path"], f"{path}: img_path"), int(item["anomaly"])
             mask = None
             if label:
-                mask = _checked_mask(root / item["mask_path"] if item.get("mask_path") else None, image, data.problems)
-            data.test.append(Sample(image, label, mask, item.get("specie_name") or "good"))
+                listed = inside(root, item["mask_path"], f"{path}: mask_path") if item.get("mask_path") else None
+                mask = _checked_mask(listed, image, data.problems)
+            defect = plain_name(item.get("specie_name") or "good", f"{path}: specie_name")
+            data.test.append(Sample(image, label, mask, defect))
     for name, items in meta.get("train", {}).items():
-        data = classes.setdefault(name, ClassData(name, [], []))
-        data.train.extend(root / i["img_path"] for i in items if not int(i["anomaly"]))
+        data = classes.setdefault(name, ClassData(plain_name(name, f"{path}: class"), [], []))
+        data.train.extend(inside(root, i["img_path"], f"{path}: img_path") for i in items if not int(i["anomaly"]))
     return list(classes.values())
 
 
@@ -211,7 +215,7 @@ def read_benchmark(root: str | Path, fmt: str, classes: list[str] | None = None)
         found = readers[fmt](root)
     except OSError as err:
         raise UserError(f"cannot read {root} as `fmt` {fmt}: {err.strerror or err}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as err:  # a listing file of another shape
+    except (KeyError, TypeError, ValueError, AttributeError, csv.Error) as err:  # a listing file of another shape
         raise UserError(
             f"{root} is not laid out as `fmt` {fmt} ({type(err).__name__}: {str(err)[:120]}); see docs/evaluation.md"
         ) from None
@@ -235,9 +239,11 @@ def load_mask(path: Path, image_shape: tuple[int, ...]) -> np.ndarray | None:
     A mask whose largest value is below 128 labels defects with small integers (VisA's raw
     masks do; its prepare_data.py sets every non-zero pixel to 255): its non-zero pixels
     become 255, so both protocols' thresholds see the defect. 0/255 masks are unchanged."""
-    data = np.fromfile(str(path), np.uint8)
-    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-    if mask is None or mask.shape[:2] != tuple(image_shape[:2]):
+    try:  # the project's bounded reader: read through Python, pixels counted from the header
+        mask = decode_bounded(read_file(path, file_limit(MAX_PIXELS)), str(path), MAX_PIXELS, cv2.IMREAD_GRAYSCALE)
+    except SkipSource:
+        return None
+    if mask.shape[:2] != tuple(image_shape[:2]):
         return None
     if 0 < mask.max() < 128:
         mask = np.where(mask > 0, 255, 0).astype(np.uint8)

@@ -13,9 +13,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import cv2
-
+from metauas.data.images import SkipSource, read_rgb
 from metauas.evaluation.metrics import METRICS
+from metauas.outputs import text_bytes, write_atomic
 
 
 def fmt_metric(value: float, std: float | None = None) -> str:
@@ -79,7 +79,7 @@ def _extras(cfg: Mapping) -> str:
 
 def _no_nan(value):
     """NaN (an undefined metric) as JSON null, so strict JSON readers accept the file."""
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
         return {k: _no_nan(v) for k, v in value.items()}
@@ -92,15 +92,16 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
     """metrics.json (everything), metrics.csv (one line per class/method) and metrics.md."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "csv": out / "metrics.csv", "md": out / "metrics.md"}
-    paths["json"].write_text(json.dumps(_no_nan(result), indent=2))
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class", "method", *METRICS, *(f"{m} std" for m in METRICS)])
-        for r in result["rows"]:
-            std = r.get("std") or {}
-            writer.writerow(
-                [r["class"], r["method"], *(r["metrics"][m] for m in METRICS), *(std.get(m, "") for m in METRICS)]
-            )
+    write_atomic(paths["json"], json.dumps(_no_nan(result), indent=2, allow_nan=False).encode())
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["class", "method", *METRICS, *(f"{m} std" for m in METRICS)])
+    for r in result["rows"]:
+        std = r.get("std") or {}
+        writer.writerow(
+            [r["class"], r["method"], *(r["metrics"][m] for m in METRICS), *(std.get(m, "") for m in METRICS)]
+        )
+    write_atomic(paths["csv"], text_bytes(table.getvalue(), exact_names=True))
     cfg, done = result["config"], result["resolved"]
     text = [
         f"# MetaUAS evaluation: {cfg['data']} ({cfg['fmt']})",
@@ -129,7 +130,7 @@ def write_tables(out: Path, result: Mapping) -> dict[str, Path]:
         ]
     if result.get("problems"):
         text += ["", f"Data problems ({len(result['problems'])}):", *(f"- {p}" for p in result["problems"])]
-    paths["md"].write_text("\n".join(text) + "\n")
+    write_atomic(paths["md"], text_bytes("\n".join(text) + "\n"))
     scores = write_scores(out, result)
     if scores is not None:
         paths["scores"] = scores
@@ -175,8 +176,6 @@ def _class_figures(name: str, methods: Sequence[str], first: Mapping, metrics: M
 
 def write_figures(out: Path, result: Mapping) -> dict[str, str]:
     """figures/*.svg (the report's figures as files, for papers); returns stem -> SVG."""
-    from metauas.outputs import write_atomic
-
     first = result.get("first_run")
     if not first:
         return {}
@@ -188,19 +187,17 @@ def write_figures(out: Path, result: Mapping) -> dict[str, str]:
         figures.update(_class_figures(name, methods, first, metrics))
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for stem, svg in figures.items():
-        write_atomic(out / "figures" / f"{stem}.svg", svg.encode())
+        write_atomic(out / "figures" / f"{stem}.svg", text_bytes(svg))
     return figures
 
 
 def write_scores(out: Path, result: Mapping) -> Path | None:
     """scores.csv: every test image of the first run, its score and decision per method."""
-    from metauas.outputs import write_atomic
-
     first = result.get("first_run")
     if not first or not first["images"]:
         return None
     methods = list(first["images"][0]["scores"])
-    table = io.StringIO()
+    table = io.StringIO(newline="")
     writer = csv.writer(table)
     writer.writerow(
         ["class", "image", "label", "defect", *(f"{m} score" for m in methods), *(f"{m} anomalous" for m in methods)]
@@ -217,7 +214,7 @@ def write_scores(out: Path, result: Mapping) -> Path | None:
                 *("" if d is None else d for d in decisions),
             ]
         )
-    return write_atomic(out / "scores.csv", table.getvalue().encode())
+    return write_atomic(out / "scores.csv", text_bytes(table.getvalue(), exact_names=True))
 
 
 def _decision(first: Mapping, image: Mapping, method: str) -> bool | None:
@@ -287,10 +284,10 @@ def _overlay_section(out: Path, result: Mapping) -> tuple[str, dict[str, str]]:
     anchors, parts = {}, [note]
     for n, rel in enumerate(result.get("overlays", [])):
         anchors[rel] = f"overlay-{n}"
-        bgr = cv2.imread(str(out / rel))
-        if bgr is None:  # an overlay removed since it was written: left out
+        try:  # through Python: a file name that is not UTF-8 never reaches OpenCV
+            rgb = read_rgb(out / rel, 1)
+        except SkipSource:  # an overlay removed (or damaged) since it was written: left out
             continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         parts.append(
             f'<figure id="overlay-{n}">{image_tag(rgb, rel)}<figcaption class="note">'
             f'<a href="{html.escape(rel)}">{html.escape(rel)}</a></figcaption></figure>'

@@ -14,6 +14,7 @@ from typing import Literal
 from metauas.configs import Panel, as_tuple, option
 from metauas.devices import CHOICES as DEVICES
 from metauas.errors import UserError
+from metauas.model.config import check_side
 
 COMPILE_HELP = (
     "torch.compile encoder and decoder (inductor, frozen weights): faster per image after a compilation of about "
@@ -176,3 +177,5 @@ class PredictConfig:
             raise UserError("`normals` is for `threshold` auto")
         if self.batch_size < 1:
             raise UserError("`batch_size` must be at least 1")
+        if self.size is not None:
+            check_side(self.size, "`size`")

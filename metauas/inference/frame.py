@@ -20,6 +20,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from metauas.errors import UserError
+
 # scoring far from the training size: maps and scores drift (the model never saw objects
 # at that scale); from this ratio on, a warning says so
 FAR_FROM_TRAINING = 1.5
@@ -30,6 +32,20 @@ def model_input(rgb: np.ndarray, size: int) -> np.ndarray:
     interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
     resized = cv2.resize(rgb, (size, size), interpolation=interp)
     return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
+
+
+def check_finite(finite: bool, method: str) -> None:
+    """The one check of every map a backend makes (`scoring.Scorer.maps` for PyTorch,
+    `runtime.GraphBackend.maps` for exported graphs), before predict writes it, evaluate
+    ranks it or the page shows it. `finite` is whether every value of the maps is a finite
+    number, computed where the maps live (numpy, or torch on the device: one bool, no copy
+    of the maps). NaN or infinity (weights that diverged, a broken graph) is one
+    UserError, never a "score": NaN or a traceback in the metrics."""
+    if not finite:
+        raise UserError(
+            f"the {method} maps hold NaN or infinity: the weights or the images are not finite numbers; "
+            "nothing is scored from them"
+        )
 
 
 def image_score(model_map: np.ndarray) -> float:

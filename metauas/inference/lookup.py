@@ -36,7 +36,9 @@ def _patches(feat: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(round(3 * sigma)))
+    # 3 sigma, but within the map: reflect padding must be narrower than the map (a
+    # --lookup-sigma of the map's size or more is a truncated, nearly flat kernel)
+    radius = max(1, min(int(round(3 * sigma)), min(x.shape[-2:]) - 1))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     g = torch.exp(-(t**2) / (2 * sigma**2))
     g = (g / g.sum()).view(1, 1, 1, -1)

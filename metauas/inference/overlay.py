@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metauas.data.images import draw_mask
+from metauas.data.images import draw_mask, drawable
 from metauas.outputs import write_atomic
 
 
@@ -62,7 +62,9 @@ def overlay_row(prompt, query, mask, score_map, vmax: float = 1.0, contour: floa
 
 
 def _text(img: np.ndarray, text: str, x: int, y: int, scale: float) -> None:
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, round(scale * 2)), cv2.LINE_AA)
+    """Titles hold names from data (classes, files): OpenCV gets them `drawable`."""
+    thick = max(1, round(scale * 2))
+    cv2.putText(img, drawable(text), (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
 
 
 def colour_bar(height: int, vmax: float = 1.0, width: int = 14) -> np.ndarray:

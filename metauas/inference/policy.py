@@ -23,6 +23,7 @@ tensors or numpy arrays, so a runtime without torch chooses by the same rule.
 
 from __future__ import annotations
 
+import os
 import typing
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -45,7 +46,7 @@ def random_prompts(train: Sequence[Path], shots: int, seed: int, class_name: str
         raise UserError(
             f"class {class_name}: {len(train)} normal training image(s), `shots` {shots} needs at least {shots}"
         )
-    rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
+    rng = np.random.default_rng([seed, zlib.crc32(os.fsencode(class_name))])
     return [train[i] for i in sorted(rng.choice(len(train), size=shots, replace=False))]
 
 

@@ -29,12 +29,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from metauas.data.images import read_image
+from metauas.data.images import encode, image_size, read_image
 from metauas.errors import UserError
 from metauas.inference.api import Segmentation, Segmenter, find_images
 from metauas.inference.config import PredictConfig
 from metauas.inference.overlay import overlay_row, titled, write_png
-from metauas.outputs import prepare_dir, write_atomic
+from metauas.outputs import prepare_dir, text_bytes, write_atomic
 
 MANIFEST = "predict-run.json"
 TABLES = ("predictions.jsonl", "predictions.csv")
@@ -68,7 +68,7 @@ def list_queries(query: Path, recursive: bool = False, what: str = "query") -> l
         hint = "" if recursive else " (--recursive searches its subfolders)"
         raise UserError(f"no images in {what} folder {query}{hint}")
     for p in paths:  # header check only: a broken file fails before hours of work, not after
-        if not cv2.haveImageReader(str(p)):
+        if image_size(p) is None:  # from the header, read through Python (OpenCV crashes on a name not UTF-8)
             read_image(p)  # raises with the reason
     return paths
 
@@ -103,7 +103,7 @@ def claim_out(out: Path, files: list[str]) -> None:
             )
         try:
             owned = set(json.loads(manifest.read_text())["files"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested beyond reason
             raise UserError(f"`out` {out}: {MANIFEST} is damaged: give a new or empty folder") from None
         foreign = [p for p in present if p.relative_to(out).as_posix() not in owned | {MANIFEST}]
         if foreign:
@@ -119,14 +119,17 @@ def claim_out(out: Path, files: list[str]) -> None:
     write_atomic(out / MANIFEST, json.dumps({"tool": "metauas predict", "files": files}, indent=1).encode())
 
 
-def save_map(path: Path, score_map: np.ndarray, fmt: str) -> Path:
+def save_map(folder: Path, name: str, score_map: np.ndarray, fmt: str) -> Path:
+    """The map as `folder/name.npy` (float32) or `.png` (16 bits), whole or not at all.
+    The suffix is joined as text: a query `a.b.png` gives `a.b.png`, not `a.png`
+    (`with_suffix` would replace `.b`, and two queries would share a map)."""
+    path = folder / f"{name}.{'npy' if fmt == 'npy' else 'png'}"
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "npy":
         buffer = io.BytesIO()
         np.save(buffer, score_map.astype(np.float32))
-        return write_atomic(path.with_suffix(".npy"), buffer.getvalue())
-    png = cv2.imencode(".png", np.round(np.clip(score_map, 0, 1) * 65535).astype(np.uint16))[1]
-    return write_atomic(path.with_suffix(".png"), png.tobytes())
+        return write_atomic(path, buffer.getvalue())
+    return write_atomic(path, encode(np.round(np.clip(score_map, 0, 1) * 65535).astype(np.uint16), "png"))
 
 
 def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> tuple[Segmenter, list[str]]:
@@ -178,7 +181,7 @@ def _write(
 ) -> dict:
     """One query's files; its row for predictions.jsonl/csv."""
     used = [prompts[i] for i in result.prompts]
-    map_path = save_map(cfg.out / "maps" / name, result.map, cfg.map_format)
+    map_path = save_map(cfg.out / "maps", name, result.map, cfg.map_format)
     tiles = _overlay(segmenter.prompt_image(result.prompts[0]), rgb, result, cfg.overlay_side, name)
     overlay = write_png(cfg.out / "overlays" / f"{name}.png", tiles)
     mask = None
@@ -198,13 +201,15 @@ def _write(
 
 
 def _tables(out: Path, records: list[dict]) -> Path:
-    """predictions.jsonl and predictions.csv, each written whole."""
-    table = io.StringIO()
+    """predictions.jsonl and predictions.csv, each written whole. Numbers must be finite
+    (JSON has no NaN). A file name that is not UTF-8 is a \\udcXX escape in the JSON
+    (Python's json.loads then os.fsencode gives its bytes back) and its own bytes in the CSV."""
+    table = io.StringIO(newline="")
     rows = csv.DictWriter(table, COLUMNS)
     rows.writeheader()
     rows.writerows({**r, "prompt": ";".join(r["prompt"])} for r in records)
-    write_atomic(out / TABLES[1], table.getvalue().encode())
-    return write_atomic(out / TABLES[0], "".join(json.dumps(r) + "\n" for r in records).encode())
+    write_atomic(out / TABLES[1], text_bytes(table.getvalue(), exact_names=True))
+    return write_atomic(out / TABLES[0], "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode())
 
 
 def predict(cfg: PredictConfig, warn=lambda message: None) -> Path:

@@ -62,7 +62,7 @@ def read_prompt_file(path: Path, data_root: Path) -> dict[int, dict[str, list[Pa
     root or to the file's folder."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: nested beyond reason
         raise UserError(f"cannot read prompts file {path}: {err}") from None
     if not isinstance(data, dict) or not data:
         raise UserError(f"prompts file {path} must be a JSON object of class -> image(s)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from metauas.errors import UserError
+from metauas.inference.frame import check_finite
 from metauas.model.graphs import Graph
 
 SHOTS = (
@@ -90,9 +91,12 @@ class GraphBackend:
         n = len(query_feats[0])
         prompt = _tile(prompt_feats[0], n)
         if self.head is None:  # one graph: images in, map out
-            return self.full.run({"prompt": prompt[0], "query": query_feats[0]})["map"][:, 0]
-        feed = {f"prompt{i}": p for i, p in enumerate(prompt)} | {f"query{i}": q for i, q in enumerate(query_feats)}
-        return self.head.run(feed)["map"][:, 0]
+            out = self.full.run({"prompt": prompt[0], "query": query_feats[0]})["map"][:, 0]
+        else:
+            feed = {f"prompt{i}": p for i, p in enumerate(prompt)} | {f"query{i}": q for i, q in enumerate(query_feats)}
+            out = self.head.run(feed)["map"][:, 0]
+        check_finite(bool(np.isfinite(out).all()), self.method)
+        return out
 
 
 def load_graph_backend(path: Path, size: int | None, device: str = "auto") -> GraphBackend:

@@ -20,7 +20,7 @@ from metauas.data.images import read_image
 from metauas.devices import describe
 from metauas.errors import UserError
 from metauas.inference.config import METHOD_CHOICES, METHOD_SETS, METHODS, SHOT_FUSIONS, LookupConfig
-from metauas.inference.frame import model_input
+from metauas.inference.frame import check_finite, model_input
 from metauas.inference.lookup import lookup_from_features
 
 if TYPE_CHECKING:  # loaded on use: the lookup baseline alone never builds the model
@@ -161,6 +161,8 @@ class Scorer:
             return done[name]
 
         out = {name: compute(name) for name in self.methods}
+        for name, m in out.items():
+            check_finite(bool(torch.isfinite(m).all()), name)
         self.images += query_feats[0].shape[0]
         return out
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from metauas.errors import UserError
-from metauas.model.config import ModelConfig
+from metauas.model.config import MAX_SIDE, MIN_SIDE, ModelConfig
+from metauas.model.files import load_weights_file
 from metauas.model.network import MetaUAS
 from metauas.outputs import write_atomic
 
@@ -84,6 +85,12 @@ def save_checkpoint(
     states of this process are added to it.
     """
     path = Path(path)
+    bad = non_finite(model.state_dict())
+    if bad:  # a checkpoint no loader would accept: keep the last good one instead
+        raise UserError(
+            f"not saving {path}: {len(bad)} weight tensors hold NaN or infinity (first: {bad[0]}); "
+            f"the file there, if any, is the last good one"
+        )
     meta = {
         "format": FORMAT,
         "config": model.cfg.to_dict(),
@@ -105,15 +112,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """The checkpoint dict, every field checked (`check_payload`); a missing, truncated,
     foreign or malformed file is a UserError. `weights_only=True`: a pickle in the file
     never runs."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any file can be passed, and torch raises many kinds
-        # torch's own message spans lines and suggests weights_only=False: not for a user
-        raise UserError(f"{path} is corrupt or not a checkpoint (torch.load: {type(err).__name__})") from None
+    payload = load_weights_file(path, "checkpoint")
     check_payload(payload, path)
+    if str(map_location) != "cpu":
+        payload["model"] = {k: v.to(map_location) for k, v in payload["model"].items()}
     return payload
 
 
@@ -133,9 +135,9 @@ def check_payload(payload: Any, path: str | Path) -> ModelConfig:
     if not isinstance(meta.get("config"), dict):
         raise UserError(f"{path}: its meta.config (the model config) is missing or not an object")
     cfg = ModelConfig.from_dict(meta["config"], f"{path}: model config")
-    if not _count(meta.get("size"), 32) or not _count(meta.get("step"), 0):
+    if not _count(meta.get("size"), MIN_SIDE) or meta["size"] > MAX_SIDE or not _count(meta.get("step"), 0):
         raise UserError(
-            f"{path}: meta.size and meta.step must be whole numbers (size >= 32, step >= 0), "
+            f"{path}: meta.size and meta.step must be whole numbers (size {MIN_SIDE} to {MAX_SIDE}, step >= 0), "
             f"got {meta.get('size')!r} and {meta.get('step')!r}"
         )
     weights = payload.get("model")
@@ -143,7 +145,21 @@ def check_payload(payload: Any, path: str | Path) -> ModelConfig:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
     ):
         raise UserError(f"{path}: its model weights are missing or not a table of tensors")
+    stretched = [k for k, v in weights.items() if v.numel() * v.element_size() > v.untyped_storage().nbytes()]
+    if stretched:  # a view claiming more elements than its data (zero strides): any check would allocate them
+        raise UserError(f"{path}: its tensor {stretched[0]} claims more elements than its data holds; not a checkpoint")
+    bad = non_finite(weights)
+    if bad:
+        raise UserError(
+            f"{path}: {len(bad)} of its {len(weights)} weight tensors hold NaN or infinity (first: {bad[0]}); "
+            "the training that saved it diverged: use an earlier checkpoint"
+        )
     return cfg
+
+
+def non_finite(weights: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def build_model(cfg: ModelConfig, path: str | Path) -> MetaUAS:

@@ -14,6 +14,19 @@ from typing import Any, ClassVar, Literal
 from metauas.configs import Panel, from_dict, int_list_or_none, ints_text, option, to_dict
 from metauas.errors import UserError
 
+# The sides a model's input may have (training's `size` and `val_size`, predict's and
+# evaluate's `size`, a checkpoint's meta.size): the encoder downsamples 32x, and past 4096 px one
+# image's features alone are gigabytes; OpenCV and torch would fail on it mid-run.
+MIN_SIDE, MAX_SIDE = 32, 4096
+
+
+def check_side(size: object, setting: str) -> None:
+    """A UserError unless `size` is a whole number in [MIN_SIDE, MAX_SIDE]; `setting`
+    names it as the library does (a config field in backticks, e.g. "`val_size`")."""
+    if not isinstance(size, int) or isinstance(size, bool) or not MIN_SIDE <= size <= MAX_SIDE:
+        raise UserError(f"{setting} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE}, got {size!r}")
+
+
 # each choice is a Literal alias (for type checkers and the CLI's choices) and its tuple
 Alignment = Literal["soft", "hard", "none", "sparsemax", "topk"]
 ALIGNMENTS: tuple[Alignment, ...] = typing.get_args(Alignment)

@@ -35,6 +35,7 @@ from torch import nn
 
 from metauas.errors import UserError
 from metauas.model.config import EncoderConfig
+from metauas.model.files import load_weights_file
 
 _LITE = re.compile(r"^tf_efficientnet_lite(\d)$")
 # forward_intermediates indices (efficientnet numbering with extra_blocks=True:
@@ -99,13 +100,7 @@ def _offline_package_file(name: str) -> Path | None:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise UserError(f"encoder weights file not found: {path} (`weights`)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_file(path, "encoder weights file (`weights`)", "a weights file")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -115,17 +110,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load by key names, or by position when names differ but every shape lines up."""
+    """Load by key names, or by position when names differ but every shape lines up;
+    weights that are not tensors, of another shape, or not finite are a UserError."""
     target = model.state_dict()
-    if set(state) >= set(target):
-        model.load_state_dict({k: state[k] for k in target})
-        return
-    if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(state.values(), target.values())):
-        model.load_state_dict(dict(zip(target, state.values())))
-        return
+    tensors = [v for v in state.values() if isinstance(v, torch.Tensor)]
+    if len(tensors) == len(state) and not any(v.is_floating_point() and not torch.isfinite(v).all() for v in tensors):
+        if set(state) >= set(target) and all(state[k].shape == v.shape for k, v in target.items()):
+            model.load_state_dict({k: state[k] for k in target})
+            return
+        if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(tensors, target.values())):
+            model.load_state_dict(dict(zip(target, tensors)))
+            return
     raise UserError(
-        f"weights in {source} do not fit the encoder ({len(state)} tensors, "
-        f"model has {len(target)}); check the encoder (`name`) matches the weights"
+        f"weights in {source} do not fit the encoder ({len(state)} entries, the model has {len(target)} "
+        "tensors; all must be finite tensors of its shapes): check the encoder (`name`) matches the weights"
     )
 
 

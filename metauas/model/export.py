@@ -156,8 +156,12 @@ def _check(path: Path, graph: nn.Module, args: tuple, names: list[str], outputs:
         expected = graph(*check)
     expected = expected if isinstance(expected, tuple) else (expected,)
     got = Graph(path).run({n: a.numpy() for n, a in zip(names, check)})
-    diff = max(float((torch.from_numpy(got[o]) - e).abs().max()) for o, e in zip(outputs, expected))
-    if diff > tolerance:
+    diffs = [(torch.from_numpy(got[o]) - e).abs() for o, e in zip(outputs, expected)]
+    # a NaN anywhere fails: `diff > tolerance` is False for NaN, and max() of floats drops
+    # a NaN or not depending on where it stands
+    finite = all(bool(torch.isfinite(d).all()) for d in diffs)
+    diff = max(float(d.max()) for d in diffs) if finite else float("nan")
+    if not diff <= tolerance:
         raise UserError(
             f"the exported graph {path.name} differs from PyTorch by {diff:.2e} (> {tolerance:g}); not written"
         )

@@ -71,14 +71,36 @@ def decode_metadata(raw: dict[str, str], path: Path) -> dict:
         if key.startswith(PREFIX):
             try:
                 meta[key[len(PREFIX) :]] = json.loads(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):  # RecursionError: nested beyond reason
                 raise UserError(f"{path}: metadata {key} is not valid JSON") from None
     if meta.get("format") != FORMAT:
         raise UserError(
             f"{path} is not a graph written by `metauas export` (no {PREFIX}format = {FORMAT} in "
             "its metadata): export the checkpoint with metauas export"
         )
+    _check_fields(meta, path)
     return meta
+
+
+def _check_fields(meta: dict, path: Path) -> None:
+    """The fields a runtime decides on, typed and bounded before any is used: a file
+    anyone may hand over says which files to open beside it and what size to resize to."""
+    from metauas.model.config import check_side
+    from metauas.outputs import plain_name
+
+    if meta.get("graph") not in ("full", "encoder", "head"):
+        raise UserError(f"{path}: metadata graph must be full, encoder or head, got {meta.get('graph')!r}")
+    check_side(meta.get("size"), f"{path}: metadata size")
+    checkpoint = meta.get("checkpoint", {})
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path}: metadata checkpoint must be an object, got {checkpoint!r:.80}")
+    if "size" in checkpoint:
+        check_side(checkpoint["size"], f"{path}: metadata checkpoint.size")
+    graphs = meta.get("graphs", {})
+    if not isinstance(graphs, dict) or not isinstance(meta.get("prompt_cached", False), bool):
+        raise UserError(f"{path}: metadata graphs must be an object and prompt_cached true or false")
+    for role, name in graphs.items():
+        plain_name(name, f"{path}: metadata graphs.{role}")  # a file beside this one, never elsewhere
 
 
 class Graph:

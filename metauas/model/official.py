@@ -26,6 +26,7 @@ import torch
 
 from metauas.errors import UserError
 from metauas.model.config import EncoderConfig, ModelConfig
+from metauas.model.files import load_weights_file
 from metauas.model.network import MetaUAS
 
 OFFICIAL_SIZE = 380  # lukemelas's image_size for efficientnet-b4: its static padding's size
@@ -112,12 +113,7 @@ def size_from_name(path: Path) -> int | None:
 
 def official_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The official file's state dict (Lightning's wrapper removed)."""
-    if not path.is_file():
-        raise UserError(f"official checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any file can be passed, torch raises many kinds
-        raise UserError(f"{path} is not an official MetaUAS checkpoint (torch.load: {type(err).__name__})") from None
+    state = load_weights_file(path, "official checkpoint", "an official MetaUAS checkpoint")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

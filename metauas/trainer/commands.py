@@ -20,11 +20,33 @@ from metauas.trainer.config import TrainConfig
 
 def _train_rules(values: dict[str, Any], typed: set[str], config: Path | None) -> set[str]:
     """train's own option rules; returns the options they set (which override like typed ones)."""
+    if config is not None:
+        no_commands_from(config, typed)
     derived = set()
     if values["scale_similarity"] is None:  # DictAS scales sparsemax's similarities; the paper doesn't
         values["scale_similarity"] = values["alignment"] == "sparsemax"
         derived = {"scale_similarity"} if "alignment" in typed else set()
     return derived | _expand_encoder(values, typed) | _batch_choice(values, typed)
+
+
+def no_commands_from(config: Path, typed: set[str]) -> None:
+    """A `pipe:` shard URL runs a shell command. A config file is easily shared (a run's
+    config.json, a colleague's recipe), so the commands it holds run only when the user
+    types them: `--train 'pipe:...'` (or `--val`) on the command line is the explicit
+    choice; one from the file alone is refused in one line (docs/usage.md)."""
+    from metauas.configs import read_json
+    from metauas.data.format import pipe_commands
+
+    data = read_json(config, "--config")
+    for option in ("train", "val"):
+        value = data.get(option) if option not in typed else None
+        shards = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        commands = pipe_commands([s for s in shards if isinstance(s, str)])  # other types: TrainConfig refuses
+        if commands:
+            raise UserError(
+                f"--config {config}: its {option} shards run a shell command ({commands[0][:80]!r}); a config "
+                f"file may not run commands: check it, then type --{option} with those shards yourself to run it"
+            )
 
 
 def _expand_encoder(values: dict[str, Any], typed: set[str]) -> set[str]:

@@ -13,7 +13,7 @@ from typing import Literal
 from metauas.configs import Panel, from_dict, int_list, ints_text, one_or_many, option, to_dict
 from metauas.devices import CHOICES as DEVICES
 from metauas.errors import UserError
-from metauas.model.config import ModelConfig
+from metauas.model.config import ModelConfig, check_side
 from metauas.trainer.augment import AugmentConfig
 
 Amp = Literal["auto", "bf16", "fp16", "off"]  # mixed precision on CUDA (the CPU trains in fp32)
@@ -163,8 +163,8 @@ class TrainConfig:
                 raise UserError(f"{name} must not be negative, got {value}")
         if not self.val_seeds or min(self.val_seeds) < 0:
             raise UserError(f"`val_seeds` must be non-negative integers, got {list(self.val_seeds)}")
-        if self.size < 32:
-            raise UserError(f"`size` must be at least 32 (the encoder downsamples 32x), got {self.size}")
+        check_side(self.size, "`size`")
+        check_side(self.val_size, "`val_size`")
         if self.augment_on not in AUGMENT_ON:
             raise UserError(f"unknown `augment_on` {self.augment_on!r}: use auto|workers|device")
         if self.amp not in AMPS:

@@ -67,7 +67,7 @@ def keep_rows(path: Path, saved_step: int | None) -> None:
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if (
             saved_step is not None

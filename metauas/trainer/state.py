@@ -7,6 +7,8 @@ import dataclasses
 import json
 import logging
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from metauas.trainer.config import TrainConfig
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"
+LOCK = ".lock"  # held by the run writing the folder (`run_lock`)
 BEST = "best.pt"  # the weights with the best validation P-AP (runs with --val)
 
 
@@ -52,13 +55,43 @@ class State:
     best_step: int | None = None
 
 
+@contextmanager
+def run_lock(out: str | Path, main: bool) -> Iterator[None]:
+    """One training run per folder: rank 0 holds a POSIX lock (`fcntl.lockf`, as
+    generate's shard locks) on `<out>/.lock` for the whole run, taken before anything is
+    read or written there. A second run into the same folder is refused in one line, so
+    two runs never interleave config.json, metrics.jsonl and last.pt. The lock works on
+    NFS and dies with its process: a killed run leaves none behind."""
+    if not main:  # the ranks of one run share its folder; rank 0 speaks for them
+        yield
+        return
+    import fcntl
+
+    run_dir = prepare_dir(out)
+    with open(run_dir / LOCK, "a+b") as lock:
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(
+                f"`out` {run_dir}: another training run is writing there right now; wait for it to end "
+                "(`resume` then continues it) or choose another `out`"
+            ) from None
+        yield
+
+
 def prepare_run_dir(cfg: TrainConfig, d: distributed.Dist) -> tuple[Path, dict | None]:
-    """The run folder, checked, and the checkpoint payload to resume from (None: a fresh run)."""
+    """The run folder, checked, and the checkpoint payload to resume from (None: a fresh
+    run). `--resume` with no checkpoint is an error, not a fresh start over the folder's log."""
     run_dir = prepare_dir(cfg.out)
     ckpt = run_dir / CHECKPOINT
     if ckpt.exists() and not cfg.resume:
         raise UserError(f"{run_dir} already holds a run ({CHECKPOINT}); pass `resume` or a new `out`")
-    payload = read_checkpoint(ckpt) if cfg.resume and ckpt.exists() else None
+    if cfg.resume and not ckpt.exists():
+        raise UserError(
+            f"`resume`: {run_dir} holds no {CHECKPOINT} to continue (a run stopped before its first save "
+            "starts again without `resume`)"
+        )
+    payload = read_checkpoint(ckpt) if cfg.resume else None
     if payload is not None:
         training_state(payload, ckpt)  # a model-only checkpoint cannot be resumed: say so now
     if d.main:

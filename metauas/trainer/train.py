@@ -30,7 +30,16 @@ from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
 from metauas.trainer.losses import training_loss
 from metauas.trainer.runlog import RunLog, Window
-from metauas.trainer.state import BEST, CHECKPOINT, State, build_training, prepare_run_dir, save_state, wrap_model
+from metauas.trainer.state import (
+    BEST,
+    CHECKPOINT,
+    State,
+    build_training,
+    prepare_run_dir,
+    run_lock,
+    save_state,
+    wrap_model,
+)
 from metauas.trainer.stream import StreamConfig, to_device, train_loader
 from metauas.trainer.validation import Validation, build_validation
 
@@ -56,7 +65,8 @@ def train(cfg: TrainConfig) -> Path:
     """Train (or resume) the run described by `cfg`; returns `<out>/last.pt`."""
     d = distributed.setup(cfg.device)
     try:
-        return _train(cfg, d)
+        with run_lock(cfg.out, d.main):
+            return _train(cfg, d)
     finally:
         distributed.teardown(d)
 
@@ -111,16 +121,26 @@ class Run:
         log.debug("saved %s at step %d", path, self.state.step)
         return path
 
+    def safe(self) -> str:
+        """What the run folder holds to go on from."""
+        if self.saved_step is None:
+            return "no checkpoint was saved yet"
+        return f"{CHECKPOINT} holds step {self.saved_step}"
+
     def out_of_space(self) -> UserError:
         """A full disk: what is safe, and how to go on."""
-        safe = (
-            f"{CHECKPOINT} holds step {self.saved_step}"
-            if self.saved_step is not None
-            else "no checkpoint was saved yet"
-        )
         return UserError(
-            f"no space left on device in {self.run_dir} at step {self.state.step}: {safe} (the partial "
+            f"no space left on device in {self.run_dir} at step {self.state.step}: {self.safe()} (the partial "
             "file was removed); free some space and rerun with `resume` to continue from it"
+        )
+
+    def diverged(self, parts: dict[str, float]) -> UserError:
+        """A loss that is not a number: nothing it touched is saved or logged."""
+        bad = ", ".join(f"{k} {v}" for k, v in parts.items() if not math.isfinite(v))
+        then = "lower `lr` and start again" if self.saved_step is None else "the last good one; lower `lr`"
+        return UserError(
+            f"training diverged at step {self.state.step}: the loss is not a finite number ({bad}), so "
+            f"nothing of it was saved or logged; {self.safe()}, {then}"
         )
 
 
@@ -282,7 +302,10 @@ def _loop(run: Run, batches) -> None:
                 f"the training stream ended at step {run.state.step}: every remaining sample was "
                 "skipped as corrupt (see the warnings above)"
             )
-        run.window.add(step(run, batch, progress))
+        parts = step(run, batch, progress)
+        if not all(math.isfinite(v) for v in parts.values()):
+            raise run.diverged(parts)
+        run.window.add(parts)
         bar.update(1)
         if run.state.step % cfg.log_every == 0 or run.state.step == run.total:
             row = _log_window(run)

@@ -52,9 +52,9 @@ def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
-def popen(*args: str, **kw) -> subprocess.Popen:
+def popen(*args: str, code: str = CODE, **kw) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", CODE, *map(str, args)],
+        [sys.executable, "-c", code, *map(str, args)],
         cwd=REPO,
         env=clean_env(),
         stdout=subprocess.PIPE,
@@ -62,6 +62,35 @@ def popen(*args: str, **kw) -> subprocess.Popen:
         text=True,
         **kw,
     )
+
+
+# Prepended to CODE: the process stops itself (SIGSTOP) the first time it opens a file
+# whose path holds MARKER (an audit hook sees every open), at a point set by what it does,
+# not by when the scheduler runs it.
+FREEZE = """
+import os, signal, sys
+frozen = []
+def freeze(event, args):
+    if not frozen and event == "open" and MARKER in str(args[0]):
+        frozen.append(True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+sys.addaudithook(freeze)
+"""
+
+
+def frozen_at(marker: str, *args: str) -> subprocess.Popen:
+    """`metauas ARGS` started, and returned once it has stopped itself at its first open
+    of a path holding `marker` (`waitpid(WUNTRACED)` blocks until then; no polling, no
+    timing). The caller sends SIGCONT. An AssertionError if it ended before."""
+    code = f"MARKER = {marker!r}\n{FREEZE}\n{CODE}"
+    proc = popen(*args, code=code)
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        raise AssertionError(
+            f"metauas {' '.join(map(str, args[:1]))} ended before opening {marker}: {proc.communicate()}"
+        )
+    return proc
 
 
 def cpu_of(fn) -> float:
@@ -99,3 +128,13 @@ def remount(path: Path, *options: str) -> None:
 
 def umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def cli_peak(*args: str, **kw) -> tuple[subprocess.CompletedProcess, int]:
+    """`metauas ARGS` as `cli` runs it, and the most memory it held (its own peak RSS, in
+    bytes, from wait4: not the largest of all children this process ever waited for)."""
+    proc = popen(*args, **kw)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err), usage.ru_maxrss * 1024

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 from pathlib import Path
 
@@ -156,6 +157,60 @@ def test_shard_members(tmp_path_factory, members, cut):
         assert pair["prompt"].shape == pair["query"].shape and pair["mask"].shape == pair["prompt"].shape[:2]
 
 
+def _tar_blocks(members: dict[str, bytes]) -> list[bytes]:
+    """Header block, then data blocks, of each member (no end-of-archive blocks)."""
+    out = []
+    for name, data in members.items():
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        out += [info.tobuf(tarfile.USTAR_FORMAT), data + b"\0" * (-len(data) % 512)]
+    return out
+
+
+PAX = st.dictionaries(
+    st.sampled_from(["size", "path", "mtime", "linkpath", "x"]),
+    st.text(max_size=24) | st.integers(-(2**70), 2**100).map(str),
+    max_size=3,
+)
+
+
+@FUZZ
+@given(
+    member=st.integers(0, 11),
+    at=st.integers(0, 511),
+    value=st.binary(min_size=1, max_size=12),
+    checksum=st.booleans(),
+    pax=st.none() | PAX,
+)
+def test_tar_headers(tmp_path_factory, member, at, value, checksum, pax):
+    """A header block of a three-sample shard overwritten anywhere (the size field, the
+    type, the name...), its checksum fixed or not, a pax header of any records before it:
+    pairs that decode, or counted skips, in the memory of one member."""
+    from hostile import pax_record
+
+    rng = np.random.default_rng(3)
+    members = {k: v for i in range(3) for k, v in sample_members(rng, f"{i:09d}").items()}
+    blocks = _tar_blocks(members)
+    header = bytearray(blocks[2 * member])
+    header[at : at + len(value)] = value[: 512 - at]
+    if checksum:
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+    blocks[2 * member] = bytes(header)
+    if pax is not None:
+        records = b"".join(pax_record(k, v) for k, v in pax.items())
+        info = tarfile.TarInfo("pax")
+        info.type, info.size = tarfile.XHDTYPE, len(records)
+        blocks.insert(2 * member, info.tobuf(tarfile.USTAR_FORMAT) + records + b"\0" * (-len(records) % 512))
+    path = tmp_path_factory.mktemp("tar") / "s.tar"
+    path.write_bytes(b"".join(blocks) + b"\0" * 1024)
+    stats = ReadStats(quiet=True)
+    pairs = list(iter_pairs(str(path), stats))
+    assert len(pairs) + sum(stats.skipped.values()) >= 1
+    for pair in pairs:
+        assert pair["prompt"].shape == pair["query"].shape and pair["mask"].shape == pair["prompt"].shape[:2]
+
+
 LAYOUT = st.lists(
     st.tuples(
         st.sampled_from(
@@ -173,7 +228,18 @@ LAYOUT = st.lists(
             ]
         ),
         st.sampled_from(["x.png", "1cls.csv", "meta.json", "x_mask.png", "test", "train"]),
-        st.sampled_from([GOOD, b"", b"object,split\na,test\n", b"{}", b"[]", b'{"test": {"a": [{"img_path": 1}]}}']),
+        st.sampled_from(
+            [
+                GOOD,
+                b"",
+                b"object,split\na,test\n",
+                b"{}",
+                b"[]",
+                b'{"test": {"a": [{"img_path": 1}]}}',
+                b"[" * 100000,  # nested beyond reason
+                b"object,split,label,image\n" + b"x" * 200000,  # a field over the csv module's limit
+            ]
+        ),
     ),
     max_size=8,
 )
@@ -194,6 +260,36 @@ def test_benchmark_layouts(tmp_path_factory, files, fmt):
         assert "\n" not in str(err)
     else:
         assert bench.classes and all(c.test for c in bench.classes)
+
+
+NAMES = st.text(max_size=10) | st.sampled_from(
+    ["..", ".", "../../../../ESC", "/tmp/abs", "a/b", "a\nb", "\ud800", "caf\udce9", "x" * 300, ""]
+)
+
+
+@FUZZ
+@given(cls=NAMES, defect=NAMES | st.none(), image=NAMES)
+def test_meta_json_class_names(tmp_path_factory, cls, defect, image):
+    """Any class name, defect type and image path in a meta.json: one line, or an
+    overlay written (through evaluate's own path and writer) under --out and nowhere else."""
+    from metauas.evaluation.evaluate import overlay_path
+    from metauas.inference.overlay import write_png
+
+    root = tmp_path_factory.mktemp("meta")
+    item = {"img_path": image, "mask_path": "m.png", "anomaly": 1, "specie_name": defect}
+    (root / "meta.json").write_text(json.dumps({"test": {cls: [item]}}))
+    try:
+        bench = read_benchmark(root, "meta")
+    except UserError as err:
+        assert "\n" not in str(err)
+        return
+    out = root / "out"
+    for data in bench.classes:
+        for sample in data.test:
+            path = write_png(overlay_path(out, "lookup", data.name, "best", sample), np.zeros((4, 4, 3), np.uint8))
+            assert path.resolve().is_relative_to(out.resolve())
+            assert sample.path.resolve().is_relative_to(root.resolve())
+    assert {p for p in root.rglob("*") if p.is_file()} <= {root / "meta.json", *out.rglob("*")}
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +340,42 @@ def test_checkpoint_metadata(tmp_path_factory, saved, path, value):
         assert "\n" not in str(err)
     else:
         assert meta["size"] >= 32 and not model.training
+
+
+@settings(
+    max_examples=30,
+    deadline=5000,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    which=st.integers(0, 10**6),
+    at=st.integers(0, 10**9),
+    value=st.sampled_from([math.nan, math.inf, -math.inf, 1e30, -1e30, 0.0]),
+)
+def test_nan_weights(tmp_path_factory, saved, which, at, value):
+    """A NaN or an infinity in any weight of a checkpoint: one line from the loader. A
+    finite but absurd weight loads; its maps are then finite, or one line from the scorer."""
+    from metauas.inference.api import Segmenter
+    from metauas.inference.scoring import Scorer, TorchBackend
+
+    weights = {k: v.clone() for k, v in saved["model"].items()}
+    floats = [k for k, v in weights.items() if v.is_floating_point() and v.numel()]
+    name = floats[which % len(floats)]
+    weights[name].view(-1)[at % weights[name].numel()] = value
+    out = Path(tmp_path_factory.mktemp("ck")) / "edited.pt"
+    torch.save({"meta": saved["meta"], "model": weights}, out)
+    try:
+        model, meta = load_model(out)
+    except UserError as err:
+        assert "NaN or infinity" in str(err) and not math.isfinite(value) and "\n" not in str(err)
+        return
+    assert math.isfinite(value)
+    segmenter = Segmenter(TorchBackend(Scorer(model.encoder, model, ("model",)), meta, 64, str(out)))
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    try:
+        result = segmenter.segment(image, prompt=image)
+    except UserError as err:
+        assert "NaN or infinity" in str(err)
+    else:
+        assert np.isfinite(result.map).all() and math.isfinite(result.score)

@@ -11,10 +11,9 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from fault_helpers import CODE, REPO, clean_env, cli, cpu_of, one_line_error, popen, remount, temp_files
+from fault_helpers import CODE, REPO, clean_env, cli, cpu_of, frozen_at, one_line_error, remount, temp_files
 from hostile import hostile_folder, png_bomb
 
 ARGS = ["--size", "48", "--seed", "3", "--no-progress"]
@@ -124,17 +123,14 @@ def test_disk_full_removes_the_partial_shard_and_a_rerun_resumes(tmp_path, small
 
 
 def test_a_second_writer_is_refused_while_the_first_goes_on(tmp_path):
+    """The first run stops itself as it opens shard 0's temporary file: whatever the
+    scheduler does, the second run meets a first run that holds the locks of both its
+    shards (taken before any shard file) and has written none of them."""
     args = [*ARGS, "--num-pairs", "64", "--shard-size", "32"]
     ref = tmp_path / "ref"
     assert cli("generate", *args, "--out", ref).returncode == 0
     out = tmp_path / "d"
-    first = popen("generate", *args, "--out", out)
-    # a shard's temporary file (not config.json's, written before the locks are taken):
-    # the first run holds its shards' locks before it writes one
-    while not [p for p in temp_files(out) if p.name.startswith(".shard-")]:
-        assert first.poll() is None, first.communicate()
-        time.sleep(0.005)
-    first.send_signal(signal.SIGSTOP)  # frozen mid-shard, locks held
+    first = frozen_at(".shard-000000.tar.tmp-", "generate", *args, "--out", out)
     try:
         second = cli("generate", *args, "--out", out)
     finally:

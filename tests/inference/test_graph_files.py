@@ -108,3 +108,35 @@ def test_a_missing_runtime_names_its_extra(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: this graph runs on onnxruntime, which is not installed: pip install 'metauas[onnx]'"
     ]
+
+
+GOOD = {"format": "metauas-graph/1", "graph": "full", "size": 64}
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("size", "64", "metadata size must be a whole number of pixels"),
+        ("size", 10**9, "metadata size must be a whole number of pixels from 32 to 4096"),
+        ("graph", ["full"], "metadata graph must be full, encoder or head"),
+        ("checkpoint", [1], "metadata checkpoint must be an object"),
+        ("checkpoint", {"size": -1}, "metadata checkpoint.size must be a whole number"),
+        ("prompt_cached", "yes", "prompt_cached true or false"),
+        ("graphs", {"encoder": "../../e.onnx", "head": "h.onnx"}, r"graphs.encoder '../../e.onnx' cannot be a file"),
+        ("threshold", float("nan"), r"a threshold must be a number in \[0, 1\]"),
+        ("input", "[" * 100_000, "metadata metauas.input is not valid JSON"),  # nested beyond reason
+    ],
+)
+def test_hostile_metadata_is_one_line(tmp_path, field, value, message):
+    """A graph's metadata decides which files open beside it and what size images are
+    resized to: typed and bounded before use, one line each (issue 21)."""
+    from onnx import helper
+
+    path = _identity(tmp_path / "model.onnx", GOOD)
+    model = onnx.load(str(path))
+    raw = value if field == "input" else json.dumps(value)
+    helper.set_model_props(model, {**{f"metauas.{k}": json.dumps(v) for k, v in GOOD.items()}, f"metauas.{field}": raw})
+    onnx.save(model, str(path))
+    with pytest.raises(UserError, match=message) as err:
+        metauas.load(path)
+    assert "\n" not in str(err.value)

@@ -248,3 +248,21 @@ def test_a_fresh_install_without_torch_predicts_like_the_checkpoint(pretrained, 
         assert proc.returncode == 0, proc.stderr
         got = _records(out)
         same_predictions(expected, got, tmp_path / "torch", out)
+
+
+@pytest.mark.slow  # one dynamo export of a tiny model, about 20 s on 2 cores
+def test_the_parity_check_fails_on_nan(tmp_path):
+    """A model whose maps are NaN (a NaN bias in its head) exports a graph that is NaN in
+    both runtimes; NaN compares false with everything, so `diff > tol` passed it. The
+    check fails it, and nothing is written."""
+    import torch
+    from make_data import tiny_model_config
+
+    from metauas.model.export import export_graphs
+    from metauas.model.network import MetaUAS
+
+    model = MetaUAS(tiny_model_config())
+    torch.nn.init.constant_(model.head.bias, float("nan"))
+    with pytest.raises(UserError, match="differs from PyTorch by nan"):
+        export_graphs(model, tmp_path / "nan.onnx", 64)
+    assert list(tmp_path.iterdir()) == []

@@ -184,8 +184,10 @@ def test_two_process_gloo_ddp_trains_and_resumes(shard_dir, tmp_path):
     [
         ("--batch-size", "0", "--batch-size must be positive"),
         ("--steps", "-5", "--steps must be positive"),
-        ("--size", "16", "--size must be at least 32"),
+        ("--size", "16", "--size must be a whole number of pixels from 32 to 4096"),
+        ("--size", "100000", "--size must be a whole number of pixels from 32 to 4096"),
         ("--lr", "0", "--lr must be positive"),
+        ("--lr", "nan", "lr: nan is not a finite number"),
         ("--workers", "-1", "--workers must not be negative"),
         ("--amp", "fp8", "'fp8' is not one of 'auto', 'bf16'"),
     ],
