@@ -6,8 +6,9 @@ part of the stream. The learning-rate schedule (linear warmup, then cosine) foll
 training progress, which is steps done over `steps` or, with a wall-clock budget, time
 used over `max_minutes`, whichever is further, so a 10-minute run still anneals.
 
-This module is the loop; the loss is `losses.py`, validation `validation.py`, the log
-`runlog.py`, and the run folder, checkpoints and resumed state `state.py`.
+This module is the loop; the schedule and the checks before a run are `schedule.py`, the
+loss `losses.py`, validation `validation.py`, the log `runlog.py`, and the run folder,
+checkpoints and resumed state `state.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from metauas.data.format import ReadStats, count_samples, expand_urls, iter_pairs
+from metauas.data.format import expand_urls
 from metauas.errors import UserError
 from metauas.model.checkpoint import export_safetensors, save_checkpoint
 from metauas.model.network import MetaUAS
@@ -30,6 +31,7 @@ from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
 from metauas.trainer.losses import training_loss
 from metauas.trainer.runlog import RunLog, Window
+from metauas.trainer.schedule import check_length, first_pair, lr_factor, total_steps, warn_short_warmup
 from metauas.trainer.state import (
     BEST,
     CHECKPOINT,
@@ -44,21 +46,6 @@ from metauas.trainer.stream import StreamConfig, to_device, train_loader
 from metauas.trainer.validation import Validation, build_validation
 
 log = logging.getLogger("metauas.train")
-
-
-def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over `warmup_steps`, then cosine from 1 to `min_lr_ratio` over progress."""
-    warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-    return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
-
-def _total_steps(cfg: TrainConfig, urls: list[str], world: int) -> int | None:
-    if cfg.steps is not None:
-        return cfg.steps
-    if cfg.epochs is not None:
-        return max(1, math.ceil(cfg.epochs * count_samples(urls) / (cfg.batch_size * world)))
-    return None
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -144,40 +131,10 @@ class Run:
         )
 
 
-def first_pair(urls: list[str]) -> None:
-    """Read until one training pair decodes, before anything is built: shards that are
-    all corrupt are one clear error, not an endless or empty stream."""
-    stats = ReadStats(quiet=True)
-    for _ in iter_pairs(urls, stats):
-        return
-    raise UserError(
-        f"no readable training pairs in `train` ({len(urls)} shard(s)): "
-        f"{stats.summary() or 'the shards hold no samples'}"
-    )
-
-
-def check_length(cfg: TrainConfig, total: int | None) -> None:
-    """How long to train must be said."""
-    if total is None and cfg.max_minutes is None:
-        raise UserError("say how long to train: `steps`, `epochs` or `max_minutes`")
-
-
-def warn_short_warmup(cfg: TrainConfig, total: int | None, main: bool) -> None:
-    """A run shorter than its warmup never reaches its learning rate: the main process
-    says so when the run starts (after every check that could refuse it)."""
-    if total is not None and total < cfg.warmup_steps and main:
-        log.warning(
-            "training for %d steps, fewer than its %d warmup steps: the learning rate never reaches its peak "
-            "(warm up for fewer steps)",
-            total,
-            cfg.warmup_steps,
-        )
-
-
 def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     cfg = cfg.per_process(d.world)  # a global batch split over the processes (config.json records both)
     urls = expand_urls(list(cfg.train) if isinstance(cfg.train, tuple) else cfg.train)
-    total = _total_steps(cfg, urls, d.world)
+    total = total_steps(cfg, urls, d.world)
     check_length(cfg, total)
     run_dir, payload = prepare_run_dir(cfg, d)
     first_pair(urls)
