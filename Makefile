@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # the real dev classes, where this checkout sits beside ../shared (a user's clone has none)
-DEMO_REAL ?= $(wildcard ../shared/data/magnetic-tile-dev ../shared/data/glass-dev)
+DEMO_REAL ?= $(wildcard ../shared/data/magnetic-tile-dev ../shared/data/glass-dev ../shared/data/pcb-dev)
 
 demo: install
 	$(VENV)/bin/metauas demo --out demo-out $(foreach d,$(DEMO_REAL),--real $(d))
