@@ -1,6 +1,6 @@
 """Commands copied from the docs, as the docs tests run them.
 
-A page's fenced blocks are read as printed (`fenced`); a shell block becomes its commands
+A page's fenced blocks are read as printed (`blocks`, `fenced`); a shell block becomes its commands
 (`shell_lines`: continuation lines joined, comments dropped). `as_run` is the one rewrite
 every docs test makes: `torchrun` becomes `python -m torch.distributed.run` with 2
 processes (gloo on the CPU) and a free port, `metauas` this interpreter's
@@ -28,15 +28,20 @@ TOY = {
 }
 
 
+def blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced block of a page, in order."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
+
+
 def fenced(text: str, language: str) -> list[str]:
     """The bodies of the ```language blocks of a page, in order."""
-    return re.findall(rf"^```{language}\n(.*?)^```", text, re.S | re.M)
+    return [body for lang, body in blocks(text) if lang == language]
 
 
 def shell_lines(body: str) -> list[str]:
     """The commands of a shell block: continuation lines joined, comments (whole lines and
     trailing ` # ...`) and blank lines dropped."""
-    joined = re.sub(r"\\\n\s*", " ", body)
+    joined = re.sub(r"\s*\\\n\s*", " ", body)
     lines = (re.sub(r"(^|\s+)#.*$", "", line).strip() for line in joined.splitlines())
     return [line for line in lines if line]
 
