@@ -33,8 +33,9 @@ test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
 # the long variants: real kills, DDP, the demo, ONNX export, the browser page, the GPU
-# check's CPU form, reproduce.md's commands (CI runs them after `make test`); the tests that
-# start torchrun share one worker (xdist_group "processes"), one at a time
+# check's CPU form, the commands of README.md, docs/api.md and docs/reproduce.md (CI runs
+# them after `make test`); the tests that start torchrun share one worker (xdist_group
+# "processes"), one at a time
 test-slow: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m slow tests
 

@@ -4,21 +4,19 @@ makes, and the foreign generator, whose shards the trainer then trains on."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+from doc_commands import DOCS, fenced
 
 
 def python_blocks(page: str, heading: str) -> list[str]:
     """The ```python blocks under one `## heading` of a docs page."""
     text = (DOCS / page).read_text()
     section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    return fenced(section, "python")
 
 
 @pytest.fixture(scope="module")

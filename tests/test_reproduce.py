@@ -13,63 +13,42 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from doc_commands import DOCS, TOY, as_run, cli_args, run_shell, shell_lines
 from make_data import make_coco, make_mvtec, make_visa_raw
 
 from metauas.recipes import recipe
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
-TOY = {
-    "generate": "--num-pairs 24 --size 64 --shard-size 6 --inpainter opencv --no-progress -q",
-    "generate-val": "--num-pairs 8 --size 64 --shard-size 4 --inpainter opencv --no-progress -q",
-    "train": "--encoder-weights none --size 64 --steps 2 --global-batch-size 4 --workers 0 --val-pairs 4 "
-    "--val-every 100 --save-every 100 --no-progress -q",
-    "evaluate": "--size 64 --overlays 0 -q",
-}
+DOC = DOCS / "reproduce.md"
+# the val split's generation is smaller still (doc_commands.TOY: the other commands' flags)
+TOY_HERE = {**TOY, "generate-val": "--num-pairs 8 --size 64 --shard-size 4 --inpainter opencv --no-progress -q"}
 
 
 def blocks() -> dict[str, list[str]]:
     """The commands of each reproduce block, continuation lines joined."""
-    found = {}
-    for name, body in re.findall(r"<!-- reproduce: (\S+) -->\n```bash\n(.*?)```", DOC.read_text(), re.S):
-        found[name] = [line.strip() for line in body.replace("\\\n", " ").splitlines() if line.strip()]
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return {
+        name: shell_lines(body)
+        for name, body in re.findall(r"<!-- reproduce: (\S+) -->\n```bash\n(.*?)```", DOC.read_text(), re.S)
+    }
 
 
 def toy(command: str) -> str:
     """The command as the test runs it: 2 CPU processes, this interpreter, toy sizes."""
-    kind = next(k for k in ("generate", "train", "evaluate") if f" {k} " in f" {command} ")
+    kind = cli_args(command)[0]
     if kind == "generate" and "--coco-split val" in command:
         kind = "generate-val"
-    python = sys.executable
-    command = re.sub(r"--nproc-per-node \d+", "--nproc-per-node 2", command)
-    if command.startswith("torchrun"):
-        port = "" if "--master-port" in command else f"--master-port {_free_port()} "
-        command = re.sub(r"--master-port \d+", f"--master-port {_free_port()}", command)
-        command = command.replace("torchrun ", f"{python} -m torch.distributed.run {port}", 1)
-    command = re.sub(r"^metauas ", f"{python} -m metauas.cli ", command)
-    return f"{command} {TOY[kind]}"
+    return as_run(command, TOY_HERE[kind])
 
 
 def run_block(name: str, cwd: Path, env: dict[str, str]) -> None:
     for command in blocks()[name]:
         if re.fullmatch(r"(\w+=\S+\s*)+", command):  # the page's own variables: the test sets them
             continue
-        proc = subprocess.run(["bash", "-c", toy(command)], cwd=cwd, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{toy(command)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        run_shell(toy(command), cwd, env)
 
 
 @pytest.fixture(scope="module")
