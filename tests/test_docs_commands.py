@@ -210,7 +210,7 @@ def run_page(page: str, cwd: Path) -> None:
                 run_shell(toy(command), cwd, _env())
 
 
-@pytest.mark.xdist_group("processes")  # torchrun: one at a time (test_gpu_check.py)
+@pytest.mark.xdist_group("processes")  # starts torchrun: run apart, one at a time (Makefile)
 @pytest.mark.slow
 def test_readme_runs_as_printed(workspace):
     from official_reference import official_reference, save_official

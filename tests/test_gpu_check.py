@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
-# the multi-process tests (torchrun, a training and an evaluation each) run one after another
-# on one xdist worker (`make test-slow` uses --dist loadgroup): two at once held 4 training
-# processes beside the other worker's tests on a 2-core CI machine
+# the multi-process tests (torchrun, a training and an evaluation each) are one group:
+# `make test-slow` runs them after the others, one at a time, in a pytest process of their
+# own (the Makefile says why)
 pytestmark = pytest.mark.xdist_group("processes")
 STEPS = ("generate", "generate held-out", "DDP train", "resume", "bench train", "bench model", "evaluate")
 

@@ -109,7 +109,7 @@ def _metrics(out: Path) -> dict:
     return mean
 
 
-@pytest.mark.xdist_group("processes")  # torchrun: one at a time (test_gpu_check.py)
+@pytest.mark.xdist_group("processes")  # starts torchrun: run apart, one at a time (Makefile)
 @pytest.mark.slow
 def test_one_node_256_as_printed(data, tmp_path):
     run_block("one-node-256", tmp_path, _env(data))
@@ -120,7 +120,7 @@ def test_one_node_256_as_printed(data, tmp_path):
     _metrics(tmp_path / "eval" / "mvtec-best")
 
 
-@pytest.mark.xdist_group("processes")  # torchrun: one at a time (test_gpu_check.py)
+@pytest.mark.xdist_group("processes")  # starts torchrun: run apart, one at a time (Makefile)
 @pytest.mark.slow
 def test_one_node_512_as_printed(data, tmp_path):
     run_block("one-node-512", tmp_path, _env(data))
@@ -130,7 +130,7 @@ def test_one_node_512_as_printed(data, tmp_path):
         _metrics(tmp_path / "eval" / name)
 
 
-@pytest.mark.xdist_group("processes")  # torchrun: one at a time (test_gpu_check.py)
+@pytest.mark.xdist_group("processes")  # starts torchrun: run apart, one at a time (Makefile)
 @pytest.mark.slow
 def test_several_nodes_as_printed(data, tmp_path):
     """The multi-node commands on one node (NODES=1): the same torchrun form and flags."""

@@ -161,7 +161,7 @@ def _torchrun(shard_dir, run, steps, *extra):
     return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.xdist_group("processes")  # torchrun: one at a time (test_gpu_check.py)
+@pytest.mark.xdist_group("processes")  # starts torchrun: run apart, one at a time (Makefile)
 @pytest.mark.slow
 def test_two_process_gloo_ddp_trains_and_resumes(shard_dir, tmp_path):
     run = tmp_path / "ddp"
