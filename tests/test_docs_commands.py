@@ -223,6 +223,7 @@ def test_readme_runs_as_printed(workspace):
         assert (workspace / made).is_file(), made
 
 
+@pytest.mark.xdist_group("processes")  # minutes of subprocesses (exports, predict): run apart (Makefile)
 @pytest.mark.slow
 def test_api_md_runs_as_printed(workspace, shard_dir):
     from metauas.cli import main
