@@ -6,39 +6,16 @@ $METAUAS_REPORT_SCREENSHOT says)."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
+from browser import headless_chrome
 from test_report_figures import evaluate_both
-
-selenium = pytest.importorskip("selenium")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 def _driver(tmp_path):
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.skip("no chromium/chromedriver (Debian: apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--proxy-server=127.0.0.1:9",
-        "--proxy-bypass-list=<-loopback>",  # offline: a dead proxy
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1200,1400",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(chromedriver), options=options)
+    return headless_chrome(tmp_path / "profile", (1200, 1400))
 
 
 CHECKS = """

@@ -21,37 +21,16 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+from browser import headless_chrome
 
 selenium = pytest.importorskip("selenium")
-from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as seen  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.slow
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.png"
-
-
-def _browser() -> tuple[str, str]:
-    """Paths of chromium and chromedriver, installing Debian's packages when missing."""
-    found = shutil.which("chromium"), shutil.which("chromedriver")
-    if all(found):
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("no chromium/chromedriver, and no root apt-get to install Debian's packages")
-    proc = subprocess.run(
-        "apt-get update -qq && apt-get install -y -qq chromium chromium-driver",
-        shell=True,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    found = shutil.which("chromium"), shutil.which("chromedriver")
-    if not all(found):
-        pytest.skip(f"apt-get could not install chromium and chromium-driver: {proc.stderr[-300:]}")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -89,22 +68,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def driver(tmp_path):
-    chromium, chromedriver = _browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1200,1300",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(chromedriver), options=options)
+    browser = headless_chrome(tmp_path / "profile", (1200, 1300))
     (tmp_path / "downloads").mkdir()
     browser.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path / "downloads")}
