@@ -8,6 +8,8 @@ warp, so each image is resampled once.
 
 Prompt-only augmentations (rotations, flips, coarse dropout; DictAS/FDSL use them so one
 prompt serves queries in any orientation) come after that warp and are off by default.
+So does the resolution jitter (`resample_jitter`), which comes before it: a file stored
+at another resolution is the same content, not a change (issue 20).
 
 Every random choice of a pair is drawn first, in one fixed order, as `PairParams`
 (`draw_params`); applying them is separate (`apply_params` here with OpenCV, or
@@ -48,9 +50,24 @@ class AugmentConfig:
     prompt_rotate: float = option(0.0, _PROMPT_ONLY + "a rotation by 30..270 degrees.", Panel.AUGMENT)
     prompt_flip: float = option(0.0, _PROMPT_ONLY + "a horizontal or vertical flip.", Panel.AUGMENT)
     prompt_dropout: float = option(0.0, _PROMPT_ONLY + "1-4 mean-filled rectangles.", Panel.AUGMENT)
+    resample_jitter: float = option(
+        0.0,
+        "Probability (0 = off) of each training image, prompt and query apart, being stored again at 0.5-1x its "
+        "resolution (area) and brought back (linear or cubic) before the warp, as another camera or file would "
+        "hold it: the model learns that resolution is no change.",
+        Panel.AUGMENT,
+    )
 
     def __post_init__(self) -> None:
-        for name in ("swap", "affine", "prompt_rot90", "prompt_rotate", "prompt_flip", "prompt_dropout"):
+        for name in (
+            "swap",
+            "affine",
+            "prompt_rot90",
+            "prompt_rotate",
+            "prompt_flip",
+            "prompt_dropout",
+            "resample_jitter",
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise UserError(f"`{name}` is a probability: give a value in 0..1, got {value}")
@@ -186,6 +203,29 @@ def fill_rects(image: np.ndarray, rects: tuple[Rect, ...]) -> np.ndarray:
     return out
 
 
+Resample = tuple[float, int]  # the factor an image is stored at (0.5-1), OpenCV's interpolation back up
+RESAMPLE_FACTORS, RESAMPLE_BACK = (0.5, 1.0), (cv2.INTER_LINEAR, cv2.INTER_CUBIC)
+
+
+def draw_resample(rng: np.random.Generator, probability: float) -> Resample | None:
+    """A storage factor in 0.5..1 and the interpolation that brings the image back."""
+    if not _fires(rng, probability):
+        return None
+    return float(rng.uniform(*RESAMPLE_FACTORS)), RESAMPLE_BACK[int(rng.integers(0, len(RESAMPLE_BACK)))]
+
+
+def apply_resample(image: np.ndarray, resample: Resample | None) -> np.ndarray:
+    """The image stored at `factor` times its side (area averaging, as a smaller camera or
+    file holds it) and interpolated back to its own size: same content, less detail and
+    another rendering of its edges."""
+    if resample is None:
+        return image
+    factor, back = resample
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=back)
+
+
 @dataclass(frozen=True)
 class PromptParams:
     """The prompt-only choices of one pair (none fire by default)."""
@@ -205,12 +245,25 @@ class PairParams:
     to_query: np.ndarray | None = None
     prompt: PromptParams = field(default_factory=PromptParams)
     jitter: tuple[Jitter | None, Jitter | None] = (None, None)  # prompt's, query's
+    resample: tuple[Resample | None, Resample | None] = (None, None)  # the stored prompt's, query's
 
     def query_to_prompt(self) -> np.ndarray:
         """2x3 map from query pixels to the (warped) prompt's pixels."""
         if self.to_prompt is None or self.to_query is None:  # both are drawn, or neither
             return IDENTITY
         return _compose(self.to_prompt, cv2.invertAffineTransform(self.to_query))
+
+
+def resample_sources(pair: dict, params: PairParams) -> dict:
+    """The stored prompt and query with their resolution jitter (before swap and warp;
+    both augmentation paths apply it here, in the loader workers)."""
+    if params.resample == (None, None):
+        return pair
+    return {
+        **pair,
+        "prompt": apply_resample(pair["prompt"], params.resample[0]),
+        "query": apply_resample(pair["query"], params.resample[1]),
+    }
 
 
 def draw_prompt_params(rng: np.random.Generator, cfg: AugmentConfig, h: int, w: int) -> PromptParams:
@@ -224,8 +277,10 @@ def draw_prompt_params(rng: np.random.Generator, cfg: AugmentConfig, h: int, w: 
 
 def draw_params(rng: np.random.Generator, cfg: AugmentConfig, source_hw: tuple[int, ...], size: int) -> PairParams:
     """One pair's choices, in the order the CPU path always drew them: swap, warp (two
-    affines), prompt-only options, jitter of prompt then query. `source_hw` is the
-    stored pair's size: the warps include the resize to `size`."""
+    affines), prompt-only options, jitter of prompt then query; then the resolution
+    jitter of the stored prompt and query (drawn last, and nothing when off, so the
+    streams of earlier configs are unchanged). `source_hw` is the stored pair's size:
+    the warps include the resize to `size`."""
     swap = bool(rng.random() < cfg.swap)
     to_prompt = to_query = None
     if rng.random() < cfg.affine:
@@ -233,7 +288,9 @@ def draw_params(rng: np.random.Generator, cfg: AugmentConfig, source_hw: tuple[i
         to_prompt = _compose(_random_affine(rng, size, cfg), resize)
         to_query = _compose(_random_affine(rng, size, cfg), resize)
     prompt = draw_prompt_params(rng, cfg, size, size)
-    return PairParams(swap, to_prompt, to_query, prompt, (draw_jitter(rng, cfg.jitter), draw_jitter(rng, cfg.jitter)))
+    jitter = draw_jitter(rng, cfg.jitter), draw_jitter(rng, cfg.jitter)
+    resample = draw_resample(rng, cfg.resample_jitter), draw_resample(rng, cfg.resample_jitter)
+    return PairParams(swap, to_prompt, to_query, prompt, jitter, resample)
 
 
 def apply_prompt(
@@ -269,8 +326,9 @@ def augment_prompt(
 
 
 def apply_params(pair: dict, size: int, params: PairParams) -> dict:
-    """Swap, warp prompt vs query+mask independently, augment the prompt alone, jitter
-    colours, with OpenCV; everything at `size` x `size`."""
+    """Resolution jitter, swap, warp prompt vs query+mask independently, augment the prompt
+    alone, jitter colours, with OpenCV; everything at `size` x `size`."""
+    pair = resample_sources(pair, params)
     prompt, query, mask = pair["prompt"], pair["query"], pair["mask"]
     if params.swap:
         prompt, query = query, prompt

@@ -2,8 +2,9 @@
 
 On a GPU node the data loader's CPU cores are the scarce resource: warping and
 colour-jittering each pair in OpenCV costs several times its decoding. With
-`augment_on="device"` the loader workers only decode each pair and draw its random
-choices (`augment.draw_params`, the very stream the OpenCV path draws), and the warps,
+`augment_on="device"` the loader workers only decode each pair, draw its random
+choices (`augment.draw_params`, the very stream the OpenCV path draws) and apply the
+resolution jitter (`augment.resample_sources`, two small OpenCV resizes), and the warps,
 visibility masks, prompt-only options and colour jitter run here on whole batches, on
 the device that trains. Same draws, same operations in the same order, so the same
 augmentation up to rounding (tests/trainer/test_augment_paths.py compares the two

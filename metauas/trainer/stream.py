@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from metauas.data.format import ReadStats, decode_pair, iter_pairs, shard_samples
-from metauas.trainer.augment import AugmentConfig, augment_pair, draw_params, resize_pair
+from metauas.trainer.augment import AugmentConfig, augment_pair, draw_params, resample_sources, resize_pair
 
 log = logging.getLogger("metauas.data")
 PREFETCH = 4  # batches each loader worker keeps ready
@@ -119,7 +119,8 @@ class _Augmenter:
             return augment_pair(pair, self.size, self.augment, rng)
         # batches need one size; the draws then include no resize (the warp starts at `size`)
         pair = resize_pair(pair, self.size)
-        return {**pair, "params": draw_params(rng, self.augment, (self.size, self.size), self.size)}
+        params = draw_params(rng, self.augment, (self.size, self.size), self.size)
+        return {**resample_sources(pair, params), "params": params}
 
 
 def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:

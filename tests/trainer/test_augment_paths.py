@@ -41,14 +41,16 @@ def test_opencv_path_is_the_original_byte_for_byte(options, source, size):
     assert new_rng.random() == old_rng.random()  # the streams stayed in step
 
 
-@pytest.mark.parametrize("options", [{}, ALL_ON, {"swap": 1.0, "affine": 1.0, "jitter": 0.3}])
+@pytest.mark.parametrize(
+    "options", [{}, ALL_ON, {"swap": 1.0, "affine": 1.0, "jitter": 0.3}, {"affine": 1.0, "resample_jitter": 1.0}]
+)
 def test_device_path_matches_the_opencv_path_on_the_same_draws(options):
     """Same parameters, two implementations: images within rounding (mean |diff| under one
     grey level; the hue step goes through OpenCV's 8-bit HSV in one path and floats in the
     other), masks (warp, visibility rule, prompt rotation) equal but for a few pixels."""
     import torch
 
-    from metauas.trainer.augment import apply_params
+    from metauas.trainer.augment import apply_params, resample_sources
     from metauas.trainer.device_augment import augment_batch, pack_params
 
     cfg, size = AugmentConfig(**options), 64
@@ -56,7 +58,8 @@ def test_device_path_matches_the_opencv_path_on_the_same_draws(options):
     rng = np.random.default_rng(11)
     params = [draw_params(rng, cfg, (size, size), size) for _ in pairs]
     cpu = [apply_params(p, size, q) for p, q in zip(pairs, params)]
-    batch = {k: torch.from_numpy(np.stack([p[k] for p in pairs])) for k in ("prompt", "query", "mask")}
+    sources = [resample_sources(p, q) for p, q in zip(pairs, params)]  # the workers' part, as stream.py
+    batch = {k: torch.from_numpy(np.stack([p[k] for p in sources])) for k in ("prompt", "query", "mask")}
     prompt, query, mask = augment_batch({**batch, **pack_params(params, size)}, "cpu")
     for ours, key in ((prompt, "prompt"), (query, "query")):
         diff = np.abs(np.rint(ours.permute(0, 2, 3, 1).numpy() * 255) - np.stack([c[key] for c in cpu]))
