@@ -1,0 +1,102 @@
+"""Does a method's image score depend on the resolution a query file is stored at?
+
+    python benchmarks/scale_spread.py --checkpoint RUN/last.pt --data ../shared/data/glass-dev \\
+        --size 256 --out SPREAD/glass.json
+
+For each class of each MVTec-layout folder, one normal training image (drawn by prompt
+`--seed`, as `evaluate`'s random 1-shot prompts) is the prompt at its own resolution, and
+every test image is scored three times: stored at 0.5x (area averaging), 1x and 2x
+(cubic interpolation), as a camera at another resolution would store it. The image score
+follows the one score rule (docs/api.md: the map's maximum in the model's S x S frame),
+so what moves it is the input's own resampling. Printed per class and method (the model,
+and the lookup on the same prompt): median, 90th percentile and maximum of each image's
+spread (max - min of its three scores) and how many images spread by more than 5e-3,
+issue 20's bound. `--scale-prompt` stores the prompt at each factor too (the same camera
+at another resolution).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BOUND = 5e-3
+
+
+def stored_at(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """The image as a file at `factor` times its resolution would hold it."""
+    if factor == 1:
+        return rgb
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=interpolation)
+
+
+def class_spreads(segmenter, prompt: np.ndarray, queries: list[np.ndarray], factors, scale_prompt: bool):
+    """Each query's scores at each factor: an images x factors array."""
+    scores = np.zeros((len(queries), len(factors)))
+    for j, f in enumerate(factors):
+        segmenter.set_prompts(stored_at(prompt, f) if scale_prompt else prompt)
+        results = segmenter.segment([stored_at(q, f) for q in queries])
+        scores[:, j] = [r.score for r in results]
+    return scores
+
+
+def summary(scores: np.ndarray) -> dict:
+    spread = scores.max(axis=1) - scores.min(axis=1)
+    return {
+        "images": len(spread),
+        "median": float(np.median(spread)),
+        "p90": float(np.quantile(spread, 0.9)),
+        "max": float(spread.max()),
+        "above_bound": int((spread > BOUND).sum()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="A trained model; without it, the lookup only.")
+    parser.add_argument("--data", type=Path, action="append", required=True, help="MVTec-layout folder, repeatable.")
+    parser.add_argument("--size", type=int, default=256, help="The model's frame (evaluation size), px.")
+    parser.add_argument("--factors", default="0.5,1,2", help="Comma-separated storage scales of the query.")
+    parser.add_argument("--seed", type=int, default=1, help="Prompt seed (evaluate's random 1-shot draw).")
+    parser.add_argument("--limit", type=int, default=0, help="Score only the first N test images per class.")
+    parser.add_argument("--scale-prompt", action="store_true", help="Store the prompt at each factor too.")
+    parser.add_argument("--out", type=Path, help="Write the summary (and every score) as JSON here.")
+    args = parser.parse_args()
+
+    import metauas
+    from metauas.data.images import read_image
+    from metauas.evaluation.readers import read_benchmark
+    from metauas.inference.policy import PromptPolicy
+
+    factors = [float(f) for f in args.factors.split(",")]
+    methods = {"lookup": metauas.load(method="lookup", size=args.size, device="cpu")}
+    if args.checkpoint is not None:
+        methods = {"model": metauas.load(args.checkpoint, size=args.size, device="cpu"), **methods}
+    policy, report = PromptPolicy("random", args.seed, 1), {}
+    print("| class | method | images | median | p90 | max | above 5e-3 |\n|---|---|---|---|---|---|---|")
+    for data in args.data:
+        for c in read_benchmark(data, "mvtec").classes:
+            prompt = read_image(policy.candidates(c.name, c.train)[0])
+            tests = c.test[: args.limit] if args.limit else c.test
+            queries = [read_image(s.path) for s in tests]
+            for name, segmenter in methods.items():
+                scores = class_spreads(segmenter, prompt, queries, factors, args.scale_prompt)
+                row = summary(scores)
+                report[f"{data.name}/{c.name}/{name}"] = {**row, "scores": scores.round(6).tolist()}
+                print(
+                    f"| {data.name}/{c.name} | {name} | {row['images']} | {row['median']:.4f} | {row['p90']:.4f} "
+                    f"| {row['max']:.4f} | {row['above_bound']} |",
+                    flush=True,
+                )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"factors": factors, "size": args.size, "seed": args.seed, **report}))
+
+
+if __name__ == "__main__":
+    main()
