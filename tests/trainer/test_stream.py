@@ -163,3 +163,24 @@ def test_s3_urls_stream_through_the_aws_cli(shard_dir, tmp_path, monkeypatch):
     stream = StreamConfig(tuple(urls), size=32, batch_size=4, workers=0, shuffle_buffer=4)
     batch = next(iter(train_dataset(stream)))
     assert batch["prompt"].shape == (4, 32, 32, 3)
+
+
+def test_the_resolution_jitter_reaches_both_augmentation_places(shard_dir):
+    """--resample-jitter alone (no swap, warp or colour jitter), trained at the shards' own
+    64 px: both places feed the model the same resampled images (up to the device path's
+    rounding), which differ from the stored ones."""
+    from metauas.trainer.stream import to_device
+
+    urls = tuple(str(p) for p in sorted((shard_dir / "train").glob("*.tar")))
+    only = AugmentConfig(swap=0.0, affine=0.0, jitter=0.0, resample_jitter=1.0)
+    batches = {}
+    for place, augment in (("workers", only), ("device", only), ("stored", AugmentConfig(0.0, 0.0, jitter=0.0))):
+        stream = StreamConfig(
+            urls, size=64, batch_size=4, workers=0, shuffle_buffer=1, augment=augment,
+            augment_on="workers" if place == "stored" else place,
+        )  # fmt: skip
+        batches[place] = to_device(next(iter(train_dataset(stream))), "cpu")
+    for i in range(3):  # prompt, query, mask
+        assert (batches["workers"][i] - batches["device"][i]).abs().max() <= 2 / 255
+    assert (batches["workers"][1] - batches["stored"][1]).abs().mean() > 1 / 255
+    assert torch.equal(batches["workers"][2], batches["stored"][2])
