@@ -2,6 +2,7 @@
 each variant's ratio to the model without discrepancy channels, measured in one run.
 
     python benchmarks/model_cost.py --size 256 --repeats 5
+    python benchmarks/model_cost.py --search-blocks 4096x16384,1024x512 --repeats 5
 
 Each variant is the inference path predict and evaluate use (`prepare_for_inference`:
 BatchNorm folded, channels_last), one prompt and one query per call (batch 1), prompt
@@ -9,6 +10,10 @@ encoded with the query as `MetaUAS.predict` does. Variants are timed in turns (A
 C ...) and the fastest call of each is kept, so drift on a shared machine hits all of them
 alike and the ratios hold where absolute times do not. Weights are random: time does not
 depend on their values.
+
+`--search-blocks QxP,...` times the nearest-prompt search alone (`best_similarity`, the
+stage-0 discrepancy of a 256-px image: 16384 x 16384 positions, 16 channels) with each
+block shape of query x prompt positions, and checks every shape gives the same result.
 """
 
 from __future__ import annotations
@@ -38,13 +43,38 @@ def build(encoder: str, fields: dict) -> MetaUAS:
     return prepare_for_inference(MetaUAS(cfg))
 
 
+def search_blocks(shapes: str, repeats: int) -> None:
+    from metauas.model import network
+
+    torch.manual_seed(0)
+    queries = torch.nn.functional.normalize(torch.randn(1, 16384, 16), dim=-1)
+    keys = torch.nn.functional.normalize(torch.randn(1, 16, 16384), dim=1)
+
+    def with_blocks(q: int, p: int):
+        def run():
+            network.QUERY_BLOCK, network.PROMPT_BLOCK = q, p
+            return network.best_similarity(queries, keys)
+
+        return run
+
+    fns = {shape: with_blocks(*map(int, shape.split("x"))) for shape in shapes.split(",")}
+    best, results = interleaved_best(fns, repeats)
+    first = next(iter(results.values()))
+    print("| query x prompt block | ms | same result |\n|---|---|---|")
+    for shape, seconds in best.items():
+        print(f"| {shape} | {1000 * seconds:.0f} | {torch.equal(results[shape], first)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--encoders", default="tf_efficientnet_lite0", help="Comma-separated timm encoder names.")
+    parser.add_argument("--search-blocks", help="Time the stage-0 search alone with these QxP block shapes.")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    if args.search_blocks:
+        return search_blocks(args.search_blocks, args.repeats)
     prompt, query = torch.rand(1, 3, args.size, args.size), torch.rand(1, 3, args.size, args.size)
     fns = {}
     for encoder in args.encoders.split(","):

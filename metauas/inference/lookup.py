@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from metauas.inference.config import LookupConfig
+from metauas.model.network import best_similarity
 
 _CHUNK = 1 << 24  # similarity entries computed at once (64 MiB of float32)
 _EPS = 1e-4  # smallest distance scale: a prompt that matches itself everywhere
@@ -49,14 +50,9 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _best_match(q: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """B x N highest cosine of each query patch (B x C x N) to the bank (B' x C x M),
-    in chunks of query patches so memory stays bounded at fine stages."""
-    bank = bank.expand(q.shape[0], -1, -1) if bank.shape[0] == 1 else bank
-    step = max(1, _CHUNK // (q.shape[0] * bank.shape[2]))
-    return torch.cat(
-        [torch.einsum("bcn,bcm->bnm", q[..., i : i + step], bank).amax(dim=2) for i in range(0, q.shape[2], step)],
-        dim=1,
-    )
+    """B x N highest cosine of each query patch (B x C x N) to the bank (B' x C x M); the
+    model's discrepancy channels use the same blocked search (`network.best_similarity`)."""
+    return best_similarity(q.transpose(1, 2), bank.expand(q.shape[0], -1, -1) if bank.shape[0] == 1 else bank)
 
 
 def stage_scores(prompt: Sequence[torch.Tensor], query: torch.Tensor, k: int) -> torch.Tensor:

@@ -167,16 +167,36 @@ def align(
     return out.transpose(1, 2).reshape(b, c, h, w)
 
 
+# Similarities computed per block of query x prompt positions: 2048 x 512 float32 (4 MiB)
+# stay in the cache between the product and its maximum. Whole rows of prompt positions
+# (4096 x 16384 at stage 0 of a 256 px image, 256 MiB) go through memory: the model with
+# discrepancy at stages 0-3 took 2.6-5.4x the model without, and 1.7-1.8x with these
+# blocks, the same result (docs/quality.md, "Inference cost").
+QUERY_BLOCK, PROMPT_BLOCK = 2048, 512
+
+
+def best_similarity(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """B x N: the highest dot product of each query row (B x N x C) with any key column
+    (B x C x M), block by block with a running maximum (exact: the same products)."""
+    n, m = queries.shape[1], keys.shape[2]
+    best = []
+    for i in range(0, n, QUERY_BLOCK):
+        rows = queries[:, i : i + QUERY_BLOCK]
+        top = torch.bmm(rows, keys[:, :, :PROMPT_BLOCK]).amax(dim=2)
+        for j in range(PROMPT_BLOCK, m, PROMPT_BLOCK):
+            top = torch.maximum(top, torch.bmm(rows, keys[:, :, j : j + PROMPT_BLOCK]).amax(dim=2))
+        best.append(top)
+    return best[0] if len(best) == 1 else torch.cat(best, dim=1)
+
+
 @torch.no_grad()
-def max_cosine_distance(
-    query: torch.Tensor, prompts: Sequence[torch.Tensor], pool: int = 1, chunk: int = 4096
-) -> torch.Tensor:
+def max_cosine_distance(query: torch.Tensor, prompts: Sequence[torch.Tensor], pool: int = 1) -> torch.Tensor:
     """B x 1 x h x w: 1 - the highest cosine similarity of each query position to any
     position of any prompt (each B or 1 x C x h' x w'; batch 1 is shared by all queries).
 
     The one-image PatchCore lookup on frozen features (no gradients). `pool` averages each
-    k x k neighbourhood first. Query positions go in chunks, so the similarity matrix stays
-    small at fine stages (stride 2 at 256 px: 16384 x 16384 positions otherwise).
+    k x k neighbourhood first. `best_similarity` goes block by block, so the similarity
+    matrix is never held whole (stride 2 at 256 px: 16384 x 16384 positions).
     """
 
     def patches(f: torch.Tensor) -> torch.Tensor:
@@ -185,9 +205,8 @@ def max_cosine_distance(
         return F.normalize(f.float(), dim=1, eps=1e-6).flatten(2)
 
     b, _, h, w = query.shape
-    q = patches(query).transpose(1, 2)  # B x N x C
     bank = torch.cat([patches(p).expand(b, -1, -1) for p in prompts], dim=2)  # B x C x M
-    best = torch.cat([torch.bmm(q[:, i : i + chunk], bank).amax(dim=2) for i in range(0, h * w, chunk)], dim=1)
+    best = best_similarity(patches(query).transpose(1, 2), bank)
     return (1 - best).clamp(0, 2).view(b, 1, h, w).to(query.dtype)
 
 

@@ -20,11 +20,24 @@ def test_max_cosine_distance_is_the_lookups_one_image_patchcore():
     ours = max_cosine_distance(query, [prompt])
     expected = stage_scores([prompt], query, 1)  # the baseline's, clipped at 1
     torch.testing.assert_close(ours.clamp(max=1), expected, atol=1e-5, rtol=0)
-    # chunking the query positions changes nothing; pooling is the lookup's neighbourhood
-    torch.testing.assert_close(max_cosine_distance(query, [prompt], chunk=3), ours)
+    # pooling is the lookup's neighbourhood
     torch.testing.assert_close(
         max_cosine_distance(query, [prompt], pool=3).clamp(max=1), stage_scores([prompt], query, 3), atol=1e-5, rtol=0
     )
+
+
+def test_the_blocked_search_is_the_whole_products_maximum(monkeypatch):
+    """Blocks of query and prompt positions (uneven at the ends) give each row's maximum
+    over all columns, as the whole similarity matrix would."""
+    from metauas.model import network
+
+    torch.manual_seed(2)
+    queries, keys = torch.randn(2, 37, 8), torch.randn(2, 8, 23)
+    whole = torch.bmm(queries, keys).amax(dim=2)
+    torch.testing.assert_close(network.best_similarity(queries, keys), whole, rtol=0, atol=1e-6)
+    monkeypatch.setattr(network, "QUERY_BLOCK", 5)
+    monkeypatch.setattr(network, "PROMPT_BLOCK", 4)
+    torch.testing.assert_close(network.best_similarity(queries, keys), whole, rtol=0, atol=1e-6)
 
 
 def test_a_query_position_found_in_the_prompt_has_zero_discrepancy():
