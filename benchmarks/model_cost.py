@@ -44,20 +44,15 @@ def build(encoder: str, fields: dict) -> MetaUAS:
 
 
 def search_blocks(shapes: str, repeats: int) -> None:
-    from metauas.model import network
+    from metauas.model.network import best_similarity
 
     torch.manual_seed(0)
     queries = torch.nn.functional.normalize(torch.randn(1, 16384, 16), dim=-1)
     keys = torch.nn.functional.normalize(torch.randn(1, 16, 16384), dim=1)
-
-    def with_blocks(q: int, p: int):
-        def run():
-            network.QUERY_BLOCK, network.PROMPT_BLOCK = q, p
-            return network.best_similarity(queries, keys)
-
-        return run
-
-    fns = {shape: with_blocks(*map(int, shape.split("x"))) for shape in shapes.split(",")}
+    fns = {
+        shape: (lambda q, p: lambda: best_similarity(queries, keys, q, p))(*map(int, shape.split("x")))
+        for shape in shapes.split(",")
+    }
     best, results = interleaved_best(fns, repeats)
     first = next(iter(results.values()))
     print("| query x prompt block | ms | same result |\n|---|---|---|")

@@ -41,8 +41,10 @@ def stored_at(rgb: np.ndarray, factor: float) -> np.ndarray:
 def class_spreads(segmenter, prompt: np.ndarray, queries: list[np.ndarray], factors, scale_prompt: bool):
     """Each query's scores at each factor: an images x factors array."""
     scores = np.zeros((len(queries), len(factors)))
+    segmenter.set_prompts(prompt)
     for j, f in enumerate(factors):
-        segmenter.set_prompts(stored_at(prompt, f) if scale_prompt else prompt)
+        if scale_prompt:
+            segmenter.set_prompts(stored_at(prompt, f))
         results = segmenter.segment([stored_at(q, f) for q in queries])
         scores[:, j] = [r.score for r in results]
     return scores

@@ -175,16 +175,18 @@ def align(
 QUERY_BLOCK, PROMPT_BLOCK = 2048, 512
 
 
-def best_similarity(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+def best_similarity(
+    queries: torch.Tensor, keys: torch.Tensor, query_block: int = QUERY_BLOCK, prompt_block: int = PROMPT_BLOCK
+) -> torch.Tensor:
     """B x N: the highest dot product of each query row (B x N x C) with any key column
     (B x C x M), block by block with a running maximum (exact: the same products)."""
     n, m = queries.shape[1], keys.shape[2]
     best = []
-    for i in range(0, n, QUERY_BLOCK):
-        rows = queries[:, i : i + QUERY_BLOCK]
-        top = torch.bmm(rows, keys[:, :, :PROMPT_BLOCK]).amax(dim=2)
-        for j in range(PROMPT_BLOCK, m, PROMPT_BLOCK):
-            top = torch.maximum(top, torch.bmm(rows, keys[:, :, j : j + PROMPT_BLOCK]).amax(dim=2))
+    for i in range(0, n, query_block):
+        rows = queries[:, i : i + query_block]
+        top = torch.bmm(rows, keys[:, :, :prompt_block]).amax(dim=2)
+        for j in range(prompt_block, m, prompt_block):
+            top = torch.maximum(top, torch.bmm(rows, keys[:, :, j : j + prompt_block]).amax(dim=2))
         best.append(top)
     return best[0] if len(best) == 1 else torch.cat(best, dim=1)
 

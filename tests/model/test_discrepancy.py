@@ -26,18 +26,16 @@ def test_max_cosine_distance_is_the_lookups_one_image_patchcore():
     )
 
 
-def test_the_blocked_search_is_the_whole_products_maximum(monkeypatch):
+def test_the_blocked_search_is_the_whole_products_maximum():
     """Blocks of query and prompt positions (uneven at the ends) give each row's maximum
     over all columns, as the whole similarity matrix would."""
-    from metauas.model import network
+    from metauas.model.network import best_similarity
 
     torch.manual_seed(2)
     queries, keys = torch.randn(2, 37, 8), torch.randn(2, 8, 23)
     whole = torch.bmm(queries, keys).amax(dim=2)
-    torch.testing.assert_close(network.best_similarity(queries, keys), whole, rtol=0, atol=1e-6)
-    monkeypatch.setattr(network, "QUERY_BLOCK", 5)
-    monkeypatch.setattr(network, "PROMPT_BLOCK", 4)
-    torch.testing.assert_close(network.best_similarity(queries, keys), whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(best_similarity(queries, keys), whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(best_similarity(queries, keys, 5, 4), whole, rtol=0, atol=1e-6)
 
 
 def test_a_query_position_found_in_the_prompt_has_zero_discrepancy():
