@@ -15,7 +15,10 @@ spread (max - min of its three scores), how many images spread by more than 5e-3
 absolute bound favours a method whose scores are compressed (the lookup's span a few
 hundredths, the model's most of 0..1), while what a threshold feels is the spread
 against the distance between images' scores. `--scale-prompt` stores the prompt at each factor too (the same camera
-at another resolution).
+at another resolution). `--frame-blur SIGMA` is a what-if, not the product: every input
+(prompt and query, both methods) gets a Gaussian low-pass of SIGMA px in the model's
+frame after the resize, which removes the rendering differences that resampling leaves
+at the finest scale.
 """
 
 from __future__ import annotations
@@ -63,6 +66,17 @@ def summary(scores: np.ndarray, factors: list[float]) -> dict:
     }
 
 
+def blur_the_frame(sigma: float) -> None:
+    """Make every image the API scores pass a Gaussian low-pass of `sigma` px in the frame."""
+    import metauas.inference.api as api
+    from metauas.inference.frame import model_input
+
+    def blurred(rgb: np.ndarray, size: int) -> np.ndarray:
+        return np.stack([cv2.GaussianBlur(c, (0, 0), sigma) for c in model_input(rgb, size)])
+
+    api.model_input = blurred
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="A trained model; without it, the lookup only.")
@@ -72,8 +86,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="Prompt seed (evaluate's random 1-shot draw).")
     parser.add_argument("--limit", type=int, default=0, help="Score only the first N test images per class.")
     parser.add_argument("--scale-prompt", action="store_true", help="Store the prompt at each factor too.")
+    parser.add_argument("--frame-blur", type=float, default=0.0, help="What-if: low-pass every input (px, frame).")
     parser.add_argument("--out", type=Path, help="Write the summary (and every score) as JSON here.")
     args = parser.parse_args()
+    if args.frame_blur > 0:
+        blur_the_frame(args.frame_blur)
 
     import metauas
     from metauas.data.images import read_image
