@@ -41,8 +41,9 @@ SIZE = 256
 BINS = (("small", 0.0, 0.001), ("medium", 0.001, 0.01), ("large", 0.01, 1.01))
 
 
-def class_maps(checkpoint: Path, data: Path, seed: int) -> list:
-    """(class data, ClassMaps) per class of `data` with the seed's random 1-shot prompts."""
+def class_maps(checkpoint: Path, data: Path, seed: int, lookup=None) -> list:
+    """(class data, ClassMaps) per class of `data` with the seed's random 1-shot prompts;
+    `lookup` is a LookupConfig (the default lookup when None)."""
     from metauas.devices import resolve_device
     from metauas.evaluation.config import EvalConfig
     from metauas.evaluation.evaluate import score_class
@@ -53,7 +54,9 @@ def class_maps(checkpoint: Path, data: Path, seed: int) -> list:
     from metauas.inference.scoring import build_scorer
 
     cfg = EvalConfig(data=data, out=Path("."), checkpoint=checkpoint, method="both", size=SIZE, progress=False)
-    scorer, _ = build_scorer(checkpoint, ("model", "lookup"), "features", LookupConfig(), resolve_device("cpu"))
+    scorer, _ = build_scorer(
+        checkpoint, ("model", "lookup"), "features", lookup or LookupConfig(), resolve_device("cpu")
+    )
     run, out = PromptPolicy("random", seed, 1), []
     for c in read_benchmark(data, "mvtec").classes:
         bank = PromptBank(run, run.candidates(c.name, c.train), SIZE, scorer)
