@@ -111,14 +111,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="Score one checkpoint and sweep the weights.")
-    r.add_argument("--checkpoint", type=Path, required=True)
+    r.add_argument("--checkpoint", type=Path, required=True, help="A trained model (last.pt or best.pt).")
     r.add_argument("--data", type=Path, action="append", required=True, help="MVTec-layout folder, repeatable.")
-    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--out", type=Path, required=True, help="Folder of one JSON per set and prompt seed.")
     r.add_argument("--seeds", default="1,3,5,7,9", help="Prompt seeds.")
     r.add_argument("--weights", default="0,0.5,0.7,0.8,0.9,0.95,0.98,1", help="Lookup weights w to sweep.")
     r.add_argument("--lookup", default="lookup-default", choices=list(LOOKUPS), help="The lookup blended in.")
     t = sub.add_parser("table", help="Mean ± std over checkpoints, per set and weight.")
-    t.add_argument("folders", type=Path, nargs="+")
+    t.add_argument("folders", type=Path, nargs="+", help="`run` outputs, one per checkpoint (training seed).")
     t.add_argument(
         "--split",
         action="append",
