@@ -33,15 +33,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from metauas.inference.config import LookupConfig
 
 SIZE = 256
 BINS = (("small", 0.0, 0.001), ("medium", 0.001, 0.01), ("large", 0.01, 1.01))
 
 
-def class_maps(checkpoint: Path, data: Path, seed: int, lookup=None) -> list:
+def class_maps(checkpoint: Path, data: Path, seed: int, lookup: LookupConfig | None = None) -> list:
     """(class data, ClassMaps) per class of `data` with the seed's random 1-shot prompts;
     `lookup` is a LookupConfig (the default lookup when None)."""
     from metauas.devices import resolve_device

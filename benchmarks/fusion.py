@@ -13,10 +13,10 @@ and prompt seed (`evaluate`'s random 1-shot prompts, 256 px, the exact protocol,
 from them: w = 0 is the model, w = 1 the lookup, so both baselines come from the same
 maps. Each (set, seed) is written as it finishes and skipped on a rerun, so the command
 continues after an interruption. `--lookup lookup-plain` blends the plain PatchCore
-lookup instead of the default one (`quality.py`'s variants). `table` prints, per set and weight, the mean over the
-checkpoints of each one's prompt-seed mean ± the sample std over checkpoints (training
-seeds, as `seeds.py table`),
-and the suite mean over the sets (a multi-class set counts once, as its classes' mean).
+lookup instead of the default one (`quality.py`'s variants). `table` prints, per set and
+weight, the mean over the checkpoints of each one's prompt-seed mean ± the sample std over
+checkpoints (training seeds, as `seeds.py table`), and the suite mean over the sets (a
+multi-class set counts once, as its classes' mean).
 `--split P:I` adds a what-if row: the map of weight P with the image score of weight I
 (the image score is then no longer the map's maximum).
 """

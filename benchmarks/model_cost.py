@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from functools import partial
 
 import torch
 
@@ -49,10 +50,7 @@ def search_blocks(shapes: str, repeats: int) -> None:
     torch.manual_seed(0)
     queries = torch.nn.functional.normalize(torch.randn(1, 16384, 16), dim=-1)
     keys = torch.nn.functional.normalize(torch.randn(1, 16, 16384), dim=1)
-    fns = {
-        shape: (lambda q, p: lambda: best_similarity(queries, keys, q, p))(*map(int, shape.split("x")))
-        for shape in shapes.split(",")
-    }
+    fns = {shape: partial(best_similarity, queries, keys, *map(int, shape.split("x"))) for shape in shapes.split(",")}
     best, results = interleaved_best(fns, repeats)
     first = next(iter(results.values()))
     print("| query x prompt block | ms | same result |\n|---|---|---|")

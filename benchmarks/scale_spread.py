@@ -14,8 +14,8 @@ spread (max - min of its three scores), how many images spread by more than 5e-3
 20's bound), and the median spread relative to the std of the class's 1x scores: the
 absolute bound favours a method whose scores are compressed (the lookup's span a few
 hundredths, the model's most of 0..1), while what a threshold feels is the spread
-against the distance between images' scores. `--scale-prompt` stores the prompt at each factor too (the same camera
-at another resolution). `--frame-blur SIGMA` is a what-if, not the product: every input
+against the distance between images' scores. `--scale-prompt` stores the prompt at each
+factor too (the same camera at another resolution). `--frame-blur SIGMA` is a what-if, not the product: every input
 (prompt and query, both methods) gets a Gaussian low-pass of SIGMA px in the model's
 frame after the resize, which removes the rendering differences that resampling leaves
 at the finest scale.
