@@ -46,8 +46,7 @@ class ShardFile:
     def __init__(self, out: Path, name: str):
         self.final = out / name
         self.tmp = out / f".{name}.tmp-{os.getpid()}"
-        for stale in out.glob(f".{name}.tmp-*"):  # left by a killed run
-            stale.unlink(missing_ok=True)
+        remove_temps(out, name)  # a killed run's, of this shard: its tar and its summary
         self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
 
     def abort(self) -> None:
@@ -142,13 +141,18 @@ def is_complete(out: Path, prefix: str, shard_id: int) -> bool:
     return (out / shard_name(prefix, shard_id)).is_file() and summary_path(out, prefix, shard_id).is_file()
 
 
+def remove_temps(out: Path, name: str) -> None:
+    """Delete the temporary files of shard `name`: its tar and its summary, whichever
+    process wrote them. Only the holder of the shard's lock calls this."""
+    for tmp in [*out.glob(f".{name}.tmp-*"), *meta_dir(out).glob(f".{Path(name).stem}.json.tmp-*")]:
+        tmp.unlink(missing_ok=True)
+
+
 def remove_partial(out: Path, prefix: str, shard_ids: list[int]) -> None:
     """Delete the temporary files of shards this run holds the locks of (a failed or
     interrupted run: pool workers it terminated cannot clean up after themselves)."""
     for shard_id in shard_ids:
-        name = shard_name(prefix, shard_id)
-        for tmp in [*out.glob(f".{name}.tmp-*"), *meta_dir(out).glob(f".{Path(name).stem}.json.tmp-*")]:
-            tmp.unlink(missing_ok=True)
+        remove_temps(out, shard_name(prefix, shard_id))
 
 
 def write_index(out: Path, prefix: str, num_shards: int, fields: dict) -> Path:

@@ -64,25 +64,27 @@ def popen(*args: str, code: str = CODE, **kw) -> subprocess.Popen:
     )
 
 
-# Prepended to CODE: the process stops itself (SIGSTOP) the first time it opens a file
-# whose path holds MARKER (an audit hook sees every open), at a point set by what it does,
-# not by when the scheduler runs it.
+# Prepended to CODE: the process stops itself (SIGSTOP) the first time it opens (EVENT
+# "open") or renames ("os.rename", also raised by os.replace) a file whose path holds
+# MARKER (an audit hook sees every one), at a point set by what it does, not by when the
+# scheduler runs it.
 FREEZE = """
 import os, signal, sys
 frozen = []
 def freeze(event, args):
-    if not frozen and event == "open" and MARKER in str(args[0]):
+    if not frozen and event == EVENT and MARKER in str(args[0]):
         frozen.append(True)
         os.kill(os.getpid(), signal.SIGSTOP)
 sys.addaudithook(freeze)
 """
 
 
-def frozen_at(marker: str, *args: str) -> subprocess.Popen:
-    """`metauas ARGS` started, and returned once it has stopped itself at its first open
-    of a path holding `marker` (`waitpid(WUNTRACED)` blocks until then; no polling, no
-    timing). The caller sends SIGCONT. An AssertionError if it ended before."""
-    code = f"MARKER = {marker!r}\n{FREEZE}\n{CODE}"
+def frozen_at(marker: str, *args: str, event: str = "open") -> subprocess.Popen:
+    """`metauas ARGS` started, and returned once it has stopped itself at its first
+    `event` ("open" or "os.rename") of a path holding `marker` (`waitpid(WUNTRACED)`
+    blocks until then; no polling, no timing). The caller sends SIGCONT or kills it. An
+    AssertionError if it ended before."""
+    code = f"MARKER = {marker!r}\nEVENT = {event!r}\n{FREEZE}\n{CODE}"
     proc = popen(*args, code=code)
     _, status = os.waitpid(proc.pid, os.WUNTRACED)
     if not os.WIFSTOPPED(status):

@@ -140,6 +140,23 @@ def test_a_second_writer_is_refused_while_the_first_goes_on(tmp_path):
     assert shas(out) == shas(ref) and not temp_files(out)
 
 
+@pytest.mark.parametrize("marker", [".shard-000001.json.tmp-", ".shard-000001.tar.tmp-"])
+def test_sigkill_while_a_shard_is_committed_then_rerun_leaves_no_temporary_file(tmp_path, marker):
+    """Killed as shard 1's commit renames its summary, or then its tar, into place: the
+    rerun rewrites the shard, byte for byte, and removes what the kill left (a CI run
+    once kept the summary's temporary file)."""
+    args = [*ARGS, "--num-pairs", "24", "--shard-size", "8"]
+    ref, out = tmp_path / "ref", tmp_path / "d"
+    assert cli("generate", *args, "--out", ref).returncode == 0
+    frozen = frozen_at(marker, "generate", *args, "--out", out, event="os.rename")
+    frozen.kill()
+    frozen.wait()
+    assert temp_files(out), "the kill should leave the temporary file it froze at"
+    assert cli("generate", *args, "--out", out).returncode == 0
+    assert shas(out) == shas(ref) and (out / "index.json").read_bytes() == (ref / "index.json").read_bytes()
+    assert not temp_files(out)
+
+
 @pytest.mark.slow
 def test_sigkill_at_a_random_point_then_rerun_gives_the_same_bytes(tmp_path):
     """The kernel kills the run when it has used a random share of the CPU time the
