@@ -231,5 +231,12 @@ def test_api_md_runs_as_printed(workspace, shard_dir):
     train = ["train", "--train", str(shard_dir / "train"), "--val", str(shard_dir / "val"), "--out"]
     assert main([*train, str(workspace / "runs" / "r1"), *TOY["train"].split()]) == 0
     run_page("docs/api.md", workspace)
-    for made in ("out/predictions.csv", "model.onnx", "model-encoder.onnx", "model.xml", "maps/predictions.csv"):
+    for made in (
+        "out/predictions.csv",
+        "model.onnx",
+        "model-encoder.onnx",
+        "model.xml",
+        "mix.onnx",
+        "maps/predictions.csv",
+    ):
         assert (workspace / made).is_file(), made

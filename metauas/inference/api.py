@@ -168,7 +168,7 @@ class Segmenter:
         cls,
         checkpoint: str | Path | None = None,
         *,
-        method: str = "model",
+        method: str | None = None,
         size: int | None = None,
         device: str = "auto",
         shot_fusion: str = "features",
@@ -179,19 +179,24 @@ class Segmenter:
     ) -> Segmenter:
         """A checkpoint path, a pretrained name (`hf:owner/repo/file`, see `model.hub`), a
         graph from `metauas export` (.onnx: onnxruntime, .xml: OpenVINO; no torch needed),
-        or None with `method="lookup"` (the training-free baseline, default encoder)."""
+        or None with `method="lookup"` (the training-free baseline, default encoder).
+        `method` defaults to "model" for a checkpoint; a graph computes the method it was
+        exported with (`metauas export --method`), and naming another one is an error."""
         if checkpoint is not None and Path(str(checkpoint)).suffix.lower() in GRAPH_SUFFIXES:
             from metauas.inference.runtime import load_graph_backend
 
-            if method != "model":
+            backend = load_graph_backend(Path(checkpoint), size, device)
+            if method not in (None, backend.method):
                 raise UserError(
-                    f"an exported graph holds the trained model only: method {method!r} needs the PyTorch checkpoint"
+                    f"{checkpoint} computes the {backend.method} map: method {method!r} needs a graph "
+                    "exported with that method (`metauas export`) or the PyTorch checkpoint"
                 )
-            return cls(load_graph_backend(Path(checkpoint), size, device), batch_size)
+            return cls(backend, batch_size)
         from metauas.inference.scoring import TorchBackend
 
         return cls(
-            TorchBackend.load(checkpoint, method, size, device, shot_fusion, lookup, mix_weight, compile), batch_size
+            TorchBackend.load(checkpoint, method or "model", size, device, shot_fusion, lookup, mix_weight, compile),
+            batch_size,
         )
 
     @property

@@ -1,19 +1,23 @@
-"""`metauas predict` and `metauas bench model` (torch and timm are imported inside the bodies;
-predict on an exported graph imports neither)."""
+"""`metauas predict`, `app`, `export` and `bench model` (torch and timm are imported inside
+the bodies; predict on an exported graph imports neither)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 
+from metauas.errors import UserError
 from metauas.inference.config import Method, PredictConfig
+from metauas.model.config import GraphFormat
 from metauas.options import (
     ConfigCommand,
     add_command,
     config_command,
     field_option,
 )
+from metauas.outputs import prepare_dir
 
 
 def _warn(message: str) -> None:
@@ -92,7 +96,7 @@ def app_command(
     checkpoint: Optional[str] = typer.Option(
         None, "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...); not needed for --method lookup."
     ),
-    method: Method = field_option(PredictConfig, "method"),
+    method: Optional[Method] = field_option(PredictConfig, "method"),
     size: Optional[int] = field_option(PredictConfig, "size"),
     host: str = typer.Option(
         "127.0.0.1",
@@ -123,7 +127,7 @@ def app_command(
         typer.echo(warning, err=True)
     segmenter = Segmenter.load(checkpoint, method=method, size=size, device=device)
     source = checkpoint or "the training-free lookup baseline"
-    info = f"{method} from {source}, {segmenter.size} px, on {segmenter.device}"
+    info = f"{segmenter.method} from {source}, {segmenter.size} px, on {segmenter.device}"
 
     def ready(url: str) -> None:
         typer.echo(f"serving {info} on {url} (Ctrl+C to stop)")
@@ -132,8 +136,78 @@ def app_command(
     serve(segmenter, host, port, info, ready, timeout)
 
 
+def _check_export_target(out: Path, suffix: str, fmt: str, threshold: float | None) -> None:
+    """The graph's file name fits its format, the threshold is a probability, the folder is writable."""
+    if out.suffix != suffix or out.is_dir():
+        raise UserError(f"--out {out}: --format {fmt} writes a file name ending in {suffix}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold must be in [0, 1], got {threshold}")
+    prepare_dir(out.parent, f"--out {out}: its folder")
+
+
+def export_command(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="The graph to write: model.onnx (--format onnx) or model.xml "
+        "(--format openvino, with model.bin beside it); with --cached-prompt also "
+        "model-encoder.* and model-head.* beside it.",
+    ),
+    fmt: GraphFormat = typer.Option("onnx", "--format", help="onnx (onnxruntime) | openvino (OpenVINO IR, float32)."),
+    size: Optional[int] = typer.Option(
+        None, "--size", help="Input side the graphs take (default: the checkpoint's training size)."
+    ),
+    cached_prompt: bool = typer.Option(
+        False,
+        "--cached-prompt",
+        help="Also an encoder graph and a head graph: "
+        "the normal image is encoded once, and several normal images can be "
+        "chosen from per query.",
+    ),
+    method: Method = typer.Option(
+        "model",
+        "--method",
+        help="What the graph's map is: model (the trained model) | lookup (the training-free "
+        "baseline on the model's encoder) | mix ((1 - w) * model + w * lookup, see --mix-weight), "
+        "computed inside the graph from one encoder pass.",
+    ),
+    mix_weight: float = typer.Option(
+        0.5, "--mix-weight", min=0.0, max=1.0, help="With --method mix: the lookup map's weight w in [0, 1]."
+    ),
+    threshold: Optional[float] = typer.Option(
+        None,
+        "--threshold",
+        help="A decision threshold in [0, 1] to store "
+        "in the graph's metadata (e.g. the one predict --threshold auto "
+        "fitted); metauas.load and predict then decide with it.",
+    ),
+) -> None:
+    """Export a checkpoint to ONNX or OpenVINO (opset 18, dynamic batch, metadata inside), checked against PyTorch."""
+    from metauas.model.hub import fetch_first, resolve_checkpoint
+
+    fetch_first(checkpoint)
+    from metauas.model.checkpoint import load_model
+    from metauas.model.export import FORMATS, OPSET, export_graphs
+
+    _check_export_target(out, FORMATS[fmt], fmt, threshold)
+    model, meta = load_model(resolve_checkpoint(checkpoint))
+    side = size or int(meta.get("size", 256))
+    if side < 32 or side % 32:
+        raise UserError(f"--size must be a positive multiple of 32, got {side}")
+    from metauas.inference.scoring import Scorer
+
+    head = Scorer(model.encoder, model, (method,), mix_weight=mix_weight).head()
+    for done in export_graphs(model, out, side, fmt, cached_prompt, threshold, meta, head=head):
+        typer.echo(
+            f"wrote {done.path} ({fmt}, {method}, opset {OPSET}, {side} px, "
+            f"max |{fmt} - torch| {done.max_abs_diff:.1e})"
+        )
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Attach `predict` and `app` to the main app, `model` to `bench`."""
+    """Attach `predict`, `app` and `export` to the main app, `model` to `bench`."""
     add_command(app, "predict", predict_command)
     add_command(app, "app", app_command)
+    add_command(app, "export", export_command)
     add_command(bench_app, "model", bench_model_command)

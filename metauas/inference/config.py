@@ -124,8 +124,14 @@ class PredictConfig:
         parse=as_tuple,
     )
     prompt_dir: Path | None = option(None, "Folder of normal prompt images.", Panel.PROMPTS)
-    method: Method = option(
-        "model", "model | lookup (training-free baseline) | mix (0.5 model + 0.5 lookup).", Panel.MODEL
+    method: Method | None = option(
+        None,
+        "model | lookup (training-free baseline) | mix ((1 - w) * model + w * lookup, see --mix-weight). "
+        "Default: model; an exported graph computes the method it was exported with.",
+        Panel.MODEL,
+    )
+    mix_weight: float = option(  # the lookup map's weight in the `mix` method (a graph has its own)
+        0.5, "With --method mix on a checkpoint: the lookup map's weight w in [0, 1].", Panel.MODEL
     )
     use_all_prompts: bool = option(  # K-shot with every prompt instead of the closest one
         False, "Use every prompt as K shots instead of the closest one.", Panel.PROMPTS

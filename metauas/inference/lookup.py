@@ -52,7 +52,7 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def _best_match(q: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """B x N highest cosine of each query patch (B x C x N) to the bank (B' x C x M); the
     model's discrepancy channels use the same blocked search (`network.best_similarity`)."""
-    return best_similarity(q.transpose(1, 2), bank.expand(q.shape[0], -1, -1) if bank.shape[0] == 1 else bank)
+    return best_similarity(q.transpose(1, 2), bank.expand(q.shape[0], -1, -1))  # B' is 1 or B: no branch to trace
 
 
 def stage_scores(prompt: Sequence[torch.Tensor], query: torch.Tensor, k: int) -> torch.Tensor:

@@ -143,6 +143,7 @@ def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> tuple[Segmenter, list
             size=cfg.size,
             device=cfg.device,
             shot_fusion=cfg.shot_fusion,
+            mix_weight=cfg.mix_weight,
             batch_size=cfg.batch_size,
             compile=cfg.compile,
         )
@@ -226,7 +227,9 @@ def predict(cfg: PredictConfig, warn=lambda message: None) -> Path:
     segmenter, notes = _segmenter(cfg, prompts)
     for note in notes:
         warn(note)
-    log.debug("%d prompt(s), %d query image(s), %s at %d px", len(prompts), len(queries), cfg.method, segmenter.size)
+    log.debug(
+        "%d prompt(s), %d query image(s), %s at %d px", len(prompts), len(queries), segmenter.method, segmenter.size
+    )
     records = []
     for i in tqdm(range(0, len(queries), cfg.batch_size), desc="predict", unit="batch", disable=not cfg.progress):
         batch = queries[i : i + cfg.batch_size]

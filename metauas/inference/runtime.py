@@ -33,9 +33,9 @@ def _tile(arrays: list[np.ndarray], n: int) -> list[np.ndarray]:
 
 
 class GraphBackend:
-    """A `Segmenter` backend over one exported model (see the module docstring)."""
+    """A `Segmenter` backend over one exported model (see the module docstring); its
+    `method` is what the graph computes (the model, the lookup or their blend: metadata)."""
 
-    method = "model"
     device = "cpu"
 
     def __init__(self, path: Path, size: int | None = None, threads: int | None = None) -> None:
@@ -47,6 +47,7 @@ class GraphBackend:
                 f"{path} is the {meta.get('graph')} part of an export: load the main graph "
                 f"(the file named without -{meta.get('graph')})"
             )
+        self.method: str = meta["method"]["name"]
         self.size = int(meta["size"])
         if size is not None and size != self.size:
             raise UserError(f"{path} takes {self.size} px inputs (fixed at export): drop `size` or export at {size}")

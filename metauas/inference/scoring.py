@@ -7,6 +7,7 @@ kept per method (encoder time counted for both) for the efficiency line.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -148,6 +149,17 @@ class Scorer:
         """`prompt_feats`: one feature list per shot, each with batch 1 (shared) or B.
         Each method's map is computed once per batch, its inputs first; each method's
         own time (not its inputs') is added to `seconds`."""
+        out = self.compute(prompt_feats, query_feats, size, timed=True)
+        for name, m in out.items():
+            check_finite(bool(torch.isfinite(m).all()), name)
+        self.images += query_feats[0].shape[0]
+        return out
+
+    def compute(
+        self, prompt_feats: Sequence[Sequence[torch.Tensor]], query_feats: Sequence[torch.Tensor], size, timed: bool
+    ) -> dict[str, torch.Tensor]:
+        """The maps of `methods` (each of their inputs once); `timed` adds each method's
+        own time to `seconds` (off where the computation is traced into a graph)."""
         done: dict[str, torch.Tensor] = {}
 
         def compute(name: str) -> torch.Tensor:
@@ -156,15 +168,17 @@ class Scorer:
                 inputs = {m: compute(m) for m in method.uses}
                 start = time.perf_counter()
                 done[name] = method.compute(self, prompt_feats, query_feats, size, inputs).float()
-                self._sync()
-                self.seconds[name] += time.perf_counter() - start
+                if timed:
+                    self._sync()
+                    self.seconds[name] += time.perf_counter() - start
             return done[name]
 
-        out = {name: compute(name) for name in self.methods}
-        for name, m in out.items():
-            check_finite(bool(torch.isfinite(m).all()), name)
-        self.images += query_feats[0].shape[0]
-        return out
+        return {name: compute(name) for name in self.methods}
+
+    def head(self) -> MethodHead:
+        """This scorer's one method as a module from encoder features to its map, for
+        `model.export` (the same computation as `maps`, one prompt per query)."""
+        return MethodHead(self)
 
     def efficiency(self, size: int) -> dict[str, dict]:
         """Per method: parameters, ms per query image (encoder included), device."""
@@ -212,6 +226,27 @@ def build_scorer(
         encoder = build_encoder(EncoderConfig()).to(device).to(memory_format=torch.channels_last)
     scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight, model_parameters=counts)
     return scorer, meta
+
+
+class MethodHead(torch.nn.Module):
+    """A scorer's method as an export head (`model.export.ModelHead`'s contract):
+    (prompt stages, query stages, (H, W)) -> N x 1 x H x W, and the `method` settings the
+    graph's metadata records, so a deployed graph says which map it computes."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        super().__init__()
+        if len(scorer.methods) != 1:
+            raise UserError("an exported graph computes one method: model, lookup or mix")
+        self.scorer, self.name = scorer, scorer.methods[0]
+        self.model = scorer.model  # a submodule: eval() and float() reach it
+        self.method: dict = {"name": self.name}
+        if self.name in ("lookup", "mix"):
+            self.method["lookup"] = dataclasses.asdict(scorer.lookup)
+        if self.name == "mix":
+            self.method["mix_weight"] = scorer.mix_weight
+
+    def forward(self, prompt: list[torch.Tensor], query: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        return self.scorer.compute([prompt], query, size, timed=False)[self.name]
 
 
 def _closure(name: str) -> set[str]:

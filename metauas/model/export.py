@@ -9,6 +9,10 @@ batch axis N is dynamic; inputs are RGB in [0, 1], the encoder's normalisation i
   `query0`..`query4` (N each) -> `map`. The normal image is encoded once and its features
   reused for every query; with several normal images each query's own encoding picks the
   closest one (the PyTorch path's rule), which the full graph cannot.
+What the map is, is the `head`'s choice: by default the trained model's probability; the
+inference layer passes the module of another scoring method (`inference.scoring.
+MethodHead`: the lookup baseline, or the `mix` blend of model and lookup, computed from
+the same encoder features inside the graph), named in the metadata's `method`.
 OpenVINO IR is converted from the same ONNX graphs (`model.xml` + `model.bin`, float32
 weights). Every file carries its metadata (`model/graphs.py`) and is run by its own
 runtime on the same inputs as PyTorch right after export: a difference above
@@ -46,13 +50,28 @@ INPUT = {
 SCORE_RULE = "max of the map at size x size (the model's frame), before resizing the map to the image for display"
 
 
-class FullGraph(nn.Module):
+class ModelHead(nn.Module):
+    """The trained model's anomaly probability from encoder features (the default head;
+    any head maps (prompt stages, query stages, (H, W)) to N x 1 x H x W in [0, 1])."""
+
+    method = {"name": "model"}
+
     def __init__(self, model: MetaUAS) -> None:
         super().__init__()
         self.model = model
 
+    def forward(self, prompt: list[torch.Tensor], query: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        return torch.sigmoid(self.model.segment(prompt, query, size=size))
+
+
+class FullGraph(nn.Module):
+    def __init__(self, model: MetaUAS, head: nn.Module) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
     def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(prompt, query))
+        pf, qf = self.model.encode_pair(prompt, query)
+        return self.head(pf, qf, tuple(query.shape[-2:]))
 
 
 class EncoderGraph(nn.Module):
@@ -65,14 +84,14 @@ class EncoderGraph(nn.Module):
 
 
 class HeadGraph(nn.Module):
-    def __init__(self, model: MetaUAS, size: int) -> None:
+    def __init__(self, head: nn.Module, size: int) -> None:
         super().__init__()
-        self.model, self.size = model, size
+        self.head, self.size = head, size
 
     def forward(self, prompt0, prompt1, prompt2, prompt3, prompt4, query0, query1, query2, query3, query4):
         # named arguments, not *stages: torch.export matches dynamic shapes to them one by one
         prompt, query = [prompt0, prompt1, prompt2, prompt3, prompt4], [query0, query1, query2, query3, query4]
-        return torch.sigmoid(self.model.segment(prompt, query, size=(self.size, self.size)))
+        return self.head(prompt, query, (self.size, self.size))
 
 
 @dataclass
@@ -82,7 +101,7 @@ class Exported:
 
 
 def metadata(
-    model: MetaUAS, size: int, graph: str, threshold: float | None, cached: list[str], source: dict
+    model: MetaUAS, size: int, graph: str, threshold: float | None, cached: list[str], source: dict, method: dict
 ) -> dict[str, str]:
     """The `metauas.*` keys of one graph (model/graphs.py lists them), JSON-encoded."""
     from metauas.version import __version__
@@ -100,6 +119,7 @@ def metadata(
             "where": "inside the graph: feed RGB in [0, 1]",
         },
         "score_rule": SCORE_RULE,
+        "method": method,
         "threshold": threshold,
         "prompt_cached": bool(cached),
         "graphs": dict(zip(("encoder", "head"), cached)),
@@ -168,12 +188,14 @@ def _check(path: Path, graph: nn.Module, args: tuple, names: list[str], outputs:
     return diff
 
 
-def _graphs(model: MetaUAS, size: int, cached: bool) -> list[tuple[str, nn.Module, tuple, list[str], list[str]]]:
+def _graphs(
+    model: MetaUAS, head: nn.Module, size: int, cached: bool
+) -> list[tuple[str, nn.Module, tuple, list[str], list[str]]]:
     """(role, module, example inputs, input names, output names) of each graph to write."""
     prompt, query = torch.rand(2, 3, size, size), torch.rand(2, 3, size, size)
     stages = [f"stage{i}" for i in range(STAGES)]
     graphs: list[tuple[str, nn.Module, tuple, list[str], list[str]]] = [
-        ("full", FullGraph(model), (prompt, query), ["prompt", "query"], ["map"])
+        ("full", FullGraph(model, head), (prompt, query), ["prompt", "query"], ["map"])
     ]
     if cached:
         with torch.no_grad():
@@ -181,7 +203,7 @@ def _graphs(model: MetaUAS, size: int, cached: bool) -> list[tuple[str, nn.Modul
         heads = [f"prompt{i}" for i in range(STAGES)] + [f"query{i}" for i in range(STAGES)]
         graphs += [
             ("encoder", EncoderGraph(model), (prompt,), ["image"], stages),
-            ("head", HeadGraph(model, size), (*pf, *qf), heads, ["map"]),
+            ("head", HeadGraph(head, size), (*pf, *qf), heads, ["map"]),
         ]
     return graphs
 
@@ -195,10 +217,14 @@ def export_graphs(
     threshold: float | None = None,
     source: dict | None = None,
     tolerance: float = 1e-4,
+    head: nn.Module | None = None,
 ) -> list[Exported]:
     """Write and check the graphs described in the module docstring; `out` is the full
-    graph's file (.onnx or .xml), the others are named after it."""
+    graph's file (.onnx or .xml), the others are named after it. `head` (default: the
+    model's own probability) has a `method` dict for the metadata and uses `model`."""
     model = model.eval().float()
+    head = (head or ModelHead(model)).eval().float()
+    method: dict = getattr(head, "method")  # any head module names its method (ModelHead, MethodHead)
     suffix = FORMATS[fmt]
     names = {
         "full": out,
@@ -210,8 +236,8 @@ def export_graphs(
     work.mkdir(parents=True, exist_ok=True)
     done = []
     try:
-        for role, graph, args, inputs, outputs in _graphs(model, size, cached_prompt):
-            meta = metadata(model, size, role, threshold, cached, source or {})
+        for role, graph, args, inputs, outputs in _graphs(model, head, size, cached_prompt):
+            meta = metadata(model, size, role, threshold, cached, source or {}, method)
             onnx_path = work / f"{role}.onnx"
             _to_onnx(graph, args, inputs, outputs, onnx_path, meta)
             written = onnx_path if fmt == "onnx" else work / f"{role}.xml"

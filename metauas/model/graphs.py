@@ -11,6 +11,9 @@ Each carries what a runtime needs to use it correctly, inside the file: ONNX
     input          layout, colour order, dtype, range and the resize rule
     normalisation  the encoder's mean / std, applied inside the graph (feed [0, 1] RGB)
     score_rule     how an image score is taken from the map (max in the model's frame)
+    method         what the map is: {"name": "model"} (the trained model), or "lookup" /
+                   "mix" with their settings ("lookup", "mix_weight"); absent in graphs
+                   written before it (then "model")
     threshold      a decision threshold fitted for this model, or null
     prompt_cached  whether encoder + head graphs exist beside the full graph, so the
                    normal image is encoded once and queries pay only their own pass
@@ -40,6 +43,7 @@ KEYS = (
     "input",
     "normalisation",
     "score_rule",
+    "method",
     "threshold",
     "prompt_cached",
     "graphs",
@@ -96,6 +100,9 @@ def _check_fields(meta: dict, path: Path) -> None:
         raise UserError(f"{path}: metadata checkpoint must be an object, got {checkpoint!r:.80}")
     if "size" in checkpoint:
         check_side(checkpoint["size"], f"{path}: metadata checkpoint.size")
+    method = meta.setdefault("method", {"name": "model"})
+    if not isinstance(method, dict) or method.get("name") not in ("model", "lookup", "mix"):
+        raise UserError(f"{path}: metadata method must name model, lookup or mix, got {method!r:.80}")
     graphs = meta.get("graphs", {})
     if not isinstance(graphs, dict) or not isinstance(meta.get("prompt_cached", False), bool):
         raise UserError(f"{path}: metadata graphs must be an object and prompt_cached true or false")

@@ -61,12 +61,15 @@ def test_foreign_damaged_missing_and_partial_graphs_say_so(tmp_path):
     )
     with pytest.raises(UserError, match="names no encoder and head graphs"):
         metauas.load(full)
-    with pytest.raises(UserError, match="holds the trained model only: method 'lookup'"):
-        metauas.load(full, method="lookup")
+    plain = _identity(tmp_path / "plain.onnx", {"format": "metauas-graph/1", "graph": "full", "size": 64})
+    assert metauas.load(plain).method == "model"  # written before graphs named their method
+    with pytest.raises(UserError, match="computes the model map: method .lookup. needs a graph exported"):
+        metauas.load(plain, method="lookup")
     with pytest.raises(UserError, match="takes 64 px inputs"):
-        metauas.load(
-            _identity(tmp_path / "plain.onnx", {"format": "metauas-graph/1", "graph": "full", "size": 64}), size=128
-        )
+        metauas.load(plain, size=128)
+    odd = {"format": "metauas-graph/1", "graph": "full", "size": 64, "method": {"name": "vibes"}}
+    with pytest.raises(UserError, match="metadata method must name model, lookup or mix"):
+        metauas.load(_identity(tmp_path / "odd.onnx", odd))
 
 
 def test_the_graph_path_imports_no_torch(tmp_path):

@@ -134,6 +134,34 @@ def test_the_segmenter_on_each_runtime_matches_pytorch_on_photographs(pretrained
         ov_model.set_prompts(*both, use_all=True).segment(queries[0])
 
 
+@pytest.mark.slow
+def test_a_mix_graph_blends_model_and_lookup_inside_like_pytorch(pretrained, tmp_path):
+    """`export --method mix`: the lookup and the blend are in the graphs, so the mix map
+    deploys without torch; the graph names its method and refuses another one."""
+    import onnx
+
+    out = tmp_path / "mix.onnx"
+    args = ["export", "--checkpoint", str(pretrained), "--out", str(out), "--cached-prompt"]
+    assert main([*args, "--method", "mix", "--mix-weight", "0.8"]) == 0
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert props["metauas.method"]["name"] == "mix" and props["metauas.method"]["mix_weight"] == 0.8
+    assert props["metauas.method"]["lookup"]["stages"] == [2, 3]
+    photos = _photos(tmp_path / "photos")
+    queries = sorted((photos / "queries").glob("*.png"))
+    torch_mix = metauas.load(pretrained, method="mix", mix_weight=0.8, device="cpu")
+    torch_model = metauas.load(pretrained, device="cpu")
+    graph = metauas.load(out)
+    assert graph.method == "mix"
+    for prompt in (photos / "prompts/astronaut.png", sorted((photos / "prompts").glob("*.png"))):
+        expected, got = torch_mix.segment(queries, prompt=prompt), graph.segment(queries, prompt=prompt)
+        assert max(abs(a.score - b.score) for a, b in zip(expected, got)) <= 1e-4
+        assert max(float(np.abs(a.map - b.map).max()) for a, b in zip(expected, got)) <= 1e-4
+        model_only = torch_model.segment(queries, prompt=prompt)
+        assert max(float(np.abs(a.map - b.map).max()) for a, b in zip(model_only, got)) > 1e-2  # not the model's
+    with pytest.raises(UserError, match="computes the mix map"):
+        metauas.load(out, method="model")
+
+
 def predict_args(checkpoint, photos, out) -> list[str]:
     """`predict --threshold auto --normals` on the photographs, maps as float32 .npy."""
     return [
