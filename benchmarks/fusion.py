@@ -13,7 +13,9 @@ and prompt seed (`evaluate`'s random 1-shot prompts, 256 px, the exact protocol,
 from them: w = 0 is the model, w = 1 the lookup, so both baselines come from the same
 maps. Each (set, seed) is written as it finishes and skipped on a rerun, so the command
 continues after an interruption. `--lookup lookup-plain` blends the plain PatchCore
-lookup instead of the default one (`quality.py`'s variants). `table` prints, per set and
+lookup instead of the default one (`quality.py`'s variants). `--blend geo` sweeps the
+weighted geometric mean model ** (1 - w) * lookup ** w instead (high only where both
+are: a what-if, not a method the product has). `table` prints, per set and
 weight, the mean over the checkpoints of each one's prompt-seed mean ± the sample std over
 checkpoints (training seeds, as `seeds.py table`), and the suite mean over the sets (a
 multi-class set counts once, as its classes' mean).
@@ -34,7 +36,15 @@ from quality import LOOKUPS
 KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
 
 
-def sweep(checkpoint: Path, data: Path, seed: int, weights: list[float], lookup: str) -> dict[str, dict[str, dict]]:
+BLENDS = {
+    "mean": lambda m, k, w: (1 - w) * m + w * k,  # the `mix` method
+    "geo": lambda m, k, w: np.clip(m, 0, None) ** (1 - w) * np.clip(k, 0, None) ** w,
+}
+
+
+def sweep(
+    checkpoint: Path, data: Path, seed: int, weights: list[float], lookup: str, blend: str = "mean"
+) -> dict[str, dict[str, dict]]:
     """{class: {weight: metrics}} of one set and prompt seed, blending with the named lookup."""
     from metauas.evaluation.metrics import compute_metrics
 
@@ -43,7 +53,7 @@ def sweep(checkpoint: Path, data: Path, seed: int, weights: list[float], lookup:
         labels = [s.label for s in cm.samples]
         out[c.name] = {
             f"{w:g}": compute_metrics(
-                [(1 - w) * m + w * k for m, k in zip(cm.maps["model"], cm.maps["lookup"], strict=True)],
+                [BLENDS[blend](m, k, w) for m, k in zip(cm.maps["model"], cm.maps["lookup"], strict=True)],
                 cm.masks,
                 labels,
             )
@@ -59,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
             path = args.out / f"{data.name}-seed{seed}.json"
             if path.exists():
                 continue
-            result = sweep(args.checkpoint, data, seed, weights, args.lookup)
+            result = sweep(args.checkpoint, data, seed, weights, args.lookup, args.blend)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result))
@@ -117,6 +127,7 @@ def main() -> None:
     r.add_argument("--seeds", default="1,3,5,7,9", help="Prompt seeds.")
     r.add_argument("--weights", default="0,0.5,0.7,0.8,0.9,0.95,0.98,1", help="Lookup weights w to sweep.")
     r.add_argument("--lookup", default="lookup-default", choices=list(LOOKUPS), help="The lookup blended in.")
+    r.add_argument("--blend", default="mean", choices=list(BLENDS), help="mean: the mix method | geo: geometric.")
     t = sub.add_parser("table", help="Mean ± std over checkpoints, per set and weight.")
     t.add_argument("folders", type=Path, nargs="+", help="`run` outputs, one per checkpoint (training seed).")
     t.add_argument(
