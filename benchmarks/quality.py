@@ -10,8 +10,9 @@ random 1-shot prompts: the same `evaluate()` the CLI calls) on each --data folde
 scores every pair of HELDOUT (`generate --source builtin --builtin-split heldout
 --num-pairs 240 --seed 1`) as the demo does (`metauas/evaluation/heldout.py`; unchanged pairs are the normals).
 `lookups` does the same for the training-free baselines: the current default
-(`--method lookup`) and the "plain PatchCore" variant (stages at strides 4, 8, 16, no
-pooling, no blur; the mean over stages ranks pixels as their sum does).
+(`--method lookup`), the "plain PatchCore" variant (stages at strides 4, 8, 16, no
+pooling, no blur; the mean over stages ranks pixels as their sum does), and the
+variants between the two (`LOOKUPS`; `--only` picks some).
 Each writes OUT/summary.json and prints a markdown table.
 """
 
@@ -28,6 +29,10 @@ KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
 LOOKUPS = {
     "lookup-default": LookupConfig(),
     "lookup-plain": LookupConfig(stages=(1, 2, 3), neighbourhood=1, sigma=0.0),
+    # the two other corners of default (stages 2,3, blur 4) vs plain (1,2,3, no blur), and between
+    "lookup-s123-blur": LookupConfig(stages=(1, 2, 3), sigma=4.0),
+    "lookup-s123-blur2": LookupConfig(stages=(1, 2, 3), sigma=2.0),
+    "lookup-s23-sharp": LookupConfig(stages=(2, 3), sigma=0.0),
 }
 
 

@@ -15,7 +15,8 @@ spread (max - min of its three scores), how many images spread by more than 5e-3
 absolute bound favours a method whose scores are compressed (the lookup's span a few
 hundredths, the model's most of 0..1), while what a threshold feels is the spread
 against the distance between images' scores. `--scale-prompt` stores the prompt at each
-factor too (the same camera at another resolution). `--frame-blur SIGMA` is a what-if, not the product: every input
+factor too (the same camera at another resolution). `--mix 0.9` adds the `mix` method at
+that lookup weight (comma-separated for several). `--frame-blur SIGMA` is a what-if, not the product: every input
 (prompt and query, both methods) gets a Gaussian low-pass of SIGMA px in the model's
 frame after the resize, which removes the rendering differences that resampling leaves
 at the finest scale.
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="Score only the first N test images per class.")
     parser.add_argument("--scale-prompt", action="store_true", help="Store the prompt at each factor too.")
     parser.add_argument("--frame-blur", type=float, default=0.0, help="What-if: low-pass every input (px, frame).")
+    parser.add_argument("--mix", default="", help="Also the mix method at these comma-separated lookup weights.")
     parser.add_argument("--out", type=Path, help="Write the summary (and every score) as JSON here.")
     args = parser.parse_args()
     if args.frame_blur > 0:
@@ -101,6 +103,10 @@ def main() -> None:
     methods = {"lookup": metauas.load(method="lookup", size=args.size, device="cpu")}
     if args.checkpoint is not None:
         methods = {"model": metauas.load(args.checkpoint, size=args.size, device="cpu"), **methods}
+        for w in (float(x) for x in args.mix.split(",") if x):
+            methods[f"mix {w:g}"] = metauas.load(
+                args.checkpoint, method="mix", mix_weight=w, size=args.size, device="cpu"
+            )
     policy, report = PromptPolicy("random", args.seed, 1), {}
     print(
         "| class | method | images | median | p90 | max | above 5e-3 | median / std of 1x scores |\n"
