@@ -33,6 +33,8 @@ LOOKUPS = {
     "lookup-s123-blur": LookupConfig(stages=(1, 2, 3), sigma=4.0),
     "lookup-s123-blur2": LookupConfig(stages=(1, 2, 3), sigma=2.0),
     "lookup-s23-sharp": LookupConfig(stages=(2, 3), sigma=0.0),
+    "lookup-s23-blur1": LookupConfig(stages=(2, 3), sigma=1.0),
+    "lookup-s23-blur2": LookupConfig(stages=(2, 3), sigma=2.0),
 }
 
 
