@@ -82,6 +82,7 @@ def decode_metadata(raw: dict[str, str], path: Path) -> dict:
             f"{path} is not a graph written by `metauas export` (no {PREFIX}format = {FORMAT} in "
             "its metadata): export the checkpoint with metauas export"
         )
+    meta.setdefault("method", {"name": "model"})  # graphs written before they named their method
     _check_fields(meta, path)
     return meta
 
@@ -100,7 +101,7 @@ def _check_fields(meta: dict, path: Path) -> None:
         raise UserError(f"{path}: metadata checkpoint must be an object, got {checkpoint!r:.80}")
     if "size" in checkpoint:
         check_side(checkpoint["size"], f"{path}: metadata checkpoint.size")
-    method = meta.setdefault("method", {"name": "model"})
+    method = meta["method"]
     if not isinstance(method, dict) or method.get("name") not in ("model", "lookup", "mix"):
         raise UserError(f"{path}: metadata method must name model, lookup or mix, got {method!r:.80}")
     graphs = meta.get("graphs", {})
