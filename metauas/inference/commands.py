@@ -97,6 +97,7 @@ def app_command(
         None, "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...); not needed for --method lookup."
     ),
     method: Optional[Method] = field_option(PredictConfig, "method"),
+    mix_weight: float = field_option(PredictConfig, "mix_weight"),
     size: Optional[int] = field_option(PredictConfig, "size"),
     host: str = typer.Option(
         "127.0.0.1",
@@ -125,7 +126,7 @@ def app_command(
     warning = exposure_warning(host)
     if warning:  # before the model loads: the first thing a user sees
         typer.echo(warning, err=True)
-    segmenter = Segmenter.load(checkpoint, method=method, size=size, device=device)
+    segmenter = Segmenter.load(checkpoint, method=method, mix_weight=mix_weight, size=size, device=device)
     source = checkpoint or "the training-free lookup baseline"
     info = f"{segmenter.method} from {source}, {segmenter.size} px, on {segmenter.device}"
 
