@@ -6,18 +6,19 @@ swept on the dev suite over trained checkpoints, from one scoring pass each.
         --data ../shared/data/pcb-dev --data DEV/objects-dev --seeds 1,3,5,7,9
     python benchmarks/fusion.py table FUSION/base-s0 FUSION/base-s1 FUSION/base-s2
 
-`--method mix` scores (1 - w) * model + w * lookup (`--mix-weight w`, a fixed weight, no
-test-set normalisation). `run` computes the model's and the lookup's maps once per class
-and prompt seed (`evaluate`'s random 1-shot prompts, 256 px, the exact protocol, as
-`error_analysis.py` draws them) and the seven metrics of every weight in `--weights`
-from them: w = 0 is the model, w = 1 the lookup, so both baselines come from the same
-maps. Each (set, seed) is written as it finishes and skipped on a rerun, so the command
-continues after an interruption. `--lookup lookup-plain` blends the plain PatchCore
-lookup instead of the default one (`quality.py`'s variants). `--blend geo` sweeps the
-weighted geometric mean model ** (1 - w) * lookup ** w instead (high only where both
-are: a what-if, not a method the product has). `table` prints, per set and
-weight, the mean over the checkpoints of each one's prompt-seed mean ± the sample std over
-checkpoints (training seeds, as `seeds.py table`), and the suite mean over the sets (a
+`--method mix` scores the weighted geometric mean model ** (1 - w) * lookup ** w
+(`--mix-weight w`, a fixed weight, no test-set normalisation). `run` computes the
+model's and the lookup's maps once per class and prompt seed (`evaluate`'s random 1-shot
+prompts, 256 px, the exact protocol, as `error_analysis.py` draws them) and the seven
+metrics of every weight in `--weights` from them: w = 0 is the model, w = 1 the lookup,
+so both baselines come from the same maps. Each (set, seed) is written as it finishes
+and skipped on a rerun, so the command continues after an interruption. `--lookup
+lookup-plain` blends the plain PatchCore lookup instead of the default one
+(`quality.py`'s variants). `--blend mean` sweeps the arithmetic blend (1 - w) * model +
+w * lookup instead (what `mix` computed before the geometric mean replaced it: a
+what-if, not a method the product has). `table` prints, per set and weight, the mean over the
+checkpoints of each one's prompt-seed mean ± the sample std over checkpoints (training
+seeds, as `seeds.py table`), and the suite mean over the sets (a
 multi-class set counts once, as its classes' mean).
 `--split P:I` adds a what-if row: the map of weight P with the image score of weight I
 (the image score is then no longer the map's maximum).
@@ -37,13 +38,13 @@ KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
 
 
 BLENDS = {
-    "mean": lambda m, k, w: (1 - w) * m + w * k,  # the `mix` method
-    "geo": lambda m, k, w: np.clip(m, 0, None) ** (1 - w) * np.clip(k, 0, None) ** w,
+    "geo": lambda m, k, w: np.clip(m, 0, None) ** (1 - w) * np.clip(k, 0, None) ** w,  # the `mix` method
+    "mean": lambda m, k, w: (1 - w) * m + w * k,
 }
 
 
 def sweep(
-    checkpoint: Path, data: Path, seed: int, weights: list[float], lookup: str, blend: str = "mean"
+    checkpoint: Path, data: Path, seed: int, weights: list[float], lookup: str, blend: str = "geo"
 ) -> dict[str, dict[str, dict]]:
     """{class: {weight: metrics}} of one set and prompt seed, blending with the named lookup."""
     from metauas.evaluation.metrics import compute_metrics
@@ -127,7 +128,7 @@ def main() -> None:
     r.add_argument("--seeds", default="1,3,5,7,9", help="Prompt seeds.")
     r.add_argument("--weights", default="0,0.5,0.7,0.8,0.9,0.95,0.98,1", help="Lookup weights w to sweep.")
     r.add_argument("--lookup", default="lookup-default", choices=list(LOOKUPS), help="The lookup blended in.")
-    r.add_argument("--blend", default="mean", choices=list(BLENDS), help="mean: the mix method | geo: geometric.")
+    r.add_argument("--blend", default="geo", choices=list(BLENDS), help="geo: the mix method | mean: arithmetic.")
     t = sub.add_parser("table", help="Mean ± std over checkpoints, per set and weight.")
     t.add_argument("folders", type=Path, nargs="+", help="`run` outputs, one per checkpoint (training seed).")
     t.add_argument(

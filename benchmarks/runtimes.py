@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MIX = 0.9  # the lookup weight of the mix rows (docs/quality.md: the blend that beat the lookup)
+MIX = 0.9  # the lookup weight of the mix rows (docs/benchmarks.md's table was measured at 0.9)
 RUNTIMES = {  # name -> (what metauas.load is given, relative to the export folder; its method)
     "torch eager (prepared)": ("model.pt", "model"),
     "onnxruntime (full graph)": ("full/model.onnx", "model"),

@@ -40,8 +40,8 @@ def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, mvtec_root,
     assert f"report: {(out / 'report.html').resolve()}" in printed
 
     metrics = json.loads((out / "metrics.json").read_text())
-    real = metrics.pop("real")[mvtec_root.name]  # the real set: model and lookup, mean over 5 prompt seeds
-    assert [r["method"] for r in real] == ["model", "lookup"] and all(r["std"] for r in real)
+    real = metrics.pop("real")[mvtec_root.name]  # the real set: model, lookup and mix, mean over 5 prompt seeds
+    assert [r["method"] for r in real] == ["model", "lookup", "mix"] and all(r["std"] for r in real)
     assert set(metrics) == METHODS
     for values in metrics.values():
         assert set(values) >= {"I-AUROC", "P-AUROC", "P-AP", "P-AUPRO"}

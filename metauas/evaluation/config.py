@@ -13,7 +13,16 @@ from metauas.devices import CHOICES as DEVICES
 from metauas.errors import UserError
 from metauas.evaluation.metrics import IMAGE_SCORES, PROTOCOLS, MetricConfig
 from metauas.evaluation.readers import FORMATS, BenchmarkFormat
-from metauas.inference.config import COMPILE_HELP, METHOD_CHOICES, SHOT_FUSIONS, LookupConfig, MethodChoice, ShotFusion
+from metauas.inference.config import (
+    COMPILE_HELP,
+    METHOD_CHOICES,
+    MIX_RULE,
+    MIX_WEIGHT,
+    SHOT_FUSIONS,
+    LookupConfig,
+    MethodChoice,
+    ShotFusion,
+)
 from metauas.inference.policy import MODES, PromptMode
 from metauas.model.config import check_side
 
@@ -48,9 +57,9 @@ class EvalConfig:
     )
     checkpoint: Path | None = option(None, "Trained checkpoint (.pt); not needed for --method lookup.", Panel.MODEL)
     method: MethodChoice = option(
-        "both",
+        "all",
         "model | lookup (training-free baseline) | mix (blend of both maps, see --mix-weight) | both (model and "
-        "lookup) | all (model, lookup, mix).",
+        "lookup) | all (model, lookup, mix; from one encoder pass).",
         Panel.MODEL,
     )
     prompt_mode: PromptMode = option(
@@ -73,8 +82,8 @@ class EvalConfig:
         text=ints_text,
     )
     mix_weight: float = option(  # the lookup map's weight in the `mix` method
-        0.5,
-        "--method mix: map = (1 - w) * model + w * lookup (a fixed weight; no test-set normalisation).",
+        MIX_WEIGHT,
+        f"--method mix: map = {MIX_RULE} (a fixed weight; no test-set normalisation).",
         Panel.MODEL,
     )
     seeds: tuple[int, ...] = option(  # the paper's five

@@ -36,7 +36,7 @@ import numpy as np
 
 from metauas.data.images import IMAGE_SUFFIXES, read_image, to_rgb
 from metauas.errors import UserError
-from metauas.inference.config import LookupConfig
+from metauas.inference.config import DEFAULT_METHOD, MIX_WEIGHT, LookupConfig
 from metauas.inference.frame import display_map, image_score, model_input, size_warning
 from metauas.inference.policy import PromptPolicy
 
@@ -173,14 +173,14 @@ class Segmenter:
         device: str = "auto",
         shot_fusion: str = "features",
         lookup: LookupConfig = LookupConfig(),
-        mix_weight: float = 0.5,
+        mix_weight: float = MIX_WEIGHT,
         batch_size: int = 8,
         compile: bool = False,
     ) -> Segmenter:
         """A checkpoint path, a pretrained name (`hf:owner/repo/file`, see `model.hub`), a
         graph from `metauas export` (.onnx: onnxruntime, .xml: OpenVINO; no torch needed),
         or None with `method="lookup"` (the training-free baseline, default encoder).
-        `method` defaults to "model" for a checkpoint; a graph computes the method it was
+        `method` defaults to `DEFAULT_METHOD` for a checkpoint; a graph computes the method it was
         exported with (`metauas export --method`), and naming another one is an error."""
         if checkpoint is not None and Path(str(checkpoint)).suffix.lower() in GRAPH_SUFFIXES:
             from metauas.inference.runtime import load_graph_backend
@@ -194,10 +194,10 @@ class Segmenter:
             return cls(backend, batch_size)
         from metauas.inference.scoring import TorchBackend
 
-        return cls(
-            TorchBackend.load(checkpoint, method or "model", size, device, shot_fusion, lookup, mix_weight, compile),
-            batch_size,
+        torch_backend = TorchBackend.load(
+            checkpoint, method or DEFAULT_METHOD, size, device, shot_fusion, lookup, mix_weight, compile
         )
+        return cls(torch_backend, batch_size)
 
     @property
     def method(self) -> str:

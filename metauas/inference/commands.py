@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from metauas.errors import UserError
-from metauas.inference.config import Method, PredictConfig
+from metauas.inference.config import DEFAULT_METHOD, MIX_RULE, MIX_WEIGHT, Method, PredictConfig
 from metauas.model.config import GraphFormat
 from metauas.options import (
     ConfigCommand,
@@ -167,14 +167,14 @@ def export_command(
         "chosen from per query.",
     ),
     method: Method = typer.Option(
-        "model",
+        DEFAULT_METHOD,
         "--method",
         help="What the graph's map is: model (the trained model) | lookup (the training-free "
-        "baseline on the model's encoder) | mix ((1 - w) * model + w * lookup, see --mix-weight), "
+        f"baseline on the model's encoder) | mix ({MIX_RULE}, see --mix-weight), "
         "computed inside the graph from one encoder pass.",
     ),
     mix_weight: float = typer.Option(
-        0.5, "--mix-weight", min=0.0, max=1.0, help="With --method mix: the lookup map's weight w in [0, 1]."
+        MIX_WEIGHT, "--mix-weight", min=0.0, max=1.0, help="With --method mix: the lookup map's weight w in [0, 1]."
     ),
     threshold: Optional[float] = typer.Option(
         None,

@@ -35,6 +35,12 @@ METHODS: tuple[Method, ...] = typing.get_args(Method)
 MethodChoice = Literal["model", "lookup", "mix", "both", "all"]  # a method, or a set of them
 METHOD_SETS: dict[str, tuple[Method, ...]] = {"both": ("model", "lookup"), "all": METHODS}
 METHOD_CHOICES: tuple[MethodChoice, ...] = typing.get_args(MethodChoice)
+# the `mix` method: the weighted geometric mean of the two maps (scoring._mix), high only
+# where both are, so the lookup vetoes the model's confident nuisance and the model the
+# lookup's; it beat the arithmetic blend on the dev suite (docs/quality.md)
+MIX_WEIGHT = 0.7  # the lookup map's weight w
+DEFAULT_METHOD: Method = "mix"  # what a checkpoint computes unless a method is named
+MIX_RULE = "model ** (1 - w) * lookup ** w, a weighted geometric mean of the two maps"
 
 
 @dataclass(frozen=True)
@@ -126,12 +132,12 @@ class PredictConfig:
     prompt_dir: Path | None = option(None, "Folder of normal prompt images.", Panel.PROMPTS)
     method: Method | None = option(
         None,
-        "model | lookup (training-free baseline) | mix ((1 - w) * model + w * lookup, see --mix-weight). "
-        "Default: model; an exported graph computes the method it was exported with.",
+        f"model | lookup (training-free baseline) | mix ({MIX_RULE}, see --mix-weight). "
+        f"Default: {DEFAULT_METHOD}; an exported graph computes the method it was exported with.",
         Panel.MODEL,
     )
     mix_weight: float = option(  # the lookup map's weight in the `mix` method (a graph has its own)
-        0.5, "With --method mix on a checkpoint: the lookup map's weight w in [0, 1].", Panel.MODEL
+        MIX_WEIGHT, "With --method mix on a checkpoint: the lookup map's weight w in [0, 1].", Panel.MODEL
     )
     use_all_prompts: bool = option(  # K-shot with every prompt instead of the closest one
         False, "Use every prompt as K shots instead of the closest one.", Panel.PROMPTS

@@ -20,7 +20,15 @@ import torch
 from metauas.data.images import read_image
 from metauas.devices import describe
 from metauas.errors import UserError
-from metauas.inference.config import METHOD_CHOICES, METHOD_SETS, METHODS, SHOT_FUSIONS, LookupConfig
+from metauas.inference.config import (
+    METHOD_CHOICES,
+    METHOD_SETS,
+    METHODS,
+    MIX_RULE,
+    MIX_WEIGHT,
+    SHOT_FUSIONS,
+    LookupConfig,
+)
 from metauas.inference.frame import check_finite, model_input
 from metauas.inference.lookup import lookup_from_features
 
@@ -44,7 +52,10 @@ class Method:
 
 
 def _mix(scorer: Scorer, prompt_feats, query_feats, size, done) -> torch.Tensor:
-    return (1 - scorer.mix_weight) * done["model"] + scorer.mix_weight * done["lookup"]
+    """model ** (1 - w) * lookup ** w: both maps lie in [0, 1], so the blend does too; at
+    w = 0 it is the model's map and at w = 1 the lookup's (x ** 0 is 1, also for x = 0)."""
+    w = scorer.mix_weight
+    return done["model"].clamp(min=0) ** (1 - w) * done["lookup"].clamp(min=0) ** w
 
 
 REGISTRY: dict[str, Method] = {
@@ -58,7 +69,7 @@ REGISTRY: dict[str, Method] = {
             lambda s, p, q, size, done: lookup_from_features(p, q, size, s.lookup),
             "training-free baseline",
         ),
-        Method("mix", True, ("model", "lookup"), _mix, "(1 - w) * model + w * lookup, a fixed blend (--mix-weight w)"),
+        Method("mix", True, ("model", "lookup"), _mix, f"{MIX_RULE} (--mix-weight w)"),
     )
 }
 assert tuple(REGISTRY) == METHODS, "inference/config.py names the registry's methods for the CLI"
@@ -103,7 +114,7 @@ class Scorer:
     shot_fusion: str = "features"
     lookup: LookupConfig = field(default_factory=LookupConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    mix_weight: float = 0.5  # weight of the lookup map in the `mix` method
+    mix_weight: float = MIX_WEIGHT  # weight of the lookup map in the `mix` method
     # the trained model's counts (None: count `model`; a prepared model has folded layers)
     model_parameters: dict[str, int] | None = None
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("encoder", *METHODS), 0.0))
@@ -198,7 +209,7 @@ def build_scorer(
     shot_fusion: str,
     lookup: LookupConfig,
     device: torch.device,
-    mix_weight: float = 0.5,
+    mix_weight: float = MIX_WEIGHT,
     compile: bool = False,
 ) -> tuple[Scorer, dict]:
     """Load the checkpoint (made inference-only and faster, see `inference`) or the

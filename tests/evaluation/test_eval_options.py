@@ -23,12 +23,17 @@ def _scorer(checkpoint, methods, **kw) -> Scorer:
     return Scorer(model.encoder, model, methods, lookup=LookupConfig(sigma=0), **kw)
 
 
-def test_mix_is_the_fixed_blend_of_the_model_and_lookup_maps(checkpoint):
+def test_mix_is_the_weighted_geometric_mean_of_the_model_and_lookup_maps(checkpoint):
     torch.manual_seed(0)
     prompt, query = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
     scorer = _scorer(checkpoint, ("model", "lookup", "mix"), mix_weight=0.25)
     maps = scorer.maps([scorer.features(prompt)], scorer.features(query), (64, 64))
-    assert torch.allclose(maps["mix"], 0.75 * maps["model"] + 0.25 * maps["lookup"])
+    assert torch.allclose(maps["mix"], maps["model"] ** 0.75 * maps["lookup"] ** 0.25)
+    ends = {}
+    for w in (0.0, 1.0):  # the two ends are the model's and the lookup's own maps
+        s = _scorer(checkpoint, ("model", "lookup", "mix"), mix_weight=w)
+        ends[w] = s.maps([s.features(prompt)], s.features(query), (64, 64))
+    assert torch.equal(ends[0.0]["mix"], ends[0.0]["model"]) and torch.equal(ends[1.0]["mix"], ends[1.0]["lookup"])
     alone = _scorer(checkpoint, ("mix",), mix_weight=0.25)  # mix alone computes its inputs itself
     again = alone.maps([alone.features(prompt)], alone.features(query), (64, 64))
     assert list(again) == ["mix"] and torch.allclose(again["mix"], maps["mix"], atol=1e-6)

@@ -43,7 +43,7 @@ def test_evaluate_and_the_api_give_equal_maps_on_the_same_prompts(checkpoint, mv
     cfg = EvalConfig(data=mvtec_root, checkpoint=checkpoint, method="model", size=64, progress=False, **options)
     classes = read_benchmark(mvtec_root, "mvtec").classes
     scorer, _ = build_scorer(checkpoint, ("model",), "features", LookupConfig(), CPU)
-    model = metauas.load(checkpoint, device="cpu", size=64)
+    model = metauas.load(checkpoint, method="model", device="cpu", size=64)
     for (label, name), cm in _evaluate_maps(cfg, classes, scorer).items():
         data = next(c for c in classes if c.name == name)
         if cfg.prompt_mode == "best":  # the API chooses among the same candidates

@@ -32,12 +32,12 @@ def _stored_at(tmp_path, rgb: np.ndarray, factors=(0.5, 1, 2)) -> list:
     return paths
 
 
-@pytest.mark.parametrize("method", ["lookup", "model"])
+@pytest.mark.parametrize("method", ["lookup", "model", "mix"])
 def test_a_photo_scores_the_same_at_half_and_double_resolution(method, checkpoint, tmp_path):
     photo = skimage.data.chelsea()  # 300 x 451
     query = photo.copy()
     query[120:160, 200:250] = (20, 200, 40)  # a pasted patch: the map has a peak
-    model = metauas.load(checkpoint if method == "model" else None, method=method, device="cpu", size=64)
+    model = metauas.load(checkpoint if method != "lookup" else None, method=method, device="cpu", size=64)
     results = model.segment(_stored_at(tmp_path, query), prompt=photo)
     scores = [r.score for r in results]
     assert [r.map.shape for r in results] == [(150, 226), (300, 451), (600, 902)]  # maps at each file's size
@@ -63,7 +63,7 @@ def _b64(path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-@pytest.mark.parametrize("method", ["model", "lookup"])
+@pytest.mark.parametrize("method", ["model", "lookup", "mix"])
 def test_api_predict_page_and_evaluate_give_one_score_per_file(method, mvtec_root, checkpoint, tmp_path, capsys):
     """The query is stored at 40 px, below the model's 64: a score taken after resizing
     the map to the file would differ between the paths that resize and evaluate (by
@@ -78,8 +78,8 @@ def test_api_predict_page_and_evaluate_give_one_score_per_file(method, mvtec_roo
     )
     cv2.imwrite(str(query), cv2.resize(cv2.imread(str(query)), (40, 40), interpolation=cv2.INTER_AREA))
     cv2.imwrite(str(mask), cv2.resize(cv2.imread(str(mask), 0), (40, 40), interpolation=cv2.INTER_NEAREST))
-    ck = ["--checkpoint", str(checkpoint)] if method == "model" else ["--size", "64"]
-    model = metauas.load(checkpoint if method == "model" else None, method=method, device="cpu", size=64)
+    ck = ["--checkpoint", str(checkpoint)] if method != "lookup" else ["--size", "64"]
+    model = metauas.load(checkpoint if method != "lookup" else None, method=method, device="cpu", size=64)
     result = model.segment(query, prompt=prompt)
     api = result.score
 

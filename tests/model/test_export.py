@@ -115,7 +115,7 @@ def test_the_segmenter_on_each_runtime_matches_pytorch_on_photographs(pretrained
     torch_model = metauas.load(pretrained, device="cpu")
     onnx_model, ov_model = metauas.load(exported / "model.onnx"), metauas.load(exported / "model.xml")
     assert onnx_model.threshold == 0.3 and ov_model.threshold is None  # stored at export, or not
-    assert repr(ov_model).startswith("Segmenter(method='model', runtime='openvino', size=64")
+    assert repr(ov_model).startswith("Segmenter(method='mix', runtime='openvino', size=64")
     one = photos / "prompts/astronaut.png"
     expected = torch_model.segment(queries, prompt=one)
     for graph in (onnx_model, ov_model):
