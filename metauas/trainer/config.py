@@ -71,6 +71,12 @@ class TrainConfig:
     warmup_steps: int = option(
         100, "Linear warmup steps before the cosine decay.", Panel.OPTIMISATION, names=("--warmup",)
     )
+    ema: float = option(  # trainer/ema.py
+        0.0,
+        "Keep an exponential moving average of the weights with this decay (e.g. 0.999; its warmup 1 - "
+        "(1 + step)^-3/4 caps it in short runs) and validate, save and export the average; 0 = off.",
+        Panel.OPTIMISATION,
+    )
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
     dice_weight: float = option(  # loss = BCE + dice_weight * soft Dice
@@ -161,6 +167,8 @@ class TrainConfig:
         }.items():
             if value < 0:
                 raise UserError(f"{name} must not be negative, got {value}")
+        if not 0 <= self.ema < 1:
+            raise UserError(f"`ema` is a decay in [0, 1) (0 = off), got {self.ema}")
         if not self.val_seeds or min(self.val_seeds) < 0:
             raise UserError(f"`val_seeds` must be non-negative integers, got {list(self.val_seeds)}")
         check_side(self.size, "`size`")

@@ -29,6 +29,7 @@ from metauas.model.network import MetaUAS
 from metauas.outputs import prepare_dir, remove_stale_temps, write_atomic
 from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
+from metauas.trainer.ema import build_ema, raw_state
 
 log = logging.getLogger("metauas.train")
 CHECKPOINT = "last.pt"
@@ -101,7 +102,8 @@ def prepare_run_dir(cfg: TrainConfig, d: distributed.Dist) -> tuple[Path, dict |
 
 
 def build_training(cfg: TrainConfig, payload: dict | None, d: distributed.Dist):
-    """Model (fresh, or the checkpoint's config and weights), optimiser and AMP scaler."""
+    """Model (fresh, or the checkpoint's config and weights), its average (`--ema`, else
+    None), optimiser and AMP scaler."""
     ckpt = Path(cfg.out) / CHECKPOINT
     if payload is None:
         model = MetaUAS(cfg.model)
@@ -115,11 +117,12 @@ def build_training(cfg: TrainConfig, payload: dict | None, d: distributed.Dist):
     model.to(d.device)
     if d.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    ema = build_ema(model, cfg.ema, payload, ckpt)
     optimizer = torch.optim.AdamW(model.learnable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     amp = _amp_dtype(cfg, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp == torch.float16)
     state = State() if payload is None else _restore(payload, ckpt, optimizer, scaler)
-    return model, optimizer, scaler, amp, state
+    return model, ema, optimizer, scaler, amp, state
 
 
 def _restore(payload: dict, ckpt: Path, optimizer, scaler) -> State:
@@ -153,7 +156,13 @@ def wrap_model(model: MetaUAS, cfg: TrainConfig, d: distributed.Dist) -> torch.n
     return net
 
 
-def save_state(run_dir: Path, model: MetaUAS, cfg: TrainConfig, state: State, optimizer, scaler) -> Path:
-    """last.pt: the weights and everything resuming restores."""
-    training = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "state": dataclasses.asdict(state)}
-    return save_checkpoint(run_dir / CHECKPOINT, model, size=cfg.size, step=state.step, training=training)
+def save_state(run_dir: Path, model: MetaUAS, ema, cfg: TrainConfig, state: State, optimizer, scaler) -> Path:
+    """last.pt: the weights (the average with `--ema`) and everything resuming restores."""
+    training = {
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "state": dataclasses.asdict(state),
+        **raw_state(ema, model),
+    }
+    weights = model if ema is None else ema.module
+    return save_checkpoint(run_dir / CHECKPOINT, weights, size=cfg.size, step=state.step, training=training)

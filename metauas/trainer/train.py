@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from timm.utils import ModelEmaV3
 
 from metauas.data.format import expand_urls
 from metauas.errors import UserError
@@ -29,6 +30,7 @@ from metauas.model.network import MetaUAS
 from metauas.outputs import out_of_space
 from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
+from metauas.trainer.ema import fold_in
 from metauas.trainer.losses import training_loss
 from metauas.trainer.runlog import RunLog, Window
 from metauas.trainer.schedule import check_length, first_pair, lr_factor, total_steps, warn_short_warmup
@@ -65,6 +67,7 @@ class Run:
     cfg: TrainConfig
     d: distributed.Dist
     model: MetaUAS
+    ema: ModelEmaV3 | None  # the weights' average (`--ema`): what is validated and saved
     net: torch.nn.Module  # the model as trained: DDP-wrapped and/or compiled
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -85,6 +88,11 @@ class Run:
         value = _progress(self.cfg, self.state, self.total, self.start_elapsed, self.t0)
         return distributed.broadcast_float(self.d, value) if self.cfg.max_minutes else value
 
+    @property
+    def weights(self) -> MetaUAS:
+        """The model a user gets: the average with `--ema`, else the trained weights."""
+        return self.model if self.ema is None else self.ema.module
+
     def stamp(self) -> dict:
         return {"step": self.state.step, "elapsed_s": round(self.state.elapsed_s, 2)}
 
@@ -93,17 +101,17 @@ class Run:
         if any, else the pairs') is the best yet."""
         if self.validator is None:
             return
-        metrics = self.validator(self.model, self.d.device, self.cfg.batch_size)
+        metrics = self.validator(self.weights, self.d.device, self.cfg.batch_size)
         self.log.row({**self.stamp(), **metrics})
         ap, best = metrics[self.validator.key], self.state.best_val_p_ap
         if math.isfinite(ap) and (best is None or ap > best):
             self.state.best_val_p_ap, self.state.best_step = ap, self.state.step
             save_checkpoint(
-                self.run_dir / BEST, self.model, size=self.cfg.size, step=self.state.step, extra={"validation": metrics}
+                self.run_dir / BEST, self.weights, size=self.cfg.size, step=self.state.step, extra={"validation": metrics}
             )
 
     def save(self) -> Path:
-        path = save_state(self.run_dir, self.model, self.cfg, self.state, self.optimizer, self.scaler)
+        path = save_state(self.run_dir, self.model, self.ema, self.cfg, self.state, self.optimizer, self.scaler)
         self.saved_step = self.state.step
         log.debug("saved %s at step %d", path, self.state.step)
         return path
@@ -139,7 +147,7 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     run_dir, payload = prepare_run_dir(cfg, d)
     first_pair(urls)
     torch.manual_seed(cfg.seed + d.rank)
-    model, optimizer, scaler, amp, state = build_training(cfg, payload, d)
+    model, ema, optimizer, scaler, amp, state = build_training(cfg, payload, d)
     if payload is not None and _progress(cfg, state, total, state.elapsed_s, time.monotonic()) >= 1.0:
         log.info("%s is already complete (step %d): nothing to resume", run_dir / CHECKPOINT, state.step)
         return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate or re-log
@@ -149,6 +157,7 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
         cfg,
         d,
         model,
+        ema,
         wrap_model(model, cfg, d),
         optimizer,
         scaler,
@@ -223,6 +232,7 @@ def step(run: Run, batch: dict, progress: float) -> dict[str, float]:
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.state.step += 1
+    fold_in(run.ema, run.model, run.state.step)
     run.state.elapsed_s = run.start_elapsed + time.monotonic() - run.t0
     values = torch.stack([v.detach().float() for v in parts.values()]).tolist()  # one sync
     return dict(zip(parts, values))
@@ -277,7 +287,7 @@ def _loop(run: Run, batches) -> None:
             run.validate()
         run.save()
         export_safetensors(
-            run.model,
+            run.weights,
             run.run_dir / "model.safetensors",
             {"config": run.model.cfg.to_dict(), "size": cfg.size, "step": run.state.step},
         )

@@ -146,9 +146,11 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, small_dis
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_the_run_never_stopped(tmp_path, shard_dir):
+@pytest.mark.parametrize("ema", [[], ["--ema", "0.9"]], ids=["plain", "ema"])
+def test_sigkill_then_resume_equals_the_run_never_stopped(tmp_path, shard_dir, ema):
     """Killed by the kernel at a random share of the run's CPU time, resumed: the same
-    weights, the same losses on the same data, the same learning rates, no row twice.
+    weights (with --ema the average and the raw weights both), the same losses on the
+    same data, the same learning rates, no row twice.
     A kill before the first save (CPU per step grows on a busy machine) leaves nothing to
     resume: --resume is then one line, and the plain rerun it asks for equals too."""
     args = [
@@ -165,6 +167,7 @@ def test_sigkill_then_resume_equals_the_run_never_stopped(tmp_path, shard_dir):
         "--val-pairs",
         "4",
         *TRAIN,
+        *ema,
     ]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     cpu = cpu_of(lambda: cli("train", *args, "--out", straight))
@@ -180,6 +183,8 @@ def test_sigkill_then_resume_equals_the_run_never_stopped(tmp_path, shard_dir):
     a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(killed / "last.pt")
     assert a["meta"]["step"] == b["meta"]["step"] == 24
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    raw = a["training"].get("raw_weights", {})
+    assert bool(raw) == bool(ema) and all(torch.equal(v, b["training"]["raw_weights"][k]) for k, v in raw.items())
     keep = ("step", "loss", "lr", "val_p_auroc", "val_p_ap", "val_loss")
     same = [[{k: r[k] for k in keep if k in r} for r in rows(run)] for run in (straight, killed)]
     assert same[0] == same[1]

@@ -117,6 +117,33 @@ def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
     assert (run / "last.pt").stat().st_mtime_ns == saved and (run / "metrics.jsonl").read_text() == logged
 
 
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_is_what_the_run_saves_and_leaves_the_training_alone(shard_dir, tmp_path):
+    """--ema: last.pt, best.pt and model.safetensors hold the average; the raw weights,
+    kept in last.pt for --resume, follow the run without --ema exactly (resuming both:
+    tests/faults, the SIGKILL test)."""
+    from safetensors.torch import load_file
+
+    plain, whole = tmp_path / "plain", tmp_path / "whole"
+    train(_config(shard_dir, plain, lr=3e-3))
+    train(_config(shard_dir, whole, lr=3e-3, ema=0.9, val_every=6))
+    average = read_checkpoint(whole / "last.pt")
+    raw = average["training"]["raw_weights"]
+    assert _same(raw, read_checkpoint(plain / "last.pt")["model"])  # the average never feeds back
+    assert not _same(average["model"], raw)
+    best = read_checkpoint(whole / "best.pt")  # validated at steps 0 and 6 only
+    if best["meta"]["step"] == 0:  # the untrained model scored best: the average starts as it
+        torch.manual_seed(0)  # train() builds its model right after this seeding
+        assert _same(best["model"], MetaUAS(tiny_model_config()).state_dict())
+    else:
+        assert _same(best["model"], average["model"])
+    stored = load_file(str(whole / "model.safetensors"))
+    assert all(torch.equal(stored[k], average["model"][k]) for k in stored)
+
+
 def _torchrun(shard_dir, run, steps, *extra):
     """Two gloo ranks; --standalone lets the rendezvous bind a port the OS picks (no
     check-then-bind race with other tests)."""
@@ -190,6 +217,7 @@ def test_two_process_gloo_ddp_trains_and_resumes(shard_dir, tmp_path):
         ("--lr", "nan", "lr: nan is not a finite number"),
         ("--workers", "-1", "--workers must not be negative"),
         ("--amp", "fp8", "'fp8' is not one of 'auto', 'bf16'"),
+        ("--ema", "1", "--ema is a decay in [0, 1)"),
     ],
 )
 def test_impossible_training_options_are_one_line_errors(tmp_path, capsys, option, value, message):
