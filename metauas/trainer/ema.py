@@ -50,6 +50,6 @@ def fold_in(ema, model: MetaUAS, step: int) -> None:
         ema.update(model, step=step)
 
 
-def raw_state(ema, model: MetaUAS) -> dict[str, torch.Tensor]:
+def raw_state(ema, model: MetaUAS) -> dict[str, dict[str, torch.Tensor]]:
     """What last.pt adds to its training state so a resumed run steps the raw weights."""
     return {} if ema is None else {RAW: model.state_dict()}

@@ -106,9 +106,8 @@ class Run:
         ap, best = metrics[self.validator.key], self.state.best_val_p_ap
         if math.isfinite(ap) and (best is None or ap > best):
             self.state.best_val_p_ap, self.state.best_step = ap, self.state.step
-            save_checkpoint(
-                self.run_dir / BEST, self.weights, size=self.cfg.size, step=self.state.step, extra={"validation": metrics}
-            )
+            size, step = self.cfg.size, self.state.step
+            save_checkpoint(self.run_dir / BEST, self.weights, size=size, step=step, extra={"validation": metrics})
 
     def save(self) -> Path:
         path = save_state(self.run_dir, self.model, self.ema, self.cfg, self.state, self.optimizer, self.scaler)
