@@ -20,6 +20,10 @@ what-if, not a method the product has). `table` prints, per set and weight, the 
 checkpoints of each one's prompt-seed mean ± the sample std over checkpoints (training
 seeds, as `seeds.py table`), and the suite mean over the sets (a
 multi-class set counts once, as its classes' mean).
+`--topk 100,655` also records, for every weight, the image metrics with the image score
+`evaluate --image-score topk --score-topk K` takes (the mean of the map's K highest
+pixels in the 256 x 256 frame; 655 is 1%) under the weight `W@topK` (its pixel metrics
+are the weight's own: the score rule does not change them).
 `--split P:I` adds a what-if row: the map of weight P with the image score of weight I
 (the image score is then no longer the map's maximum).
 """
@@ -43,8 +47,31 @@ BLENDS = {
 }
 
 
+def image_metrics(maps: list[np.ndarray], labels: list[int], topk: int) -> dict[str, float]:
+    """The image metrics of `maps` with the top-k image score (what compute_metrics gives
+    with `--image-score topk`, without its pixel metrics)."""
+    from metauas.evaluation.metrics import (
+        MetricConfig,
+        auroc,
+        average_precision,
+        counts_from_scores,
+        f1_max,
+        image_score,
+    )
+
+    cfg = MetricConfig(image_score="topk", topk=topk)
+    img = counts_from_scores(np.array([image_score(m, cfg) for m in maps]), np.array(labels, bool))
+    return {"I-AUROC": auroc(img), "I-AP": average_precision(img), "I-F1max": f1_max(img)}
+
+
 def sweep(
-    checkpoint: Path, data: Path, seed: int, weights: list[float], lookup: str, blend: str = "geo"
+    checkpoint: Path,
+    data: Path,
+    seed: int,
+    weights: list[float],
+    lookup: str,
+    blend: str = "geo",
+    topks: tuple[int, ...] = (),
 ) -> dict[str, dict[str, dict]]:
     """{class: {weight: metrics}} of one set and prompt seed, blending with the named lookup."""
     from metauas.evaluation.metrics import compute_metrics
@@ -52,14 +79,12 @@ def sweep(
     out: dict[str, dict[str, dict]] = {}
     for c, cm in class_maps(checkpoint, data, seed, LOOKUPS[lookup]):
         labels = [s.label for s in cm.samples]
-        out[c.name] = {
-            f"{w:g}": compute_metrics(
-                [BLENDS[blend](m, k, w) for m, k in zip(cm.maps["model"], cm.maps["lookup"], strict=True)],
-                cm.masks,
-                labels,
-            )
-            for w in weights
-        }
+        out[c.name] = {}
+        for w in weights:
+            maps = [BLENDS[blend](m, k, w) for m, k in zip(cm.maps["model"], cm.maps["lookup"], strict=True)]
+            out[c.name][f"{w:g}"] = compute_metrics(maps, cm.masks, labels)
+            for k in topks:
+                out[c.name][f"{w:g}@top{k}"] = {**out[c.name][f"{w:g}"], **image_metrics(maps, labels, k)}
     return out
 
 
@@ -70,7 +95,8 @@ def run(args: argparse.Namespace) -> None:
             path = args.out / f"{data.name}-seed{seed}.json"
             if path.exists():
                 continue
-            result = sweep(args.checkpoint, data, seed, weights, args.lookup, args.blend)
+            topks = tuple(int(k) for k in args.topk.split(",") if k)
+            result = sweep(args.checkpoint, data, seed, weights, args.lookup, args.blend, topks)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result))
@@ -129,6 +155,7 @@ def main() -> None:
     r.add_argument("--weights", default="0,0.5,0.7,0.8,0.9,0.95,0.98,1", help="Lookup weights w to sweep.")
     r.add_argument("--lookup", default="lookup-default", choices=list(LOOKUPS), help="The lookup blended in.")
     r.add_argument("--blend", default="geo", choices=list(BLENDS), help="geo: the mix method | mean: arithmetic.")
+    r.add_argument("--topk", default="", help="Also the top-k image score at these K (comma-separated), as W@topK.")
     t = sub.add_parser("table", help="Mean ± std over checkpoints, per set and weight.")
     t.add_argument("folders", type=Path, nargs="+", help="`run` outputs, one per checkpoint (training seed).")
     t.add_argument(
