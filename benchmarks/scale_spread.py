@@ -19,7 +19,8 @@ factor too (the same camera at another resolution). `--mix 0.9` adds the `mix` m
 that lookup weight (comma-separated for several). `--frame-blur SIGMA` is a what-if, not the product: every input
 (prompt and query, both methods) gets a Gaussian low-pass of SIGMA px in the model's
 frame after the resize, which removes the rendering differences that resampling leaves
-at the finest scale.
+at the finest scale. `--score-topk K` is another: the image score is the mean of the
+map's K highest pixels in the frame (`evaluate --image-score topk --score-topk K`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ def blur_the_frame(sigma: float) -> None:
     api.model_input = blurred
 
 
+def score_by_topk(k: int) -> None:
+    """What-if: the API's image score is the mean of the map's `k` highest pixels in the
+    frame (`evaluate --image-score topk`), not its maximum."""
+    import metauas.inference.api as api
+
+    api.image_score = lambda m: float(np.sort(np.asarray(m, np.float64).ravel())[-k:].mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="A trained model; without it, the lookup only.")
@@ -88,11 +97,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="Score only the first N test images per class.")
     parser.add_argument("--scale-prompt", action="store_true", help="Store the prompt at each factor too.")
     parser.add_argument("--frame-blur", type=float, default=0.0, help="What-if: low-pass every input (px, frame).")
+    parser.add_argument("--score-topk", type=int, default=0, help="What-if: image score = mean of the top K pixels.")
     parser.add_argument("--mix", default="", help="Also the mix method at these comma-separated lookup weights.")
     parser.add_argument("--out", type=Path, help="Write the summary (and every score) as JSON here.")
     args = parser.parse_args()
     if args.frame_blur > 0:
         blur_the_frame(args.frame_blur)
+    if args.score_topk > 0:
+        score_by_topk(args.score_topk)
 
     import metauas
     from metauas.data.images import read_image
