@@ -114,7 +114,8 @@ def main() -> None:
     factors = [float(f) for f in args.factors.split(",")]
     methods = {"lookup": metauas.load(method="lookup", size=args.size, device="cpu")}
     if args.checkpoint is not None:
-        methods = {"model": metauas.load(args.checkpoint, size=args.size, device="cpu"), **methods}
+        model = metauas.load(args.checkpoint, method="model", size=args.size, device="cpu")
+        methods = {"model": model, **methods}
         for w in (float(x) for x in args.mix.split(",") if x):
             methods[f"mix {w:g}"] = metauas.load(
                 args.checkpoint, method="mix", mix_weight=w, size=args.size, device="cpu"
