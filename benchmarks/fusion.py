@@ -18,8 +18,8 @@ lookup-plain` blends the plain PatchCore lookup instead of the default one
 w * lookup instead (what `mix` computed before the geometric mean replaced it: a
 what-if, not a method the product has). `table` prints, per set and weight, the mean over the
 checkpoints of each one's prompt-seed mean ± the sample std over checkpoints (training
-seeds, as `seeds.py table`), and the suite mean over the sets (a
-multi-class set counts once, as its classes' mean).
+seeds; with one checkpoint, over its prompt seeds, as `seeds.py table`), and the suite
+mean over the sets (a multi-class set counts once, as its classes' mean).
 `--topk 100,655` also records, for every weight, the image metrics with the image score
 `evaluate --image-score topk --score-topk K` takes (the mean of the map's K highest
 pixels in the 256 x 256 frame; 655 is 1%) under the weight `W@topK` (its pixel metrics
@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def run_means(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    """{set: {weight: KEYS-vector}}: one checkpoint's prompt-seed mean per set (a set with
-    several classes as their mean)."""
+    """{set: {weight: seeds x KEYS array}}: one checkpoint's metrics per prompt seed and
+    set (a set with several classes as their mean)."""
     per: dict[str, dict[str, list[np.ndarray]]] = {}
     for path in sorted(folder.glob("*-seed*.json")):
         name = path.stem.rsplit("-seed", 1)[0]
@@ -114,7 +114,7 @@ def run_means(folder: Path) -> dict[str, dict[str, np.ndarray]]:
         for w in next(iter(classes.values())):
             vec = np.mean([[100 * classes[c][w][k] for k in KEYS] for c in classes], axis=0)
             per.setdefault(name, {}).setdefault(w, []).append(vec)
-    return {s: {w: np.mean(v, axis=0) for w, v in ws.items()} for s, ws in per.items()}
+    return {s: {w: np.array(v) for w, v in ws.items()} for s, ws in per.items()}
 
 
 def split_rows(runs: list[dict[str, dict[str, np.ndarray]]], pixels: str, image: str) -> None:
@@ -122,7 +122,7 @@ def split_rows(runs: list[dict[str, dict[str, np.ndarray]]], pixels: str, image:
     image score (I-AUROC) of another."""
     for r in runs:
         for ws in r.values():
-            ws[f"{pixels}:{image}"] = np.array([ws[image][0], *ws[pixels][1:]])
+            ws[f"{pixels}:{image}"] = np.concatenate([ws[image][:, :1], ws[pixels][:, 1:]], axis=1)
 
 
 def table(folders: list[Path], splits: list[str]) -> str:
@@ -134,11 +134,11 @@ def table(folders: list[Path], splits: list[str]) -> str:
     lines = ["| set | w | " + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]
     for s in [*sets, "suite"]:
         for w in weights:
-            if s == "suite":
-                vals = np.array([np.mean([r[x][w] for x in sets], axis=0) for r in runs])
-            else:
-                vals = np.array([r[s][w] for r in runs])
-            spread = vals.std(0, ddof=1) if len(vals) > 1 else np.zeros(len(KEYS))  # as seeds.py
+            # runs x prompt seeds x KEYS (the suite: each prompt seed's mean over the sets)
+            seeds = np.array([np.mean([r[x][w] for x in sets], axis=0) if s == "suite" else r[s][w] for r in runs])
+            vals = seeds.mean(1)
+            # as seeds.py: the std over training runs; with one run, over its prompt seeds
+            spread = vals.std(0, ddof=1) if len(vals) > 1 else seeds[0].std(0, ddof=1)
             cells = [f"{m:.1f} ± {d:.1f}" for m, d in zip(vals.mean(0), spread, strict=True)]
             lines.append(f"| {s} | {w} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
