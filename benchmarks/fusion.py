@@ -125,6 +125,14 @@ def split_rows(runs: list[dict[str, dict[str, np.ndarray]]], pixels: str, image:
             ws[f"{pixels}:{image}"] = np.concatenate([ws[image][:, :1], ws[pixels][:, 1:]], axis=1)
 
 
+def prompt_std(per_set: list[np.ndarray]) -> np.ndarray:
+    """The std over prompt seeds of the sets' mean (each array: seeds x KEYS); NaN while
+    a run is unfinished and the sets hold different numbers of seeds."""
+    if len({len(a) for a in per_set}) > 1:
+        return np.full(len(KEYS), np.nan)
+    return np.mean(per_set, axis=0).std(0, ddof=1)
+
+
 def table(folders: list[Path], splits: list[str]) -> str:
     runs = [run_means(f) for f in folders]
     sets = list(runs[0])
@@ -134,11 +142,11 @@ def table(folders: list[Path], splits: list[str]) -> str:
     lines = ["| set | w | " + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]
     for s in [*sets, "suite"]:
         for w in weights:
-            # runs x prompt seeds x KEYS (the suite: each prompt seed's mean over the sets)
-            seeds = np.array([np.mean([r[x][w] for x in sets], axis=0) if s == "suite" else r[s][w] for r in runs])
-            vals = seeds.mean(1)
+            members = sets if s == "suite" else [s]
+            # each run's mean (the suite: the mean of its sets' means)
+            vals = np.array([np.mean([r[x][w].mean(0) for x in members], axis=0) for r in runs])
             # as seeds.py: the std over training runs; with one run, over its prompt seeds
-            spread = vals.std(0, ddof=1) if len(vals) > 1 else seeds[0].std(0, ddof=1)
+            spread = vals.std(0, ddof=1) if len(vals) > 1 else prompt_std([runs[0][x][w] for x in members])
             cells = [f"{m:.1f} ± {d:.1f}" for m, d in zip(vals.mean(0), spread, strict=True)]
             lines.append(f"| {s} | {w} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
