@@ -45,8 +45,11 @@ SIZE = 256
 BINS = (("small", 0.0, 0.001), ("medium", 0.001, 0.01), ("large", 0.01, 1.01))
 
 
-def class_maps(checkpoint: Path, data: Path, seed: int, lookup: LookupConfig | None = None) -> list:
-    """(class data, ClassMaps) per class of `data` with the seed's random 1-shot prompts;
+def class_maps(
+    checkpoint: Path, data: Path, seed: int, lookup: LookupConfig | None = None, rotations: tuple[int, ...] = (0,)
+) -> list:
+    """(class data, ClassMaps) per class of `data` with the seed's random 1-shot prompts,
+    each also seen rotated by `rotations` degrees (`evaluate --prompt-rotations`);
     `lookup` is a LookupConfig (the default lookup when None)."""
     from metauas.devices import resolve_device
     from metauas.evaluation.config import EvalConfig
@@ -61,7 +64,7 @@ def class_maps(checkpoint: Path, data: Path, seed: int, lookup: LookupConfig | N
     scorer, _ = build_scorer(
         checkpoint, ("model", "lookup"), "features", lookup or LookupConfig(), resolve_device("cpu")
     )
-    run, out = PromptPolicy("random", seed, 1), []
+    run, out = PromptPolicy("random", seed, 1, rotations), []
     for c in read_benchmark(data, "mvtec").classes:
         bank = PromptBank(run, run.candidates(c.name, c.train), SIZE, scorer)
         out.append((c, score_class(cfg, scorer, c, SIZE, bank, [])))

@@ -11,6 +11,11 @@ C ...) and the fastest call of each is kept, so drift on a shared machine hits a
 alike and the ratios hold where absolute times do not. Weights are random: time does not
 depend on their values.
 
+`--prompt-rotations 0,90,180,270 --checkpoint RUN/last.pt` times the product's path
+instead (`metauas.load(...).segment`, the prompt's features cached as predict caches
+them): model, lookup and mix with the prompt seen once and seen under each rotation (as
+more shots, `set_prompts(..., rotations=...)`), each against its own one-view time.
+
 `--search-blocks QxP,...` times the nearest-prompt search alone (`best_similarity`, the
 stage-0 discrepancy of a 256-px image: 16384 x 16384 positions, 16 channels) with each
 block shape of query x prompt positions, and checks every shape gives the same result.
@@ -58,14 +63,43 @@ def search_blocks(shapes: str, repeats: int) -> None:
         print(f"| {shape} | {1000 * seconds:.0f} | {torch.equal(results[shape], first)} |")
 
 
+def rotation_cost(checkpoint: str, size: int, rotations: tuple[int, ...], repeats: int) -> None:
+    import numpy as np
+
+    import metauas
+
+    rng = np.random.default_rng(0)
+    prompt, query = (rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(2))
+    fns = {}
+    for method in ("model", "lookup", "mix"):
+        for views in ((0,), rotations):
+            seg = metauas.load(checkpoint if method != "lookup" else None, method=method, size=size, device="cpu")
+            seg.set_prompts(prompt, rotations=views)
+            fns[(method, views)] = (lambda s: lambda: s.segment(query))(seg)
+    best, _ = interleaved_best(fns, repeats)
+    print(f"| method ({size} px, batch 1) | prompt views | ms per image | vs one view |\n|---|---|---|---|")
+    for (method, views), seconds in best.items():
+        ratio = seconds / best[(method, (0,))]
+        print(f"| {method} | {','.join(map(str, views))} | {1000 * seconds:.0f} | {ratio:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--encoders", default="tf_efficientnet_lite0", help="Comma-separated timm encoder names.")
     parser.add_argument("--search-blocks", help="Time the stage-0 search alone with these QxP block shapes.")
+    parser.add_argument(
+        "--prompt-rotations", help="Time predict's path with the prompt also rotated, e.g. 0,90,180,270."
+    )
+    parser.add_argument("--checkpoint", help="The trained model --prompt-rotations times.")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    if args.prompt_rotations:
+        if not args.checkpoint:
+            parser.error("--prompt-rotations needs --checkpoint")
+        rotations = tuple(int(r) for r in args.prompt_rotations.split(","))
+        return rotation_cost(args.checkpoint, args.size, rotations, args.repeats)
     if args.search_blocks:
         return search_blocks(args.search_blocks, args.repeats)
     prompt, query = torch.rand(1, 3, args.size, args.size), torch.rand(1, 3, args.size, args.size)

@@ -21,6 +21,8 @@ that lookup weight (comma-separated for several). `--frame-blur SIGMA` is a what
 frame after the resize, which removes the rendering differences that resampling leaves
 at the finest scale. `--score-topk K` is another: the image score is the mean of the
 map's K highest pixels in the frame (`evaluate --image-score topk --score-topk K`).
+`--model-floor E` and `--model-blur SIGMA` are what-ifs on the mix rows (as `fusion.py`'s):
+the model's map becomes (m + E) / (1 + E), or is low-passed by SIGMA px, before the blend.
 """
 
 from __future__ import annotations
@@ -87,6 +89,23 @@ def score_by_topk(k: int) -> None:
     api.image_score = lambda m: float(np.sort(np.asarray(m, np.float64).ravel())[-k:].mean())
 
 
+def change_the_model_side(floor: float, blur: float) -> None:
+    """What-if: the `mix` method blends the model's map lifted to (m + floor) / (1 + floor)
+    and low-passed by `blur` px (fusion.py's `--model-floor`, `--model-blur`)."""
+    import dataclasses
+
+    import metauas.inference.scoring as scoring
+    from metauas.inference.lookup import _gaussian_blur
+
+    def mix(scorer, prompt_feats, query_feats, size, done):
+        model = done["model"].clamp(min=0)
+        model = _gaussian_blur(model, blur) if blur > 0 else model
+        w = scorer.mix_weight
+        return ((model + floor) / (1 + floor)) ** (1 - w) * done["lookup"].clamp(min=0) ** w
+
+    scoring.REGISTRY["mix"] = dataclasses.replace(scoring.REGISTRY["mix"], compute=mix)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="A trained model; without it, the lookup only.")
@@ -99,8 +118,12 @@ def main() -> None:
     parser.add_argument("--frame-blur", type=float, default=0.0, help="What-if: low-pass every input (px, frame).")
     parser.add_argument("--score-topk", type=int, default=0, help="What-if: image score = mean of the top K pixels.")
     parser.add_argument("--mix", default="", help="Also the mix method at these comma-separated lookup weights.")
+    parser.add_argument("--model-floor", type=float, default=0.0, help="What-if on mix: model map (m + E) / (1 + E).")
+    parser.add_argument("--model-blur", type=float, default=0.0, help="What-if on mix: low-pass the model map (px).")
     parser.add_argument("--out", type=Path, help="Write the summary (and every score) as JSON here.")
     args = parser.parse_args()
+    if args.model_floor > 0 or args.model_blur > 0:
+        change_the_model_side(args.model_floor, args.model_blur)
     if args.frame_blur > 0:
         blur_the_frame(args.frame_blur)
     if args.score_topk > 0:
