@@ -90,18 +90,21 @@ def score_by_topk(k: int) -> None:
 
 
 def change_the_model_side(floor: float, blur: float) -> None:
-    """What-if: the `mix` method blends the model's map lifted to (m + floor) / (1 + floor)
-    and low-passed by `blur` px (fusion.py's `--model-floor`, `--model-blur`)."""
+    """What-if: the `mix` method blends the model's map as `fusion.py --model-floor
+    --model-blur` changes it (`fusion.model_side`: low-passed by `blur` px, then lifted to
+    (m + floor) / (1 + floor))."""
     import dataclasses
 
+    import torch
+    from fusion import model_side
+
     import metauas.inference.scoring as scoring
-    from metauas.inference.lookup import _gaussian_blur
 
     def mix(scorer, prompt_feats, query_feats, size, done):
-        model = done["model"].clamp(min=0)
-        model = _gaussian_blur(model, blur) if blur > 0 else model
+        maps = done["model"].clamp(min=0).cpu().numpy()
+        model = torch.from_numpy(np.stack([[model_side(m[0], floor, blur)] for m in maps]))
         w = scorer.mix_weight
-        return ((model + floor) / (1 + floor)) ** (1 - w) * done["lookup"].clamp(min=0) ** w
+        return model.to(done["lookup"].device) ** (1 - w) * done["lookup"].clamp(min=0) ** w
 
     scoring.REGISTRY["mix"] = dataclasses.replace(scoring.REGISTRY["mix"], compute=mix)
 
