@@ -32,8 +32,8 @@ longer vetoes the lookup; `--model-blur SIGMA` low-passes it (Gaussian, SIGMA px
 frame). `--prompt-rotations 0,90,180,270` also feeds each prompt rotated, to both maps
 (`evaluate --prompt-rotations`, test-time augmentation). `--maps-cache DIR` keeps each
 (set, seed)'s maps in DIR (float32 .npz: 15 to 60 MB per set and seed at 256 px) and reads them on a
-rerun, so another blend, floor or weight costs the metrics only (about a minute for the
-suite instead of ten): one DIR per checkpoint, lookup and rotations, as it does not check.
+rerun, so another blend, floor or weight costs the metrics only (one to two minutes for
+the suite instead of ten): one DIR per checkpoint, lookup and rotations, as it does not check.
 """
 
 from __future__ import annotations
@@ -88,25 +88,32 @@ def set_maps(args: argparse.Namespace, data: Path, seed: int) -> list[ClassMaps]
     """The model's and the lookup's maps of each class of `data` for one prompt seed,
     computed once and kept in `--maps-cache` (if given) for later what-ifs."""
     cached = args.maps_cache / f"{data.name}-seed{seed}.npz" if args.maps_cache else None
-    if cached is None or not cached.exists():
-        rotations = tuple(int(r) for r in args.prompt_rotations.split(","))
-        arrays = {}
-        for c, cm in class_maps(args.checkpoint, data, seed, LOOKUPS[args.lookup], rotations):
-            shape = cm.maps["model"][0].shape
-            arrays[f"{c.name}/model"] = np.stack(cm.maps["model"]).astype(np.float32)
-            arrays[f"{c.name}/lookup"] = np.stack(cm.maps["lookup"]).astype(np.float32)
-            arrays[f"{c.name}/labels"] = np.array([s.label for s in cm.samples])
-            masks = [np.zeros(shape, bool) if m is None else np.asarray(m, bool) for m in cm.masks]
-            arrays[f"{c.name}/masks"] = np.packbits(np.stack(masks), axis=-1)
-        if cached is None:
-            return [_unpack(arrays, name) for name in sorted({k.split("/")[0] for k in arrays})]
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(cached)
-    with np.load(cached) as z:
-        arrays = dict(z)
+    if cached is not None and cached.exists():
+        with np.load(cached) as z:
+            arrays = dict(z)
+    else:
+        arrays = score_set(args, data, seed)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp.npz")
+            np.savez(tmp, **arrays)
+            tmp.replace(cached)
     return [_unpack(arrays, name) for name in sorted({k.split("/")[0] for k in arrays})]
+
+
+def score_set(args: argparse.Namespace, data: Path, seed: int) -> dict[str, np.ndarray]:
+    """Per class, "NAME/model", "NAME/lookup" (N x H x W float32), "NAME/labels" and
+    "NAME/masks" (bit-packed; an absent mask as an empty one)."""
+    rotations = tuple(int(r) for r in args.prompt_rotations.split(","))
+    arrays = {}
+    for c, cm in class_maps(args.checkpoint, data, seed, LOOKUPS[args.lookup], rotations):
+        shape = cm.maps["model"][0].shape
+        arrays[f"{c.name}/model"] = np.stack(cm.maps["model"]).astype(np.float32)
+        arrays[f"{c.name}/lookup"] = np.stack(cm.maps["lookup"]).astype(np.float32)
+        arrays[f"{c.name}/labels"] = np.array([s.label for s in cm.samples])
+        masks = [np.zeros(shape, bool) if m is None else np.asarray(m, bool) for m in cm.masks]
+        arrays[f"{c.name}/masks"] = np.packbits(np.stack(masks), axis=-1)
+    return arrays
 
 
 def _unpack(arrays: dict, name: str) -> ClassMaps:
