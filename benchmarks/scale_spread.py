@@ -100,11 +100,12 @@ def change_the_model_side(floor: float, blur: float) -> None:
 
     import metauas.inference.scoring as scoring
 
+    blend = scoring.REGISTRY["mix"].compute  # the product's rule, fed the changed model map
+
     def mix(scorer, prompt_feats, query_feats, size, done):
         maps = done["model"].clamp(min=0).cpu().numpy()
         model = torch.from_numpy(np.stack([[model_side(m[0], floor, blur)] for m in maps]))
-        w = scorer.mix_weight
-        return model.to(done["lookup"].device) ** (1 - w) * done["lookup"].clamp(min=0) ** w
+        return blend(scorer, prompt_feats, query_feats, size, {**done, "model": model.to(done["lookup"].device)})
 
     scoring.REGISTRY["mix"] = dataclasses.replace(scoring.REGISTRY["mix"], compute=mix)
 
