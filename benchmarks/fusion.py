@@ -18,7 +18,8 @@ lookup-plain` blends the plain PatchCore lookup instead of the default one
 w * lookup instead (what `mix` computed before the geometric mean replaced it: a
 what-if, not a method the product has). `table` prints, per set and weight, the mean over the
 checkpoints of each one's prompt-seed mean ± the sample std over checkpoints (training
-seeds; with one checkpoint, over its prompt seeds, as `seeds.py table`), and the suite
+seeds; with one checkpoint, over its prompt seeds, as `seeds.py table`; `--noise` adds each
+cell's prompt-seed std, the other half of the noise rule), and the suite
 mean over the sets (a multi-class set counts once, as its classes' mean).
 `--topk 100,655` also records, for every weight, the image metrics with the image score
 `evaluate --image-score topk --score-topk K` takes (the mean of the map's K highest
@@ -186,7 +187,10 @@ def prompt_std(per_set: list[np.ndarray]) -> np.ndarray:
     return np.mean(per_set, axis=0).std(0, ddof=1)
 
 
-def table(folders: list[Path], splits: list[str]) -> str:
+def table(folders: list[Path], splits: list[str], noise: bool = False) -> str:
+    """The markdown table of the module docstring; `noise` adds to each cell the prompt
+    seeds' std (each run's, averaged over runs): a difference counts only beyond the
+    larger of it and the training-seed std (docs/quality.md, "The protocol")."""
     runs = [run_means(f) for f in folders]
     sets = list(runs[0])
     for pair in splits:
@@ -201,6 +205,9 @@ def table(folders: list[Path], splits: list[str]) -> str:
             # as seeds.py: the std over training runs; with one run, over its prompt seeds
             spread = vals.std(0, ddof=1) if len(vals) > 1 else prompt_std([runs[0][x][w] for x in members])
             cells = [f"{m:.1f} ± {d:.1f}" for m, d in zip(vals.mean(0), spread, strict=True)]
+            if noise:
+                seeds = np.mean([prompt_std([r[x][w] for x in members]) for r in runs], axis=0)
+                cells = [f"{c} (p {p:.1f})" for c, p in zip(cells, seeds, strict=True)]
             lines.append(f"| {s} | {w} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -236,11 +243,12 @@ def main() -> None:
         default=[],
         help="P:I adds a row with the pixel metrics of weight P and the I-AUROC of weight I (repeatable).",
     )
+    t.add_argument("--noise", action="store_true", help="Also each cell's prompt-seed std (mean over runs), as (p S).")
     args = parser.parse_args()
     if args.command == "run":
         run(args)
     else:
-        print(table(args.folders, args.split))
+        print(table(args.folders, args.split, args.noise))
 
 
 if __name__ == "__main__":

@@ -142,14 +142,14 @@ def test_a_mix_graph_blends_model_and_lookup_inside_like_pytorch(pretrained, tmp
 
     out = tmp_path / "mix.onnx"
     args = ["export", "--checkpoint", str(pretrained), "--out", str(out), "--cached-prompt"]
-    assert main([*args, "--method", "mix", "--mix-weight", "0.8"]) == 0
+    assert main([*args, "--method", "mix", "--mix-weight", "0.6"]) == 0  # not the default weight
     props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
-    assert props["metauas.method"]["name"] == "mix" and props["metauas.method"]["mix_weight"] == 0.8
+    assert props["metauas.method"]["name"] == "mix" and props["metauas.method"]["mix_weight"] == 0.6
     assert props["metauas.method"]["lookup"]["stages"] == [2, 3]
     photos = _photos(tmp_path / "photos")
     queries = sorted((photos / "queries").glob("*.png"))
-    torch_mix = metauas.load(pretrained, method="mix", mix_weight=0.8, device="cpu")
-    torch_model = metauas.load(pretrained, device="cpu")
+    torch_mix = metauas.load(pretrained, method="mix", mix_weight=0.6, device="cpu")
+    torch_model = metauas.load(pretrained, method="model", device="cpu")
     graph = metauas.load(out)
     assert graph.method == "mix"
     for prompt in (photos / "prompts/astronaut.png", sorted((photos / "prompts").glob("*.png"))):
