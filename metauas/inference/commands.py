@@ -11,6 +11,7 @@ import typer
 from metauas.errors import UserError
 from metauas.inference.config import DEFAULT_METHOD, MIX_RULE, MIX_WEIGHT, Method, PredictConfig
 from metauas.model.config import GraphFormat
+from metauas.model.graphs import MAX_SHOTS
 from metauas.options import (
     ConfigCommand,
     add_command,
@@ -183,6 +184,16 @@ def export_command(
         "in the graph's metadata (e.g. the one predict --threshold auto "
         "fitted); metauas.load and predict then decide with it.",
     ),
+    shots: int = typer.Option(
+        1,
+        "--shots",
+        min=1,
+        max=MAX_SHOTS,
+        help="How many prompt views the graphs compare each query with at once, fused inside "
+        "them as PyTorch fuses K shots: the normal images of predict --use-all-prompts / "
+        "set_prompts(..., use_all=True), times the rotations of set_prompts(..., rotations=...). "
+        "The count is fixed in the graph; 1: one normal image per query.",
+    ),
 ) -> None:
     """Export a checkpoint to ONNX or OpenVINO (opset 18, dynamic batch, metadata inside), checked against PyTorch."""
     from metauas.model.hub import fetch_first, resolve_checkpoint
@@ -199,9 +210,9 @@ def export_command(
     from metauas.inference.scoring import Scorer
 
     head = Scorer(model.encoder, model, (method,), mix_weight=mix_weight).head()
-    for done in export_graphs(model, out, side, fmt, cached_prompt, threshold, meta, head=head):
+    for done in export_graphs(model, out, side, fmt, cached_prompt, threshold, meta, head=head, shots=shots):
         typer.echo(
-            f"wrote {done.path} ({fmt}, {method}, opset {OPSET}, {side} px, "
+            f"wrote {done.path} ({fmt}, {method}, {shots} prompt view(s), opset {OPSET}, {side} px, "
             f"max |{fmt} - torch| {done.max_abs_diff:.1e})"
         )
 

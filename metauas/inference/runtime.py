@@ -6,9 +6,12 @@ the same `Segmenter` as a checkpoint does. Two ways to run:
 - encoder + head (exported with `--cached-prompt`): prompts are encoded once, each query
   is encoded, its closest prompt chosen by global features exactly as the PyTorch path
   chooses, then the head runs; several prompts work as with a checkpoint;
-- the full graph alone: the prompt image goes through the graph with every query, so
-  one prompt per query only (a single prompt, or leave-one-out over two).
-K-shot fusion (`use_all` with several prompts) is not in the exported graphs.
+- the full graph alone: the prompt image goes through the graph with every query (a
+  single prompt, or leave-one-out over two).
+A graph compares each query with the number of prompt views it was exported for
+(`metauas export --shots K`, metadata `shots`): K = 1 by default; K-shot fusion (every
+normal image with `use_all`, or prompt rotations, as more shots) needs a graph exported
+with that K, fused inside it as the PyTorch path fuses them.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from metauas.errors import UserError
 from metauas.inference.frame import check_finite
 from metauas.model.graphs import Graph
 
-SHOTS = (
-    "K-shot fusion of several prompts (use_all / --use-all-prompts) is not in the exported graphs: "
-    "use the PyTorch checkpoint"
-)
+
+def shots_error(graph: int, given: int) -> UserError:
+    """The one message for a prompt-view count the graph was not exported for."""
+    return UserError(
+        f"this graph compares each query with {graph} prompt view(s) (exported with --shots {graph}), "
+        f"and {given} were given (normal images with use_all / --use-all-prompts, times prompt rotations): "
+        f"export with --shots {given}, or use the PyTorch checkpoint"
+    )
 
 
 def _tile(arrays: list[np.ndarray], n: int) -> list[np.ndarray]:
@@ -48,6 +55,7 @@ class GraphBackend:
                 f"(the file named without -{meta.get('graph')})"
             )
         self.method: str = meta["method"]["name"]
+        self.shots = int(meta["shots"])  # prompt views per query, fixed in the graph
         self.size = int(meta["size"])
         if size is not None and size != self.size:
             raise UserError(f"{path} takes {self.size} px inputs (fixed at export): drop `size` or export at {size}")
@@ -87,10 +95,13 @@ class GraphBackend:
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
     def maps(self, prompt_feats: list[list[np.ndarray]], query_feats: list[np.ndarray]) -> np.ndarray:
-        if len(prompt_feats) != 1:
-            raise UserError(SHOTS)
+        """`prompt_feats`: per shot, stages with batch 1 (shared) or N; K > 1 shots go to
+        the graph stacked on axis 1 (N x K x ...)."""
+        if len(prompt_feats) != self.shots:
+            raise shots_error(self.shots, len(prompt_feats))
         n = len(query_feats[0])
-        prompt = _tile(prompt_feats[0], n)
+        views = [_tile(shot, n) for shot in prompt_feats]
+        prompt = views[0] if self.shots == 1 else [np.stack(stage, axis=1) for stage in zip(*views)]
         if self.head is None:  # one graph: images in, map out
             out = self.full.run({"prompt": prompt[0], "query": query_feats[0]})["map"][:, 0]
         else:

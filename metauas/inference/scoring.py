@@ -188,7 +188,7 @@ class Scorer:
 
     def head(self) -> MethodHead:
         """This scorer's one method as a module from encoder features to its map, for
-        `model.export` (the same computation as `maps`, one prompt per query)."""
+        `model.export` (the same computation as `maps`, K prompt views per query)."""
         return MethodHead(self)
 
     def efficiency(self, size: int) -> dict[str, dict]:
@@ -256,8 +256,10 @@ class MethodHead(torch.nn.Module):
         if self.name == "mix":
             self.method["mix_weight"] = scorer.mix_weight
 
-    def forward(self, prompt: list[torch.Tensor], query: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        return self.scorer.compute([prompt], query, size, timed=False)[self.name]
+    def forward(
+        self, shots: list[list[torch.Tensor]], query: list[torch.Tensor], size: tuple[int, int]
+    ) -> torch.Tensor:
+        return self.scorer.compute(shots, query, size, timed=False)[self.name]
 
 
 def _closure(name: str) -> set[str]:

@@ -3,7 +3,10 @@
 Graphs (opset 18, torch's dynamo exporter, float32, the checkpoint's input size S; the
 batch axis N is dynamic; inputs are RGB in [0, 1], the encoder's normalisation is inside):
 - `model.onnx` (full): `prompt`, `query` (N x 3 x S x S) -> `map` (N x 1 x S x S, anomaly
-  probability). One normal image per query, encoded with it.
+  probability). One normal image per query, encoded with it. Exported with `shots` K > 1,
+  `prompt` is N x K x 3 x S x S: K views of the normal (several normal images, rotations)
+  fused inside the graph as the PyTorch path fuses K shots (aligned features averaged;
+  the lookup searches all K), and every head input `prompt<i>` likewise N x K x ....
 - with `cached_prompt`, also `model-encoder.onnx`: `image` (N x 3 x S x S) -> `stage0`..
   `stage4` (the frozen encoder's features), and `model-head.onnx`: `prompt0`..`prompt4`,
   `query0`..`query4` (N each) -> `map`. The normal image is encoded once and its features
@@ -34,7 +37,7 @@ from torch import nn
 
 from metauas.errors import UserError
 from metauas.model.config import GRAPH_FORMATS, GraphFormat
-from metauas.model.graphs import FORMAT, PREFIX, Graph
+from metauas.model.graphs import FORMAT, MAX_SHOTS, PREFIX, Graph
 from metauas.model.network import MetaUAS
 
 OPSET = 18
@@ -52,7 +55,8 @@ SCORE_RULE = "max of the map at size x size (the model's frame), before resizing
 
 class ModelHead(nn.Module):
     """The trained model's anomaly probability from encoder features (the default head;
-    any head maps (prompt stages, query stages, (H, W)) to N x 1 x H x W in [0, 1])."""
+    any head maps (K shots' prompt stages, query stages, (H, W)) to N x 1 x H x W in
+    [0, 1]; K shots fused as `Scorer.model_map` fuses them by default)."""
 
     method = {"name": "model"}
 
@@ -60,18 +64,29 @@ class ModelHead(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, prompt: list[torch.Tensor], query: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        return torch.sigmoid(self.model.segment(prompt, query, size=size))
+    def forward(
+        self, shots: list[list[torch.Tensor]], query: list[torch.Tensor], size: tuple[int, int]
+    ) -> torch.Tensor:
+        return torch.sigmoid(self.model.segment(shots[0] if len(shots) == 1 else shots, query, size=size))
+
+
+def _split_shots(prompt: list[torch.Tensor], shots: int) -> list[list[torch.Tensor]]:
+    """Per shot, the stages: K = 1 takes the N x ... tensors as they are, K > 1 splits
+    N x K x ... on axis 1 (a static count, so the export unrolls it)."""
+    return [prompt] if shots == 1 else [[p[:, k] for p in prompt] for k in range(shots)]
 
 
 class FullGraph(nn.Module):
-    def __init__(self, model: MetaUAS, head: nn.Module) -> None:
+    def __init__(self, model: MetaUAS, head: nn.Module, shots: int = 1) -> None:
         super().__init__()
-        self.model, self.head = model, head
+        self.model, self.head, self.shots = model, head, shots
 
     def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        pf, qf = self.model.encode_pair(prompt, query)
-        return self.head(pf, qf, tuple(query.shape[-2:]))
+        views = [prompt] if self.shots == 1 else [prompt[:, k] for k in range(self.shots)]
+        feats = self.model.encode(torch.cat([*views, query], dim=0))  # one encoder pass
+        n = query.shape[0]
+        shots = [[f[k * n : (k + 1) * n] for f in feats] for k in range(self.shots)]
+        return self.head(shots, [f[self.shots * n :] for f in feats], tuple(query.shape[-2:]))
 
 
 class EncoderGraph(nn.Module):
@@ -84,14 +99,14 @@ class EncoderGraph(nn.Module):
 
 
 class HeadGraph(nn.Module):
-    def __init__(self, head: nn.Module, size: int) -> None:
+    def __init__(self, head: nn.Module, size: int, shots: int = 1) -> None:
         super().__init__()
-        self.head, self.size = head, size
+        self.head, self.size, self.shots = head, size, shots
 
     def forward(self, prompt0, prompt1, prompt2, prompt3, prompt4, query0, query1, query2, query3, query4):
         # named arguments, not *stages: torch.export matches dynamic shapes to them one by one
         prompt, query = [prompt0, prompt1, prompt2, prompt3, prompt4], [query0, query1, query2, query3, query4]
-        return self.head(prompt, query, (self.size, self.size))
+        return self.head(_split_shots(prompt, self.shots), query, (self.size, self.size))
 
 
 @dataclass
@@ -101,7 +116,14 @@ class Exported:
 
 
 def metadata(
-    model: MetaUAS, size: int, graph: str, threshold: float | None, cached: list[str], source: dict, method: dict
+    model: MetaUAS,
+    size: int,
+    graph: str,
+    threshold: float | None,
+    cached: list[str],
+    source: dict,
+    method: dict,
+    shots: int = 1,
 ) -> dict[str, str]:
     """The `metauas.*` keys of one graph (model/graphs.py lists them), JSON-encoded."""
     from metauas.version import __version__
@@ -122,6 +144,7 @@ def metadata(
         "method": method,
         "threshold": threshold,
         "prompt_cached": bool(cached),
+        "shots": shots,
         "graphs": dict(zip(("encoder", "head"), cached)),
         "checkpoint": {k: source[k] for k in ("step", "size", "encoder") if k in source},
     }
@@ -189,21 +212,24 @@ def _check(path: Path, graph: nn.Module, args: tuple, names: list[str], outputs:
 
 
 def _graphs(
-    model: MetaUAS, head: nn.Module, size: int, cached: bool
+    model: MetaUAS, head: nn.Module, size: int, cached: bool, shots: int = 1
 ) -> list[tuple[str, nn.Module, tuple, list[str], list[str]]]:
     """(role, module, example inputs, input names, output names) of each graph to write."""
-    prompt, query = torch.rand(2, 3, size, size), torch.rand(2, 3, size, size)
+    views = [torch.rand(2, 3, size, size) for _ in range(shots)]
+    prompt = views[0] if shots == 1 else torch.stack(views, dim=1)
+    query = torch.rand(2, 3, size, size)
     stages = [f"stage{i}" for i in range(STAGES)]
     graphs: list[tuple[str, nn.Module, tuple, list[str], list[str]]] = [
-        ("full", FullGraph(model, head), (prompt, query), ["prompt", "query"], ["map"])
+        ("full", FullGraph(model, head, shots), (prompt, query), ["prompt", "query"], ["map"])
     ]
     if cached:
         with torch.no_grad():
-            pf, qf = model.encode(prompt), model.encode(query)
+            per_view, qf = [model.encode(v) for v in views], model.encode(query)
+        pf = [f[0] if shots == 1 else torch.stack(f, dim=1) for f in zip(*per_view)]
         heads = [f"prompt{i}" for i in range(STAGES)] + [f"query{i}" for i in range(STAGES)]
         graphs += [
-            ("encoder", EncoderGraph(model), (prompt,), ["image"], stages),
-            ("head", HeadGraph(head, size), (*pf, *qf), heads, ["map"]),
+            ("encoder", EncoderGraph(model), (views[0],), ["image"], stages),
+            ("head", HeadGraph(head, size, shots), (*pf, *qf), heads, ["map"]),
         ]
     return graphs
 
@@ -218,10 +244,14 @@ def export_graphs(
     source: dict | None = None,
     tolerance: float = 1e-4,
     head: nn.Module | None = None,
+    shots: int = 1,
 ) -> list[Exported]:
     """Write and check the graphs described in the module docstring; `out` is the full
     graph's file (.onnx or .xml), the others are named after it. `head` (default: the
-    model's own probability) has a `method` dict for the metadata and uses `model`."""
+    model's own probability) has a `method` dict for the metadata and uses `model`;
+    `shots`: how many prompt views each query is compared with at once (fixed in the graph)."""
+    if not 1 <= shots <= MAX_SHOTS:
+        raise UserError(f"`shots` must be in 1..{MAX_SHOTS}, got {shots}")
     model = model.eval().float()
     head = (head or ModelHead(model)).eval().float()
     method: dict = getattr(head, "method")  # any head module names its method (ModelHead, MethodHead)
@@ -236,8 +266,8 @@ def export_graphs(
     work.mkdir(parents=True, exist_ok=True)
     done = []
     try:
-        for role, graph, args, inputs, outputs in _graphs(model, head, size, cached_prompt):
-            meta = metadata(model, size, role, threshold, cached, source or {}, method)
+        for role, graph, args, inputs, outputs in _graphs(model, head, size, cached_prompt, shots):
+            meta = metadata(model, size, role, threshold, cached, source or {}, method, shots)
             onnx_path = work / f"{role}.onnx"
             _to_onnx(graph, args, inputs, outputs, onnx_path, meta)
             written = onnx_path if fmt == "onnx" else work / f"{role}.xml"

@@ -17,6 +17,10 @@ Each carries what a runtime needs to use it correctly, inside the file: ONNX
     threshold      a decision threshold fitted for this model, or null
     prompt_cached  whether encoder + head graphs exist beside the full graph, so the
                    normal image is encoded once and queries pay only their own pass
+    shots          K, how many prompt views each query is compared with at once (normal
+                   images with use_all, times prompt rotations), fused inside the graph;
+                   prompt inputs carry them on axis 1 when K > 1; absent in graphs
+                   written before it (then 1)
     graphs         the file names of the encoder and head graphs (when prompt_cached)
     checkpoint     step, training size and encoder of the source checkpoint
 
@@ -46,9 +50,11 @@ KEYS = (
     "method",
     "threshold",
     "prompt_cached",
+    "shots",
     "graphs",
     "checkpoint",
 )
+MAX_SHOTS = 64  # prompt views per query one graph may take (export refuses more; so does a file)
 RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino"}
 EXTRA = {"onnxruntime": "onnx", "openvino": "openvino"}  # the pyproject extra that installs each
 
@@ -83,6 +89,7 @@ def decode_metadata(raw: dict[str, str], path: Path) -> dict:
             "its metadata): export the checkpoint with metauas export"
         )
     meta.setdefault("method", {"name": "model"})  # graphs written before they named their method
+    meta.setdefault("shots", 1)  # graphs written before they took several prompt views
     _check_fields(meta, path)
     return meta
 
@@ -104,6 +111,9 @@ def _check_fields(meta: dict, path: Path) -> None:
     method = meta["method"]
     if not isinstance(method, dict) or method.get("name") not in ("model", "lookup", "mix"):
         raise UserError(f"{path}: metadata method must name model, lookup or mix, got {method!r:.80}")
+    shots = meta["shots"]
+    if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
+        raise UserError(f"{path}: metadata shots must be a whole number in 1..{MAX_SHOTS}, got {shots!r:.80}")
     graphs = meta.get("graphs", {})
     if not isinstance(graphs, dict) or not isinstance(meta.get("prompt_cached", False), bool):
         raise UserError(f"{path}: metadata graphs must be an object and prompt_cached true or false")

@@ -125,6 +125,9 @@ GOOD = {"format": "metauas-graph/1", "graph": "full", "size": 64}
         ("checkpoint", [1], "metadata checkpoint must be an object"),
         ("checkpoint", {"size": -1}, "metadata checkpoint.size must be a whole number"),
         ("prompt_cached", "yes", "prompt_cached true or false"),
+        ("shots", 0, r"metadata shots must be a whole number in 1\.\.64"),
+        ("shots", True, r"metadata shots must be a whole number in 1\.\.64"),
+        ("shots", 10**6, r"metadata shots must be a whole number in 1\.\.64"),
         ("graphs", {"encoder": "../../e.onnx", "head": "h.onnx"}, r"graphs.encoder '../../e.onnx' cannot be a file"),
         ("threshold", float("nan"), r"a threshold must be a number in \[0, 1\]"),
         ("input", "[" * 100_000, "metadata metauas.input is not valid JSON"),  # nested beyond reason

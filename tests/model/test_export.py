@@ -130,8 +130,39 @@ def test_the_segmenter_on_each_runtime_matches_pytorch_on_photographs(pretrained
     assert abs(ov_model.fit_threshold(photos / "normals") - torch_model.fit_threshold(photos / "normals")) <= 1e-4
     with pytest.raises(UserError, match="needs the encoder graph: export with the prompt cached"):
         onnx_model.segment(queries[0], prompt=both)
-    with pytest.raises(UserError, match="K-shot fusion"):
+    with pytest.raises(UserError, match="1 prompt view.*2 were given.*export with --shots 2"):
         ov_model.set_prompts(*both, use_all=True).segment(queries[0])
+
+
+@pytest.mark.slow  # two dynamo exports of the tiny model
+def test_graphs_exported_for_k_shots_fuse_them_like_pytorch(pretrained, tmp_path):
+    """`export --shots K`: K prompt views per query (prompt rotations, or every normal
+    image with use_all) fused inside the graph as PyTorch fuses them, within 1e-4 on
+    photographs, with the prompt cached (encoder + head) and in the full graph alone; a
+    graph given another number of views says which export it needs."""
+    photos = _photos(tmp_path / "photos")
+    queries = sorted((photos / "queries").glob("*.png"))
+    astronaut, both = photos / "prompts/astronaut.png", sorted((photos / "prompts").glob("*.png"))
+    rotations = (0, 90, 180, 270)
+    cached, full = tmp_path / "k4.onnx", tmp_path / "k2.xml"
+    assert (
+        main(["export", "--checkpoint", str(pretrained), "--out", str(cached), "--cached-prompt", "--shots", "4"]) == 0
+    )
+    assert (
+        main(["export", "--checkpoint", str(pretrained), "--out", str(full), "--format", "openvino", "--shots", "2"])
+        == 0
+    )
+    torch_model = metauas.load(pretrained, device="cpu")
+    for graph, prompts, kwargs in ((cached, [astronaut], {"rotations": rotations}), (full, both, {"use_all": True})):
+        expected = torch_model.set_prompts(*prompts, **kwargs).segment(queries)
+        got = metauas.load(graph).set_prompts(*prompts, **kwargs).segment(queries)
+        assert max(abs(a.score - b.score) for a, b in zip(expected, got)) <= 1e-4
+        assert max(float(np.abs(a.map - b.map).max()) for a, b in zip(expected, got)) <= 1e-4
+    one_view = torch_model.segment(queries, prompt=astronaut)
+    rotated = metauas.load(cached).set_prompts(astronaut, rotations=rotations).segment(queries)
+    assert max(float(np.abs(a.map - b.map).max()) for a, b in zip(one_view, rotated)) > 1e-3  # the views count
+    with pytest.raises(UserError, match="4 prompt view.*1 were given.*export with --shots 1"):
+        metauas.load(cached).segment(queries[0], prompt=astronaut)
 
 
 @pytest.mark.slow
