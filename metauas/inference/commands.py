@@ -4,7 +4,7 @@ the bodies; predict on an exported graph imports neither)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -19,6 +19,9 @@ from metauas.options import (
     field_option,
 )
 from metauas.outputs import prepare_dir
+
+if TYPE_CHECKING:  # loaded on use: the CLI starts without torch
+    from metauas.model.network import MetaUAS
 
 
 def _warn(message: str) -> None:
@@ -147,6 +150,25 @@ def _check_export_target(out: Path, suffix: str, fmt: str, threshold: float | No
     prepare_dir(out.parent, f"--out {out}: its folder")
 
 
+SHOTS_HELP = (
+    "How many prompt views the graphs compare each query with at once, fused inside them as PyTorch "
+    "fuses K shots: the normal images of predict --use-all-prompts / set_prompts(..., use_all=True), "
+    "times the rotations of set_prompts(..., rotations=...). Fixed in the graph; 1: one normal image per query."
+)
+
+
+def _load_for_export(checkpoint: str, size: int | None) -> tuple[MetaUAS, dict, int]:
+    """The checkpoint's model, its metadata and the side the graphs take."""
+    from metauas.model.checkpoint import load_model
+    from metauas.model.hub import resolve_checkpoint
+
+    model, meta = load_model(resolve_checkpoint(checkpoint))
+    side = size or int(meta.get("size", 256))
+    if side < 32 or side % 32:
+        raise UserError(f"--size must be a positive multiple of 32, got {side}")
+    return model, meta, side
+
+
 def export_command(
     checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...)."),
     out: Path = typer.Option(
@@ -184,30 +206,17 @@ def export_command(
         "in the graph's metadata (e.g. the one predict --threshold auto "
         "fitted); metauas.load and predict then decide with it.",
     ),
-    shots: int = typer.Option(
-        1,
-        "--shots",
-        min=1,
-        max=MAX_SHOTS,
-        help="How many prompt views the graphs compare each query with at once, fused inside "
-        "them as PyTorch fuses K shots: the normal images of predict --use-all-prompts / "
-        "set_prompts(..., use_all=True), times the rotations of set_prompts(..., rotations=...). "
-        "The count is fixed in the graph; 1: one normal image per query.",
-    ),
+    shots: int = typer.Option(1, "--shots", min=1, max=MAX_SHOTS, help=SHOTS_HELP),
 ) -> None:
     """Export a checkpoint to ONNX or OpenVINO (opset 18, dynamic batch, metadata inside), checked against PyTorch."""
-    from metauas.model.hub import fetch_first, resolve_checkpoint
+    from metauas.model.hub import fetch_first
 
     fetch_first(checkpoint)
-    from metauas.model.checkpoint import load_model
+    from metauas.inference.scoring import Scorer
     from metauas.model.export import FORMATS, OPSET, export_graphs
 
     _check_export_target(out, FORMATS[fmt], fmt, threshold)
-    model, meta = load_model(resolve_checkpoint(checkpoint))
-    side = size or int(meta.get("size", 256))
-    if side < 32 or side % 32:
-        raise UserError(f"--size must be a positive multiple of 32, got {side}")
-    from metauas.inference.scoring import Scorer
+    model, meta, side = _load_for_export(checkpoint, size)
 
     head = Scorer(model.encoder, model, (method,), mix_weight=mix_weight).head()
     for done in export_graphs(model, out, side, fmt, cached_prompt, threshold, meta, head=head, shots=shots):

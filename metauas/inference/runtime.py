@@ -28,9 +28,9 @@ from metauas.model.graphs import Graph
 def shots_error(graph: int, given: int) -> UserError:
     """The one message for a prompt-view count the graph was not exported for."""
     return UserError(
-        f"this graph compares each query with {graph} prompt view(s) (exported with --shots {graph}), "
-        f"and {given} were given (normal images with use_all / --use-all-prompts, times prompt rotations): "
-        f"export with --shots {given}, or use the PyTorch checkpoint"
+        "this graph compares each query with {graph} prompt view(s) (`shots`, fixed at export), not {given} "
+        "(the normal images with use_all, times the prompt rotations): export it again with "
+        "`metauas export --shots {given}`, or use the PyTorch checkpoint".format(graph=graph, given=given)
     )
 
 

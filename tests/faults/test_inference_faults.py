@@ -149,7 +149,7 @@ def test_maps_that_are_not_finite_are_one_line_from_either_backend():
             return {"map": np.full((1, 1, 4, 4), np.inf, np.float32)}
 
     backend = object.__new__(GraphBackend)
-    backend.full, backend.encoder, backend.head, backend.method = Graph(), None, None, "model"
+    backend.full, backend.encoder, backend.head, backend.method, backend.shots = Graph(), None, None, "model", 1
     image = np.zeros((1, 3, 4, 4), np.float32)
     with pytest.raises(UserError, match="the model maps hold NaN or infinity"):
         backend.maps([[image]], [image])
