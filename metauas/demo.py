@@ -35,6 +35,15 @@ class DemoConfig:
     out: Path = option(Path("demo-out"), "Folder for data, run, checkpoint and report.html; a rerun reuses it.")
     steps: int = option(425, "Training steps (425: about 8 minutes on 2 idle CPU cores).", Panel.OPTIMISATION)
     size: int = option(128, "Side of generated pairs and of the model input, in pixels.", Panel.DATA)
+    # half the local / none pairs of procedural scenes take another instance of the scene
+    # as their prompt: over three training seeds it brought pcb-dev's image score level
+    # with the lookup and lost no class (docs/quality.md, "Instance prompts in the demo's data")
+    instance_prompts: float = option(
+        0.5,
+        "Probability that a local or none pair of a procedural scene takes its prompt from another instance "
+        "(generate --instance-prompts).",
+        Panel.DATA,
+    )
     train_pairs: int = option(4000, "Builtin training pairs to generate.", Panel.DATA)
     heldout_pairs: int = option(240, "Held-out pairs (other photos and scenes) to score.", Panel.DATA)
     batch_size: int = option(8, "Training batch size.", Panel.OPTIMISATION)
@@ -86,6 +95,7 @@ class DemoConfig:
 def make_data(cfg: DemoConfig) -> None:
     """Generate (or resume) both splits of builtin change pairs."""
     from metauas.changegen import GenerateConfig, generate_dataset
+    from metauas.changegen.shards import holds_another_config
 
     splits: tuple[tuple[BuiltinSplit, Path, int, int], ...] = (
         ("train", cfg.train_dir, cfg.train_pairs, cfg.seed),
@@ -93,18 +103,23 @@ def make_data(cfg: DemoConfig) -> None:
     )
     for split, folder, pairs, seed in splits:
         typer.echo(f"[demo] {split} pairs -> {folder}", err=True)
-        generate_dataset(
-            GenerateConfig(
-                out=folder,
-                num_pairs=pairs,
-                builtin_split=split,
-                size=cfg.size,
-                shard_size=max(1, pairs // 8),
-                seed=seed,
-                workers=cfg.workers,
-                progress=cfg.progress,
-            )
+        gen = GenerateConfig(
+            out=folder,
+            num_pairs=pairs,
+            builtin_split=split,
+            size=cfg.size,
+            shard_size=max(1, pairs // 8),
+            seed=seed,
+            workers=cfg.workers,
+            progress=cfg.progress,
+            instance_prompts=cfg.instance_prompts if split == "train" else 0.0,
         )
+        if holds_another_config(gen):  # an earlier demo's recipe, or other demo options
+            raise UserError(
+                f"{cfg.out} holds a demo made with other settings ({folder} was generated otherwise, e.g. "
+                "by an earlier version's recipe): remove it or give another `out`"
+            )
+        generate_dataset(gen)
 
 
 def train_model(cfg: DemoConfig) -> Path:

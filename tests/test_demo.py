@@ -9,7 +9,7 @@ from metauas.cli import main
 METHODS = {"MetaUAS (trained)", "MetaUAS (step 0)", "lookup baseline"}
 
 
-def _demo(out, real) -> int:
+def _demo(out, real, *more: str) -> int:
     return main(
         [
             "demo",
@@ -28,6 +28,7 @@ def _demo(out, real) -> int:
             "--real",
             str(real),
             "-q",
+            *more,
         ]
     )
 
@@ -69,3 +70,10 @@ def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, mvtec_root,
     assert (out / "run" / "metrics.jsonl").read_text().count("\n") == log_lines
     again = json.loads((out / "metrics.json").read_text())
     assert again.pop("real")[mvtec_root.name] == real and again == metrics
+
+    # a demo folder made with other settings (an earlier version's recipe) is refused in
+    # one line before anything is written, not mixed with the new recipe's data
+    capsys.readouterr()
+    assert _demo(out, mvtec_root, "--instance-prompts", "0") == 2
+    assert "holds a demo made with other settings" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in shards} == stamps

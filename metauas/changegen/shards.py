@@ -42,6 +42,12 @@ def sample_members(cfg: GenerateConfig, sample: Sample) -> list[tuple[str, bytes
     )
 
 
+def holds_another_config(cfg: GenerateConfig) -> bool:
+    """Whether `cfg.out` already holds (part of) a dataset made with another config."""
+    existing = meta_dir(cfg.out) / "config.json"
+    return existing.is_file() and existing.read_bytes() != to_json(cfg.dataset_fields())
+
+
 def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None:
     """Create the output folder, prove it writable, and refuse to mix two configs
     in one folder (a rerun with the same config resumes). `left_out` (the files the
@@ -50,7 +56,7 @@ def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None
         raise UserError(f"`out` {cfg.out} is a file, not a folder: give a folder name (it is created if missing)")
     config = to_json(cfg.dataset_fields())
     existing = meta_dir(cfg.out) / "config.json"
-    if existing.is_file() and existing.read_bytes() != config:
+    if holds_another_config(cfg):
         raise UserError(
             f"`out` {cfg.out} holds a dataset made with another config; choose a new `out` or the same options"
         )
