@@ -82,11 +82,11 @@ class FullGraph(nn.Module):
         self.model, self.head, self.shots = model, head, shots
 
     def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        views = [prompt] if self.shots == 1 else [prompt[:, k] for k in range(self.shots)]
-        feats = self.model.encode(torch.cat([*views, query], dim=0))  # one encoder pass
+        views = torch.cat([view for (view,) in _split_shots([prompt], self.shots)])  # K x N images
+        pf, qf = self.model.encode_pair(views, query)  # one encoder pass
         n = query.shape[0]
-        shots = [[f[k * n : (k + 1) * n] for f in feats] for k in range(self.shots)]
-        return self.head(shots, [f[self.shots * n :] for f in feats], tuple(query.shape[-2:]))
+        shots = [[f[k * n : (k + 1) * n] for f in pf] for k in range(self.shots)]
+        return self.head(shots, qf, tuple(query.shape[-2:]))
 
 
 class EncoderGraph(nn.Module):
