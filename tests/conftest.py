@@ -16,11 +16,15 @@ def mvtec_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
+    import torch
+
     from metauas.model.checkpoint import save_checkpoint
     from metauas.model.config import EncoderConfig, ModelConfig
     from metauas.model.network import MetaUAS
 
-    model = MetaUAS(ModelConfig(encoder=EncoderConfig(weights="none"), decoder_channels=(32, 16, 16, 8, 8)))
+    with torch.random.fork_rng():  # the same tiny model whatever ran before it in this worker
+        torch.manual_seed(0)
+        model = MetaUAS(ModelConfig(encoder=EncoderConfig(weights="none"), decoder_channels=(32, 16, 16, 8, 8)))
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, size=64, step=0)
 
 

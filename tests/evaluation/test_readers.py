@@ -35,8 +35,13 @@ def test_visa_reader(tmp_path, mvtec_root):
     (mvtec_root / "split_csv" / "1cls.csv").write_text("\n".join(rows) + "\n")
     bench = read_benchmark(mvtec_root, "visa")
     [tile] = bench.classes
-    assert len(tile.train) == 1 and [s.label for s in tile.test] == [0, 1, 1]
-    assert tile.test[2].mask is None and len(bench.problems) == 1 and "001.png" in bench.problems[0]
+    # the prepared folder's order whatever the CSV's: anomalies (bad/) first, each kind by name
+    assert len(tile.train) == 1 and [(s.label, s.path.name) for s in tile.test] == [
+        (1, "000.png"),
+        (1, "001.png"),
+        (0, "000.png"),
+    ]
+    assert tile.test[1].mask is None and len(bench.problems) == 1 and "001.png" in bench.problems[0]
 
 
 def test_meta_json_reader(tmp_path, mvtec_root):
