@@ -76,4 +76,8 @@ def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, mvtec_root,
     capsys.readouterr()
     assert _demo(out, mvtec_root, "--instance-prompts", "0") == 2
     assert "holds a demo made with other settings" in capsys.readouterr().err
+    # and a finished run of another batch size is not reported as this recipe's model
+    assert _demo(out, mvtec_root, "--batch-size", "2") == 2
+    assert "holds a demo run trained with other settings (batch_size" in capsys.readouterr().err
+    assert checkpoint.stat().st_mtime_ns == checkpoint_stamp
     assert {p: p.stat().st_mtime_ns for p in shards} == stamps
