@@ -40,6 +40,7 @@ from metauas.trainer.state import (
     State,
     build_training,
     prepare_run_dir,
+    record_config,
     run_lock,
     save_state,
     wrap_model,
@@ -149,7 +150,8 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     model, ema, optimizer, scaler, amp, state = build_training(cfg, payload, d)
     if payload is not None and _progress(cfg, state, total, state.elapsed_s, time.monotonic()) >= 1.0:
         log.info("%s is already complete (step %d): nothing to resume", run_dir / CHECKPOINT, state.step)
-        return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate or re-log
+        return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate, re-log or re-record
+    record_config(run_dir, cfg, d)
     validator = build_validation(cfg) if d.main else None
     saved_step = None if payload is None else state.step
     run = Run(

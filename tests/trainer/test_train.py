@@ -113,8 +113,20 @@ def test_resume_continues_from_the_saved_step(shard_dir, tmp_path):
     assert again["meta"]["step"] == 7
     assert again["training"]["optimizer"]["state"]  # Adam moments carried on
     saved, logged = (run / "last.pt").stat().st_mtime_ns, (run / "metrics.jsonl").read_text()
-    train(_config(shard_dir, run, steps=7, resume=True))  # complete: nothing to do
+    record = (run / "config.json").read_text()
+    train(_config(shard_dir, run, steps=7, resume=True, lr=1e-2))  # complete: nothing to do
     assert (run / "last.pt").stat().st_mtime_ns == saved and (run / "metrics.jsonl").read_text() == logged
+    assert (run / "config.json").read_text() == record  # still the record of the weights there
+
+
+def test_a_resume_with_other_settings_says_which_and_records_them(shard_dir, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(_config(shard_dir, run, steps=2, save_every=2))
+    with caplog.at_level("WARNING", logger="metauas.train"):
+        train(_config(shard_dir, run, steps=4, resume=True, lr=1e-2, progress=True))
+    said = " ".join(r.getMessage() for r in caplog.records if "config.json" in r.getMessage())
+    assert "lr: 0.0001 -> 0.01" in said and "steps: 2 -> 4" in said and "progress" not in said
+    assert json.loads((run / "config.json").read_text())["lr"] == 1e-2
 
 
 def _same(a: dict, b: dict) -> bool:
