@@ -42,10 +42,16 @@ def sample_members(cfg: GenerateConfig, sample: Sample) -> list[tuple[str, bytes
     )
 
 
+def config_record(cfg: GenerateConfig) -> tuple[Path, bytes]:
+    """Where `cfg.out` keeps the record of the config its dataset is made with, and what
+    this config's record holds (what a rerun is compared with)."""
+    return meta_dir(cfg.out) / "config.json", to_json(cfg.dataset_fields())
+
+
 def holds_another_config(cfg: GenerateConfig) -> bool:
     """Whether `cfg.out` already holds (part of) a dataset made with another config."""
-    existing = meta_dir(cfg.out) / "config.json"
-    return existing.is_file() and existing.read_bytes() != to_json(cfg.dataset_fields())
+    existing, config = config_record(cfg)
+    return existing.is_file() and existing.read_bytes() != config
 
 
 def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None:
@@ -54,8 +60,7 @@ def prepare_output(cfg: GenerateConfig, left_out: Counter | None = None) -> None
     source passed over while listing) goes to index.json as `source_skips`."""
     if cfg.out.exists() and not cfg.out.is_dir():
         raise UserError(f"`out` {cfg.out} is a file, not a folder: give a folder name (it is created if missing)")
-    config = to_json(cfg.dataset_fields())
-    existing = meta_dir(cfg.out) / "config.json"
+    existing, config = config_record(cfg)
     if holds_another_config(cfg):
         raise UserError(
             f"`out` {cfg.out} holds a dataset made with another config; choose a new `out` or the same options"
