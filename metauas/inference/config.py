@@ -38,7 +38,7 @@ METHOD_CHOICES: tuple[MethodChoice, ...] = typing.get_args(MethodChoice)
 # the `mix` method: the weighted geometric mean of the two maps (scoring._mix), high only
 # where both are, so the lookup vetoes the model's confident nuisance and the model the
 # lookup's; it beat the arithmetic blend on the dev suite (docs/quality.md)
-MIX_WEIGHT = 0.8  # the lookup map's weight w (docs/quality.md, "The default weight")
+MIX_WEIGHT = 0.85  # the lookup map's weight w (docs/quality.md, "The default weight")
 DEFAULT_METHOD: Method = "mix"  # what a checkpoint computes unless a method is named
 MIX_RULE = "model ** (1 - w) * lookup ** w, a weighted geometric mean of the two maps"
 
