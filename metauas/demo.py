@@ -47,8 +47,9 @@ class DemoConfig:
     train_pairs: int = option(4000, "Builtin training pairs to generate.", Panel.DATA)
     heldout_pairs: int = option(240, "Held-out pairs (other photos and scenes) to score.", Panel.DATA)
     # 16, not 8: over three training seeds on the demo's own path pcb-dev's mix image score
-    # was 81.1 / 89.3 / 86.9 against the lookup's 84.8 (batch 8's draws: 69.3 to 85.6), no
-    # class lost; twice the time per step (docs/quality.md, "Batch 16 in the demo's recipe")
+    # was 81.1 / 89.3 / 86.9 against the lookup's 84.8 at w = 0.8 (batch 8's draws: 69.3 to
+    # 85.6), no class lost; twice the time per step (docs/quality.md, "Batch 16 in the demo's
+    # recipe"); at today's w = 0.85, 83.6 / 89.0 / 86.5 ("The default weight")
     batch_size: int = option(16, "Training batch size.", Panel.OPTIMISATION)
     # a minutes-long run takes larger steps than the paper's 1e-4 (meant for long GPU runs):
     # with 5e-4 and 30 warmup steps (and the head's change prior) held-out P-AP after 100
