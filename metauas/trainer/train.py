@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -151,7 +151,7 @@ def _train(cfg: TrainConfig, d: distributed.Dist) -> Path:
     if payload is not None and _progress(cfg, state, total, state.elapsed_s, time.monotonic()) >= 1.0:
         log.info("%s is already complete (step %d): nothing to resume", run_dir / CHECKPOINT, state.step)
         return run_dir / CHECKPOINT  # a rerun must not re-save, re-validate, re-log or re-record
-    record_config(run_dir, cfg, d)
+    record_config(run_dir, replace(cfg, model=model.cfg), d)  # a resume keeps the checkpoint's model
     validator = build_validation(cfg) if d.main else None
     saved_step = None if payload is None else state.step
     run = Run(

@@ -126,7 +126,11 @@ def test_a_resume_with_other_settings_says_which_and_records_them(shard_dir, tmp
         train(_config(shard_dir, run, steps=4, resume=True, lr=1e-2, progress=True))
     said = " ".join(r.getMessage() for r in caplog.records if "config.json" in r.getMessage())
     assert "lr: 0.0001 -> 0.01" in said and "steps: 2 -> 4" in said and "progress" not in said
-    assert json.loads((run / "config.json").read_text())["lr"] == 1e-2
+    record = json.loads((run / "config.json").read_text())
+    assert record["lr"] == 1e-2
+    other = tiny_model_config(decoder_channels=(8, 8, 8, 8, 8))
+    train(_config(shard_dir, run, steps=6, resume=True, model=other))  # the checkpoint's model trains on
+    assert json.loads((run / "config.json").read_text())["model"] == record["model"]
 
 
 def _same(a: dict, b: dict) -> bool:
