@@ -131,55 +131,42 @@ def make_data(cfg: DemoConfig) -> None:
 RUN_SETTINGS = ("batch_size", "lr", "warmup_steps", "seed", "size")
 
 
-def _refuse_another_run(cfg: DemoConfig) -> None:
-    """A run folder trained with other settings (an earlier version's batch size, say) would
-    be resumed as finished and reported as this recipe's model: one line instead."""
-    import json
-
-    saved = cfg.run_dir / "config.json"
-    if not saved.is_file():
-        return
-    try:
-        old = json.loads(saved.read_text())
-    except (OSError, ValueError):
-        return  # the trainer's own checks say what is wrong with the folder
-    differ = [k for k in RUN_SETTINGS if k in old and old[k] != getattr(cfg, k)]
-    if differ:
-        raise UserError(
-            f"{cfg.out} holds a demo run trained with other settings ({', '.join(differ)}; e.g. an earlier "
-            "version's recipe): remove it or give another `out`"
-        )
-
-
 def train_model(cfg: DemoConfig) -> Path:
     """Train the default model for `steps`, or resume an interrupted demo run.
 
     A finished run resumes at its last step, so the trainer returns at once."""
     from metauas.model.config import ModelConfig
     from metauas.trainer.config import TrainConfig
+    from metauas.trainer.state import changed_settings
     from metauas.trainer.train import train
 
-    _refuse_another_run(cfg)
-    typer.echo(f"[demo] training {cfg.steps} steps -> {cfg.run_dir}", err=True)
-    return train(
-        TrainConfig(
-            train=str(cfg.train_dir),
-            val=str(cfg.heldout_dir),
-            out=str(cfg.run_dir),
-            model=ModelConfig(),
-            size=cfg.size,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            warmup_steps=cfg.warmup_steps,
-            steps=cfg.steps,
-            val_every=100,
-            val_pairs=cfg.heldout_pairs,
-            save_every=100,
-            seed=cfg.seed,
-            resume=(cfg.run_dir / "last.pt").exists(),
-            progress=cfg.progress,
-        )
+    run = TrainConfig(
+        train=str(cfg.train_dir),
+        val=str(cfg.heldout_dir),
+        out=str(cfg.run_dir),
+        model=ModelConfig(),
+        size=cfg.size,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        steps=cfg.steps,
+        val_every=100,
+        val_pairs=cfg.heldout_pairs,
+        save_every=100,
+        seed=cfg.seed,
+        resume=(cfg.run_dir / "last.pt").exists(),
+        progress=cfg.progress,
     )
+    # a run trained with other settings (an earlier version's batch size, say) would be
+    # resumed as finished and reported as this recipe's model: one line instead
+    differ = [k for k in changed_settings(cfg.run_dir, run) if k in RUN_SETTINGS]
+    if differ:
+        raise UserError(
+            f"{cfg.out} holds a demo run trained with other settings ({', '.join(differ)}; e.g. an earlier "
+            "version's recipe): remove it or give another `out`"
+        )
+    typer.echo(f"[demo] training {cfg.steps} steps -> {cfg.run_dir}", err=True)
+    return train(run)
 
 
 def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:

@@ -103,21 +103,28 @@ def prepare_run_dir(cfg: TrainConfig, d: distributed.Dist) -> tuple[Path, dict |
 _SAYS_NOTHING = ("resume", "progress", "workers")  # options that do not change what is trained
 
 
+def changed_settings(run_dir: Path, cfg: TrainConfig) -> dict[str, tuple]:
+    """{setting: (recorded, given)} where `cfg` differs from the run's config.json in what
+    is trained; empty without a readable record (the trainer's checks say what is wrong)."""
+    try:
+        old = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    new = cfg.to_dict()
+    return {k: (old[k], v) for k, v in new.items() if k not in _SAYS_NOTHING and k in old and old[k] != v}
+
+
 def record_config(run_dir: Path, cfg: TrainConfig, d: distributed.Dist) -> None:
     """Write the run's config.json, once the run is known to train (fresh, or resumed and
     not yet complete): a finished run's record keeps describing its weights, whatever
     options a rerun was given. A resume with other settings says which ones changed."""
     if not d.main:
         return
-    path, new = run_dir / "config.json", cfg.to_dict()
-    try:
-        old = json.loads(path.read_text()) if cfg.resume else {}
-    except (OSError, ValueError):
-        old = {}  # unreadable: the new record replaces it
-    changed = [f"{k}: {old[k]} -> {v}" for k, v in new.items() if k not in _SAYS_NOTHING and k in old and old[k] != v]
+    changed = changed_settings(run_dir, cfg) if cfg.resume else {}
     if changed:
-        log.warning("resuming with other settings than the run's config.json (%s)", "; ".join(changed))
-    write_atomic(path, json.dumps(new, indent=2).encode())
+        said = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in changed.items())
+        log.warning("resuming with other settings than the run's config.json (%s)", said)
+    write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
 
 
 def build_training(cfg: TrainConfig, payload: dict | None, d: distributed.Dist):
