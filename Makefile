@@ -5,14 +5,24 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the releases this project is tested with; override for your CUDA.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
+# the extras `make install` adds (a variable: a comma can't stand inside $(call ...))
+EXTRAS := torch,tensorboard,dev
 
 .PHONY: install demo test test-slow test-numpy1 bench gpu-check clean
 
+# A download from PyPI that drops (CI once lost OpenVINO's 59 MB wheel at 44.6 MB, six
+# resumes without a byte) must not fail the install: pip resumes up to 20 times, and the
+# whole command is tried three times, 20 s apart (a fresh try downloads from the start).
+PIP_TRIES ?= 3
+retry = for try in $$(seq $(PIP_TRIES)); do $(1) && break; \
+	if [ $$try = $(PIP_TRIES) ]; then exit 1; fi; \
+	echo "pip failed (try $$try of $(PIP_TRIES)); trying again in 20 s" >&2; sleep 20; done
+
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[torch,tensorboard,dev]'
+	$(call retry,$(PY) -m pip install -q --upgrade pip)
+	$(call retry,$(PY) -m pip install -q --resume-retries 20 $(TORCH_SPEC))
+	$(call retry,$(PY) -m pip install -q --resume-retries 20 -e '.[$(EXTRAS)]')
 	touch $@
 
 install: $(VENV)/.installed
