@@ -11,6 +11,7 @@ import sys
 import typer
 
 from metauas.errors import UserError
+from metauas.options import Group
 from metauas.outputs import out_of_space
 from metauas.version import __version__
 
@@ -24,11 +25,13 @@ app = typer.Typer(
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     context_settings=HELP,
+    cls=Group,
 )
 bench_app = typer.Typer(
     help="Benchmarks: each prints its figures as ratios measured in one run.",
     no_args_is_help=True,
     context_settings=HELP,
+    cls=Group,
 )
 app.add_typer(bench_app, name="bench")
 

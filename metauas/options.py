@@ -15,6 +15,7 @@ option left at its default never overrides a config file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -27,7 +28,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import typer
-from typer.core import TyperCommand
+import typer.rich_utils
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from metauas.configs import Flag, Panel, flag_of, from_cli
 from metauas.errors import UserError
@@ -39,22 +43,85 @@ CONFIG_HELP = (
 )
 
 
-class Command(TyperCommand):
-    """typer's command with our help conventions: a flag (an on/off option, `-h`
+class _HelpTable(Table):
+    """The table of an options panel in our help. typer gives a switch's off name
+    (`--no-learn-temperature`) a column of its own, and rich shrinks every column of a
+    table too wide for the terminal: on an 80-column terminal `train -h` printed
+    `--scale-similari…` and `docs/ablatio…`, names a user cannot type. Here the off name
+    goes under the on name, in one column; names never wrap or shorten, and the value
+    types and the help text give way (folded: a long word breaks, never ends in "…").
+
+    typer's row, from the end: long names, short names, off names (long, short), type,
+    help; a required marker may come first."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        cells = list(renderables)
+        for text in getattr(cells[-1], "renderables", [cells[-1]]):  # typer's help: Columns of Texts
+            if isinstance(text, Text):
+                text.overflow = "fold"  # a word wider than the column breaks, never ends in "…"
+        if len(cells) >= 6:
+            for on, off in ((-6, -4), (-5, -3)):
+                if isinstance(cells[on], Text) and isinstance(cells[off], Text) and cells[off].plain:
+                    cells[on] = Text("\n").join([cells[on], cells[off]]) if cells[on].plain else cells[off]
+                    cells[off] = Text("")
+        super().add_row(*cells, **kwargs)
+        for column in self.columns[:-2]:
+            column.no_wrap = True
+
+
+@contextlib.contextmanager
+def _help_layout() -> Iterator[None]:
+    """typer draws its panels with the `Table` of its `rich_utils` module and offers no
+    setting for column widths: while help is drawn, that name is `_HelpTable`. If a
+    later typer draws otherwise, help keeps typer's own layout (the help test, at 80
+    columns, says so)."""
+    drawing = typer.rich_utils
+    original = getattr(drawing, "Table", None)
+    if original is not Table:  # a typer that draws otherwise: leave it be
+        yield
+        return
+    setattr(drawing, "Table", _HelpTable)
+    try:
+        yield
+    finally:
+        setattr(drawing, "Table", original)
+
+
+def _plain_placeholders(params: list[Any]) -> list[Any]:
+    """Our help conventions on typer's parameters: a flag (an on/off option, `-h`
     included) shows no value placeholder (typer writes `<bool>` for each), and values
     are named <int>, <path>, <text>, never by Python types (`<list[Path]>`)."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.param_type_name == "argument":  # its metavar is its name: only the type column changes
+            shown = _metavar(param.type_descriptor.annotation)
+            param.display_type_rich = lambda ctx, shown=shown: shown  # typer has no setting for it
+        elif param.metavar is None and hasattr(param, "type_descriptor"):
+            param.metavar = _metavar(param.type_descriptor.annotation)
+    return params
+
+
+class Command(TyperCommand):
+    """typer's command with our help conventions (`_plain_placeholders`, `_help_layout`)."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)  # typer's parameters (click's have no type_descriptor)
-        for param in params:
-            if getattr(param, "is_flag", False):
-                param.metavar = ""
-            elif param.param_type_name == "argument":  # its metavar is its name: only the type column changes
-                shown = _metavar(param.type_descriptor.annotation)
-                param.display_type_rich = lambda ctx, shown=shown: shown  # typer has no setting for it
-            elif param.metavar is None and hasattr(param, "type_descriptor"):
-                param.metavar = _metavar(param.type_descriptor.annotation)
-        return params
+        return _plain_placeholders(super().get_params(ctx))  # typer's (click's have no type_descriptor)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        with _help_layout():
+            super().format_help(ctx, formatter)
+
+
+class Group(TyperGroup):
+    """typer's group (`metauas`, `metauas bench`) with the commands' help conventions."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_placeholders(super().get_params(ctx))
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        with _help_layout():
+            super().format_help(ctx, formatter)
 
 
 def add_command(app: typer.Typer, name: str, function: Callable[..., Any]) -> None:

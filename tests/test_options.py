@@ -63,13 +63,36 @@ def test_typed_options_reach_nested_fields_and_override_a_recipe():
     assert cfg.lr != TrainConfig(train="x", out="y").lr  # the recipe's, not typed
 
 
+def _reads_well(text: str) -> None:
+    """No Python types, no `<bool>` placeholder, no name or word cut to "…"."""
+    assert "<bool>" not in text and "…" not in text and "list[" not in text and "<str>" not in text
+
+
 @pytest.mark.parametrize("path", [p for p, _ in _commands()], ids=" ".join)
 def test_every_command_takes_q_and_v_and_its_help_reads_well(path, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("COLUMNS", "80")  # a terminal's default width
     assert main([*path, "-q", "-v", "-h"]) == 0
     text = capsys.readouterr().out
     assert "-q" in text and "--verbose" in text
-    assert "<bool>" not in text and "…" not in text and "list[" not in text and "<str>" not in text
+    _reads_well(text)
+
+
+@pytest.mark.parametrize("path", [(), ("bench",)], ids=["metauas", "bench"])
+def test_the_groups_help_reads_well(path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main([*path, "-h"]) == 0
+    _reads_well(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_a_switchs_off_name_stands_whole_under_its_on_name(columns, capsys, monkeypatch):
+    """typer gave the off name a column of its own; on an 80-column terminal rich then
+    cut the names (`--scale-similari…`)."""
+    monkeypatch.setenv("COLUMNS", columns)
+    assert main(["train", "-h"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    on = next(i for i, line in enumerate(lines) if "--learn-temperature " in line)
+    assert "--no-learn-temperature " in lines[on + 1] and "--no-learn" not in lines[on]
 
 
 def test_train_help_groups_its_options():
