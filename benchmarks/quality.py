@@ -148,7 +148,18 @@ def main() -> None:
         default="lookup-default",
         help="Lookup variant used by the model's `lookup` and `mix` rows: " + " | ".join(LOOKUPS),
     )
+    parser.add_argument(
+        "--frame-blur",
+        type=float,
+        default=0.0,
+        help="What-if, not the product: a Gaussian low-pass of this many px on every input in the model's frame "
+        "(scale_spread.py's; the held-out pairs are not affected).",
+    )
     args = parser.parse_args()
+    if args.frame_blur > 0:
+        from scale_spread import blur_the_frame
+
+        blur_the_frame(args.frame_blur)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     chosen = {k: LOOKUPS[k] for k in args.only.split(",")} if args.only else LOOKUPS
     summary: dict[str, dict] = {}

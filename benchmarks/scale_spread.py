@@ -71,14 +71,16 @@ def summary(scores: np.ndarray, factors: list[float]) -> dict:
 
 
 def blur_the_frame(sigma: float) -> None:
-    """Make every image the API scores pass a Gaussian low-pass of `sigma` px in the frame."""
+    """Make every image the API and `evaluate` score pass a Gaussian low-pass of `sigma`
+    px in the frame (what-if; `quality.py --frame-blur` uses it too)."""
     import metauas.inference.api as api
+    import metauas.inference.scoring as scoring
     from metauas.inference.frame import model_input
 
     def blurred(rgb: np.ndarray, size: int) -> np.ndarray:
         return np.stack([cv2.GaussianBlur(c, (0, 0), sigma) for c in model_input(rgb, size)])
 
-    api.model_input = blurred
+    api.model_input = scoring.model_input = blurred
 
 
 def score_by_topk(k: int) -> None:
