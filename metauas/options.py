@@ -102,26 +102,24 @@ def _plain_placeholders(params: list[Any]) -> list[Any]:
     return params
 
 
-class Command(TyperCommand):
-    """typer's command with our help conventions (`_plain_placeholders`, `_help_layout`)."""
+class _HelpConventions:
+    """Our help conventions on a typer command or group (`_plain_placeholders`,
+    `_help_layout`); mixed in before typer's class."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return _plain_placeholders(super().get_params(ctx))  # typer's (click's have no type_descriptor)
+        return _plain_placeholders(super().get_params(ctx))  # type: ignore[misc]  # a mixin: typer's class, next in line, has it
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         with _help_layout():
-            super().format_help(ctx, formatter)
+            super().format_help(ctx, formatter)  # type: ignore[misc]  # as above
 
 
-class Group(TyperGroup):
-    """typer's group (`metauas`, `metauas bench`) with the commands' help conventions."""
+class Command(_HelpConventions, TyperCommand):
+    """Every command of ours (`add_command`)."""
 
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _plain_placeholders(super().get_params(ctx))
 
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        with _help_layout():
-            super().format_help(ctx, formatter)
+class Group(_HelpConventions, TyperGroup):
+    """`metauas` and `metauas bench`."""
 
 
 def add_command(app: typer.Typer, name: str, function: Callable[..., Any]) -> None:
