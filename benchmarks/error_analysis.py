@@ -46,11 +46,17 @@ BINS = (("small", 0.0, 0.001), ("medium", 0.001, 0.01), ("large", 0.01, 1.01))
 
 
 def class_maps(
-    checkpoint: Path, data: Path, seed: int, lookup: LookupConfig | None = None, rotations: tuple[int, ...] = (0,)
+    checkpoint: Path | None,
+    data: Path,
+    seed: int,
+    lookup: LookupConfig | None = None,
+    rotations: tuple[int, ...] = (0,),
+    methods: tuple[str, ...] = ("model", "lookup"),
 ) -> list:
     """(class data, ClassMaps) per class of `data` with the seed's random 1-shot prompts,
     each also seen rotated by `rotations` degrees (`evaluate --prompt-rotations`);
-    `lookup` is a LookupConfig (the default lookup when None)."""
+    `lookup` is a LookupConfig (the default lookup when None). `methods=("lookup",)`
+    needs no checkpoint: the same prompts, the lookup alone."""
     from metauas.devices import resolve_device
     from metauas.evaluation.config import EvalConfig
     from metauas.evaluation.evaluate import score_class
@@ -60,10 +66,9 @@ def class_maps(
     from metauas.inference.prompts import PromptBank
     from metauas.inference.scoring import build_scorer
 
-    cfg = EvalConfig(data=data, out=Path("."), checkpoint=checkpoint, method="both", size=SIZE, progress=False)
-    scorer, _ = build_scorer(
-        checkpoint, ("model", "lookup"), "features", lookup or LookupConfig(), resolve_device("cpu")
-    )
+    method = "both" if "model" in methods else "lookup"
+    cfg = EvalConfig(data=data, out=Path("."), checkpoint=checkpoint, method=method, size=SIZE, progress=False)
+    scorer, _ = build_scorer(checkpoint, methods, "features", lookup or LookupConfig(), resolve_device("cpu"))
     run, out = PromptPolicy("random", seed, 1, rotations), []
     for c in read_benchmark(data, "mvtec").classes:
         bank = PromptBank(run, run.candidates(c.name, c.train), SIZE, scorer)

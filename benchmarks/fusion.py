@@ -34,7 +34,7 @@ frame). `--prompt-rotations 0,90,180,270` also feeds each prompt rotated, to bot
 (`evaluate --prompt-rotations`, test-time augmentation). `--maps-cache DIR` keeps each
 (set, seed)'s maps in DIR (float32 .npz: 15 to 60 MB per set and seed at 256 px) and reads them on a
 rerun, so another blend, floor or weight costs the metrics only (one to two minutes for
-the suite instead of ten): one DIR per checkpoint, lookup and rotations, as it does not check.
+the suite instead of ten): one DIR per checkpoint, lookup, lookup encoder and rotations, as it does not check.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from error_analysis import class_maps
+from lookup_encoders import lookup_encoder
 from quality import LOOKUPS
 
 KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
@@ -114,6 +115,10 @@ def score_set(args: argparse.Namespace, data: Path, seed: int) -> dict[str, np.n
         arrays[f"{c.name}/labels"] = np.array([s.label for s in cm.samples])
         masks = [np.zeros(shape, bool) if m is None else np.asarray(m, bool) for m in cm.masks]
         arrays[f"{c.name}/masks"] = np.packbits(np.stack(masks), axis=-1)
+    if args.lookup_encoder:  # the same prompts, the lookup on an encoder of its own
+        with lookup_encoder(args.lookup_encoder):
+            for c, cm in class_maps(None, data, seed, LOOKUPS[args.lookup], rotations, ("lookup",)):
+                arrays[f"{c.name}/lookup"] = np.stack(cm.maps["lookup"]).astype(np.float32)
     return arrays
 
 
@@ -222,6 +227,12 @@ def main() -> None:
     r.add_argument("--seeds", default="1,3,5,7,9", help="Prompt seeds.")
     r.add_argument("--weights", default="0,0.5,0.7,0.8,0.9,0.95,0.98,1", help="Lookup weights w to sweep.")
     r.add_argument("--lookup", default="lookup-default", choices=list(LOOKUPS), help="The lookup blended in.")
+    r.add_argument(
+        "--lookup-encoder",
+        default="",
+        help="What-if: the lookup's maps from this frozen encoder (e.g. tf_efficientnet_lite2, its offline package "
+        "installed), on the same prompts, instead of the model's encoder.",
+    )
     r.add_argument("--blend", default="geo", choices=list(BLENDS), help="geo: the mix method | mean: arithmetic.")
     r.add_argument("--topk", default="", help="Also the top-k image score at these K (comma-separated), as W@topK.")
     r.add_argument("--model-floor", type=float, default=0.0, help="What-if: the model's map as (m + E) / (1 + E).")
@@ -229,7 +240,8 @@ def main() -> None:
     r.add_argument(
         "--maps-cache",
         type=Path,
-        help="Keep the maps here (one folder per checkpoint, lookup and rotations); a rerun with other blend "
+        help="Keep the maps here (one folder per checkpoint, lookup, lookup encoder and rotations); a rerun with "
+        "other blend "
         "options reads them instead of scoring again.",
     )
     r.add_argument(

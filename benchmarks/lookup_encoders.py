@@ -6,31 +6,48 @@ is the lookup default (lite0) still the strongest lookup? (docs/quality.md, issu
         --data ../shared/data/magnetic-tile-dev --data ../shared/data/glass-dev --data ../shared/data/pcb-dev \\
         --heldout HELDOUT
 
-Runs `benchmarks/quality.py lookups --only lookup-default ARGS` with every encoder the run
-builds without a checkpoint (`EncoderConfig()`) named ENCODER instead of lite0; the weights
-come from the encoder's offline package, as lite0's do. Prints quality.py's table.
+Runs `benchmarks/quality.py lookups --only lookup-default ARGS` (a later `--only` in ARGS
+picks other variants) with every encoder the lookup-only path builds named ENCODER instead
+of lite0; the weights come from the encoder's offline package, as lite0's do. Prints
+quality.py's table.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import runpy
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-import metauas.model.config as model_config
+import metauas.model.encoder as model_encoder
+
+
+@contextlib.contextmanager
+def lookup_encoder(name: str) -> Iterator[None]:
+    """While inside, the lookup-only scoring path builds encoder `name` instead of lite0.
+
+    An experiment, not a feature: that path imports `build_encoder` when it runs, so the
+    swapped name reaches it without a new option in evaluate, while a checkpoint's model
+    keeps its own encoder (network.py bound `build_encoder` at import). Swapping the
+    `EncoderConfig` class itself broke once ModelConfig checked its encoder's type."""
+    build = model_encoder.build_encoder
+    model_encoder.build_encoder = lambda cfg, *a, **kw: build(dataclasses.replace(cfg, name=name), *a, **kw)
+    try:
+        yield
+    finally:
+        model_encoder.build_encoder = build
 
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
         sys.exit(__doc__)
     name, rest = sys.argv[1], sys.argv[2:]
-    default = model_config.EncoderConfig
-    # an experiment, not a feature: the lookup-only paths build `EncoderConfig()`, so the
-    # swapped default reaches them without a new option in evaluate
-    model_config.EncoderConfig = lambda **kw: default(**{"name": name, **kw})  # type: ignore[misc, assignment]
     script = Path(__file__).with_name("quality.py")
     sys.argv = [str(script), "lookups", "--only", "lookup-default", *rest]
-    runpy.run_path(str(script), run_name="__main__")
+    with lookup_encoder(name):
+        runpy.run_path(str(script), run_name="__main__")
 
 
 if __name__ == "__main__":
