@@ -108,10 +108,12 @@ def score_set(args: argparse.Namespace, data: Path, seed: int) -> dict[str, np.n
     "NAME/masks" (bit-packed; an absent mask as an empty one)."""
     rotations = tuple(int(r) for r in args.prompt_rotations.split(","))
     arrays = {}
-    for c, cm in class_maps(args.checkpoint, data, seed, LOOKUPS[args.lookup], rotations):
+    # with --lookup-encoder the lookup's maps come from a second pass below: not computed here
+    methods = ("model",) if args.lookup_encoder else ("model", "lookup")
+    for c, cm in class_maps(args.checkpoint, data, seed, LOOKUPS[args.lookup], rotations, methods):
         shape = cm.maps["model"][0].shape
-        arrays[f"{c.name}/model"] = np.stack(cm.maps["model"]).astype(np.float32)
-        arrays[f"{c.name}/lookup"] = np.stack(cm.maps["lookup"]).astype(np.float32)
+        for method in methods:
+            arrays[f"{c.name}/{method}"] = np.stack(cm.maps[method]).astype(np.float32)
         arrays[f"{c.name}/labels"] = np.array([s.label for s in cm.samples])
         masks = [np.zeros(shape, bool) if m is None else np.asarray(m, bool) for m in cm.masks]
         arrays[f"{c.name}/masks"] = np.packbits(np.stack(masks), axis=-1)
@@ -240,9 +242,8 @@ def main() -> None:
     r.add_argument(
         "--maps-cache",
         type=Path,
-        help="Keep the maps here (one folder per checkpoint, lookup, lookup encoder and rotations); a rerun with "
-        "other blend "
-        "options reads them instead of scoring again.",
+        help="Keep the maps here (one folder per checkpoint, lookup, lookup encoder and rotations); a rerun "
+        "with other blend options reads them instead of scoring again.",
     )
     r.add_argument(
         "--prompt-rotations", default="0", help="Also each prompt rotated by these degrees, e.g. 0,90,180,270."
