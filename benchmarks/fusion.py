@@ -40,13 +40,13 @@ the suite instead of ten): one DIR per checkpoint, lookup, lookup encoder and ro
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 from error_analysis import class_maps
-from lookup_encoders import lookup_encoder
 from quality import LOOKUPS
 
 KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
@@ -108,19 +108,17 @@ def score_set(args: argparse.Namespace, data: Path, seed: int) -> dict[str, np.n
     "NAME/masks" (bit-packed; an absent mask as an empty one)."""
     rotations = tuple(int(r) for r in args.prompt_rotations.split(","))
     arrays = {}
-    # with --lookup-encoder the lookup's maps come from a second pass below: not computed here
-    methods = ("model",) if args.lookup_encoder else ("model", "lookup")
-    for c, cm in class_maps(args.checkpoint, data, seed, LOOKUPS[args.lookup], rotations, methods):
+    lookup = LOOKUPS[args.lookup]
+    if args.lookup_encoder:  # the lookup on this encoder, paired with the model's as `mix` pairs them
+        lookup = dataclasses.replace(lookup, encoder=args.lookup_encoder)
+    methods = ("model", "lookup")
+    for c, cm in class_maps(args.checkpoint, data, seed, lookup, rotations, methods):
         shape = cm.maps["model"][0].shape
         for method in methods:
             arrays[f"{c.name}/{method}"] = np.stack(cm.maps[method]).astype(np.float32)
         arrays[f"{c.name}/labels"] = np.array([s.label for s in cm.samples])
         masks = [np.zeros(shape, bool) if m is None else np.asarray(m, bool) for m in cm.masks]
         arrays[f"{c.name}/masks"] = np.packbits(np.stack(masks), axis=-1)
-    if args.lookup_encoder:  # the same prompts, the lookup on an encoder of its own
-        with lookup_encoder(args.lookup_encoder):
-            for c, cm in class_maps(None, data, seed, LOOKUPS[args.lookup], rotations, ("lookup",)):
-                arrays[f"{c.name}/lookup"] = np.stack(cm.maps["lookup"]).astype(np.float32)
     return arrays
 
 
@@ -232,8 +230,8 @@ def main() -> None:
     r.add_argument(
         "--lookup-encoder",
         default="",
-        help="What-if: the lookup's maps from this frozen encoder (e.g. tf_efficientnet_lite2, its offline package "
-        "installed), on the same prompts, instead of the model's encoder.",
+        help="The lookup's maps from this frozen encoder (a timm name, or `model`: the checkpoint's) instead of "
+        "the --lookup variant's own.",
     )
     r.add_argument("--blend", default="geo", choices=list(BLENDS), help="geo: the mix method | mean: arithmetic.")
     r.add_argument("--topk", default="", help="Also the top-k image score at these K (comma-separated), as W@topK.")

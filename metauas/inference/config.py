@@ -40,6 +40,12 @@ METHOD_CHOICES: tuple[MethodChoice, ...] = typing.get_args(MethodChoice)
 # lookup's; it beat the arithmetic blend on the dev suite (docs/quality.md)
 MIX_WEIGHT = 0.85  # the lookup map's weight w (docs/quality.md, "The default weight")
 DEFAULT_METHOD: Method = "mix"  # what a checkpoint computes unless a method is named
+LOOKUP_ENCODER = "tf_efficientnet_lite2"  # LookupConfig.encoder's default (see there)
+LOOKUP_ENCODER_HELP = (
+    "With --method lookup or mix: the lookup's frozen encoder (a timm name with offline weights), or `model`: "
+    "the checkpoint's own (lite0 without one), one encoder pass for mix instead of two."
+)
+SHARED_ENCODER = "model"  # LookupConfig.encoder: the checkpoint's own encoder, one pass for both
 MIX_RULE = "model ** (1 - w) * lookup ** w, a weighted geometric mean of the two maps"
 
 
@@ -54,10 +60,23 @@ class LookupConfig:
     # k x k average pooling of features before the lookup (patch context; 1 = none); one
     # value for every stage or one per stage. 1: pooling blurred small defects away
     neighbourhood: int | tuple[int, ...] = 1
+    # the frozen encoder whose features are looked up. lite2 (offline weights, like lite0)
+    # was the strongest lookup on the dev suite's pixel metrics, and `mix` with it led
+    # `mix` with the model's own lite0 on every set over three training runs, at the cost
+    # of a second encoder pass (docs/quality.md, "The lookup on lite2"); `model` shares the
+    # checkpoint's encoder (one pass; lite0 without a checkpoint)
+    encoder: str = option(
+        LOOKUP_ENCODER,
+        "Frozen encoder of the lookup baseline (a timm name; tf_efficientnet_lite0/1/2 have offline weights), or "
+        "`model`: the checkpoint's own encoder, so mix costs one encoder pass instead of two.",
+        Panel.MODEL,
+        names=("--lookup-encoder",),
+    )
     # Gaussian smoothing of the upsampled map, pixels; 0 = none. 0..4 were within a point
-    # of each other; 4 keeps maps smooth, 8 cost small defects
+    # of each other on lite0 (4 kept maps smooth, 8 cost small defects); on lite2, 2 beat 4
+    # on the suite's pixel metrics
     sigma: float = option(
-        4.0,
+        2.0,
         "Gaussian smoothing (pixels) of the lookup baseline's map; 0 = none.",
         Panel.MODEL,
         names=("--lookup-sigma",),
@@ -94,6 +113,8 @@ class LookupConfig:
         ks = self.windows()
         if len(ks) != len(self.stages) or any(k < 1 or k % 2 == 0 for k in ks):
             raise UserError(f"lookup neighbourhood {self.neighbourhood!r}: odd sizes >= 1, one or one per stage")
+        if not self.encoder.strip():
+            raise UserError("lookup encoder must name a timm encoder or `model`")
         if self.sigma < 0 or self.exclude < 0 or not 0 < self.quantile <= 1:
             raise UserError("lookup sigma and exclude must be >= 0 and quantile in (0, 1]")
 
@@ -139,6 +160,7 @@ class PredictConfig:
     mix_weight: float = option(  # the lookup map's weight in the `mix` method (a graph has its own)
         MIX_WEIGHT, "With --method mix on a checkpoint: the lookup map's weight w in [0, 1].", Panel.MODEL
     )
+    lookup_encoder: str = option(LOOKUP_ENCODER, LOOKUP_ENCODER_HELP, Panel.MODEL)  # LookupConfig.encoder
     use_all_prompts: bool = option(  # K-shot with every prompt instead of the closest one
         False, "Use every prompt as K shots instead of the closest one.", Panel.PROMPTS
     )

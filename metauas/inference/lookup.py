@@ -1,7 +1,8 @@
 """Training-free baseline: "can this query patch be found among the prompt's patches?"
 
-PatchCore with a one-image memory bank (DictAS-style lookup): mid-level features of the
-same frozen encoder the model uses, L2 normalised; a query patch's distance is 1 - its
+PatchCore with a one-image memory bank (DictAS-style lookup): mid-level features of a
+frozen ImageNet encoder (`LookupConfig.encoder`: lite2 by default, or the model's own),
+L2 normalised; a query patch's distance is 1 - its
 highest cosine similarity to any prompt patch (of any of the K prompts). Two stages
 (reductions 8 and 16 for EfficientNet) are averaged at the finer resolution, upsampled
 bilinearly to the image and smoothed with a Gaussian. It needs no training, so every
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from metauas.inference.config import LookupConfig
 from metauas.model.network import best_similarity
@@ -34,6 +36,33 @@ def _patches(feat: torch.Tensor, k: int) -> torch.Tensor:
     if k > 1:
         feat = F.avg_pool2d(feat, k, stride=1, padding=k // 2, count_include_pad=False)
     return F.normalize(feat, dim=1)
+
+
+class PairedEncoder(nn.Module):
+    """The lookup's encoder and the model's as one feature list: the lookup's stages first,
+    then the model's, so the model's last stage stays last (prompt choice pools it) and
+    every path that passes feature lists around (prompt caches, exported encoder and head
+    graphs) carries both unchanged. `mix` with a lookup on another encoder uses it."""
+
+    def __init__(self, lookup: nn.Module, model: nn.Module) -> None:
+        super().__init__()
+        self.lookup, self.model = lookup, model
+        self.lookup_stages = len(getattr(lookup, "channels"))  # a FrozenEncoder's stage count
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The two encoders in feature order, named as `Scorer.seconds` counts them."""
+        return {"lookup encoder": self.lookup, "encoder": self.model}
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [*self.lookup(x), *self.model(x)]
+
+
+def split_features(encoder: nn.Module, feats: Sequence[torch.Tensor], part: str) -> list[torch.Tensor]:
+    """The `lookup` or `model` part of an encoder's feature list (all of it unless paired)."""
+    n = getattr(encoder, "lookup_stages", 0)
+    if not n:
+        return list(feats)
+    return list(feats[:n] if part == "lookup" else feats[n:])
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from metauas.data.images import encode, image_size, read_image
 from metauas.errors import UserError
 from metauas.inference.api import Segmentation, Segmenter, find_images
-from metauas.inference.config import PredictConfig
+from metauas.inference.config import LookupConfig, PredictConfig
 from metauas.inference.overlay import overlay_row, titled, write_png
 from metauas.outputs import prepare_dir, text_bytes, write_atomic
 
@@ -144,6 +144,7 @@ def _segmenter(cfg: PredictConfig, prompts: list[Path]) -> tuple[Segmenter, list
             device=cfg.device,
             shot_fusion=cfg.shot_fusion,
             mix_weight=cfg.mix_weight,
+            lookup=LookupConfig(encoder=cfg.lookup_encoder),
             batch_size=cfg.batch_size,
             compile=cfg.compile,
         )

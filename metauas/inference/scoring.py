@@ -1,8 +1,10 @@
 """Turning (prompt, query) images into anomaly maps, for the model and the lookup baseline.
 
-Both methods share one frozen encoder pass: the model's encoder is the baseline's, so
-features are computed once per image and each method pays only its own head. Timing is
-kept per method (encoder time counted for both) for the efficiency line.
+Features are computed once per image and each method pays only its own head. The
+baseline looks features up in its own frozen encoder (lite2 by default); where that is
+not the model's, `mix` runs both encoders as one `PairedEncoder` whose feature list
+carries both parts. Timing is kept per method and per encoder (each method counts the
+encoders it uses) for the efficiency line.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from metauas.inference.config import (
     METHODS,
     MIX_RULE,
     MIX_WEIGHT,
+    SHARED_ENCODER,
     SHOT_FUSIONS,
     LookupConfig,
 )
 from metauas.inference.frame import check_finite, model_input
-from metauas.inference.lookup import lookup_from_features
+from metauas.inference.lookup import PairedEncoder, lookup_from_features, split_features
+
+ENCODER_PARTS = ("encoder", "lookup encoder")  # `Scorer.seconds` keys: the model's (or only) encoder, a paired lookup's
 
 if TYPE_CHECKING:  # loaded on use: the lookup baseline alone never builds the model
     from metauas.model.network import MetaUAS
@@ -66,7 +71,9 @@ REGISTRY: dict[str, Method] = {
             "lookup",
             False,
             (),
-            lambda s, p, q, size, done: lookup_from_features(p, q, size, s.lookup),
+            lambda s, p, q, size, done: lookup_from_features(
+                [s.part(f, "lookup") for f in p], s.part(q, "lookup"), size, s.lookup
+            ),
             "training-free baseline",
         ),
         Method("mix", True, ("model", "lookup"), _mix, f"{MIX_RULE} (--mix-weight w)"),
@@ -117,7 +124,7 @@ class Scorer:
     mix_weight: float = MIX_WEIGHT  # weight of the lookup map in the `mix` method
     # the trained model's counts (None: count `model`; a prepared model has folded layers)
     model_parameters: dict[str, int] | None = None
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("encoder", *METHODS), 0.0))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys((*ENCODER_PARTS, *METHODS), 0.0))
     images: int = 0
 
     def __post_init__(self) -> None:
@@ -131,11 +138,19 @@ class Scorer:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        start = time.perf_counter()
-        feats = self.encoder(images.to(self.device))
-        self._sync()
-        self.seconds["encoder"] += time.perf_counter() - start
+        """The encoder's feature list (both encoders' stages when paired, each timed)."""
+        images, feats = images.to(self.device), []
+        parts = self.encoder.parts() if isinstance(self.encoder, PairedEncoder) else {"encoder": self.encoder}
+        for name, encoder in parts.items():
+            start = time.perf_counter()
+            feats += encoder(images)
+            self._sync()
+            self.seconds[name] += time.perf_counter() - start
         return feats
+
+    def part(self, feats: Sequence[torch.Tensor], which: str) -> list[torch.Tensor]:
+        """The `lookup` or `model` stages of a feature list from `features`."""
+        return split_features(self.encoder, feats, which)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -146,7 +161,8 @@ class Scorer:
         model = self.model
         if model is None:  # __post_init__ lets no model method through without a model
             raise RuntimeError("a model map without a model")
-        shots, query = [list(p) for p in prompt_feats], list(query_feats)  # the model takes lists
+        shots = [self.part(p, "model") for p in prompt_feats]  # the model takes lists
+        query = self.part(query_feats, "model")
         if len(shots) == 1 or self.shot_fusion in ("features", "joint"):
             pf = shots[0] if len(shots) == 1 else shots
             return torch.sigmoid(model.segment(pf, query, size=size, joint=self.shot_fusion == "joint"))
@@ -192,15 +208,39 @@ class Scorer:
         return MethodHead(self)
 
     def efficiency(self, size: int) -> dict[str, dict]:
-        """Per method: parameters, ms per query image (encoder included), device."""
+        """Per method: parameters, ms per query image (the encoders it uses included), device."""
         n = max(self.images, 1)
+        paired = isinstance(self.encoder, PairedEncoder)
+        lookup_encoder = self.encoder.lookup if isinstance(self.encoder, PairedEncoder) else self.encoder
+        lookup_params = sum(p.numel() for p in lookup_encoder.parameters())
         info = {}
-        encoder_params = sum(p.numel() for p in self.encoder.parameters())
-        for method in self.methods:  # the baseline's only parameters are the frozen encoder's
-            params = self.model_parameters if uses_model((method,)) else {"total": encoder_params, "learnable": 0}
-            ms = 1000 * (self.seconds["encoder"] + sum(self.seconds[m] for m in _closure(method))) / n
+        for method in self.methods:  # the baseline's only parameters are its frozen encoder's
+            closure = _closure(method)
+            params = dict(self.model_parameters or {}) if uses_model((method,)) else {"total": 0, "learnable": 0}
+            if "lookup" in closure and (paired or not uses_model((method,))):
+                params["total"] = params.get("total", 0) + lookup_params
+            parts = {"encoder"} if "model" in closure or not paired else set()
+            parts |= {"lookup encoder"} if "lookup" in closure else set()
+            ms = 1000 * sum(self.seconds[k] for k in (*parts, *closure)) / n
             info[method] = {"parameters": params, "ms_per_image": ms, "size": size, "device": describe(self.device)}
         return info
+
+
+def scoring_encoder(
+    methods: Sequence[str], lookup: LookupConfig, model_encoder: torch.nn.Module | None, model_encoder_name: str | None
+) -> torch.nn.Module:
+    """The encoder a scorer runs: the model's, the lookup's, or both paired (`mix` with a
+    lookup on another encoder). Built here, offline weights, in eval mode."""
+    from metauas.model.config import EncoderConfig
+    from metauas.model.encoder import build_encoder
+
+    needs_lookup = any("lookup" in _closure(m) for m in methods)
+    name = lookup.encoder
+    if model_encoder is not None and (not needs_lookup or name in (SHARED_ENCODER, model_encoder_name)):
+        return model_encoder
+    built = build_encoder(EncoderConfig(name=EncoderConfig().name if name == SHARED_ENCODER else name))
+    built = built.to(memory_format=torch.channels_last)
+    return PairedEncoder(built, model_encoder) if model_encoder is not None and uses_model(methods) else built
 
 
 def build_scorer(
@@ -227,14 +267,11 @@ def build_scorer(
         loaded, meta = load_model(resolve_checkpoint(checkpoint), map_location="cpu")
         counts = loaded.parameter_counts()  # before folding merges layers and freezes all
         loaded = prepare_for_inference(loaded.to(device), compile=compile)
-        encoder: torch.nn.Module = loaded.encoder
+        encoder = scoring_encoder(methods, lookup, loaded.encoder, loaded.cfg.encoder.name).to(device)
         model, counts = (loaded, counts) if uses_model(methods) else (None, None)
     else:
-        from metauas.model.config import EncoderConfig
-        from metauas.model.encoder import build_encoder
-
         keep_freed_buffers()  # the lookup baseline alone (prepare_for_inference does it otherwise)
-        encoder = build_encoder(EncoderConfig()).to(device).to(memory_format=torch.channels_last)
+        encoder = scoring_encoder(methods, lookup, None, None).to(device)
     scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight, model_parameters=counts)
     return scorer, meta
 

@@ -8,14 +8,15 @@ batch axis N is dynamic; inputs are RGB in [0, 1], the encoder's normalisation i
   fused inside the graph as the PyTorch path fuses K shots (aligned features averaged;
   the lookup searches all K), and every head input `prompt<i>` likewise N x K x ....
 - with `cached_prompt`, also `model-encoder.onnx`: `image` (N x 3 x S x S) -> `stage0`..
-  `stage4` (the frozen encoder's features), and `model-head.onnx`: `prompt0`..`prompt4`,
-  `query0`..`query4` (N each) -> `map`. The normal image is encoded once and its features
+  `stage4` (the frozen encoder's features; `stage0`..`stage9` where a `mix` graph's lookup
+  has its own encoder: its five stages, then the model's), and `model-head.onnx`:
+  `prompt<i>`, `query<i>` for each stage (N each) -> `map`. The normal image is encoded once and its features
   reused for every query; with several normal images each query's own encoding picks the
   closest one (the PyTorch path's rule), which the full graph cannot.
 What the map is, is the `head`'s choice: by default the trained model's probability; the
 inference layer passes the module of another scoring method (`inference.scoring.
 MethodHead`: the lookup baseline, or the `mix` blend of model and lookup, computed from
-the same encoder features inside the graph), named in the metadata's `method`.
+the features of the encoder passed with it inside the graph), named in the metadata's `method`.
 OpenVINO IR is converted from the same ONNX graphs (`model.xml` + `model.bin`, float32
 weights). Every file carries its metadata (`model/graphs.py`) and is run by its own
 runtime on the same inputs as PyTorch right after export: a difference above
@@ -25,6 +26,7 @@ at all (written under a temporary name, renamed last).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -41,7 +43,6 @@ from metauas.model.graphs import FORMAT, MAX_SHOTS, PREFIX, Graph
 from metauas.model.network import MetaUAS
 
 OPSET = 18
-STAGES = 5
 FORMATS = GRAPH_FORMATS
 INPUT = {
     "layout": "NCHW",
@@ -76,37 +77,59 @@ def _split_shots(prompt: list[torch.Tensor], shots: int) -> list[list[torch.Tens
     return [prompt] if shots == 1 else [[p[:, k] for p in prompt] for k in range(shots)]
 
 
+def _encode(encoder: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return [f.detach() for f in encoder(images)]
+
+
 class FullGraph(nn.Module):
-    def __init__(self, model: MetaUAS, head: nn.Module, shots: int = 1) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Module, shots: int = 1) -> None:
         super().__init__()
-        self.model, self.head, self.shots = model, head, shots
+        self.encoder, self.head, self.shots = encoder, head, shots
 
     def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         views = torch.cat([view for (view,) in _split_shots([prompt], self.shots)])  # K x N images
-        pf, qf = self.model.encode_pair(views, query)  # one encoder pass
         n = query.shape[0]
-        shots = [[f[k * n : (k + 1) * n] for f in pf] for k in range(self.shots)]
-        return self.head(shots, qf, tuple(query.shape[-2:]))
+        feats = _encode(self.encoder, torch.cat([views, query]))  # one batched encoder pass
+        shots = [[f[k * n : (k + 1) * n] for f in feats] for k in range(self.shots)]
+        return self.head(shots, [f[self.shots * n :] for f in feats], tuple(query.shape[-2:]))
 
 
 class EncoderGraph(nn.Module):
-    def __init__(self, model: MetaUAS) -> None:
+    def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.encoder = encoder
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.encode(image))
+        return tuple(_encode(self.encoder, image))
 
 
 class HeadGraph(nn.Module):
-    def __init__(self, head: nn.Module, size: int, shots: int = 1) -> None:
-        super().__init__()
-        self.head, self.size, self.shots = head, size, shots
+    """The head on prompt and query features (`stages` each), as `head_graph` names them."""
 
-    def forward(self, prompt0, prompt1, prompt2, prompt3, prompt4, query0, query1, query2, query3, query4):
-        # named arguments, not *stages: torch.export matches dynamic shapes to them one by one
-        prompt, query = [prompt0, prompt1, prompt2, prompt3, prompt4], [query0, query1, query2, query3, query4]
+    def __init__(self, head: nn.Module, size: int, stages: int, shots: int = 1) -> None:
+        super().__init__()
+        self.head, self.size, self.shots, self.stages = head, size, shots, stages
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        prompt, query = list(features[: self.stages]), list(features[self.stages :])
         return self.head(_split_shots(prompt, self.shots), query, (self.size, self.size))
+
+
+def head_graph(head: nn.Module, size: int, stages: int, shots: int = 1) -> HeadGraph:
+    """A `HeadGraph` whose forward names its inputs `prompt0`.., `query0`..: torch.export
+    matches dynamic shapes to named parameters one by one (not to `*features`), and the
+    count is the encoder's (5, or 10 with a lookup on its own encoder), so the signature is
+    made per count on a subclass."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    names = ["self"] + [f"{role}{i}" for role in ("prompt", "query") for i in range(stages)]
+
+    def forward(self: HeadGraph, *features: torch.Tensor) -> torch.Tensor:
+        return HeadGraph.forward(self, *features)
+
+    setattr(forward, "__signature__", inspect.Signature([inspect.Parameter(n, kind) for n in names]))
+    named = type(f"HeadGraph{stages}", (HeadGraph,), {"forward": forward})
+    return named(head, size, stages, shots)
 
 
 @dataclass
@@ -212,24 +235,23 @@ def _check(path: Path, graph: nn.Module, args: tuple, names: list[str], outputs:
 
 
 def _graphs(
-    model: MetaUAS, head: nn.Module, size: int, cached: bool, shots: int = 1
+    encoder: nn.Module, head: nn.Module, size: int, cached: bool, shots: int = 1
 ) -> list[tuple[str, nn.Module, tuple, list[str], list[str]]]:
     """(role, module, example inputs, input names, output names) of each graph to write."""
     views = [torch.rand(2, 3, size, size) for _ in range(shots)]
     prompt = views[0] if shots == 1 else torch.stack(views, dim=1)
     query = torch.rand(2, 3, size, size)
-    stages = [f"stage{i}" for i in range(STAGES)]
     graphs: list[tuple[str, nn.Module, tuple, list[str], list[str]]] = [
-        ("full", FullGraph(model, head, shots), (prompt, query), ["prompt", "query"], ["map"])
+        ("full", FullGraph(encoder, head, shots), (prompt, query), ["prompt", "query"], ["map"])
     ]
     if cached:
-        with torch.no_grad():
-            per_view, qf = [model.encode(v) for v in views], model.encode(query)
+        per_view, qf = [_encode(encoder, v) for v in views], _encode(encoder, query)
         pf = [f[0] if shots == 1 else torch.stack(f, dim=1) for f in zip(*per_view)]
-        heads = [f"prompt{i}" for i in range(STAGES)] + [f"query{i}" for i in range(STAGES)]
+        n = len(qf)
+        heads = [f"prompt{i}" for i in range(n)] + [f"query{i}" for i in range(n)]
         graphs += [
-            ("encoder", EncoderGraph(model), (views[0],), ["image"], stages),
-            ("head", HeadGraph(head, size, shots), (*pf, *qf), heads, ["map"]),
+            ("encoder", EncoderGraph(encoder), (views[0],), ["image"], [f"stage{i}" for i in range(n)]),
+            ("head", head_graph(head, size, n, shots), (*pf, *qf), heads, ["map"]),
         ]
     return graphs
 
@@ -245,15 +267,18 @@ def export_graphs(
     tolerance: float = 1e-4,
     head: nn.Module | None = None,
     shots: int = 1,
+    encoder: nn.Module | None = None,
 ) -> list[Exported]:
     """Write and check the graphs described in the module docstring; `out` is the full
     graph's file (.onnx or .xml), the others are named after it. `head` (default: the
     model's own probability) has a `method` dict for the metadata and uses `model`;
-    `shots`: how many prompt views each query is compared with at once (fixed in the graph)."""
+    `shots`: how many prompt views each query is compared with at once (fixed in the graph);
+    `encoder` (default: the model's) computes the features the head takes."""
     if not 1 <= shots <= MAX_SHOTS:
         raise UserError(f"`shots` must be in 1..{MAX_SHOTS}, got {shots}")
     model = model.eval().float()
     head = (head or ModelHead(model)).eval().float()
+    encoder = (encoder or model.encoder).eval().float()
     method: dict = getattr(head, "method")  # any head module names its method (ModelHead, MethodHead)
     suffix = FORMATS[fmt]
     names = {
@@ -266,7 +291,7 @@ def export_graphs(
     work.mkdir(parents=True, exist_ok=True)
     done = []
     try:
-        for role, graph, args, inputs, outputs in _graphs(model, head, size, cached_prompt, shots):
+        for role, graph, args, inputs, outputs in _graphs(encoder, head, size, cached_prompt, shots):
             meta = metadata(model, size, role, threshold, cached, source or {}, method, shots)
             onnx_path = work / f"{role}.onnx"
             _to_onnx(graph, args, inputs, outputs, onnx_path, meta)

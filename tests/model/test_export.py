@@ -167,8 +167,9 @@ def test_graphs_exported_for_k_shots_fuse_them_like_pytorch(pretrained, tmp_path
 
 @pytest.mark.slow
 def test_a_mix_graph_blends_model_and_lookup_inside_like_pytorch(pretrained, tmp_path):
-    """`export --method mix`: the lookup and the blend are in the graphs, so the mix map
-    deploys without torch; the graph names its method and refuses another one."""
+    """`export --method mix`: the lookup (on its own encoder) and the blend are in the
+    graphs, so the mix map deploys without torch; the graph names its method and refuses
+    another one."""
     import onnx
 
     out = tmp_path / "mix.onnx"
@@ -177,6 +178,10 @@ def test_a_mix_graph_blends_model_and_lookup_inside_like_pytorch(pretrained, tmp
     props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
     assert props["metauas.method"]["name"] == "mix" and props["metauas.method"]["mix_weight"] == 0.6
     assert props["metauas.method"]["lookup"]["stages"] == [2, 3]
+    # the lookup on its own encoder (lite2): the encoder graph gives its five stages and the model's five
+    assert props["metauas.method"]["lookup"]["encoder"] == "tf_efficientnet_lite2"
+    encoder_graph = onnx.load(str(out.with_name("mix-encoder.onnx")))
+    assert [o.name for o in encoder_graph.graph.output] == [f"stage{i}" for i in range(10)]
     photos = _photos(tmp_path / "photos")
     queries = sorted((photos / "queries").glob("*.png"))
     torch_mix = metauas.load(pretrained, method="mix", mix_weight=0.6, device="cpu")
