@@ -63,8 +63,8 @@ class LookupConfig:
     # the frozen encoder whose features are looked up. lite2 (offline weights, like lite0)
     # was the strongest lookup on the dev suite's pixel metrics, and `mix` with it led
     # `mix` with the model's own lite0 on every set over three training runs, at the cost
-    # of a second encoder pass (docs/quality.md, "The lookup on lite2"); `model` shares the
-    # checkpoint's encoder (one pass; lite0 without a checkpoint)
+    # of a second encoder pass (docs/quality.md, "lite2 with a 2-px blur, and the blend
+    # with it"); `model` shares the checkpoint's encoder (one pass; lite0 without one)
     encoder: str = option(
         LOOKUP_ENCODER,
         "Frozen encoder of the lookup baseline (a timm name; tf_efficientnet_lite0/1/2 have offline weights), or "
