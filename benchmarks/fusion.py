@@ -40,14 +40,13 @@ the suite instead of ten): one DIR per checkpoint, lookup, lookup encoder and ro
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 from error_analysis import class_maps
-from quality import LOOKUPS
+from quality import LOOKUPS, lookup_variant
 
 KEYS = ("I-AUROC", "P-AUROC", "P-AP", "P-AUPRO")
 
@@ -108,9 +107,7 @@ def score_set(args: argparse.Namespace, data: Path, seed: int) -> dict[str, np.n
     "NAME/masks" (bit-packed; an absent mask as an empty one)."""
     rotations = tuple(int(r) for r in args.prompt_rotations.split(","))
     arrays = {}
-    lookup = LOOKUPS[args.lookup]
-    if args.lookup_encoder:  # the lookup on this encoder, paired with the model's as `mix` pairs them
-        lookup = dataclasses.replace(lookup, encoder=args.lookup_encoder)
+    lookup = lookup_variant(args.lookup, args.lookup_encoder)  # on another encoder: paired, as `mix` pairs them
     methods = ("model", "lookup")
     for c, cm in class_maps(args.checkpoint, data, seed, lookup, rotations, methods):
         shape = cm.maps["model"][0].shape

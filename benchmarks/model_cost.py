@@ -120,9 +120,9 @@ def main() -> None:
             model.encoder
         )
         for label, cfg in (("the lookup on the model's encoder", shared), ("default lookup", LookupConfig())):
-            scorer = Scorer(scoring_encoder(("mix",), cfg, model.encoder, encoder), model, ("mix",), lookup=cfg)
+            scorer = Scorer(scoring_encoder(("mix",), cfg, model), model, ("mix",), lookup=cfg)
             fns[f"{encoder} mix, default model + {label}"] = partial(mixed, scorer, prompt, query)
-        lookup = scoring_encoder(("lookup",), LookupConfig(), None, None)
+        lookup = scoring_encoder(("lookup",), LookupConfig(), None)
         fns[f"{encoder} lookup (default: {LookupConfig().encoder})"] = (
             lambda e: lambda: lookup_map(e, prompt, query, LookupConfig())
         )(lookup)

@@ -42,6 +42,13 @@ LOOKUPS = {
 }
 
 
+def lookup_variant(name: str, encoder: str = "") -> LookupConfig:
+    """`LOOKUPS[name]`, on `encoder` instead of its own where one is given (a timm name, or
+    `model`: the checkpoint's): the benchmarks' `--lookup` and `--lookup-encoder`."""
+    cfg = LOOKUPS[name]
+    return dataclasses.replace(cfg, encoder=encoder) if encoder else cfg
+
+
 def evaluate_real(
     data: Path, out: Path, checkpoint: Path | None, method: str, lookup: LookupConfig, seeds: tuple[int, ...], size: int
 ) -> dict[str, dict[str, dict]]:
@@ -93,8 +100,7 @@ def heldout(checkpoint: Path | None, folder: Path, size: int, lookups: dict[str,
     encoders: dict[str, torch.nn.Module] = {}
     for name, cfg in lookups.items():
         if cfg.encoder not in encoders:  # each lookup on its own encoder, or the model's (`model`)
-            own = (model.encoder, model.cfg.encoder.name) if model is not None else (None, None)
-            encoders[cfg.encoder] = scoring_encoder(("lookup",), cfg, *own)
+            encoders[cfg.encoder] = scoring_encoder(("lookup",), cfg, model)
         methods[name] = (lambda e, c: lambda p, q: lookup_map(e, p, q, c))(encoders[cfg.encoder], cfg)
     scores: HeldoutScores = pair_maps(methods, pairs)
     if checkpoint is not None:
@@ -173,9 +179,7 @@ def main() -> None:
 
         blur_the_frame(args.frame_blur)
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    variants = LOOKUPS
-    if args.lookup_encoder:
-        variants = {k: dataclasses.replace(v, encoder=args.lookup_encoder) for k, v in LOOKUPS.items()}
+    variants = {k: lookup_variant(k, args.lookup_encoder) for k in LOOKUPS}
     chosen = {k: variants[k] for k in args.only.split(",")} if args.only else variants
     summary: dict[str, dict] = {}
     for data in args.data:

@@ -28,7 +28,6 @@ the model's map becomes (m + E) / (1 + E), or is low-passed by SIGMA px, before 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -138,7 +137,7 @@ def main() -> None:
     if args.score_topk > 0:
         score_by_topk(args.score_topk)
 
-    from quality import LOOKUPS
+    from quality import lookup_variant
 
     import metauas
     from metauas.data.images import read_image
@@ -146,9 +145,7 @@ def main() -> None:
     from metauas.inference.policy import PromptPolicy
 
     factors = [float(f) for f in args.factors.split(",")]
-    lookup = LOOKUPS[args.lookup]
-    if args.lookup_encoder:
-        lookup = dataclasses.replace(lookup, encoder=args.lookup_encoder)
+    lookup = lookup_variant(args.lookup, args.lookup_encoder)
     methods = {"lookup": metauas.load(method="lookup", size=args.size, device="cpu", lookup=lookup)}
     if args.checkpoint is not None:
         model = metauas.load(args.checkpoint, method="model", size=args.size, device="cpu")

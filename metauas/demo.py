@@ -187,7 +187,7 @@ def score_heldout(cfg: DemoConfig, checkpoint: Path) -> HeldoutScores:
     torch.manual_seed(cfg.seed)  # the initialisation the training run started from
     untrained = prepare_for_inference(MetaUAS(ModelConfig.from_dict(meta["config"])))
     trained = prepare_for_inference(trained)
-    lookup_encoder = scoring_encoder(("lookup",), LookupConfig(), trained.encoder, trained.cfg.encoder.name)
+    lookup_encoder = scoring_encoder(("lookup",), LookupConfig(), trained)
     methods = {
         "MetaUAS (trained)": trained.predict,
         "MetaUAS (step 0)": untrained.predict,

@@ -183,7 +183,7 @@ def _method_head(model: MetaUAS, method: str, lookup: LookupConfig, mix_weight: 
     computing `method` from its features."""
     from metauas.inference.scoring import Scorer, scoring_encoder
 
-    encoder = scoring_encoder((method,), lookup, model.encoder, model.cfg.encoder.name)
+    encoder = scoring_encoder((method,), lookup, model)
     return encoder, Scorer(encoder, model, (method,), lookup=lookup, mix_weight=mix_weight).head()
 
 

@@ -226,21 +226,20 @@ class Scorer:
         return info
 
 
-def scoring_encoder(
-    methods: Sequence[str], lookup: LookupConfig, model_encoder: torch.nn.Module | None, model_encoder_name: str | None
-) -> torch.nn.Module:
-    """The encoder a scorer runs: the model's, the lookup's, or both paired (`mix` with a
-    lookup on another encoder). Built here, offline weights, in eval mode."""
+def scoring_encoder(methods: Sequence[str], lookup: LookupConfig, model: MetaUAS | None) -> torch.nn.Module:
+    """The encoder a scorer runs for `methods`: the model's, the lookup's, or both paired
+    (`mix` with a lookup on another encoder than `model`'s). Built here, offline weights,
+    in eval mode; without a model, `SHARED_ENCODER` is the default encoder (lite0)."""
     from metauas.model.config import EncoderConfig
     from metauas.model.encoder import build_encoder
 
     needs_lookup = any("lookup" in _closure(m) for m in methods)
     name = lookup.encoder
-    if model_encoder is not None and (not needs_lookup or name in (SHARED_ENCODER, model_encoder_name)):
-        return model_encoder
+    if model is not None and (not needs_lookup or name in (SHARED_ENCODER, model.cfg.encoder.name)):
+        return model.encoder
     built = build_encoder(EncoderConfig(name=EncoderConfig().name if name == SHARED_ENCODER else name))
     built = built.to(memory_format=torch.channels_last)
-    return PairedEncoder(built, model_encoder) if model_encoder is not None and uses_model(methods) else built
+    return PairedEncoder(built, model.encoder) if model is not None and uses_model(methods) else built
 
 
 def build_scorer(
@@ -267,11 +266,11 @@ def build_scorer(
         loaded, meta = load_model(resolve_checkpoint(checkpoint), map_location="cpu")
         counts = loaded.parameter_counts()  # before folding merges layers and freezes all
         loaded = prepare_for_inference(loaded.to(device), compile=compile)
-        encoder = scoring_encoder(methods, lookup, loaded.encoder, loaded.cfg.encoder.name).to(device)
+        encoder = scoring_encoder(methods, lookup, loaded).to(device)
         model, counts = (loaded, counts) if uses_model(methods) else (None, None)
     else:
         keep_freed_buffers()  # the lookup baseline alone (prepare_for_inference does it otherwise)
-        encoder = scoring_encoder(methods, lookup, None, None).to(device)
+        encoder = scoring_encoder(methods, lookup, None).to(device)
     scorer = Scorer(encoder, model, methods, shot_fusion, lookup, device, mix_weight, model_parameters=counts)
     return scorer, meta
 

@@ -55,8 +55,8 @@ def test_overlay_row_tiles():
 
 def test_default_is_the_one_the_ablation_chose():
     """docs/quality.md "Lookup baseline": strides 8 and 16 without k x k pooling won on
-    both real sets and the held-out pairs; "The lookup on lite2": lite2 with a 2-px blur
-    was the strongest on the dev suite. Change it only with a new measurement."""
+    both real sets and the held-out pairs; "lite2 with a 2-px blur, and the blend with
+    it": that lookup was the strongest on the dev suite. Change it only with a new measurement."""
     assert LookupConfig() == LookupConfig(
         encoder="tf_efficientnet_lite2",
         stages=(2, 3),
