@@ -111,6 +111,7 @@ def app_command(
     ),
     method: Optional[Method] = field_option(PredictConfig, "method"),
     mix_weight: float = field_option(PredictConfig, "mix_weight"),
+    lookup_encoder: str = field_option(PredictConfig, "lookup_encoder"),
     size: Optional[int] = field_option(PredictConfig, "size"),
     host: str = typer.Option(
         "127.0.0.1",
@@ -139,7 +140,10 @@ def app_command(
     warning = exposure_warning(host)
     if warning:  # before the model loads: the first thing a user sees
         typer.echo(warning, err=True)
-    segmenter = Segmenter.load(checkpoint, method=method, mix_weight=mix_weight, size=size, device=device)
+    lookup = LookupConfig(encoder=lookup_encoder)
+    segmenter = Segmenter.load(
+        checkpoint, method=method, mix_weight=mix_weight, lookup=lookup, size=size, device=device
+    )
     source = checkpoint or "the training-free lookup baseline"
     info = f"{segmenter.method} from {source}, {segmenter.size} px, on {segmenter.device}"
 

@@ -368,6 +368,14 @@ def test_a_reachable_address_is_warned_about_before_anything_else():
     assert lines[-1].startswith("error: ")  # (on 127.0.0.1 there is no warning: see clean_log)
 
 
+def test_the_page_takes_the_lookup_encoder_as_predict_does():
+    """`app --lookup-encoder` reaches the scorer: a name timm does not know is one error
+    line before anything is served, as in predict and export."""
+    run = cli("app", "--method", "lookup", "--lookup-encoder", "no_such_net", "--port", "0")
+    assert "Traceback" not in run.stderr and run.returncode == 2
+    assert "unknown encoder 'no_such_net'" in run.stderr and "serving" not in run.stdout
+
+
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 GOOD = cv2.imencode(".png", textured(np.random.default_rng(1), 48))[1].tobytes()
 
