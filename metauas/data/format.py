@@ -157,6 +157,12 @@ def open_stream(url: str) -> Iterator[IO[bytes]]:
         stdout = typing.cast(IO[bytes], proc.stdout)  # stdout=PIPE: always a stream
         try:
             yield stdout
+            # the reader is done, the command may not be: a tar parser stops at the first
+            # end-of-archive block, and closing the pipe on the rest (the archive's record
+            # padding) kills the command with SIGPIPE (status 141) at random, which would
+            # count a whole shard as unreadable and lose its last sample
+            while stdout.read(1 << 16):
+                pass
         except BaseException:  # the reader stopped early or failed: end the command quietly
             proc.kill()
             proc.wait()
