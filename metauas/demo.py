@@ -237,6 +237,7 @@ def write_demo_report(
     from metauas.changegen.preview import contact_sheet
     from metauas.data.format import expand_urls
     from metauas.evaluation import html as H
+    from metauas.inference.config import LookupConfig
     from metauas.model.checkpoint import load_model
 
     model, meta = load_model(checkpoint)
@@ -249,6 +250,7 @@ def write_demo_report(
         f"{cfg.size}px. Trained {meta['step']} steps (batch {cfg.batch_size}). "
         f"Model: {meta['config']['encoder']['name']} encoder, "
         f"{counts['total'] / 1e6:.1f}M parameters, {counts['learnable'] / 1e6:.2f}M learnable. "
+        f"Lookup baseline: its own frozen {LookupConfig().encoder} encoder (<code>mix</code> blends the two). "
         "Metrics use the exact protocol; unchanged (<code>none</code>) pairs are the normal "
         "images of the image-level metrics.</p>"
     )

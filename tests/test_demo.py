@@ -57,6 +57,7 @@ def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, mvtec_root,
     ):
         assert section in html
     assert html.count("<img") >= 2
+    assert "Lookup baseline: its own frozen tf_efficientnet_lite2 encoder" in html  # the baseline says what it is
 
     shards = sorted((out / "data").rglob("*.tar"))
     stamps = {p: p.stat().st_mtime_ns for p in shards}
