@@ -21,8 +21,12 @@ that lookup weight (comma-separated for several). `--frame-blur SIGMA` is a what
 frame after the resize, which removes the rendering differences that resampling leaves
 at the finest scale. `--score-topk K` is another: the image score is the mean of the
 map's K highest pixels in the frame (`evaluate --image-score topk --score-topk K`).
-`--model-floor E` and `--model-blur SIGMA` are what-ifs on the mix rows (as `fusion.py`'s):
-the model's map becomes (m + E) / (1 + E), or is low-passed by SIGMA px, before the blend.
+`--decisions` also fits each method's threshold as `predict --threshold auto` does (the
+maximum score of the class's other normal training images, at 1x) and counts the test
+images whose decision changes between the stored resolutions: the change a user of the
+fitted threshold sees. `--model-floor E` and `--model-blur SIGMA` are what-ifs on the
+mix rows (as `fusion.py`'s): the model's map becomes (m + E) / (1 + E), or is
+low-passed by SIGMA px, before the blend.
 """
 
 from __future__ import annotations
@@ -57,8 +61,12 @@ def class_spreads(segmenter, prompt: np.ndarray, queries: list[np.ndarray], fact
     return scores
 
 
-def summary(scores: np.ndarray, factors: list[float]) -> dict:
+def summary(scores: np.ndarray, factors: list[float], threshold: float | None = None) -> dict:
     spread = scores.max(axis=1) - scores.min(axis=1)
+    decisions = {}
+    if threshold is not None:  # what a user feels: does the decision change with the file?
+        anomalous = scores > threshold
+        decisions = {"threshold": threshold, "flips": int((anomalous.any(axis=1) != anomalous.all(axis=1)).sum())}
     at_1x = scores[:, factors.index(1.0)] if 1.0 in factors else scores[:, 0]
     return {
         "images": len(spread),
@@ -67,6 +75,7 @@ def summary(scores: np.ndarray, factors: list[float]) -> dict:
         "max": float(spread.max()),
         "above_bound": int((spread > BOUND).sum()),
         "relative": float(np.median(spread) / max(float(at_1x.std()), 1e-12)),
+        **decisions,
     }
 
 
@@ -128,6 +137,7 @@ def main() -> None:
     parser.add_argument("--model-blur", type=float, default=0.0, help="What-if on mix: low-pass the model map (px).")
     parser.add_argument("--lookup", default="lookup-default", help="The lookup variant (quality.py's LOOKUPS).")
     parser.add_argument("--lookup-encoder", default="", help="That variant on this encoder (timm name, or `model`).")
+    parser.add_argument("--decisions", action="store_true", help="Fit thresholds; count decisions that flip.")
     parser.add_argument("--out", type=Path, help="Write the summary (and every score) as JSON here.")
     args = parser.parse_args()
     if args.model_floor > 0 or args.model_blur > 0:
@@ -156,21 +166,28 @@ def main() -> None:
             )
     policy, report = PromptPolicy("random", args.seed, 1), {}
     print(
-        "| class | method | images | median | p90 | max | above 5e-3 | median / std of 1x scores |\n"
-        "|---|---|---|---|---|---|---|---|"
+        "| class | method | images | median | p90 | max | above 5e-3 | median / std of 1x scores |"
+        + (" threshold | decisions that change |\n" if args.decisions else "\n")
+        + "|---|---|---|---|---|---|---|---|"
+        + ("---|---|" if args.decisions else "")
     )
     for data in args.data:
         for c in read_benchmark(data, "mvtec").classes:
-            prompt = read_image(policy.candidates(c.name, c.train)[0])
+            prompt_path = policy.candidates(c.name, c.train)[0]
+            prompt = read_image(prompt_path)
+            normals = [p for p in c.train if p != prompt_path]
             tests = c.test[: args.limit] if args.limit else c.test
             queries = [read_image(s.path) for s in tests]
             for name, segmenter in methods.items():
                 scores = class_spreads(segmenter, prompt, queries, factors, args.scale_prompt)
-                row = summary(scores, factors)
+                segmenter.set_prompts(prompt)
+                threshold = segmenter.fit_threshold(normals) if args.decisions else None
+                row = summary(scores, factors, threshold)
                 report[f"{data.name}/{c.name}/{name}"] = {**row, "scores": scores.round(6).tolist()}
                 print(
                     f"| {data.name}/{c.name} | {name} | {row['images']} | {row['median']:.4f} | {row['p90']:.4f} "
-                    f"| {row['max']:.4f} | {row['above_bound']} | {row['relative']:.3f} |",
+                    f"| {row['max']:.4f} | {row['above_bound']} | {row['relative']:.3f} |"
+                    + (f" {row['threshold']:.4f} | {row['flips']} |" if args.decisions else ""),
                     flush=True,
                 )
     if args.out is not None:
