@@ -180,8 +180,11 @@ def main() -> None:
             queries = [read_image(s.path) for s in tests]
             for name, segmenter in methods.items():
                 scores = class_spreads(segmenter, prompt, queries, factors, args.scale_prompt)
-                segmenter.set_prompts(prompt)
-                threshold = segmenter.fit_threshold(normals) if args.decisions else None
+                threshold = None
+                if args.decisions:  # against the 1x prompt (`--scale-prompt` left the last factor's)
+                    if args.scale_prompt:
+                        segmenter.set_prompts(prompt)
+                    threshold = segmenter.fit_threshold(normals)
                 row = summary(scores, factors, threshold)
                 report[f"{data.name}/{c.name}/{name}"] = {**row, "scores": scores.round(6).tolist()}
                 print(
