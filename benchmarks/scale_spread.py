@@ -26,7 +26,10 @@ maximum score of the class's other normal training images, at 1x) and counts the
 images whose decision changes between the stored resolutions: the change a user of the
 fitted threshold sees. `--model-floor E` and `--model-blur SIGMA` are what-ifs on the
 mix rows (as `fusion.py`'s): the model's map becomes (m + E) / (1 + E), or is
-low-passed by SIGMA px, before the blend.
+low-passed by SIGMA px, before the blend. `--noise SIGMA` adds a fourth rendering: the 1x
+file as a second shot of the same scene (Gaussian sensor noise of SIGMA grey levels at the
+file's resolution, stored as whole grey levels; the same noise for every method), so the
+spread also says how far a grey level of camera noise moves the score.
 """
 
 from __future__ import annotations
@@ -49,15 +52,29 @@ def stored_at(rgb: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=interpolation)
 
 
-def class_spreads(segmenter, prompt: np.ndarray, queries: list[np.ndarray], factors, scale_prompt: bool):
-    """Each query's scores at each factor: an images x factors array."""
-    scores = np.zeros((len(queries), len(factors)))
+def shot_again(rgb: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    """The image as a second shot of the same scene holds it: Gaussian sensor noise of
+    `noise` grey levels at the file's resolution, stored as whole grey levels."""
+    noisy = rgb + np.random.default_rng(seed).normal(0.0, noise, rgb.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def class_spreads(
+    segmenter, prompt: np.ndarray, queries: list[np.ndarray], factors, scale_prompt: bool, noise: float = 0.0
+):
+    """Each query's scores at each factor (then, with `noise`, at 1x as a second shot):
+    an images x renderings array."""
+    scores = np.zeros((len(queries), len(factors) + (noise > 0)))
     segmenter.set_prompts(prompt)
     for j, f in enumerate(factors):
         if scale_prompt:
             segmenter.set_prompts(stored_at(prompt, f))
         results = segmenter.segment([stored_at(q, f) for q in queries])
         scores[:, j] = [r.score for r in results]
+    if noise > 0:
+        segmenter.set_prompts(prompt)
+        results = segmenter.segment([shot_again(q, noise, i) for i, q in enumerate(queries)])
+        scores[:, -1] = [r.score for r in results]
     return scores
 
 
@@ -137,6 +154,7 @@ def main() -> None:
     parser.add_argument("--model-blur", type=float, default=0.0, help="What-if on mix: low-pass the model map (px).")
     parser.add_argument("--lookup", default="lookup-default", help="The lookup variant (quality.py's LOOKUPS).")
     parser.add_argument("--lookup-encoder", default="", help="That variant on this encoder (timm name, or `model`).")
+    parser.add_argument("--noise", type=float, default=0.0, help="Also a 1x shot with this sensor noise (grey levels).")
     parser.add_argument("--decisions", action="store_true", help="Fit thresholds; count decisions that flip.")
     parser.add_argument("--out", type=Path, help="Write the summary (and every score) as JSON here.")
     args = parser.parse_args()
@@ -179,7 +197,7 @@ def main() -> None:
             tests = c.test[: args.limit] if args.limit else c.test
             queries = [read_image(s.path) for s in tests]
             for name, segmenter in methods.items():
-                scores = class_spreads(segmenter, prompt, queries, factors, args.scale_prompt)
+                scores = class_spreads(segmenter, prompt, queries, factors, args.scale_prompt, args.noise)
                 threshold = None
                 if args.decisions:  # against the 1x prompt (`--scale-prompt` left the last factor's)
                     if args.scale_prompt:
@@ -195,7 +213,8 @@ def main() -> None:
                 )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"factors": factors, "size": args.size, "seed": args.seed, **report}))
+        meta = {"factors": factors, "noise": args.noise, "size": args.size, "seed": args.seed}
+        args.out.write_text(json.dumps({**meta, **report}))
 
 
 if __name__ == "__main__":

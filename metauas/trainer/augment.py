@@ -9,7 +9,9 @@ warp, so each image is resampled once.
 Prompt-only augmentations (rotations, flips, coarse dropout; DictAS/FDSL use them so one
 prompt serves queries in any orientation) come after that warp and are off by default.
 So does the resolution jitter (`resample_jitter`), which comes before it: a file stored
-at another resolution is the same content, not a change (issue 20).
+at another resolution is the same content, not a change (issue 20). The sensor noise
+(`sensor_noise`, also off by default) comes last of all, on the training device
+(`device_augment.add_sensor_noise`, from `train.step`): whichever path augmented the pair.
 
 Every random choice of a pair is drawn first, in one fixed order, as `PairParams`
 (`draw_params`); applying them is separate (`apply_params` here with OpenCV, or
@@ -30,6 +32,7 @@ from metauas.configs import Panel, option
 from metauas.errors import UserError
 
 IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float64)
+MAX_SENSOR_NOISE = 32.0  # grey levels: beyond it the image is mostly noise, not a shot of the scene
 
 
 _PROMPT_ONLY = "Probability (0 = off) of training prompts (only) getting "
@@ -57,6 +60,13 @@ class AugmentConfig:
         "hold it: the model learns that resolution is no change.",
         Panel.AUGMENT,
     )
+    sensor_noise: float = option(
+        0.0,
+        "Largest std, in grey levels of 0..255, of the Gaussian sensor noise each training image, prompt and query "
+        "apart, gets after every other augmentation (its std drawn from 0..this, then stored as whole grey levels; "
+        "0 = off): two shots of one scene never agree pixel for pixel, and that is no change.",
+        Panel.AUGMENT,
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -71,6 +81,9 @@ class AugmentConfig:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise UserError(f"`{name}` is a probability: give a value in 0..1, got {value}")
+        if not 0 <= self.sensor_noise <= MAX_SENSOR_NOISE:
+            most, got = f"{MAX_SENSOR_NOISE:g}", self.sensor_noise
+            raise UserError(f"`sensor_noise` is a std in grey levels: give a value in 0..{most}, got {got}")
 
 
 def _random_affine(rng: np.random.Generator, size: int, cfg: AugmentConfig) -> np.ndarray:

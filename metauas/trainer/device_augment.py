@@ -198,3 +198,16 @@ def augment_batch(batch: dict, device: torch.device | str) -> tuple[torch.Tensor
         prompt = torch.where(on[:, 0].view(-1, 1, 1, 1), jitter(prompt, p["aug_jitter"][:, 0]), prompt)
         query = torch.where(on[:, 1].view(-1, 1, 1, 1), jitter(query, p["aug_jitter"][:, 1]), query)
     return prompt.round().clamp(0, 255) / 255, query.round().clamp(0, 255) / 255, mask
+
+
+def add_sensor_noise(images: torch.Tensor, most: float, seed: int) -> torch.Tensor:
+    """B x 3 x H x W images in [0, 1] with Gaussian sensor noise (AugmentConfig.sensor_noise):
+    each image its own std, drawn from 0..`most` grey levels, then stored as whole grey
+    levels as a camera would. Two shots of one scene differ by this much everywhere; a
+    model trained only on noise-free renderings reads a grey level of it as change (issue
+    20). `seed` fixes the draw (`train.step` derives it from the run's seed, rank and step,
+    so a resumed run adds the same noise)."""
+    g = torch.Generator(device=images.device).manual_seed(seed)
+    std = torch.rand((len(images), 1, 1, 1), generator=g, device=images.device, dtype=images.dtype) * most
+    noise = torch.randn(images.shape, generator=g, device=images.device, dtype=images.dtype) * std
+    return (images * 255 + noise).round().clamp(0, 255) / 255

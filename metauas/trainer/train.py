@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 
@@ -30,6 +31,7 @@ from metauas.model.network import MetaUAS
 from metauas.outputs import out_of_space
 from metauas.trainer import distributed
 from metauas.trainer.config import TrainConfig
+from metauas.trainer.device_augment import add_sensor_noise
 from metauas.trainer.ema import fold_in
 from metauas.trainer.losses import training_loss
 from metauas.trainer.runlog import RunLog, Window
@@ -218,6 +220,10 @@ def step(run: Run, batch: dict, progress: float) -> dict[str, float]:
     for group in run.optimizer.param_groups:
         group["lr"] = cfg.lr * lr_factor(cfg, run.state.step, progress)
     prompt, query, masks = to_device(batch, device)
+    if cfg.augment.sensor_noise > 0:
+        seeds = np.random.SeedSequence([cfg.seed, run.d.rank, run.state.step]).generate_state(2)
+        prompt = add_sensor_noise(prompt, cfg.augment.sensor_noise, int(seeds[0]))
+        query = add_sensor_noise(query, cfg.augment.sensor_noise, int(seeds[1]))
     if device.type == "cuda":
         prompt, query = (x.contiguous(memory_format=torch.channels_last) for x in (prompt, query))
     with torch.autocast(device.type, dtype=run.amp) if run.amp is not None else nullcontext():
