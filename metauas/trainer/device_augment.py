@@ -200,13 +200,21 @@ def augment_batch(batch: dict, device: torch.device | str) -> tuple[torch.Tensor
     return prompt.round().clamp(0, 255) / 255, query.round().clamp(0, 255) / 255, mask
 
 
-def add_sensor_noise(images: torch.Tensor, most: float, seed: int) -> torch.Tensor:
-    """B x 3 x H x W images in [0, 1] with Gaussian sensor noise (AugmentConfig.sensor_noise):
-    each image its own std, drawn from 0..`most` grey levels, then stored as whole grey
-    levels as a camera would. Two shots of one scene differ by this much everywhere; a
-    model trained only on noise-free renderings reads a grey level of it as change (issue
-    20). `seed` fixes the draw (`train.step` derives it from the run's seed, rank and step,
-    so a resumed run adds the same noise)."""
+def add_sensor_noise(batches: list[torch.Tensor], most: float, key: list[int]) -> list[torch.Tensor]:
+    """Each B x 3 x H x W batch of images in [0, 1] with Gaussian sensor noise
+    (AugmentConfig.sensor_noise): each image its own std, drawn from 0..`most` grey levels,
+    then stored as whole grey levels as a camera would. Two shots of one scene differ by
+    this much everywhere; a model trained only on noise-free renderings reads a grey level
+    of it as change (issue 20). `key` fixes the draw (`train.step` gives the run's seed,
+    rank and step, so a resumed run adds the same noise); each batch draws its own.
+    `most` 0 (the default: off) returns the batches as they are and draws nothing."""
+    if most <= 0:
+        return list(batches)
+    seeds = np.random.SeedSequence(key).generate_state(len(batches))
+    return [_noisy(images, most, int(seed)) for images, seed in zip(batches, seeds)]
+
+
+def _noisy(images: torch.Tensor, most: float, seed: int) -> torch.Tensor:
     g = torch.Generator(device=images.device).manual_seed(seed)
     std = torch.rand((len(images), 1, 1, 1), generator=g, device=images.device, dtype=images.dtype) * most
     noise = torch.randn(images.shape, generator=g, device=images.device, dtype=images.dtype) * std

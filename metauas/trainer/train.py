@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 
@@ -220,10 +219,8 @@ def step(run: Run, batch: dict, progress: float) -> dict[str, float]:
     for group in run.optimizer.param_groups:
         group["lr"] = cfg.lr * lr_factor(cfg, run.state.step, progress)
     prompt, query, masks = to_device(batch, device)
-    if cfg.augment.sensor_noise > 0:
-        seeds = np.random.SeedSequence([cfg.seed, run.d.rank, run.state.step]).generate_state(2)
-        prompt = add_sensor_noise(prompt, cfg.augment.sensor_noise, int(seeds[0]))
-        query = add_sensor_noise(query, cfg.augment.sensor_noise, int(seeds[1]))
+    noise_key = [cfg.seed, run.d.rank, run.state.step]  # where the run is: a resume adds the same noise
+    prompt, query = add_sensor_noise([prompt, query], cfg.augment.sensor_noise, noise_key)
     if device.type == "cuda":
         prompt, query = (x.contiguous(memory_format=torch.channels_last) for x in (prompt, query))
     with torch.autocast(device.type, dtype=run.amp) if run.amp is not None else nullcontext():

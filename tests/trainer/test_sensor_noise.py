@@ -24,9 +24,10 @@ def _images() -> torch.Tensor:
 
 def test_noise_is_whole_grey_levels_within_its_std_and_fixed_by_its_seed():
     images = _images()
-    noisy = add_sensor_noise(images, 4.0, seed=7)
-    assert torch.equal(noisy, add_sensor_noise(images, 4.0, seed=7))
-    assert not torch.equal(noisy, add_sensor_noise(images, 4.0, seed=8))
+    noisy, other = add_sensor_noise([images, images], 4.0, key=[7, 0, 1])
+    assert torch.equal(noisy, add_sensor_noise([images], 4.0, key=[7, 0, 1])[0])
+    assert not torch.equal(noisy, other)  # prompt and query apart
+    assert not torch.equal(noisy, add_sensor_noise([images], 4.0, key=[7, 0, 2])[0])  # the next step
     levels = noisy * 255
     assert torch.equal(levels, levels.round()) and noisy.min() >= 0 and noisy.max() <= 1
     grey = (noisy - images)[:, :, 8:-8] * 255  # the mid-grey band: no clipping
