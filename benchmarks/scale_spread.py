@@ -72,7 +72,8 @@ def class_spreads(
         results = segmenter.segment([stored_at(q, f) for q in queries])
         scores[:, j] = [r.score for r in results]
     if noise > 0:
-        segmenter.set_prompts(prompt)
+        if scale_prompt:  # the second shot is compared with the 1x prompt
+            segmenter.set_prompts(prompt)
         results = segmenter.segment([shot_again(q, noise, i) for i, q in enumerate(queries)])
         scores[:, -1] = [r.score for r in results]
     return scores
