@@ -45,12 +45,13 @@ test: install
 # the long variants: real kills, DDP, the demo, ONNX export, the browser page, the GPU
 # check's CPU form, the commands of README.md, docs/api.md and docs/reproduce.md (CI runs
 # them after `make test`). The long tests that drive real processes (xdist_group
-# "processes": torchrun, the GPU check, `bench all`, the printed commands of README.md,
+# "processes": torchrun, the GPU check, `bench all`, the demo, the printed commands of README.md,
 # docs/api.md and docs/reproduce.md) run after the others, one at a time, in a pytest
 # process of their own: on CI and three times here an xdist worker that had first run
 # in-process tests (ONNX/OpenVINO export, the page, the hub) died while it ran one of them
-# (the GPU check's CPU form, docs/api.md's commands, and once on CI `bench all`, its pools
-# and DataLoader workers), with nothing in the kernel log; apart, they pass
+# (the GPU check's CPU form, docs/api.md's commands, once on CI `bench all`, its pools
+# and DataLoader workers, and once on CI the demo, training with forked DataLoader
+# workers), with nothing in the kernel log; apart, they pass
 test-slow: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "slow and not xdist_group" tests
 	$(PY) -m pytest -q -m "slow and xdist_group" tests

@@ -34,6 +34,7 @@ def _demo(out, real, *more: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # forks DataLoader workers: run apart, one at a time (Makefile)
 def test_demo_writes_a_report_and_reuses_its_work_on_rerun(tmp_path, mvtec_root, capsys):
     out = tmp_path / "demo"
     assert _demo(out, mvtec_root) == 0
