@@ -87,6 +87,13 @@ class TrainConfig:
         "Weight of DictAS's lookup losses (L_query + 0.1 L_CQC, on the change masks) added to BCE (0 = off).",
         Panel.OPTIMISATION,
     )
+    consistency: float = option(  # + consistency * (mean |p - p'| + mean |max p - max p'|), see losses.py
+        0.0,
+        "Weight of a consistency loss: each query is also shot a second time (stored again at 0.7-1x and "
+        "with up to 3 grey levels of noise) and the two maps and their maxima must agree (0 = off; doubles "
+        "the decoder's work per step).",
+        Panel.OPTIMISATION,
+    )
     cqc_margin: float = option(  # CQC hinge margin, in 1 - cos units (0..2)
         0.1,
         "CQC hinge margin: changed positions' 1-cos lookup distance must exceed unchanged ones' by this.",
@@ -163,6 +170,7 @@ class TrainConfig:
             "`workers`": self.workers,
             "`lookup_weight`": self.lookup_weight,
             "`cqc_margin`": self.cqc_margin,
+            "`consistency`": self.consistency,
             "`shuffle_buffer`": self.shuffle_buffer,
         }.items():
             if value < 0:

@@ -219,3 +219,27 @@ def _noisy(images: torch.Tensor, most: float, seed: int) -> torch.Tensor:
     std = torch.rand((len(images), 1, 1, 1), generator=g, device=images.device, dtype=images.dtype) * most
     noise = torch.randn(images.shape, generator=g, device=images.device, dtype=images.dtype) * std
     return (images * 255 + noise).round().clamp(0, 255) / 255
+
+
+def with_second_shot(
+    prompt: torch.Tensor, query: torch.Tensor, masks: torch.Tensor, key: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch twice: each query then shot a second time (`second_shot`), beside the same
+    prompt and mask, for the consistency loss (`losses.consistency_loss`)."""
+    return torch.cat([prompt, prompt]), torch.cat([query, second_shot(query, key)]), torch.cat([masks, masks])
+
+
+def second_shot(images: torch.Tensor, key: list[int]) -> torch.Tensor:
+    """Each image (B x 3 x H x W in [0, 1]) as a second camera would store it: half of them
+    stored again at 0.7-1x (area) and brought back (bilinear), then every one with
+    Gaussian noise of a std drawn from 0..3 grey levels, stored as whole levels."""
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+    size = images.shape[-2:]
+    shots = []
+    for image in images:
+        if torch.rand(1, generator=g).item() < 0.5:
+            f = 0.7 + 0.3 * torch.rand(1, generator=g).item()
+            small = F.interpolate(image[None], scale_factor=f, mode="area")
+            image = F.interpolate(small, size=size, mode="bilinear", align_corners=False)[0]
+        shots.append(image)
+    return _noisy(torch.stack(shots).clamp(0, 1), 3.0, int(torch.randint(2**31, (1,), generator=g)))

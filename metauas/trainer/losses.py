@@ -68,6 +68,15 @@ def _masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return (x * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp(min=1)
 
 
+def consistency_loss(logits: torch.Tensor) -> torch.Tensor:
+    """How far the maps of a batch's two halves (each query, then its second shot) are
+    apart: mean |p - p'| over pixels plus mean |max p - max p'| over images, so the image
+    score (the map's maximum) is held to the same map (issue 20)."""
+    probs = torch.sigmoid(logits.float()).flatten(1)
+    first, second = probs.chunk(2)
+    return (first - second).abs().mean() + (first.amax(1) - second.amax(1)).abs().mean()
+
+
 def training_loss(
     logits: torch.Tensor, pairs: list | None, masks: torch.Tensor, cfg: TrainConfig
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -81,5 +90,9 @@ def training_loss(
         parts["loss_lookup"] = lookup["loss_query"] + CQC_WEIGHT * lookup["loss_cqc"]
         parts.update(lookup)
         loss = loss + cfg.lookup_weight * parts["loss_lookup"]
+        parts["loss"] = loss
+    if cfg.consistency > 0:
+        parts["loss_consistency"] = consistency_loss(logits)
+        loss = loss + cfg.consistency * parts["loss_consistency"]
         parts["loss"] = loss
     return loss, parts
