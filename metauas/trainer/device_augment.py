@@ -222,10 +222,13 @@ def _noisy(images: torch.Tensor, most: float, seed: int) -> torch.Tensor:
 
 
 def with_second_shot(
-    prompt: torch.Tensor, query: torch.Tensor, masks: torch.Tensor, key: list[int]
+    prompt: torch.Tensor, query: torch.Tensor, masks: torch.Tensor, on: bool, key: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The batch twice: each query then shot a second time (`second_shot`), beside the same
-    prompt and mask, for the consistency loss (`losses.consistency_loss`)."""
+    prompt and mask, for the consistency loss (`losses.consistency_loss`). Not `on` (the
+    default: no consistency loss) returns the batch as it is and draws nothing."""
+    if not on:
+        return prompt, query, masks
     return torch.cat([prompt, prompt]), torch.cat([query, second_shot(query, key)]), torch.cat([masks, masks])
 
 

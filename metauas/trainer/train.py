@@ -221,8 +221,7 @@ def step(run: Run, batch: dict, progress: float) -> dict[str, float]:
     prompt, query, masks = to_device(batch, device)
     noise_key = [cfg.seed, run.d.rank, run.state.step]  # where the run is: a resume adds the same noise
     prompt, query = add_sensor_noise([prompt, query], cfg.augment.sensor_noise, noise_key)
-    if cfg.consistency > 0:
-        prompt, query, masks = with_second_shot(prompt, query, masks, [*noise_key, 1])
+    prompt, query, masks = with_second_shot(prompt, query, masks, cfg.consistency > 0, [*noise_key, 1])
     if device.type == "cuda":
         prompt, query = (x.contiguous(memory_format=torch.channels_last) for x in (prompt, query))
     with torch.autocast(device.type, dtype=run.amp) if run.amp is not None else nullcontext():

@@ -38,9 +38,10 @@ def test_the_batch_is_doubled_with_the_same_prompts_and_masks():
     prompt, query = _images(), _images().flip(-1)
     masks = torch.zeros(8, 1, 32, 32)
     masks[:, :, :4] = 1
-    p, q, m = with_second_shot(prompt, query, masks, key=[1, 0, 0])
+    p, q, m = with_second_shot(prompt, query, masks, True, key=[1, 0, 0])
     assert torch.equal(p, torch.cat([prompt, prompt])) and torch.equal(m, torch.cat([masks, masks]))
     assert torch.equal(q[:8], query) and not torch.equal(q[8:], query)
+    assert with_second_shot(prompt, query, masks, False, key=[1, 0, 0]) == (prompt, query, masks)  # off
 
 
 def test_consistency_is_zero_for_equal_maps_and_counts_the_score_apart():
