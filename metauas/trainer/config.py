@@ -87,11 +87,17 @@ class TrainConfig:
         "Weight of DictAS's lookup losses (L_query + 0.1 L_CQC, on the change masks) added to BCE (0 = off).",
         Panel.OPTIMISATION,
     )
-    consistency: float = option(  # + consistency * (mean |p - p'| + mean |max p - max p'|), see losses.py
+    consistency: float = option(  # + consistency * (mean |p - p'| + consistency_max * mean |max p - max p'|)
         0.0,
         "Weight of a consistency loss: each query is also shot a second time (stored again at 0.7-1x and "
         "with up to 3 grey levels of noise) and the two maps and their maxima must agree (0 = off; doubles "
         "the work per step: the batch runs twice, its prompts encoded twice).",
+        Panel.OPTIMISATION,
+    )
+    consistency_max: float = option(  # losses.consistency_loss
+        1.0,
+        "Weight of the consistency loss's term on the two maps' maxima (the image scores), against its term "
+        "on the maps (0 = the maps only, which leaves the maxima free of a ceiling they could meet at).",
         Panel.OPTIMISATION,
     )
     cqc_margin: float = option(  # CQC hinge margin, in 1 - cos units (0..2)
@@ -171,6 +177,7 @@ class TrainConfig:
             "`lookup_weight`": self.lookup_weight,
             "`cqc_margin`": self.cqc_margin,
             "`consistency`": self.consistency,
+            "`consistency_max`": self.consistency_max,
             "`shuffle_buffer`": self.shuffle_buffer,
         }.items():
             if value < 0:

@@ -68,13 +68,15 @@ def _masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return (x * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp(min=1)
 
 
-def consistency_loss(logits: torch.Tensor) -> torch.Tensor:
+def consistency_loss(logits: torch.Tensor, max_weight: float = 1.0) -> torch.Tensor:
     """How far the maps of a batch's two halves (each query, then its second shot) are
-    apart: mean |p - p'| over pixels plus mean |max p - max p'| over images, so the image
-    score (the map's maximum) is held to the same map (issue 20)."""
+    apart: mean |p - p'| over pixels plus max_weight x mean |max p - max p'| over images,
+    so the image score (the map's maximum) is held to the same map (issue 20). With the
+    maxima's term on, both maxima can agree by meeting at a ceiling the model learns
+    (docs/quality.md, "Consistency between two shots"); max_weight 0 asks the maps alone."""
     probs = torch.sigmoid(logits.float()).flatten(1)
     first, second = probs.chunk(2)
-    return (first - second).abs().mean() + (first.amax(1) - second.amax(1)).abs().mean()
+    return (first - second).abs().mean() + max_weight * (first.amax(1) - second.amax(1)).abs().mean()
 
 
 def training_loss(
@@ -92,7 +94,7 @@ def training_loss(
         loss = loss + cfg.lookup_weight * parts["loss_lookup"]
         parts["loss"] = loss
     if cfg.consistency > 0:
-        parts["loss_consistency"] = consistency_loss(logits)
+        parts["loss_consistency"] = consistency_loss(logits, cfg.consistency_max)
         loss = loss + cfg.consistency * parts["loss_consistency"]
         parts["loss"] = loss
     return loss, parts

@@ -52,6 +52,9 @@ def test_consistency_is_zero_for_equal_maps_and_counts_the_score_apart():
     probs, new = torch.sigmoid(logits).flatten(1), torch.sigmoid(moved).flatten(1)
     expected = (probs - new).abs().mean() + (probs.amax(1) - new.amax(1)).abs().mean()
     assert torch.isclose(consistency_loss(torch.cat([logits, moved])), expected)
+    # --consistency-max 0: the maps alone, the maxima free to move apart
+    maps_only = (probs - new).abs().mean()
+    assert torch.isclose(consistency_loss(torch.cat([logits, moved]), max_weight=0.0), maps_only)
 
 
 def test_a_run_with_consistency_logs_it_and_resumes_on_the_same_shots(shard_dir, tmp_path):

@@ -236,6 +236,7 @@ def test_two_process_gloo_ddp_trains_and_resumes(shard_dir, tmp_path):
         ("--ema", "1", "--ema is a decay in [0, 1)"),
         ("--sensor-noise", "40", "--sensor-noise is a std in grey levels: give a value in 0..32"),
         ("--consistency", "-1", "--consistency must not be negative"),
+        ("--consistency-max", "-0.5", "--consistency-max must not be negative"),
     ],
 )
 def test_impossible_training_options_are_one_line_errors(tmp_path, capsys, option, value, message):
