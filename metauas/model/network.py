@@ -405,11 +405,19 @@ class MetaUAS(nn.Module):
         self, prompt: torch.Tensor, query: torch.Tensor, return_aligned: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[AlignedPair]]:
         """Logits; with `return_aligned` also the (query, aligned prompt) features of each
-        aligned stage, for losses in the frozen feature space (no second forward)."""
-        if prompt.shape[0] == query.shape[0]:
+        aligned stage, for losses in the frozen feature space (no second forward).
+
+        B prompts and k x B queries: query i goes with prompt i mod B, each prompt encoded
+        once (one prompt for every query; `train --consistency`'s two shots of each query)."""
+        b, n = prompt.shape[0], query.shape[0]
+        if b == n:
             pf, qf = self.encode_pair(prompt, query)
-        else:  # one prompt shared by many queries
+        elif n % b == 0:
             pf, qf = self.encode(prompt), self.encode(query)
+            if b > 1:
+                pf = [f.repeat(n // b, 1, 1, 1) for f in pf]
+        else:
+            raise ValueError(f"{n} queries do not split evenly over {b} prompts")
         pairs = self.aligned_pairs(pf, qf)
         logits = self._decode(self._fuse(qf, pairs, pf), qf, size=query.shape[-2:])
         return (logits, pairs) if return_aligned else logits

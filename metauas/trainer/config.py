@@ -91,7 +91,7 @@ class TrainConfig:
         0.0,
         "Weight of a consistency loss: each query is also shot a second time (stored again at 0.7-1x and "
         "with up to 3 grey levels of noise) and the two maps and their maxima must agree (0 = off; doubles "
-        "the work per step: the batch runs twice, its prompts encoded twice).",
+        "the queries' work per step: each query runs twice, beside its prompt encoded once).",
         Panel.OPTIMISATION,
     )
     consistency_max: float = option(  # losses.consistency_loss

@@ -224,12 +224,13 @@ def _noisy(images: torch.Tensor, most: float, seed: int) -> torch.Tensor:
 def with_second_shot(
     prompt: torch.Tensor, query: torch.Tensor, masks: torch.Tensor, on: bool, key: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The batch twice: each query then shot a second time (`second_shot`), beside the same
-    prompt and mask, for the consistency loss (`losses.consistency_loss`). Not `on` (the
+    """The queries twice: each query then shot a second time (`second_shot`), with the same
+    mask, for the consistency loss (`losses.consistency_loss`). The prompts stay once: the
+    model pairs query i with prompt i mod B and encodes each prompt once. Not `on` (the
     default: no consistency loss) returns the batch as it is and draws nothing."""
     if not on:
         return prompt, query, masks
-    return torch.cat([prompt, prompt]), torch.cat([query, second_shot(query, key)]), torch.cat([masks, masks])
+    return prompt, torch.cat([query, second_shot(query, key)]), torch.cat([masks, masks])
 
 
 def second_shot(images: torch.Tensor, key: list[int]) -> torch.Tensor:

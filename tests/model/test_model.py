@@ -76,6 +76,19 @@ def test_shared_prompt_and_k_shot_match_explicit_batches(options):
         torch.testing.assert_close(k_shot, shared, atol=1e-5, rtol=1e-5)
 
 
+def test_prompts_encoded_once_for_several_shots_of_each_query_match_explicit_batches():
+    # train --consistency: B prompts, 2B queries (each query, then its second shot)
+    model = MetaUAS(tiny_model_config(discrepancy_stages=(1, 2))).eval()
+    prompts, queries = torch.rand(2, 3, 64, 64), torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        shared, aligned = model(prompts, queries, return_aligned=True)
+        explicit, explicit_aligned = model(prompts.repeat(2, 1, 1, 1), queries, return_aligned=True)
+    torch.testing.assert_close(shared, explicit, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(aligned, explicit_aligned, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="3 queries do not split evenly over 2 prompts"):
+        model(prompts, queries[:3])
+
+
 def test_encoder_stays_frozen_in_train_mode():
     model = MetaUAS(tiny_model_config()).train()
     assert model.decoder.training and not model.encoder.training

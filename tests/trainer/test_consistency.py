@@ -34,12 +34,12 @@ def test_the_second_shot_is_a_slightly_different_rendering_fixed_by_its_seed():
     assert diff.flatten(1).amax(1).max() > 20  # some images were resampled: their edges moved
 
 
-def test_the_batch_is_doubled_with_the_same_prompts_and_masks():
+def test_the_queries_are_doubled_with_the_same_masks_and_their_prompts_once():
     prompt, query = _images(), _images().flip(-1)
     masks = torch.zeros(8, 1, 32, 32)
     masks[:, :, :4] = 1
     p, q, m = with_second_shot(prompt, query, masks, True, key=[1, 0, 0])
-    assert torch.equal(p, torch.cat([prompt, prompt])) and torch.equal(m, torch.cat([masks, masks]))
+    assert torch.equal(p, prompt) and torch.equal(m, torch.cat([masks, masks]))  # the model repeats prompts
     assert torch.equal(q[:8], query) and not torch.equal(q[8:], query)
     assert with_second_shot(prompt, query, masks, False, key=[1, 0, 0]) == (prompt, query, masks)  # off
 
