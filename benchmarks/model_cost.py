@@ -111,17 +111,21 @@ def main() -> None:
         return search_blocks(args.search_blocks, args.repeats)
     prompt, query = torch.rand(1, 3, args.size, args.size), torch.rand(1, 3, args.size, args.size)
     fns = {}
-    for encoder in args.encoders.split(","):  # the last variant is the default model, which mix blends
-        for name, fields in VARIANTS.items():
-            model = build(encoder, fields)
+    for encoder in args.encoders.split(","):
+        models = {name: build(encoder, fields) for name, fields in VARIANTS.items()}
+        for name, model in models.items():
             fns[f"{encoder} model, {name}"] = (lambda m: lambda: m.predict(prompt, query))(model)
+        model = models["discrepancy 0,1,2,3"]  # the default model
         shared = LookupConfig(encoder=SHARED_ENCODER)
         fns[f"{encoder} lookup on the model's encoder"] = (lambda e: lambda: lookup_map(e, prompt, query, shared))(
             model.encoder
         )
-        for label, cfg in (("the lookup on the model's encoder", shared), ("default lookup", LookupConfig())):
-            scorer = Scorer(scoring_encoder(("mix",), cfg, model), model, ("mix",), lookup=cfg)
-            fns[f"{encoder} mix, default model + {label}"] = partial(mixed, scorer, prompt, query)
+        blends = [("default model", model, "the lookup on the model's encoder", shared)]
+        blends += [("default model", model, "default lookup", LookupConfig())]
+        blends += [("discrepancy 1,2,3 model", models["discrepancy 1,2,3"], "default lookup", LookupConfig())]
+        for model_label, blended, label, cfg in blends:
+            scorer = Scorer(scoring_encoder(("mix",), cfg, blended), blended, ("mix",), lookup=cfg)
+            fns[f"{encoder} mix, {model_label} + {label}"] = partial(mixed, scorer, prompt, query)
         lookup = scoring_encoder(("lookup",), LookupConfig(), None)
         fns[f"{encoder} lookup (default: {LookupConfig().encoder})"] = (
             lambda e: lambda: lookup_map(e, prompt, query, LookupConfig())
