@@ -138,7 +138,8 @@ class ModelConfig:
         (0, 1, 2, 3),
         "Encoder stages (0 = finest; lite0 strides 2, 4, 8, 16, 32) whose prompt-query discrepancy, 1 - max "
         "cosine of each query position to any prompt position (frozen features, no learning), joins the decoder "
-        "as one more channel at that stage, e.g. 0,1,2,3; 'none' = off.",
+        "as one more channel at that stage, e.g. 0,1,2,3; 'none' = off. 1,2,3 runs `mix` in about two "
+        "thirds of the time, with a lower image score on object kinds (docs/quality.md).",
         Panel.MODEL,
         kind=str,
         parse=int_list_or_none,
