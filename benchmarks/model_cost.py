@@ -115,14 +115,16 @@ def main() -> None:
         models = {name: build(encoder, fields) for name, fields in VARIANTS.items()}
         for name, model in models.items():
             fns[f"{encoder} model, {name}"] = (lambda m: lambda: m.predict(prompt, query))(model)
-        model = models["discrepancy 0,1,2,3"]  # the default model
+        default = models["discrepancy 0,1,2,3"]
         shared = LookupConfig(encoder=SHARED_ENCODER)
         fns[f"{encoder} lookup on the model's encoder"] = (lambda e: lambda: lookup_map(e, prompt, query, shared))(
-            model.encoder
+            default.encoder
         )
-        blends = [("default model", model, "the lookup on the model's encoder", shared)]
-        blends += [("default model", model, "default lookup", LookupConfig())]
-        blends += [("discrepancy 1,2,3 model", models["discrepancy 1,2,3"], "default lookup", LookupConfig())]
+        blends = [
+            ("default model", default, "the lookup on the model's encoder", shared),
+            ("default model", default, "default lookup", LookupConfig()),
+            ("discrepancy 1,2,3 model", models["discrepancy 1,2,3"], "default lookup", LookupConfig()),
+        ]
         for model_label, blended, label, cfg in blends:
             scorer = Scorer(scoring_encoder(("mix",), cfg, blended), blended, ("mix",), lookup=cfg)
             fns[f"{encoder} mix, {model_label} + {label}"] = partial(mixed, scorer, prompt, query)
